@@ -1,0 +1,55 @@
+"""Streaming blend of model (and TTA view) probabilities: weighted mean or weighted geometric mean.
+
+Members are added one at a time, in any order and in any row batches; the accumulator holds one
+running sum and one weight per row, so memory does not grow with the number of members, and a
+member that covered only some rows (dropped late by a deadline) is re-normalised per row.
+
+    mean:  sum_m w_m (p_m - s_m) / sum_m w_m
+    gmean: exp(sum_m w_m log(p_m - s_m) / sum_m w_m)
+
+where `s_m` is the member's threshold shift (0 by default); shifted probabilities are clipped to
+[eps, 1] before the log so that a zero never turns the whole row into zero.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+BLEND_EPS = 1e-7
+
+Rows = slice | np.ndarray | None
+
+
+class BlendAccumulator:
+    """Running weighted (geometric) mean over `n_rows` x `n_classes` probabilities."""
+
+    def __init__(self, n_rows: int, n_classes: int, mode: str = "mean") -> None:
+        if mode not in ("mean", "gmean"):
+            raise ValueError(f"blend mode must be 'mean' or 'gmean', got {mode!r}")
+        self.mode = mode
+        self._sum = np.zeros((n_rows, n_classes), dtype=np.float64)
+        self.row_weight = np.zeros(n_rows, dtype=np.float64)
+
+    def add(self, probs, weight: float, rows: Rows = None, threshold_shift: float = 0.0) -> None:
+        """Add one member's probabilities for `rows` (all rows when None)."""
+        if weight < 0:
+            raise ValueError(f"blend weight must be >= 0, got {weight}")
+        if weight == 0:
+            return
+        p = np.asarray(probs, dtype=np.float64) - threshold_shift
+        if self.mode == "gmean":
+            p = np.log(np.clip(p, BLEND_EPS, 1.0))
+        index = slice(None) if rows is None else rows
+        self._sum[index] += weight * p
+        self.row_weight[index] += weight
+
+    def result(self, rows: Rows = None) -> np.ndarray:
+        """The blend for `rows`; every one of them must have received some weight."""
+        index = slice(None) if rows is None else rows
+        weight = self.row_weight[index]
+        if np.any(weight <= 0):
+            missing = np.flatnonzero(weight <= 0)
+            raise ValueError(f"{missing.size} rows received no member (first: row {missing[0]})")
+        blended = self._sum[index] / weight[:, None]
+        return np.exp(blended) if self.mode == "gmean" else blended
+

@@ -1,0 +1,206 @@
+"""The ensemble config: its fields, defaults, and validation with messages naming the field.
+
+The host (`kernelpack build`) validates the YAML with `validate_config` and embeds the result as
+JSON in `kernel.py`; the kernel validates it again, so a hand-edited kernel fails just as clearly.
+Errors read like `models[2].weight: must be >= 0, got -0.1`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+from .tta import TTA_OPS
+
+SUBMISSION_FORMATS = ("multiclass", "multilabel", "probabilities")
+BLEND_MODES = ("mean", "gmean")
+RESIZE_MODES = ("stretch", "keep_aspect")
+KAGGLE_RUN_SECONDS = 9 * 3600
+DEFAULT_INPUT_ROOTS = ["/kaggle/input", "../input"]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One config field: its check, whether it is required, its default, and a hint for the fix."""
+
+    check: Callable[[Any, str], Any]
+    required: bool = False
+    default: Any = None
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class Section:
+    fields: dict[str, Field] = field(default_factory=dict)
+
+
+def _fail(where: str, problem: str) -> ConfigError:
+    return ConfigError(f"{where}: {problem}")
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(where, f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def _choice(*allowed: str) -> Callable[[Any, str], str]:
+    def check(value: Any, where: str) -> str:
+        if value not in allowed:
+            raise _fail(where, f"must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    return check
+
+
+def _number(minimum: float | None = None, exclusive: bool = False) -> Callable[[Any, str], float]:
+    def check(value: Any, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(where, f"must be a number, got {value!r}")
+        if minimum is not None and (value <= minimum if exclusive else value < minimum):
+            sign = ">" if exclusive else ">="
+            raise _fail(where, f"must be {sign} {minimum:g}, got {value!r}")
+        return float(value)
+
+    return check
+
+
+def _integer(minimum: int) -> Callable[[Any, str], int]:
+    def check(value: Any, where: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(where, f"must be an integer, got {value!r}")
+        if value < minimum:
+            raise _fail(where, f"must be >= {minimum}, got {value!r}")
+        return value
+
+    return check
+
+
+def _optional(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    return lambda value, where: None if value is None else check(value, where)
+
+
+Check = Callable[[Any, str], Any]
+
+
+def _list_of(check: Check, non_empty: bool = True) -> Check:
+    def check_list(value: Any, where: str) -> list:
+        if not isinstance(value, list):
+            raise _fail(where, f"must be a list, got {value!r}")
+        if non_empty and not value:
+            raise _fail(where, "must not be empty")
+        return [check(item, f"{where}[{i}]") for i, item in enumerate(value)]
+
+    return check_list
+
+
+def _label(value: Any, where: str) -> str | int:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise _fail(where, f"must be a string or an integer, got {value!r}")
+    return value
+
+
+def _mapping(value: Any, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise _fail(where, f"must be a mapping, got {value!r}")
+    return value
+
+
+def _section(section: Section) -> Callable[[Any, str], dict]:
+    return lambda value, where: _validate_section(value, section, where)
+
+
+def _threshold(value: Any, where: str) -> float | list[float]:
+    if isinstance(value, list):
+        return _list_of(_probability)(value, where)
+    return _probability(value, where)
+
+
+def _probability(value: Any, where: str) -> float:
+    number = _number(0.0)(value, where)
+    if number > 1.0:
+        raise _fail(where, f"must be between 0 and 1, got {value!r}")
+    return number
+
+
+MODEL = Section({
+    "name": Field(_string, required=True,
+                  hint="the model's name, as stored in its checkpoint config (e.g. small_cnn_f0)"),
+    "path": Field(_string, required=True,
+                  hint="the checkpoint file, relative to an input root (e.g. my-models/cnn_f0.pt)"),
+    "weight": Field(_number(0.0), default=1.0),
+    "threshold_shift": Field(_number(), default=0.0),
+    "tta": Field(_optional(_list_of(_choice(*TTA_OPS))), default=None),
+})
+
+TEST = Section({
+    "images": Field(_string, required=True,
+                    hint="the folder of test images, relative to an input root "
+                         "(e.g. my-competition/test)"),
+    "sample_submission": Field(_optional(_string), default=None),
+    "pattern": Field(_string, default="*.png"),
+    "extension": Field(_string, default=".png"),
+})
+
+SUBMISSION = Section({
+    "format": Field(_choice(*SUBMISSION_FORMATS), required=True,
+                    hint=f"one of {', '.join(SUBMISSION_FORMATS)}"),
+    "id_column": Field(_string, default="id"),
+    "label_column": Field(_string, default="label"),
+    "classes": Field(_optional(_list_of(_label)), default=None),
+    "threshold": Field(_threshold, default=0.5),
+    "min_labels": Field(_integer(0), default=1),
+    "max_labels": Field(_optional(_integer(1)), default=None),
+    "file": Field(_string, default="submission.csv"),
+})
+
+CONFIG = Section({
+    "models": Field(_list_of(_section(MODEL)), required=True,
+                    hint="a list of models, each with a name and a path"),
+    "test": Field(_section(TEST), required=True, hint="a section with test.images"),
+    "submission": Field(_section(SUBMISSION), required=True,
+                        hint="a section with submission.format"),
+    "blend": Field(_choice(*BLEND_MODES), default="mean"),
+    "tta": Field(_list_of(_choice(*TTA_OPS)), default=["identity"]),
+    "batch_size": Field(_integer(1), default=32),
+    "budget_seconds": Field(_number(0.0, exclusive=True), default=float(KAGGLE_RUN_SECONDS)),
+    "input_roots": Field(_list_of(_string), default=DEFAULT_INPUT_ROOTS),
+    # Host-side settings (kernel metadata); the kernel ignores them.
+    "kernel": Field(_optional(_mapping), default=None),
+})
+
+
+def _validate_section(value: Any, section: Section, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise _fail(where or "config", f"must be a mapping, got {value!r}")
+    prefix = f"{where}." if where else ""
+    for key in value:
+        if key not in section.fields:
+            close = difflib.get_close_matches(str(key), section.fields, n=1)
+            fix = f"did you mean {close[0]!r}?" if close else \
+                f"allowed fields: {', '.join(section.fields)}"
+            raise _fail(f"{prefix}{key}", f"unknown field; {fix}")
+    result = {}
+    for key, spec in section.fields.items():
+        if key not in value:
+            if spec.required:
+                raise _fail(f"{prefix}{key}", f"missing; add {spec.hint}")
+            result[key] = spec.default
+            continue
+        result[key] = spec.check(value[key], f"{prefix}{key}")
+    return result
+
+
+def validate_config(raw: Any) -> dict:
+    """Return the config with defaults filled in; raise ConfigError naming the first bad field."""
+    config = _validate_section(raw, CONFIG, "")
+    names = [model["name"] for model in config["models"]]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise _fail(f"models[{i}].name", f"duplicate model name {name!r}; names must be unique")
+    if sum(model["weight"] for model in config["models"]) <= 0:
+        raise _fail("models", "all weights are 0; give at least one model a weight > 0")
+    return config

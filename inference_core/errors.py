@@ -1,0 +1,27 @@
+"""Typed errors raised by the kernel runtime.
+
+Every message names the input, the problem and the fix, so that the one line a kernel prints in
+Kaggle's log viewer is enough to act on.
+"""
+
+
+class KernelError(Exception):
+    """Base class: a problem the user can fix in their config, data or models."""
+
+
+class ConfigError(KernelError):
+    """The ensemble config is missing a field or holds a bad value."""
+
+
+class UnknownArchError(KernelError):
+    """A checkpoint or config names an architecture the registry does not know."""
+
+
+class CheckpointError(KernelError):
+    """A checkpoint file is missing, unreadable, or not in the kernelpack format."""
+
+
+class TestSetError(KernelError):
+    """The test images or the sample submission cannot be found or read."""
+
+    __test__ = False  # not a pytest test class despite the name

@@ -1,0 +1,91 @@
+"""Submission writers: multiclass (argmax), multilabel (thresholds, min/max labels), probabilities.
+
+Rows are written as they are blended (memory does not grow with the test set) into a temporary
+file beside the target, which replaces `submission.csv` only when every row is in: a kernel that
+dies half-way never leaves a truncated submission behind.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError
+
+
+def multiclass_labels(probs: np.ndarray, classes: Sequence) -> list:
+    return [classes[i] for i in np.argmax(probs, axis=1)]
+
+
+def multilabel_labels(probs: np.ndarray, classes: Sequence, threshold: float | Sequence[float],
+                      min_labels: int = 1, max_labels: int | None = None) -> list[str]:
+    """Space-separated labels per row: every class at or above its threshold, topped up to
+    `min_labels` and cut to `max_labels` by probability; listed in class order."""
+    thresholds = np.broadcast_to(np.asarray(threshold, dtype=np.float64), probs.shape[1:])
+    rows = []
+    for row in probs:
+        order = np.argsort(-row, kind="stable")
+        chosen = [i for i in order if row[i] >= thresholds[i]]
+        if len(chosen) < min_labels:
+            chosen = list(order[:min_labels])
+        if max_labels is not None:
+            chosen = chosen[:max_labels]
+        rows.append(" ".join(str(classes[i]) for i in sorted(chosen)))
+    return rows
+
+
+class SubmissionWriter:
+    """Streams rows into `path` atomically; use as a context manager."""
+
+    def __init__(self, path: str | os.PathLike, submission: dict, classes: Sequence) -> None:
+        self.path = Path(path)
+        self.submission = submission
+        self.classes = list(classes)
+        threshold = submission["threshold"]
+        if isinstance(threshold, list) and len(threshold) != len(self.classes):
+            raise ConfigError(
+                f"submission.threshold has {len(threshold)} values but the models have "
+                f"{len(self.classes)} classes; give one per class or a single one"
+            )
+        self._tmp = self.path.with_name(f".{self.path.name}.partial")
+        self._handle = None
+        self._writer = None
+        self.rows_written = 0
+
+    def __enter__(self) -> SubmissionWriter:
+        self._handle = open(self._tmp, "w", newline="")
+        self._writer = csv.writer(self._handle)
+        self._writer.writerow(self._header())
+        return self
+
+    def _header(self) -> list[str]:
+        id_column = self.submission["id_column"]
+        if self.submission["format"] == "probabilities":
+            return [id_column] + [str(c) for c in self.classes]
+        return [id_column, self.submission["label_column"]]
+
+    def write(self, ids: Sequence[str], probs: np.ndarray) -> None:
+        fmt = self.submission["format"]
+        if fmt == "probabilities":
+            for image_id, row in zip(ids, probs, strict=True):
+                self._writer.writerow([image_id] + [f"{p:.6g}" for p in row])
+        else:
+            if fmt == "multiclass":
+                labels = multiclass_labels(probs, self.classes)
+            else:
+                labels = multilabel_labels(probs, self.classes, self.submission["threshold"],
+                                           self.submission["min_labels"],
+                                           self.submission["max_labels"])
+            self._writer.writerows(zip(ids, labels, strict=True))
+        self.rows_written += len(ids)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._handle.close()
+        if exc_type is None:
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
