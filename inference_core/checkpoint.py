@@ -3,7 +3,8 @@
 Saved with `torch.save` and loaded with `torch.load(weights_only=True)`, so loading can never run
 pickled code: `config` holds only str/int/float/bool/None/list/dict, `state_dict` only tensors.
 `config` carries what inference needs beside the weights: the model's `name` and `fold`, its
-`input_size`, `resize` mode, normalisation `mean`/`std` and `activation`.
+`input_size`, `resize` mode, normalisation `mean`/`std`, `activation`, `classes`, and the
+`model_kwargs` the architecture was built with (e.g. `{"width": 16}` for small_cnn).
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def load_checkpoint(source: str | os.PathLike | bytes, name: str | None = None) 
 
 def model_from_checkpoint(checkpoint: dict, name: str = "<checkpoint>") -> nn.Module:
     """Build the architecture, load the weights strictly and switch to eval mode."""
-    model = create_model(checkpoint["arch"], checkpoint["num_classes"])
+    kwargs = checkpoint["config"].get("model_kwargs") or {}
+    model = create_model(checkpoint["arch"], checkpoint["num_classes"], **kwargs)
     try:
         model.load_state_dict(checkpoint["state_dict"], strict=True)
     except RuntimeError as exc:

@@ -122,7 +122,7 @@ def decode_image(path: str | os.PathLike) -> np.ndarray:
     """HxWx3 uint8 RGB; raises TestSetError naming the file if it cannot be decoded."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))  # a writable copy, as torch wants
     except (OSError, ValueError) as exc:
         raise TestSetError(f"{path}: cannot decode image ({exc})") from None
 
@@ -145,7 +145,7 @@ def to_tensor(image: np.ndarray, preprocess: Preprocess) -> torch.Tensor:
     height, width = target_size(image.shape[0], image.shape[1], preprocess)
     if (height, width) != image.shape[:2]:
         image = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    tensor = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
     mean = torch.tensor(preprocess.mean).view(3, 1, 1)
     std = torch.tensor(preprocess.std).view(3, 1, 1)
     return tensor.sub_(mean).div_(std)

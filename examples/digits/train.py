@@ -135,7 +135,7 @@ def train_ensemble(competition_dir: Path, models_dir: Path, oof_dir: Path, *,
     oof_dir.mkdir(parents=True, exist_ok=True)
 
     table, pixels = load_train(competition_dir)
-    labels = torch.from_numpy(table["label"].to_numpy()).long()
+    labels = torch.tensor(table["label"].to_numpy(), dtype=torch.long)
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     fold_of_row = np.empty(len(table), dtype=np.int64)
     for fold, (_, val_idx) in enumerate(splitter.split(np.zeros(len(table)), table["label"])):

@@ -1,0 +1,71 @@
+"""`kernelpack build`: ensemble YAML -> OUTDIR/kernel.py (one file) and kernel-metadata.json."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import inference_core
+
+from . import TEMPLATES_DIR
+from .bundle import package_sources, render_bundle
+from .config import load_config
+
+KERNEL_FILE = "kernel.py"
+METADATA_FILE = "kernel-metadata.json"
+ENTRY_NAME = "kernel_entry.py"
+
+
+@dataclass
+class BuildResult:
+    kernel: Path
+    metadata: Path
+    size_bytes: int
+    seconds: float
+
+
+def render_entry(config: dict) -> str:
+    """The entry script with the runtime config (everything but the host-only `kernel` section)."""
+    runtime_config = {key: value for key, value in config.items() if key != "kernel"}
+    config_json = json.dumps(runtime_config, sort_keys=True, indent=1)
+    template = (TEMPLATES_DIR / ENTRY_NAME).read_text(encoding="utf-8")
+    return template.replace("__KERNELPACK_CONFIG_JSON__", repr(config_json))
+
+
+def kernel_metadata(kernel: dict, default_slug: str) -> dict:
+    """kernel-metadata.json as the kaggle client reads it (`kaggle kernels push -p OUTDIR`)."""
+    kernel_id = kernel["id"] or f"INSERT_USERNAME/{default_slug}"
+    slug = kernel_id.split("/", 1)[1]
+    metadata = {
+        "id": kernel_id,
+        "title": kernel["title"] or slug.replace("-", " ").title(),
+        "code_file": KERNEL_FILE,
+        "language": "python",
+        "kernel_type": "script",
+        **{key: kernel[key] for key in ("is_private", "enable_gpu", "enable_internet",
+                                        "dataset_sources", "competition_sources",
+                                        "kernel_sources", "model_sources")},
+    }
+    if kernel["machine_shape"]:
+        metadata["machine_shape"] = kernel["machine_shape"]
+    return metadata
+
+
+def build_kernel(config_path: str | Path, outdir: str | Path) -> BuildResult:
+    """Validate the config, bundle inference_core with the rendered entry, write both files."""
+    start = time.perf_counter()
+    config_path, outdir = Path(config_path), Path(outdir)
+    config = load_config(config_path)
+    modules = package_sources(Path(inference_core.__file__).parent)
+    kernel_text = render_bundle(ENTRY_NAME, render_entry(config), modules)
+    slug = config_path.stem.lower().replace("_", "-")
+    metadata = kernel_metadata(config["kernel"], slug)
+    outdir.mkdir(parents=True, exist_ok=True)
+    kernel_path = outdir / KERNEL_FILE
+    kernel_path.write_text(kernel_text, encoding="utf-8")
+    metadata_path = outdir / METADATA_FILE
+    metadata_path.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    return BuildResult(kernel_path, metadata_path, len(kernel_text.encode("utf-8")),
+                       time.perf_counter() - start)
