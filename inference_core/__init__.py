@@ -10,7 +10,7 @@ from .config import validate_config
 from .errors import CheckpointError, ConfigError, KernelError, TestSetError, UnknownArchError
 from .registry import create_model, list_models, register_model
 from .runner import main, run_kernel
-from .tta import TTA_OPS, split_tta_outputs, tta_batch
+from .tta import TTA_OPS, run_tta, split_tta_outputs, tta_batch
 
 __all__ = [
                      "TTA_OPS",
@@ -27,6 +27,7 @@ __all__ = [
                      "model_from_checkpoint",
                      "register_model",
                      "run_kernel",
+    "run_tta",
                      "save_checkpoint",
                      "split_tta_outputs",
                      "tta_batch",

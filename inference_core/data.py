@@ -144,7 +144,7 @@ def to_tensor(image: np.ndarray, preprocess: Preprocess) -> torch.Tensor:
     """Resize (bilinear) and normalise an HxWx3 uint8 image into a 3xH'xW' float tensor."""
     height, width = target_size(image.shape[0], image.shape[1], preprocess)
     if (height, width) != image.shape[:2]:
-        image = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+        image = np.array(Image.fromarray(image).resize((width, height), Image.BILINEAR))
     tensor = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
     mean = torch.tensor(preprocess.mean).view(3, 1, 1)
     std = torch.tensor(preprocess.std).view(3, 1, 1)

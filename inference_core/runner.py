@@ -26,7 +26,7 @@ from .config import validate_config
 from .data import Preprocess, TestSet, decode_image, find_input_root, resolve_test_set, to_tensor
 from .errors import CheckpointError, KernelError
 from .submission import SubmissionWriter
-from .tta import split_tta_outputs, tta_batch
+from .tta import run_tta
 
 BUDGET_ENV = "KERNELPACK_BUDGET_SECONDS"
 
@@ -134,7 +134,7 @@ def _predict_batch(images: list[np.ndarray], groups: dict[Preprocess, list[Membe
             index = np.array(list(same_shape))
             batch = torch.stack([tensors[r] for r in index]).to(device)
             for member in members:
-                views = split_tta_outputs(member.model(tta_batch(batch, member.tta)), member.tta)
+                views = run_tta(member.model, batch, member.tta)
                 for view in views:
                     probs = _activate(view, member.activation).cpu().numpy()
                     accumulator.add(probs, member.weight / len(views), rows=index,

@@ -1,0 +1,89 @@
+import copy
+
+import pytest
+
+from inference_core.config import validate_config
+from inference_core.errors import ConfigError
+from kernelpack.config import load_config
+
+GOOD = {
+    "models": [
+        {"name": "cnn_f0", "path": "models/cnn_f0.pt"},
+        {"name": "cnn_f1", "path": "models/cnn_f1.pt", "weight": 2.0},
+        {"name": "res_f0", "path": "models/res_f0.pt", "tta": ["identity", "hflip"]},
+    ],
+    "test": {"images": "comp/test"},
+    "submission": {"format": "multiclass"},
+}
+
+
+def _with(path, value):
+    config = copy.deepcopy(GOOD)
+    target = config
+    for key in path[:-1]:
+        target = target[key]
+    if value is KeyError:
+        del target[path[-1]]
+    else:
+        target[path[-1]] = value
+    return config
+
+
+def test_defaults_are_filled_in():
+    config = validate_config(copy.deepcopy(GOOD))
+    assert config["blend"] == "mean"
+    assert config["tta"] == ["identity"]
+    assert config["models"][0]["weight"] == 1.0
+    assert config["models"][1]["threshold_shift"] == 0.0
+    assert config["submission"]["id_column"] == "id"
+    assert config["input_roots"] == ["/kaggle/input", "../input"]
+
+
+@pytest.mark.parametrize("path, value, message", [
+    (("models", 2, "weight"), -0.1, "models[2].weight: must be >= 0, got -0.1"),
+    (("submission", "format"), KeyError,
+     "submission.format: missing; add one of multiclass, multilabel, probabilities"),
+    (("test", "images"), KeyError, "test.images: missing; add the folder of test images"),
+    (("submission", "format"), "csv",
+     "submission.format: must be one of multiclass, multilabel, probabilities, got 'csv'"),
+    (("blend",), "median", "blend: must be one of mean, gmean, got 'median'"),
+    (("models", 1, "tta"), ["identity", "flip"],
+     "models[1].tta[1]: must be one of identity, hflip, vflip"),
+    (("batch_size",), 0, "batch_size: must be >= 1, got 0"),
+    (("submission", "threshold"), 1.5, "submission.threshold: must be between 0 and 1, got 1.5"),
+    (("blnd",), "gmean", "blnd: unknown field; did you mean 'blend'?"),
+    (("models", 0, "wieght"), 1, "models[0].wieght: unknown field; did you mean 'weight'?"),
+    (("models",), [], "models: must not be empty"),
+    (("models", 1, "name"), "cnn_f0", "models[1].name: duplicate model name 'cnn_f0'"),
+    (("budget_seconds",), 0, "budget_seconds: must be > 0, got 0"),
+])
+def test_bad_fields_are_named_with_the_problem(path, value, message):
+    with pytest.raises(ConfigError) as info:
+        validate_config(_with(path, value))
+    assert str(info.value).startswith(message)
+
+
+def test_load_config_prefixes_the_file_and_reports_yaml_syntax(tmp_path):
+    bad = tmp_path / "ensemble.yml"
+    bad.write_text("models:\n  - name: a\n    path: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"ensemble\.yml: not valid YAML at line \d+"):
+        load_config(bad)
+    bad.write_text("test: {images: comp/test}\nsubmission: {format: multiclass}\n")
+    with pytest.raises(ConfigError, match=r"ensemble\.yml: models: missing"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"absent\.yml: config file not found"):
+        load_config(tmp_path / "absent.yml")
+
+
+def test_kernel_section_is_validated_on_the_host(tmp_path):
+    path = tmp_path / "ensemble.yml"
+    base = "models: [{name: a, path: a.pt}]\ntest: {images: t}\nsubmission: {format: multiclass}\n"
+    path.write_text(base + "kernel: {id: me/my-kernel, dataset_sources: [me/models]}\n")
+    kernel = load_config(path)["kernel"]
+    assert kernel["is_private"] is True and kernel["enable_internet"] is False
+    path.write_text(base + "kernel: {id: 'My Kernel'}\n")
+    with pytest.raises(ConfigError, match=r"kernel\.id: must look like 'username/kernel-slug'"):
+        load_config(path)
+    path.write_text(base + "kernel: {id: me/k, privat: true}\n")
+    with pytest.raises(ConfigError, match=r"kernel\.privat: unknown field; did you mean"):
+        load_config(path)
