@@ -11,7 +11,7 @@ from inference_core.errors import KernelError
 from . import __version__
 from .build import build_kernel
 from .errors import KernelpackError
-from .sandbox import run_local
+from .sandbox import NETWORK_MODES, run_local
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -23,7 +23,7 @@ def _build(args: argparse.Namespace) -> int:
 
 def _run_local(args: argparse.Namespace) -> int:
     result = run_local(args.kernel, args.input, root=args.root, budget=args.budget,
-                       on_line=lambda line: print(f"  | {line}", flush=True))
+                       network=args.network, on_line=lambda line: print(f"  | {line}", flush=True))
     where = f"sandbox {result.root} (network cut: {result.network_cut}), log {result.log}"
     if result.timed_out:
         print(f"kernelpack: kernel killed at the {args.budget:g} s budget; {where}",
@@ -61,6 +61,9 @@ def make_parser() -> argparse.ArgumentParser:
                      help="wall-clock budget in seconds (kill the kernel after it)")
     run.add_argument("--root", default=None,
                      help="sandbox folder (default: KERNEL_DIR/sandbox, recreated each run)")
+    run.add_argument("--network", choices=NETWORK_MODES, default="auto",
+                     help="how to cut the network: a namespace (unshare), an in-process socket "
+                          "guard, or auto (unshare where it works)")
     run.set_defaults(handler=_run_local)
     return parser
 

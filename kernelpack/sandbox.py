@@ -46,6 +46,8 @@ sys.argv = [script]
 runpy.run_path(script, run_name="__main__")
 """
 
+NETWORK_MODES = ("auto", "unshare", "guard")
+
 # Variables passed through from the host; everything else is dropped, as on a fresh machine.
 _PASS_ENV = ("PATH", "LANG", "LC_ALL", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
 
@@ -91,9 +93,13 @@ def prepare_root(root: Path, input_dir: Path, kernel: Path) -> Path:
 
 
 def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | None = None,
-              budget: float | None = None, on_line: Callable[[str], None] | None = None
-              ) -> SandboxResult:
-    """Run `kernel` (a kernel.py, or the folder holding it) offline against `input_dir`."""
+              budget: float | None = None, network: str = "auto",
+              on_line: Callable[[str], None] | None = None) -> SandboxResult:
+    """Run `kernel` (a kernel.py, or the folder holding it) offline against `input_dir`.
+
+    `network` picks how the network is cut: "unshare" (a new, empty network namespace), "guard"
+    (sockets refuse to connect, in-process) or "auto" (unshare where it works, else guard).
+    """
     kernel, input_dir = Path(kernel), Path(input_dir)
     if kernel.is_dir():
         kernel = kernel / "kernel.py"
@@ -103,12 +109,17 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
     if not input_dir.is_dir():
         raise SandboxError(f"{input_dir}: input folder not found; pass a folder laid out like "
                            "/kaggle/input (one sub-folder per dataset or competition)")
+    if network not in NETWORK_MODES:
+        raise SandboxError(f"network must be one of {', '.join(NETWORK_MODES)}, got {network!r}")
+    if network == "unshare" and not network_namespace_available():
+        raise SandboxError("`unshare -n` does not work here (needs root or user namespaces); "
+                           "use network 'guard' or 'auto'")
     if budget is not None and budget <= 0:
         raise SandboxError(f"--budget must be a positive number of seconds, got {budget}")
     root = (Path(root) if root else kernel.parent / "sandbox").resolve()
     script = prepare_root(root, input_dir, kernel)
 
-    namespace = network_namespace_available()
+    namespace = network == "unshare" or (network == "auto" and network_namespace_available())
     boot = _BOOT.format(project=str(PROJECT_ROOT), socket_guard=not namespace)
     command = [sys.executable, "-I", "-c", boot, str(script)]
     if namespace:

@@ -1,0 +1,131 @@
+import ast
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from inference_core.errors import ConfigError
+from kernelpack.build import build_kernel
+from kernelpack.cli import main
+from kernelpack.sandbox import network_namespace_available, run_local
+
+
+def test_build_writes_one_self_contained_file_and_private_offline_metadata(ensemble_yml, tmp_path):
+    result = build_kernel(ensemble_yml, tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["kernel-metadata.json",
+                                                                    "kernel.py"]
+    text = result.kernel.read_text()
+    tree = ast.parse(text)
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.Import) for alias in node.names}
+    assert imported <= set(sys.stdlib_module_names)  # the bootstrap needs only the stdlib
+    metadata = json.loads(result.metadata.read_text())
+    assert metadata["id"] == "tester/digits-kernel"
+    assert metadata["code_file"] == "kernel.py"
+    assert metadata["is_private"] is True and metadata["enable_internet"] is False
+    assert metadata["competition_sources"] == ["digits"]
+
+
+def test_identical_inputs_build_byte_identical_kernels(ensemble_yml, tmp_path):
+    first = build_kernel(ensemble_yml, tmp_path / "a").kernel.read_bytes()
+    second = build_kernel(ensemble_yml, tmp_path / "b").kernel.read_bytes()
+    assert first == second
+    ensemble_yml.write_text(ensemble_yml.read_text().replace("blend: gmean", "blend: mean"))
+    assert build_kernel(ensemble_yml, tmp_path / "c").kernel.read_bytes() != first
+
+
+def _expected_rows(digits_input):
+    return pd.read_csv(digits_input / "digits" / "sample_submission.csv", dtype=str)["id"]
+
+
+def test_kernel_runs_with_python_isolated_from_an_empty_directory_offline(
+        ensemble_yml, digits_input, tmp_path):
+    kernel = build_kernel(ensemble_yml, tmp_path / "out").kernel
+    work = tmp_path / "kaggle" / "working"
+    work.mkdir(parents=True)
+    (tmp_path / "kaggle" / "input").symlink_to(digits_input)
+    temp = tmp_path / "kaggle" / "tmp"
+    temp.mkdir()
+    command = [sys.executable, "-I", str(kernel)]
+    if network_namespace_available():
+        command = ["unshare", "-n", "--", *command]
+    done = subprocess.run(command, cwd=work, capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "TMPDIR": str(temp)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    frame = pd.read_csv(work / "submission.csv", dtype=str)
+    assert frame["id"].tolist() == _expected_rows(digits_input).tolist()
+    assert set(frame["label"]) <= {str(d) for d in range(10)}
+    assert list(temp.iterdir()) == []  # the unpacked bundle is gone
+    assert sorted(p.name for p in work.iterdir()) == ["submission.csv"]
+
+
+def test_kernel_runs_in_the_sandbox_where_the_project_cannot_be_imported(
+        ensemble_yml, digits_input, tmp_path):
+    out = tmp_path / "out"
+    build_kernel(ensemble_yml, out)
+    lines = []
+    result = run_local(out, digits_input, on_line=lines.append)
+    assert result.returncode == 0, "\n".join(lines)
+    assert result.submission == result.root / "working" / "submission.csv"
+    assert len(pd.read_csv(result.submission)) == len(_expected_rows(digits_input))
+    assert result.outputs == [result.submission]
+    assert list((result.root / "temp").glob("kernelpack-*")) == []
+    assert any("blend gmean" in line for line in lines)
+
+
+def test_kernel_runs_when_pasted_into_a_notebook_cell(ensemble_yml, digits_input, tmp_path):
+    kernel = build_kernel(ensemble_yml, tmp_path / "out").kernel
+    cell = tmp_path / "cell" / "kernel.py"
+    cell.parent.mkdir()
+    # A notebook cell has no __file__: exec the kernel's text in a fresh namespace.
+    cell.write_text(f"exec(compile({kernel.read_text()!r}, '<cell>', 'exec'), "
+                    "{'__name__': '__main__'})\n")
+    result = run_local(cell, digits_input)
+    assert result.returncode == 0, result.log.read_text()
+    assert result.submission is not None
+
+
+def _one_line_kernel_error(result):
+    log = result.log.read_text()
+    assert result.returncode == 1, log
+    errors = [line for line in log.splitlines() if line.startswith("kernel error:")]
+    assert len(errors) == 1 and "Traceback" not in log, log
+    return errors[0]
+
+
+def test_missing_test_folder_is_one_line_and_exit_code_1(ensemble_yml, digits_input, tmp_path):
+    ensemble_yml.write_text(ensemble_yml.read_text().replace("images: digits/test",
+                                                             "images: digits/tests"))
+    out = tmp_path / "out"
+    build_kernel(ensemble_yml, out)
+    line = _one_line_kernel_error(run_local(out, digits_input))
+    assert "test folder 'digits/tests' not found" in line and "test.images" in line
+
+
+def test_unknown_arch_in_a_checkpoint_is_one_line(ensemble_yml, digits_input, tmp_path):
+    import torch
+
+    checkpoint = torch.load(digits_input / "digits-models" / "cnn_f1.pt", weights_only=True)
+    models = tmp_path / "input" / "digits-models"
+    models.mkdir(parents=True)
+    (tmp_path / "input" / "digits").symlink_to(digits_input / "digits")
+    (models / "cnn_f0.pt").symlink_to(digits_input / "digits-models" / "cnn_f0.pt")
+    torch.save({**checkpoint, "arch": "small_cn"}, models / "cnn_f1.pt")
+    out = tmp_path / "out"
+    build_kernel(ensemble_yml, out)
+    line = _one_line_kernel_error(run_local(out, tmp_path / "input"))
+    assert "unknown architecture 'small_cn'; close names: small_cnn" in line
+
+
+def test_cli_build_reports_a_config_missing_a_field_in_one_line(ensemble_yml, tmp_path, capsys):
+    ensemble_yml.write_text(ensemble_yml.read_text().replace(
+        "submission: {format: multiclass}\n", ""))
+    assert main(["build", str(ensemble_yml), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "ensemble.yml: submission: missing; add a section with submission.format" in err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ConfigError):
+        build_kernel(ensemble_yml, tmp_path / "out")

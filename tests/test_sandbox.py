@@ -1,0 +1,97 @@
+import socket
+import textwrap
+import threading
+
+import pytest
+
+from kernelpack.cli import main
+from kernelpack.errors import SandboxError
+from kernelpack.sandbox import network_namespace_available, run_local
+
+NETWORK_MODES = ["guard"] + (["unshare"] if network_namespace_available() else [])
+
+
+def _kernel(tmp_path, source):
+    path = tmp_path / "kernel" / "kernel.py"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(textwrap.dedent(source))
+    (tmp_path / "input").mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def listening_port():
+    server = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=lambda: server.accept(), daemon=True).start()
+    yield server.getsockname()[1]
+    server.close()
+
+
+@pytest.mark.parametrize("network", NETWORK_MODES)
+def test_the_network_is_cut_even_to_a_server_on_this_machine(tmp_path, listening_port, network):
+    kernel = _kernel(tmp_path, f"""
+        import socket
+        try:
+            socket.create_connection(("127.0.0.1", {listening_port}), timeout=5)
+            print("CONNECTED")
+        except OSError as exc:
+            print("BLOCKED", exc)
+    """)
+    result = run_local(kernel, tmp_path / "input", network=network)
+    log = result.log.read_text()
+    assert result.returncode == 0, log
+    assert "BLOCKED" in log and "CONNECTED" not in log
+
+
+def test_the_project_cannot_be_imported_inside(tmp_path):
+    kernel = _kernel(tmp_path, """
+        for name in ("kernelpack", "inference_core"):
+            try:
+                __import__(name)
+                print("IMPORTED", name)
+            except ModuleNotFoundError:
+                print("MISSING", name)
+        import torch, numpy, PIL  # what a Kaggle image has is still there
+    """)
+    result = run_local(kernel, tmp_path / "input")
+    log = result.log.read_text()
+    assert result.returncode == 0, log
+    assert "MISSING kernelpack" in log and "MISSING inference_core" in log
+    assert "IMPORTED" not in log
+
+
+def test_kaggle_layout_cwd_and_exit_code(tmp_path):
+    kernel = _kernel(tmp_path, """
+        import os, sys
+        assert os.path.basename(os.getcwd()) == "working", os.getcwd()
+        assert sorted(os.listdir("../input")) == ["data"], os.listdir("../input")
+        open("out.txt", "w").write("hello")
+        sys.exit(3)
+    """)
+    (tmp_path / "input" / "data").mkdir()
+    result = run_local(kernel, tmp_path / "input")
+    assert result.returncode == 3, result.log.read_text()
+    assert [p.name for p in result.outputs] == ["out.txt"]
+    assert result.submission is None
+
+
+def test_the_budget_kills_a_kernel_that_overruns(tmp_path):
+    kernel = _kernel(tmp_path, """
+        import time
+        print("started", flush=True)
+        time.sleep(60)
+    """)
+    result = run_local(kernel, tmp_path / "input", budget=2)
+    assert result.timed_out
+    assert result.seconds < 20
+    assert "started" in result.log.read_text()
+
+
+def test_bad_arguments_are_clear_errors(tmp_path, capsys):
+    with pytest.raises(SandboxError, match="kernel not found; run `kernelpack build"):
+        run_local(tmp_path / "nowhere", tmp_path)
+    kernel = _kernel(tmp_path, "print('hi')\n")
+    with pytest.raises(SandboxError, match="input folder not found"):
+        run_local(kernel, tmp_path / "no-input")
+    assert main(["run-local", str(kernel.parent), "--input", str(tmp_path / "no-input")]) == 1
+    assert "no-input: input folder not found" in capsys.readouterr().err
