@@ -1,0 +1,30 @@
+# The README's two commands: `make demo` (the end-to-end job) and `make test` (the suite).
+# Both bootstrap .venv on a fresh machine: torch and torchvision first (their pinned wheels lie on
+# local disk, see ../shared/research/dependencies.md), then this project in editable mode.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# albumentations would otherwise query the package index at import.
+export NO_ALBUMENTATIONS_UPDATE := 1
+
+.PHONY: setup demo test lint clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -qq "torch==2.14.1" "torchvision==0.29.1"
+	$(BIN)/pip install -qq -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(BIN)/python -m examples.digits.demo demo-output
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache
