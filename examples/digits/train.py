@@ -1,4 +1,4 @@
-"""Train a small K-fold ensemble on the digits competition, on CPU, in about two minutes.
+"""Train a small K-fold ensemble on the digits competition, on CPU, in one to two minutes.
 
 Every (architecture, fold) pair becomes one kernelpack checkpoint; the out-of-fold softmax
 probabilities of each architecture are saved too, so ensemble weights can be fitted offline
@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
