@@ -141,8 +141,8 @@ def _predict_batch(images: list[np.ndarray], groups: dict[Preprocess, list[Membe
                                     threshold_shift=member.threshold_shift)
 
 
-def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | None = None
-               ) -> RunSummary:
+def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | None = None,
+               progress: bool = True) -> RunSummary:
     """Predict the test set with the ensemble and write the submission into `working_dir`."""
     start = time.monotonic()
     log = log or make_log(start)
@@ -165,16 +165,17 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
 
     target = Path(working_dir) / config["submission"]["file"]
     batch_size = config["batch_size"]
-    progress = tqdm(total=len(test_set), desc="predict", unit="img", file=sys.stdout,
-                    mininterval=1.0 if sys.stdout.isatty() else 30.0)
+    # Outside a terminal (Kaggle's log viewer) one progress line every 30 s is plenty.
+    bar = tqdm(total=len(test_set), desc="predict", unit="img", file=sys.stdout,
+               mininterval=1.0 if sys.stdout.isatty() else 30.0, disable=not progress)
     with torch.inference_mode(), SubmissionWriter(target, config["submission"], classes) as out:
         for begin in range(0, len(test_set), batch_size):
             paths = test_set.paths[begin:begin + batch_size]
             accumulator = BlendAccumulator(len(paths), len(classes), config["blend"])
             _predict_batch([decode_image(p) for p in paths], groups, accumulator, device)
             out.write(test_set.ids[begin:begin + batch_size], accumulator.result())
-            progress.update(len(paths))
-    progress.close()
+            bar.update(len(paths))
+    bar.close()
     seconds = time.monotonic() - start
     log(f"wrote {target} ({len(test_set)} rows) in {seconds:.1f} s of a {budget:.0f} s budget")
     return RunSummary(target, len(test_set), [m.name for m in members], seconds)

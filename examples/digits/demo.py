@@ -114,7 +114,7 @@ def run_demo(out_dir: Path, *, archs: Sequence[str] = DEFAULT_ARCHS, folds: int 
         alone.pop("kernel")
         work = out_dir / "singles" / model.name
         work.mkdir(parents=True)
-        summary = run_kernel(alone, working_dir=work, log=lambda _: None)
+        summary = run_kernel(alone, working_dir=work, log=lambda _: None, progress=False)
         singles.append((model, accuracy(summary.submission, paths.test_labels)))
     blend_accuracy = accuracy(result.submission, paths.test_labels)
     stage("score", start)
