@@ -8,6 +8,7 @@ Errors read like `models[2].weight: must be >= 0, got -0.1`.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,6 +104,25 @@ def _label(value: Any, where: str) -> str | int:
     return value
 
 
+def _boolean(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(where, f"must be true or false, got {value!r}")
+    return value
+
+
+def _sha256(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise _fail(where, f"must be 64 lower-case hex digits, got {value!r}")
+    return value
+
+
+def _fraction(value: Any, where: str) -> float:
+    number = _number(0.0)(value, where)
+    if number >= 1.0:
+        raise _fail(where, f"must be at least 0 and below 1, got {value!r}")
+    return number
+
+
 def _mapping(value: Any, where: str) -> dict:
     if not isinstance(value, dict):
         raise _fail(where, f"must be a mapping, got {value!r}")
@@ -127,10 +147,16 @@ def _probability(value: Any, where: str) -> float:
 
 
 MODEL = Section({
+    # Identity: a model is found under the input roots by the name (and fold, and sha256 of the
+    # plaintext checkpoint, when given) in its checkpoint config or .kpenc manifest.
     "name": Field(_string, required=True,
                   hint="the model's name, as stored in its checkpoint config (e.g. small_cnn_f0)"),
-    "path": Field(_string, required=True,
-                  hint="the checkpoint file, relative to an input root (e.g. my-models/cnn_f0.pt)"),
+    "fold": Field(_optional(_integer(0)), default=None),
+    "sha256": Field(_optional(_sha256), default=None),
+    # Optional hint: the file, relative to an input root; it must then hold this identity.
+    "path": Field(_optional(_string), default=None),
+    # A required model that cannot be found stops the kernel; any other is skipped with a warning.
+    "required": Field(_boolean, default=False),
     "weight": Field(_number(0.0), default=1.0),
     "threshold_shift": Field(_number(), default=0.0),
     "tta": Field(_optional(_list_of(_choice(*TTA_OPS))), default=None),
@@ -157,6 +183,12 @@ SUBMISSION = Section({
     "file": Field(_string, default="submission.csv"),
 })
 
+BUDGET = Section({
+    "seconds": Field(_number(0.0, exclusive=True), default=float(KAGGLE_RUN_SECONDS)),
+    # Fraction of the budget kept in reserve for start-up, the last batch and writing the file.
+    "margin": Field(_fraction, default=0.1),
+})
+
 CONFIG = Section({
     "models": Field(_list_of(_section(MODEL)), required=True,
                     hint="a list of models, each with a name and a path"),
@@ -166,7 +198,7 @@ CONFIG = Section({
     "blend": Field(_choice(*BLEND_MODES), default="mean"),
     "tta": Field(_list_of(_choice(*TTA_OPS)), default=["identity"]),
     "batch_size": Field(_integer(1), default=32),
-    "budget_seconds": Field(_number(0.0, exclusive=True), default=float(KAGGLE_RUN_SECONDS)),
+    "budget": Field(_section(BUDGET), default=None),
     "input_roots": Field(_list_of(_string), default=DEFAULT_INPUT_ROOTS),
     # Host-side settings (kernel metadata); the kernel ignores them.
     "kernel": Field(_optional(_mapping), default=None),
@@ -197,6 +229,8 @@ def _validate_section(value: Any, section: Section, where: str) -> dict:
 def validate_config(raw: Any) -> dict:
     """Return the config with defaults filled in; raise ConfigError naming the first bad field."""
     config = _validate_section(raw, CONFIG, "")
+    if config["budget"] is None:
+        config["budget"] = _validate_section({}, BUDGET, "budget")
     names = [model["name"] for model in config["models"]]
     for i, name in enumerate(names):
         if name in names[:i]:

@@ -77,8 +77,8 @@ def load_members(config: dict, input_root: Path, device: torch.device, log: Log)
     default_activation = "sigmoid" if config["submission"]["format"] == "multilabel" else "softmax"
     members = []
     for i, entry in enumerate(config["models"]):
-        path = input_root / entry["path"]
-        if not path.is_file():
+        path = input_root / (entry["path"] or "")
+        if not entry["path"] or not path.is_file():
             raise CheckpointError(
                 f"models[{i}] {entry['name']!r}: checkpoint {entry['path']} not found under "
                 f"{input_root}; attach the dataset that holds it or fix models[{i}].path"
@@ -147,7 +147,7 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
     start = time.monotonic()
     log = log or make_log(start)
     config = validate_config(config)
-    budget = float(os.environ.get(BUDGET_ENV, config["budget_seconds"]))
+    budget = float(os.environ.get(BUDGET_ENV, config["budget"]["seconds"]))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     log(f"kernelpack runtime: torch {torch.__version__}, device {device}, budget {budget:.0f} s")
 

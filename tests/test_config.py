@@ -37,6 +37,8 @@ def test_defaults_are_filled_in():
     assert config["models"][1]["threshold_shift"] == 0.0
     assert config["submission"]["id_column"] == "id"
     assert config["input_roots"] == ["/kaggle/input", "../input"]
+    assert config["budget"] == {"seconds": 9 * 3600.0, "margin": 0.1}
+    assert config["models"][0]["required"] is False and config["models"][0]["fold"] is None
 
 
 @pytest.mark.parametrize("path, value, message", [
@@ -55,7 +57,11 @@ def test_defaults_are_filled_in():
     (("models", 0, "wieght"), 1, "models[0].wieght: unknown field; did you mean 'weight'?"),
     (("models",), [], "models: must not be empty"),
     (("models", 1, "name"), "cnn_f0", "models[1].name: duplicate model name 'cnn_f0'"),
-    (("budget_seconds",), 0, "budget_seconds: must be > 0, got 0"),
+    (("budget",), {"seconds": 0}, "budget.seconds: must be > 0, got 0"),
+    (("budget",), {"margin": 1}, "budget.margin: must be at least 0 and below 1, got 1"),
+    (("models", 0, "fold"), -1, "models[0].fold: must be >= 0, got -1"),
+    (("models", 0, "sha256"), "abc", "models[0].sha256: must be 64 lower-case hex digits"),
+    (("models", 0, "required"), "yes", "models[0].required: must be true or false, got 'yes'"),
 ])
 def test_bad_fields_are_named_with_the_problem(path, value, message):
     with pytest.raises(ConfigError) as info:
