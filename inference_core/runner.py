@@ -142,7 +142,7 @@ def _predict_batch(images: list[np.ndarray], groups: dict[Preprocess, list[Membe
 
 
 def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | None = None,
-               progress: bool = True) -> RunSummary:
+               progress: bool = True, key: bytes | None = None) -> RunSummary:
     """Predict the test set with the ensemble and write the submission into `working_dir`."""
     start = time.monotonic()
     log = log or make_log(start)
@@ -181,10 +181,10 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
     return RunSummary(target, len(test_set), [m.name for m in members], seconds)
 
 
-def main(config: dict) -> int:
+def main(config: dict, key: bytes | None = None) -> int:
     """Kernel entry point: run, and turn a KernelError into one readable line and exit code 1."""
     try:
-        run_kernel(config)
+        run_kernel(config, key=key)
     except KernelError as exc:
         print(f"kernel error: {exc}", file=sys.stderr, flush=True)
         return 1

@@ -12,10 +12,14 @@ import inference_core
 from . import TEMPLATES_DIR
 from .bundle import package_sources, render_bundle
 from .config import load_config
+from .errors import BuildError
 
 KERNEL_FILE = "kernel.py"
 METADATA_FILE = "kernel-metadata.json"
 ENTRY_NAME = "kernel_entry.py"
+# First line of a kernel.py that carries a key: the entry is compressed inside kernel.py, so this
+# says so in clear text, for `embeds_key` and for anyone reading the file.
+KEY_MARKER = "# kernelpack: this kernel embeds a decryption key; keep it private"
 
 
 @dataclass
@@ -26,12 +30,21 @@ class BuildResult:
     seconds: float
 
 
-def render_entry(config: dict) -> str:
-    """The entry script with the runtime config (everything but the host-only `kernel` section)."""
-    runtime_config = {key: value for key, value in config.items() if key != "kernel"}
+def render_entry(config: dict, key: bytes | None = None) -> str:
+    """The entry script with the runtime config (everything but the host-only `kernel` section)
+    and, for a private kernel, the decryption key."""
+    runtime_config = {name: value for name, value in config.items() if name != "kernel"}
     config_json = json.dumps(runtime_config, sort_keys=True, indent=1)
     template = (TEMPLATES_DIR / ENTRY_NAME).read_text(encoding="utf-8")
-    return template.replace("__KERNELPACK_CONFIG_JSON__", repr(config_json))
+    key_literal = "None" if key is None else f"bytes.fromhex({key.hex()!r})"
+    return (template.replace("__KERNELPACK_CONFIG_JSON__", repr(config_json))
+            .replace("__KERNELPACK_KEY__", key_literal))
+
+
+def embeds_key(kernel_path: str | Path) -> bool:
+    """True when a built kernel.py carries a decryption key (it must then stay private)."""
+    text = Path(kernel_path).read_text(encoding="utf-8")
+    return text.startswith(KEY_MARKER)
 
 
 def kernel_metadata(kernel: dict, default_slug: str) -> dict:
@@ -53,13 +66,23 @@ def kernel_metadata(kernel: dict, default_slug: str) -> dict:
     return metadata
 
 
-def build_kernel(config_path: str | Path, outdir: str | Path) -> BuildResult:
-    """Validate the config, bundle inference_core with the rendered entry, write both files."""
+def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None = None
+                 ) -> BuildResult:
+    """Validate the config, bundle inference_core with the rendered entry, write both files.
+
+    With `key`, the kernel can decrypt .kpenc models; that is refused for a public kernel."""
     start = time.perf_counter()
     config_path, outdir = Path(config_path), Path(outdir)
     config = load_config(config_path)
+    if key is not None and not config["kernel"]["is_private"]:
+        raise BuildError(
+            f"{config_path}: kernel.is_private is false, and a public kernel must not embed the "
+            "decryption key; set kernel.is_private: true, or build without a key"
+        )
     modules = package_sources(Path(inference_core.__file__).parent)
-    kernel_text = render_bundle(ENTRY_NAME, render_entry(config), modules)
+    kernel_text = render_bundle(ENTRY_NAME, render_entry(config, key), modules)
+    if key is not None:
+        kernel_text = f"{KEY_MARKER}\n{kernel_text}"
     slug = config_path.stem.lower().replace("_", "-")
     metadata = kernel_metadata(config["kernel"], slug)
     outdir.mkdir(parents=True, exist_ok=True)
