@@ -1,0 +1,270 @@
+"""The `.kpenc` container: model weights encrypted with AES-256-GCM in chunks.
+
+Layout (all integers little-endian):
+
+    offset  size  field
+    0       8     magic  b"\\x89KPENC\\r\\n"  (the 0x89 and CR LF catch text-mode mangling)
+    8       2     format version, currently 1
+    10      4     H: length of the header
+    14      H     header: UTF-8 JSON object, sorted keys, with
+                    key_id          16 hex digits: SHA-256("kernelpack-key-id" + key)[:8]
+                    nonce_prefix    14 hex digits: 7 random bytes, fresh for every file
+                    chunk_size      plaintext bytes per chunk (the last one may be shorter)
+                    chunks          number of chunks (at least 1)
+                    plaintext_size  bytes of the decrypted checkpoint
+                    manifest        public facts: name, fold, arch, num_classes, input_size,
+                                    resize, mean, std, sha256 (of the plaintext checkpoint)
+    14+H    ...   chunks: ciphertext (chunk_size bytes, the last one shorter) + 16-byte GCM tag
+
+Chunk i is sealed with nonce = nonce_prefix (7 bytes) + i (4 bytes, big-endian) + last flag
+(1 byte: 1 for the final chunk, else 0), and with the SHA-256 of bytes 0..14+H (the whole
+preamble) as associated data. So a chunk cannot be moved, a file cannot be cut short at a chunk
+boundary, and the manifest cannot be edited, without failing authentication. The key id lets a
+wrong key fail at once, by name, before any decryption.
+
+The manifest is public (`kernelpack inspect` shows it without a key); the key never appears in a
+header, a log line or an error message. Decryption goes to memory only: to an anonymous in-memory
+file (`memfd`) that `torch.load(mmap=True)` maps without another copy, or to a bytes buffer where
+memfd does not exist. Encryption lives on the host (`kernelpack.encrypt`); this module decrypts,
+with `cryptography` when it is importable, else with `pycryptodome` (which the Kaggle image ships).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import KernelError
+
+MAGIC = b"\x89KPENC\r\n"
+VERSION = 1
+KEY_SIZE = 32
+TAG_SIZE = 16
+NONCE_PREFIX_SIZE = 7
+DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
+MAX_HEADER_SIZE = 1024 * 1024
+_PREAMBLE = struct.Struct("<8sHI")
+MANIFEST_FIELDS = ("name", "fold", "arch", "num_classes", "input_size", "resize", "mean", "std",
+                   "sha256")
+
+
+class KpencError(KernelError):
+    """A .kpenc file cannot be read or decrypted; the message names the file and the fix."""
+
+
+def key_id(key: bytes) -> str:
+    """The public fingerprint of a key, stored in every header it encrypts."""
+    return hashlib.sha256(b"kernelpack-key-id" + key).hexdigest()[:16]
+
+
+def chunk_nonce(prefix: bytes, index: int, last: bool) -> bytes:
+    return prefix + struct.pack(">I", index) + (b"\x01" if last else b"\x00")
+
+
+def encode_preamble(header: dict) -> bytes:
+    """Magic, version, header length and header: the bytes every chunk authenticates."""
+    body = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    return _PREAMBLE.pack(MAGIC, VERSION, len(body)) + body
+
+
+@dataclass(frozen=True)
+class KpencHeader:
+    path: str
+    key_id: str
+    nonce_prefix: bytes
+    chunk_size: int
+    chunks: int
+    plaintext_size: int
+    manifest: dict
+    aad: bytes  # SHA-256 of the preamble
+    data_offset: int
+
+    def chunk_length(self, index: int) -> int:
+        """Plaintext bytes in chunk `index`."""
+        if index < self.chunks - 1:
+            return self.chunk_size
+        return self.plaintext_size - self.chunk_size * (self.chunks - 1)
+
+    @property
+    def file_size(self) -> int:
+        return self.data_offset + self.plaintext_size + self.chunks * TAG_SIZE
+
+
+def read_header(handle: BinaryIO, label: str) -> KpencHeader:
+    """Parse and check the preamble; raises KpencError for anything that is not a .kpenc v1."""
+    fixed = handle.read(_PREAMBLE.size)
+    if len(fixed) < _PREAMBLE.size or not fixed.startswith(MAGIC):
+        raise KpencError(f"{label}: not a .kpenc file (bad magic); encrypt checkpoints with "
+                         "`kernelpack encrypt`")
+    _, version, length = _PREAMBLE.unpack(fixed)
+    if version != VERSION:
+        raise KpencError(f"{label}: .kpenc format version {version} is not supported (this "
+                         f"runtime reads version {VERSION}); rebuild the kernel with a matching "
+                         "kernelpack")
+    if length > MAX_HEADER_SIZE:
+        raise KpencError(f"{label}: header length {length} is implausible; the file is damaged")
+    body = handle.read(length)
+    try:
+        header = json.loads(body.decode("utf-8"))
+        parsed = KpencHeader(
+            path=label,
+            key_id=str(header["key_id"]),
+            nonce_prefix=bytes.fromhex(header["nonce_prefix"]),
+            chunk_size=int(header["chunk_size"]),
+            chunks=int(header["chunks"]),
+            plaintext_size=int(header["plaintext_size"]),
+            manifest=dict(header["manifest"]),
+            aad=hashlib.sha256(fixed + body).digest(),
+            data_offset=_PREAMBLE.size + length,
+        )
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise KpencError(f"{label}: header is damaged ({type(exc).__name__}: {exc}); "
+                         "re-download or re-encrypt the file") from None
+    if (len(parsed.nonce_prefix) != NONCE_PREFIX_SIZE or parsed.chunk_size < 1
+            or parsed.chunks < 1 or not 0 <= parsed.plaintext_size - parsed.chunk_size
+            * (parsed.chunks - 1) <= parsed.chunk_size):
+        raise KpencError(f"{label}: header fields are inconsistent; the file is damaged")
+    return parsed
+
+
+def inspect(path: str | os.PathLike) -> KpencHeader:
+    """The header of a .kpenc file (no key needed)."""
+    with open(path, "rb") as handle:
+        return read_header(handle, str(path))
+
+
+class _Opener:
+    """Opens AES-GCM chunks with whichever backend is importable."""
+
+    def __init__(self, key: bytes, backend: str | None = None) -> None:
+        self.backend = backend or _available_backend()
+        if self.backend == "cryptography":
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self._aead = AESGCM(key)
+        elif self.backend == "pycryptodome":
+            from Crypto.Cipher import AES
+
+            self._key, self._aes = key, AES
+        else:
+            raise ValueError(f"unknown decrypt backend {self.backend!r}")
+
+    def open(self, nonce: bytes, sealed: memoryview, aad: bytes) -> bytes:
+        """Plaintext of one chunk; raises ValueError if it does not authenticate."""
+        if self.backend == "cryptography":
+            from cryptography.exceptions import InvalidTag
+
+            try:
+                return self._aead.decrypt(nonce, sealed, aad)
+            except InvalidTag:
+                raise ValueError("authentication failed") from None
+        cipher = self._aes.new(self._key, self._aes.MODE_GCM, nonce=nonce)
+        cipher.update(aad)
+        return cipher.decrypt_and_verify(sealed[:-TAG_SIZE], sealed[-TAG_SIZE:])
+
+
+def _available_backend() -> str:
+    for module, name in (("cryptography.hazmat.primitives.ciphers.aead", "cryptography"),
+                         ("Crypto.Cipher.AES", "pycryptodome")):
+        try:
+            __import__(module)
+            return name
+        except ImportError:
+            continue
+    raise KpencError("no AES-GCM backend: install cryptography or pycryptodome (the Kaggle "
+                     "image ships pycryptodome)")
+
+
+def check_key(key: bytes) -> None:
+    if not isinstance(key, (bytes, bytearray)):
+        raise KpencError(f"the decryption key must be bytes, got {type(key).__name__}; use a "
+                         "key file written by `kernelpack keygen`")
+    if len(key) != KEY_SIZE:
+        raise KpencError(f"the decryption key must be {KEY_SIZE} bytes, got {len(key)}; use a "
+                         "key file written by `kernelpack keygen`")
+
+
+def decrypt_chunks(path: str | os.PathLike, key: bytes, backend: str | None = None):
+    """Yield (header, plaintext chunk) pairs, each chunk authenticated before it is yielded."""
+    check_key(key)
+    label = str(path)
+    with open(path, "rb") as handle:
+        header = read_header(handle, label)
+        if header.key_id != key_id(key):
+            raise KpencError(f"{label}: key id {header.key_id} does not match the key in use "
+                             f"({key_id(key)}); pass the key this model was encrypted with")
+        actual_size = os.fstat(handle.fileno()).st_size
+        if actual_size != header.file_size:
+            raise KpencError(f"{label}: file is {actual_size} bytes but its header promises "
+                             f"{header.file_size}; it is truncated or padded, re-download it")
+        opener = _Opener(key, backend)
+        buffer = bytearray(header.chunk_size + TAG_SIZE)
+        for index in range(header.chunks):
+            size = header.chunk_length(index) + TAG_SIZE
+            view = memoryview(buffer)[:size]
+            handle.readinto(view)
+            nonce = chunk_nonce(header.nonce_prefix, index, index == header.chunks - 1)
+            try:
+                plain = opener.open(nonce, view, header.aad)
+            except ValueError:
+                raise KpencError(f"{label}: chunk {index} of {header.chunks} fails "
+                                 "authentication (tampered, reordered or corrupted); "
+                                 "re-download or re-encrypt the file") from None
+            yield header, plain
+
+
+def decrypt_to_memory(path: str | os.PathLike, key: bytes, backend: str | None = None
+                      ) -> BinaryIO:
+    """The plaintext as a readable in-memory file, never on disk.
+
+    On Linux it is a memfd, so `torch.load(f"/proc/self/fd/{f.fileno()}", mmap=True)` maps the
+    tensors without a second copy; elsewhere it is a BytesIO.
+    """
+    if hasattr(os, "memfd_create"):
+        handle = os.fdopen(os.memfd_create("kernelpack-weights", os.MFD_CLOEXEC), "w+b")
+    else:
+        handle = io.BytesIO()
+    try:
+        for _, plain in decrypt_chunks(path, key, backend):
+            handle.write(plain)
+    except BaseException:
+        handle.close()
+        raise
+    handle.seek(0)
+    return handle
+
+
+def decrypt_bytes(path: str | os.PathLike, key: bytes, backend: str | None = None) -> bytes:
+    """The whole plaintext as bytes (small files, tests, `kernelpack decrypt`)."""
+    return b"".join(plain for _, plain in decrypt_chunks(path, key, backend))
+
+
+def is_kpenc(path: str | os.PathLike) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
+def load_key(path: str | os.PathLike) -> bytes:
+    """A key file as written by `kernelpack keygen`: 64 hex digits (and a newline)."""
+    try:
+        text = Path(path).read_text(encoding="ascii").strip()
+        key = bytes.fromhex(text)
+    except FileNotFoundError:
+        raise KpencError(f"{path}: key file not found; create one with `kernelpack keygen -o "
+                         f"{path}`") from None
+    except (UnicodeDecodeError, ValueError):
+        raise KpencError(f"{path}: not a key file (expected {2 * KEY_SIZE} hex digits); create "
+                         "one with `kernelpack keygen`") from None
+    if len(key) != KEY_SIZE:
+        raise KpencError(f"{path}: key is {len(key)} bytes, expected {KEY_SIZE}; create one "
+                         "with `kernelpack keygen`")
+    return key

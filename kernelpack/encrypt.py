@@ -1,0 +1,101 @@
+"""Host side of the .kpenc container: keys, and streaming encryption with `cryptography`.
+
+The format itself (layout, nonces, header) is defined once, in `inference_core.kpenc`; this module
+only writes it. Plaintext is read twice, chunk by chunk (once to hash it for the manifest, once to
+encrypt it), so memory stays at one chunk whatever the size of the checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from inference_core.checkpoint import load_checkpoint
+from inference_core.kpenc import (
+    DEFAULT_CHUNK_SIZE,
+    KEY_SIZE,
+    NONCE_PREFIX_SIZE,
+    KpencError,
+    check_key,
+    chunk_nonce,
+    encode_preamble,
+    key_id,
+)
+
+from .errors import KernelpackError
+
+
+def keygen(path: str | os.PathLike) -> Path:
+    """Write 32 random bytes as hex to a new file readable only by its owner (mode 0600)."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise KernelpackError(f"{path}: already exists; a key is never overwritten (the models "
+                              "it encrypted would be lost), pick another path") from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(os.urandom(KEY_SIZE).hex() + "\n")
+    return path
+
+
+def manifest_for(checkpoint_path: Path, name: str | None, fold: int | None) -> dict:
+    """The public manifest, from the checkpoint itself (loaded with weights_only=True, so a
+    checkpoint that needs pickled code is refused here)."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    config = checkpoint["config"]
+    sha256 = hashlib.sha256()
+    with open(checkpoint_path, "rb") as handle:
+        for block in iter(lambda: handle.read(DEFAULT_CHUNK_SIZE), b""):
+            sha256.update(block)
+    manifest = {
+        "name": name or config.get("name") or checkpoint_path.stem,
+        "fold": fold if fold is not None else config.get("fold"),
+        "arch": checkpoint["arch"],
+        "num_classes": checkpoint["num_classes"],
+        "input_size": config.get("input_size"),
+        "resize": config.get("resize"),
+        "mean": config.get("mean"),
+        "std": config.get("std"),
+        "sha256": sha256.hexdigest(),
+    }
+    return manifest
+
+
+def encrypt_checkpoint(checkpoint: str | os.PathLike, key: bytes, output: str | os.PathLike, *,
+                       name: str | None = None, fold: int | None = None,
+                       chunk_size: int = DEFAULT_CHUNK_SIZE) -> dict:
+    """Encrypt a kernelpack checkpoint into `output`; returns the header written."""
+    checkpoint = Path(checkpoint)
+    return encrypt_file(checkpoint, key, output, manifest_for(checkpoint, name, fold), chunk_size)
+
+
+def encrypt_file(source: str | os.PathLike, key: bytes, output: str | os.PathLike,
+                 manifest: dict, chunk_size: int = DEFAULT_CHUNK_SIZE) -> dict:
+    """Seal any file into a .kpenc container with `manifest`; returns the header written."""
+    check_key(key)
+    source, output = Path(source), Path(output)
+    if chunk_size < 1:
+        raise KernelpackError(f"chunk size must be positive, got {chunk_size}")
+    size = source.stat().st_size
+    chunks = max(1, -(-size // chunk_size))
+    prefix = os.urandom(NONCE_PREFIX_SIZE)
+    header = {"key_id": key_id(key), "nonce_prefix": prefix.hex(), "chunk_size": chunk_size,
+              "chunks": chunks, "plaintext_size": size, "manifest": manifest}
+    preamble = encode_preamble(header)
+    aad = hashlib.sha256(preamble).digest()
+    aead = AESGCM(key)
+    partial = output.with_name(output.name + ".partial")
+    with open(source, "rb") as plain_file, open(partial, "wb") as sink:
+        sink.write(preamble)
+        for index in range(chunks):
+            plain = plain_file.read(chunk_size)
+            sink.write(aead.encrypt(chunk_nonce(prefix, index, index == chunks - 1), plain, aad))
+        changed = len(plain) != size - chunk_size * (chunks - 1) or plain_file.read(1)
+    if changed:
+        partial.unlink()
+        raise KpencError(f"{source}: changed while it was being encrypted; try again")
+    os.replace(partial, output)
+    return header
