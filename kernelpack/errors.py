@@ -14,3 +14,7 @@ class BuildError(KernelpackError):
 
 class SandboxError(KernelpackError):
     """`kernelpack run-local` cannot set up or run the offline sandbox."""
+
+
+class SearchError(KernelpackError):
+    """`kernelpack blend search` / `threshold search` cannot fit on these inputs."""
