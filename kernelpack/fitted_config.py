@@ -1,0 +1,109 @@
+"""Fitted weights and thresholds written into an ensemble config, and read back out of one.
+
+An OOF file stands for one model or for all folds of one model: with a base config, the entries
+of `--oof NAME=...` are the one named NAME and those named `NAME_f<k>` (the k-fold naming of the
+README and the digits example). They share NAME's weight equally, so that the fold models
+together take the place of the OOF predictions they made.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import yaml
+
+from inference_core.config import validate_config
+from inference_core.errors import ConfigError
+
+from .config import load_config
+from .errors import SearchError
+
+
+def entries_of(models: list[dict], names: Sequence[str], source: str) -> dict[str, list[int]]:
+    """Indices of the config's model entries that each OOF name stands for; every entry must
+    belong to exactly one name, since the weights are fitted over all of them together."""
+    groups: dict[str, list[int]] = {name: [] for name in names}
+    for i, entry in enumerate(models):
+        owners = [name for name in names
+                  if re.fullmatch(re.escape(name) + r"(_f\d+)?", entry["name"])]
+        if len(owners) != 1:
+            problem = "matches no --oof name" if not owners else \
+                f"matches several --oof names ({', '.join(owners)})"
+            raise SearchError(
+                f"{source}: models[{i}] {entry['name']!r} {problem}; pass --oof NAME=PATH for "
+                f"NAME = {entry['name']!r} or its model (entries NAME or NAME_f<k>), or remove "
+                "the entry")
+        groups[owners[0]].append(i)
+    for name, indices in groups.items():
+        if not indices:
+            raise SearchError(f"{source}: no model entry named {name!r} or {name}_f<k> for "
+                              f"--oof {name}; add its models to the config or drop that --oof")
+    return groups
+
+
+def read_base(path: Path | None) -> tuple[dict, dict | None]:
+    """The base config as written (to keep the user's file) and validated (for its values)."""
+    if path is None:
+        return {}, None
+    validated = load_config(path)
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8")), validated
+
+
+def with_weights(raw: dict, names: Sequence[str], weights: Sequence[float], mode: str,
+                 submission: dict, source: str) -> dict:
+    """`raw` (a base config, or {}) with the fitted weights and blend mode; without a base, one
+    model entry per OOF name and the submission section the weights were fitted for."""
+    config = copy.deepcopy(raw)
+    if not config:
+        config["models"] = [{"name": name, "weight": float(w)}
+                            for name, w in zip(names, weights, strict=True)]
+        config["submission"] = {key: value for key, value in submission.items()
+                                if key in ("format", "classes", "threshold", "min_labels",
+                                           "max_labels") and value is not None}
+    else:
+        groups = entries_of(config["models"], names, source)
+        for name, weight in zip(names, weights, strict=True):
+            for i in groups[name]:
+                config["models"][i]["weight"] = float(weight) / len(groups[name])
+    config["blend"] = mode
+    return config
+
+
+def with_thresholds(raw: dict, threshold: float | list[float], min_labels: int,
+                    max_labels: int | None) -> dict:
+    config = copy.deepcopy(raw)
+    config["submission"] = {**config["submission"], "threshold": threshold,
+                            "min_labels": min_labels, "max_labels": max_labels}
+    return config
+
+
+def oof_weights(config: dict, names: Sequence[str], source: str
+                ) -> tuple[list[float], list[float]]:
+    """Per OOF name: the summed weight of its entries and their (common) threshold shift."""
+    groups = entries_of(config["models"], names, source)
+    weights, shifts = [], []
+    for name in names:
+        entries = [config["models"][i] for i in groups[name]]
+        entry_shifts = {entry["threshold_shift"] for entry in entries}
+        if len(entry_shifts) > 1:
+            raise SearchError(f"{source}: the entries of {name!r} have different "
+                              f"threshold_shift values {sorted(entry_shifts)}; one OOF file "
+                              "can only be blended with one shift, so give them the same")
+        weights.append(sum(entry["weight"] for entry in entries))
+        shifts.append(entry_shifts.pop())
+    return weights, shifts
+
+
+def write_config(config: dict, path: Path, header: str) -> None:
+    """Validate (when complete) and write; `header` becomes a comment block on top."""
+    if "test" in config:
+        try:
+            validate_config(config)
+        except ConfigError as exc:
+            raise SearchError(f"{path}: the fitted config is not valid ({exc})") from None
+    comment = "".join(f"# {line}\n" for line in header.splitlines())
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(comment + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")

@@ -1,0 +1,120 @@
+"""Scores of a blend, computed on the labels the kernel would write for it.
+
+The search must optimise what the kernel computes, so every metric but `logloss` first turns the
+blended probabilities into label sets with the kernel's own rule (argmax for multiclass; for
+multilabel, `inference_core.submission.multilabel_labels`: every class at or above its threshold,
+topped up to `min_labels` and cut to `max_labels` by probability), here vectorised because a
+search scores thousands of candidate blends.
+
+    accuracy   share of rows whose label set is exactly right (argmax accuracy for multiclass)
+    macro_f1   F1 of each class over the rows, averaged over the classes
+    f2         F2 of each row's label set, averaged over the rows (the iMet metric)
+    logloss    multiclass: cross-entropy of the row-normalised blend (Kaggle's convention);
+               multilabel: mean binary cross-entropy over rows and classes
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import SearchError
+
+# Kaggle clips probabilities to [1e-15, 1 - 1e-15] before its log loss.
+LOGLOSS_EPS = 1e-15
+
+
+def label_mask(probs: np.ndarray, submission: dict) -> np.ndarray:
+    """The labels the kernel writes for `probs` (rows x classes), as a boolean mask.
+
+    `submission` is the config's submission section: format, threshold (one, or one per class),
+    min_labels and max_labels."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if submission["format"] != "multilabel":
+        mask = np.zeros(probs.shape, dtype=bool)
+        mask[np.arange(len(probs)), np.argmax(probs, axis=1)] = True
+        return mask
+    thresholds = np.broadcast_to(np.asarray(submission["threshold"], dtype=np.float64),
+                                 probs.shape[1:])
+    min_labels, max_labels = submission["min_labels"], submission["max_labels"]
+    # The kernel ranks classes by a stable sort of -p: ties go to the lower class index.
+    order = np.argsort(-probs, axis=1, kind="stable")
+    above_in_order = np.take_along_axis(probs >= thresholds, order, axis=1)
+    chosen_in_order = above_in_order.copy()
+    if max_labels is not None:
+        chosen_in_order &= np.cumsum(above_in_order, axis=1) <= max_labels
+    # Too few above threshold: the kernel takes the top `min_labels` instead (then the cut).
+    top = min(min_labels, max_labels) if max_labels is not None else min_labels
+    short = above_in_order.sum(axis=1) < min_labels
+    chosen_in_order[short] = np.arange(probs.shape[1]) < top
+    mask = np.zeros(probs.shape, dtype=bool)
+    np.put_along_axis(mask, order, chosen_in_order, axis=1)
+    return mask
+
+
+def _f_beta(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, beta: float) -> np.ndarray:
+    """F-beta from counts; nothing to find and nothing found scores 1."""
+    b2 = beta * beta
+    numerator = (1 + b2) * tp
+    denominator = numerator + b2 * fn + fp
+    return np.divide(numerator, denominator, out=np.ones_like(numerator, dtype=np.float64),
+                     where=denominator > 0)
+
+
+def accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean(np.all(predicted == truth, axis=1)))
+
+
+def macro_f1(predicted: np.ndarray, truth: np.ndarray) -> float:
+    tp = np.sum(predicted & truth, axis=0)
+    fp = np.sum(predicted & ~truth, axis=0)
+    fn = np.sum(~predicted & truth, axis=0)
+    return float(np.mean(_f_beta(tp, fp, fn, 1.0)))
+
+
+def f2(predicted: np.ndarray, truth: np.ndarray) -> float:
+    tp = np.sum(predicted & truth, axis=1)
+    fp = np.sum(predicted & ~truth, axis=1)
+    fn = np.sum(~predicted & truth, axis=1)
+    return float(np.mean(_f_beta(tp, fp, fn, 2.0)))
+
+
+def logloss(probs: np.ndarray, truth: np.ndarray, multilabel: bool) -> float:
+    p = np.clip(np.asarray(probs, dtype=np.float64), LOGLOSS_EPS, 1 - LOGLOSS_EPS)
+    if multilabel:
+        return float(-np.mean(np.where(truth, np.log(p), np.log1p(-p))))
+    p = p / p.sum(axis=1, keepdims=True)
+    return float(-np.mean(np.log(p[truth])))
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    greater_is_better: bool
+    score: Callable[[np.ndarray, np.ndarray, dict], float]
+
+    def better(self, a: float, b: float) -> bool:
+        """True when score `a` is strictly better than score `b`."""
+        return a > b if self.greater_is_better else a < b
+
+
+def _on_labels(fn: Callable[[np.ndarray, np.ndarray], float]
+               ) -> Callable[[np.ndarray, np.ndarray, dict], float]:
+    return lambda probs, truth, submission: fn(label_mask(probs, submission), truth)
+
+
+METRICS: dict[str, Metric] = {
+    "accuracy": Metric("accuracy", True, _on_labels(accuracy)),
+    "macro_f1": Metric("macro_f1", True, _on_labels(macro_f1)),
+    "f2": Metric("f2", True, _on_labels(f2)),
+    "logloss": Metric("logloss", False, lambda probs, truth, submission: logloss(
+        probs, truth, submission["format"] == "multilabel")),
+}
+
+
+def get_metric(name: str) -> Metric:
+    if name not in METRICS:
+        raise SearchError(f"--metric {name!r}: unknown metric; use one of {', '.join(METRICS)}")
+    return METRICS[name]
