@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .kpenc import decrypt_to_memory, is_kpenc, mappable_path
 from .registry import create_model
 
 CHECKPOINT_KEYS = ("arch", "num_classes", "config", "state_dict")
@@ -69,18 +70,31 @@ def save_checkpoint(path: str | os.PathLike, arch: str, num_classes: int, config
     return path
 
 
-def load_checkpoint(source: str | os.PathLike | bytes, name: str | None = None) -> dict:
-    """Read a checkpoint from a path or from bytes already in memory (decrypted weights)."""
+def load_checkpoint(source: str | os.PathLike | bytes, name: str | None = None,
+                    key: bytes | None = None) -> dict:
+    """Read a checkpoint from a path (plain or .kpenc, decrypted in memory with `key`) or from
+    bytes already in memory."""
     label = name or (str(source) if not isinstance(source, bytes) else "<checkpoint bytes>")
     if not isinstance(source, bytes) and not Path(source).is_file():
         raise CheckpointError(f"{label}: checkpoint file not found; check the model path")
+    if not isinstance(source, bytes) and is_kpenc(source):
+        if key is None:
+            raise CheckpointError(f"{label}: the model is encrypted but no key was given; build "
+                                  "the kernel with `kernelpack build --key KEYFILE`")
+        with decrypt_to_memory(source, key) as plain:
+            # mmap maps the tensors straight from the in-memory file: no second copy.
+            mapped = mappable_path(plain)
+            return _load(mapped or plain, label, mmap=mapped is not None)
+    return _load(io.BytesIO(source) if isinstance(source, bytes) else source, label, mmap=False)
+
+
+def _load(source, label: str, mmap: bool) -> dict:
     try:
-        checkpoint = torch.load(io.BytesIO(source) if isinstance(source, bytes) else source,
-                                map_location="cpu", weights_only=True)
+        checkpoint = torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
         first_line = _first_line(exc)
         raise CheckpointError(
-                f"{label}: cannot load with weights_only=True ({first_line}); save it with "
+            f"{label}: cannot load with weights_only=True ({first_line}); save it with "
             "inference_core.checkpoint.save_checkpoint (plain types and a state_dict, "
             "not a pickled model)"
         ) from None

@@ -240,6 +240,14 @@ def decrypt_to_memory(path: str | os.PathLike, key: bytes, backend: str | None =
     return handle
 
 
+def mappable_path(handle: BinaryIO) -> str | None:
+    """A path through which `torch.load(..., mmap=True)` can map an in-memory file, if any."""
+    if isinstance(handle, io.BytesIO):
+        return None
+    path = f"/proc/self/fd/{handle.fileno()}"
+    return path if os.path.exists(path) else None
+
+
 def decrypt_bytes(path: str | os.PathLike, key: bytes, backend: str | None = None) -> bytes:
     """The whole plaintext as bytes (small files, tests, `kernelpack decrypt`)."""
     return b"".join(plain for _, plain in decrypt_chunks(path, key, backend))

@@ -1,8 +1,9 @@
-"""The kernel's main loop: test set -> models -> batched TTA -> streaming blend -> submission.
+"""The kernel's main loop: discover models -> plan the budget -> predict, blend, write.
 
 Work is batch-major: each batch of test images is decoded once, prepared once per preprocessing
-group, run through every model and blended at once, then written out; memory is one batch of
-images plus the models, whatever the size of the test set.
+group, run through every planned model view and blended at once, then written out; memory is one
+batch of images plus the models, whatever the size of the test set. The first batch is the probe:
+it runs every view, and its timings plan the rest of the run (see `budget`).
 """
 
 from __future__ import annotations
@@ -21,10 +22,19 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .blend import BlendAccumulator
+from .budget import DeadlineGuard, Unit, choose_units, rank_units
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import validate_config
-from .data import Preprocess, TestSet, decode_image, find_input_root, resolve_test_set, to_tensor
-from .errors import CheckpointError, KernelError
+from .data import (
+    Preprocess,
+    TestSet,
+    decode_image,
+    find_input_root,
+    resolve_test_set,
+    to_tensor,
+)
+from .discovery import FoundModel, check_missing, match_models, scan_input_roots
+from .errors import CheckpointError, KernelError, TestSetError
 from .submission import SubmissionWriter
 from .tta import run_tta
 
@@ -54,6 +64,8 @@ class RunSummary:
     rows: int
     members: list[str]
     seconds: float
+    fallback_rows: int = 0
+    dropped: tuple[str, ...] = ()
 
 
 def make_log(start: float, stream=sys.stdout) -> Log:
@@ -73,29 +85,22 @@ def _activate(logits: torch.Tensor, activation: str) -> torch.Tensor:
     return logits.float()
 
 
-def load_members(config: dict, input_root: Path, device: torch.device, log: Log) -> list[Member]:
+def load_members(config: dict, found: dict[str, FoundModel], device: torch.device,
+                 key: bytes | None, log: Log) -> list[Member]:
+    """Load the discovered models with a positive weight, in config order."""
     default_activation = "sigmoid" if config["submission"]["format"] == "multilabel" else "softmax"
     members = []
-    for i, entry in enumerate(config["models"]):
-        path = input_root / (entry["path"] or "")
-        if not entry["path"] or not path.is_file():
-            raise CheckpointError(
-                f"models[{i}] {entry['name']!r}: checkpoint {entry['path']} not found under "
-                f"{input_root}; attach the dataset that holds it or fix models[{i}].path"
-            )
-        checkpoint = load_checkpoint(path)
+    for entry in config["models"]:
+        if entry["name"] not in found or entry["weight"] <= 0:
+            continue
+        location = found[entry["name"]]
+        checkpoint = load_checkpoint(location.path, location.relative, key=key)
         model_config = checkpoint["config"]
-        stored_name = model_config.get("name")
-        if stored_name not in (None, entry["name"]):
-            raise CheckpointError(
-                f"models[{i}] {entry['name']!r}: {entry['path']} holds model {stored_name!r}; "
-                f"point models[{i}].path at the right file or rename the entry"
-            )
-        model = model_from_checkpoint(checkpoint, str(path)).to(device)
+        model = model_from_checkpoint(checkpoint, location.relative).to(device)
         members.append(Member(
             name=entry["name"],
             model=model,
-            preprocess=Preprocess.from_checkpoint_config(model_config, str(path)),
+            preprocess=Preprocess.from_checkpoint_config(model_config, location.relative),
             weight=entry["weight"],
             threshold_shift=entry["threshold_shift"],
             tta=entry["tta"] or config["tta"],
@@ -103,8 +108,8 @@ def load_members(config: dict, input_root: Path, device: torch.device, log: Log)
             num_classes=checkpoint["num_classes"],
             classes=model_config.get("classes"),
         ))
-        log(f"loaded {entry['name']} ({checkpoint['arch']}, {checkpoint['num_classes']} classes) "
-            f"from {entry['path']}")
+        log(f"loaded {entry['name']} ({checkpoint['arch']}, {checkpoint['num_classes']} classes"
+            f", {'decrypted in memory' if location.encrypted else 'plain'})")
     widths = {m.num_classes for m in members}
     if len(widths) > 1:
         raise CheckpointError(
@@ -124,61 +129,163 @@ def _classes(config: dict, members: list[Member]) -> list:
     return classes
 
 
-def _predict_batch(images: list[np.ndarray], groups: dict[Preprocess, list[Member]],
-                   accumulator: BlendAccumulator, device: torch.device) -> None:
-    for preprocess, members in groups.items():
-        tensors = [to_tensor(image, preprocess) for image in images]
-        # keep_aspect gives several shapes: run each shape as its own sub-batch.
-        rows = sorted(range(len(tensors)), key=lambda r: tuple(tensors[r].shape))
-        for _, same_shape in groupby(rows, key=lambda r: tuple(tensors[r].shape)):
-            index = np.array(list(same_shape))
-            batch = torch.stack([tensors[r] for r in index]).to(device)
-            for member in members:
-                views = run_tta(member.model, batch, member.tta)
-                for view in views:
-                    probs = _activate(view, member.activation).cpu().numpy()
-                    accumulator.add(probs, member.weight / len(views), rows=index,
-                                    threshold_shift=member.threshold_shift)
+class EnsemblePredictor:
+    """Runs the active units of the ensemble on a batch of decoded images."""
+
+    def __init__(self, members: list[Member], device: torch.device) -> None:
+        self.members = members
+        self.device = device
+        self.groups: dict[Preprocess, list[int]] = {}
+        for index, member in enumerate(members):
+            self.groups.setdefault(member.preprocess, []).append(index)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def predict(self, images: list[np.ndarray], active: set[Unit], accumulator: BlendAccumulator,
+                rows: np.ndarray, timings: dict[int, float] | None = None) -> None:
+        """Add every active unit's probabilities for `images` (accumulator rows `rows`)."""
+        ops_of = {m: [op for op in member.tta if Unit(m, op, f"{member.name}:{op}") in active]
+                  for m, member in enumerate(self.members)}
+        for preprocess, indices in self.groups.items():
+            indices = [m for m in indices if ops_of[m]]
+            if not indices:
+                continue
+            tensors = [to_tensor(image, preprocess) for image in images]
+            # keep_aspect gives several shapes: run each shape as its own sub-batch.
+            order = sorted(range(len(tensors)), key=lambda r: tuple(tensors[r].shape))
+            for _, same_shape in groupby(order, key=lambda r: tuple(tensors[r].shape)):
+                index = np.array(list(same_shape))
+                batch = torch.stack([tensors[r] for r in index]).to(self.device)
+                for m in indices:
+                    member, started = self.members[m], time.perf_counter()
+                    views = run_tta(member.model, batch, ops_of[m])
+                    for view in views:
+                        probs = _activate(view, member.activation).cpu().numpy()
+                        accumulator.add(probs, member.weight / len(member.tta), rows=rows[index],
+                                        threshold_shift=member.threshold_shift)
+                    if timings is not None:
+                        self._sync()
+                        timings[m] = timings.get(m, 0.0) + time.perf_counter() - started
+
+
+def _decode_batch(paths: list[Path], log: Log) -> tuple[list[np.ndarray], list[int]]:
+    """Decoded images and the positions of those that could not be decoded (logged)."""
+    images, failed = [], []
+    for position, path in enumerate(paths):
+        try:
+            images.append(decode_image(path))
+        except TestSetError as exc:
+            log(f"WARNING {exc}; writing the fallback prediction for it")
+            failed.append(position)
+    return images, failed
 
 
 def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | None = None,
                progress: bool = True, key: bytes | None = None) -> RunSummary:
-    """Predict the test set with the ensemble and write the submission into `working_dir`."""
+    """Predict the test set with the ensemble, inside the budget, into `working_dir`."""
     start = time.monotonic()
     log = log or make_log(start)
     config = validate_config(config)
     budget = float(os.environ.get(BUDGET_ENV, config["budget"]["seconds"]))
+    margin = config["budget"]["margin"]
+    deadline, hard_stop = start + budget * (1 - margin), start + budget * (1 - margin / 2)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    log(f"kernelpack runtime: torch {torch.__version__}, device {device}, budget {budget:.0f} s")
+    log(f"kernelpack runtime: torch {torch.__version__}, device {device}, budget {budget:.0f} s "
+        f"(plan within {budget * (1 - margin):.0f} s)")
+
+    found, unreadable = scan_input_roots(config["input_roots"])
+    discovery = match_models(config["models"], found, unreadable)
+    log(discovery.report())
+    check_missing(discovery, config["models"])
+    for name in discovery.missing:
+        log(f"WARNING model {name} not found; blending without it")
 
     input_root = find_input_root(config["input_roots"])
     test_set: TestSet = resolve_test_set(config["test"], input_root,
                                          config["submission"]["id_column"])
     log(f"test set: {len(test_set)} images in {input_root / config['test']['images']}")
-    members = [m for m in load_members(config, input_root, device, log) if m.weight > 0]
+    members = load_members(config, discovery.matched, device, key, log)
     classes = _classes(config, members)
-    groups: dict[Preprocess, list[Member]] = {}
-    for member in members:
-        groups.setdefault(member.preprocess, []).append(member)
-    log(f"ensemble: {len(members)} models in {len(groups)} input groups, blend "
-        f"{config['blend']}, tta {sorted({op for m in members for op in m.tta})}")
+    predictor = EnsemblePredictor(members, device)
+    ranked = rank_units([(m.name, m.weight, m.tta) for m in members])
+    log(f"ensemble: {len(members)} models, {len(ranked)} model views in "
+        f"{len(predictor.groups)} input groups, blend {config['blend']}")
 
     target = Path(working_dir) / config["submission"]["file"]
-    batch_size = config["batch_size"]
+    total, batch_size = len(test_set), config["batch_size"]
+    prior = np.zeros(len(classes))  # sum of blended rows: the fallback for rows never predicted
+    predicted_rows = fallback_rows = 0
+    guard: DeadlineGuard | None = None
+    stopped = False
     # Outside a terminal (Kaggle's log viewer) one progress line every 30 s is plenty.
-    bar = tqdm(total=len(test_set), desc="predict", unit="img", file=sys.stdout,
+    bar = tqdm(total=total, desc="predict", unit="img", file=sys.stdout,
                mininterval=1.0 if sys.stdout.isatty() else 30.0, disable=not progress)
     with torch.inference_mode(), SubmissionWriter(target, config["submission"], classes) as out:
-        for begin in range(0, len(test_set), batch_size):
+        for begin in range(0, total, batch_size):
             paths = test_set.paths[begin:begin + batch_size]
             accumulator = BlendAccumulator(len(paths), len(classes), config["blend"])
-            _predict_batch([decode_image(p) for p in paths], groups, accumulator, device)
-            out.write(test_set.ids[begin:begin + batch_size], accumulator.result())
+            if guard is not None and guard.out_of_time():
+                if not stopped:
+                    log(f"deadline guard: out of time; fallback predictions for the last "
+                        f"{total - begin} images")
+                    stopped = True
+            else:
+                batch_start = time.perf_counter()
+                images, failed = _decode_batch(paths, log)
+                decoded = np.array([p for p in range(len(paths)) if p not in failed], dtype=int)
+                if guard is None:
+                    guard = _plan(predictor, ranked, images, decoded, accumulator, deadline,
+                                  hard_stop, total - len(paths), time.perf_counter() - batch_start,
+                                  log)
+                elif images:
+                    predictor.predict(images, set(guard.active), accumulator, decoded)
+                    newly = guard.after_batch(len(paths), time.perf_counter() - batch_start,
+                                              total - begin - len(paths))
+                    if newly:
+                        log(f"deadline guard: projection slipped, dropping "
+                            f"{', '.join(u.label for u in newly)}")
+            unpredicted = np.flatnonzero(accumulator.row_weight == 0)
+            if unpredicted.size:
+                fallback = prior / predicted_rows if predicted_rows else np.full(
+                    len(classes), 1.0 / len(classes))
+                accumulator.add(np.tile(fallback, (unpredicted.size, 1)), 1.0, rows=unpredicted)
+            blended = accumulator.result()
+            done = np.setdiff1d(np.arange(len(paths)), unpredicted)
+            prior += blended[done].sum(axis=0)
+            predicted_rows += done.size
+            fallback_rows += unpredicted.size
+            out.write(test_set.ids[begin:begin + batch_size], blended)
             bar.update(len(paths))
     bar.close()
     seconds = time.monotonic() - start
-    log(f"wrote {target} ({len(test_set)} rows) in {seconds:.1f} s of a {budget:.0f} s budget")
-    return RunSummary(target, len(test_set), [m.name for m in members], seconds)
+    log(f"wrote {target} ({total} rows, {fallback_rows} fallback) in {seconds:.1f} s of a "
+        f"{budget:.0f} s budget")
+    dropped = tuple(u.label for u in ranked if guard is None or u not in guard.active)
+    return RunSummary(target, total, [m.name for m in members], seconds, fallback_rows, dropped)
+
+
+def _plan(predictor: EnsemblePredictor, ranked: list[Unit], images: list[np.ndarray],
+          rows: np.ndarray, accumulator: BlendAccumulator, deadline: float, hard_stop: float,
+          images_left: int, decode_seconds: float, log: Log) -> DeadlineGuard:
+    """Run the probe batch with every unit, time it, and plan the remaining images."""
+    members = predictor.members
+    if images:
+        # One image through every model first: the first call pays one-time set-up costs.
+        warm = BlendAccumulator(1, accumulator.n_classes, accumulator.mode)
+        predictor.predict(images[:1], set(ranked), warm, np.array([0]))
+    timings: dict[int, float] = {}
+    base_start = time.perf_counter()
+    if images:
+        predictor.predict(images, set(ranked), accumulator, rows, timings)
+    n = max(len(images), 1)
+    probe_seconds = time.perf_counter() - base_start
+    cost = {u: timings.get(u.member, 0.0) / n / len(members[u.member].tta) for u in ranked}
+    base_cost = max(decode_seconds + probe_seconds - sum(timings.values()), 0.0) / n
+    plan = choose_units(ranked, cost, base_cost, images_left, deadline - time.monotonic())
+    log(plan.describe())
+    return DeadlineGuard(plan, cost, base_cost, deadline, hard_stop)
 
 
 def main(config: dict, key: bytes | None = None) -> int:

@@ -19,6 +19,7 @@ from inference_core.kpenc import (
     inspect,
     key_id,
     load_key,
+    mappable_path,
 )
 from inference_core.registry import create_model
 from kernelpack.cli import main
@@ -159,8 +160,9 @@ def test_a_file_that_is_not_kpenc(checkpoint, tmp_path):
 def test_decrypt_to_memory_loads_with_mmap_and_predicts_the_same(checkpoint, sealed, tmp_path):
     before = set(os.listdir(tmp_path))
     with decrypt_to_memory(sealed, KEY) as plain:
-        source = f"/proc/self/fd/{plain.fileno()}" if os.path.exists("/proc/self/fd") else plain
-        loaded = torch.load(source, mmap=True, weights_only=True, map_location="cpu")
+        assert mappable_path(plain) is not None  # Linux: a memfd, mapped without a copy
+        loaded = torch.load(mappable_path(plain), mmap=True, weights_only=True,
+                            map_location="cpu")
     assert set(os.listdir(tmp_path)) == before  # nothing written beside the container
     x = torch.randn(2, 3, 32, 32)
     with torch.inference_mode():

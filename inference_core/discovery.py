@@ -1,0 +1,164 @@
+"""Find the ensemble's models under the input roots, by identity, not by file name.
+
+Every input root (`/kaggle/input`, `../input`, ...) is walked recursively, through symlinks and
+whatever the layout: `<dataset>/<any depth>/`, `models/<owner>/<model>/<framework>/<variation>/
+<version>/`, `competitions/<slug>/`. Each `.kpenc` container is identified by its public manifest,
+each plain checkpoint (`.pt`, `.pth`) by the config stored in it (read with mmap, so scanning does
+not read the weights). A config entry matches on `name`, and on `fold`, `sha256` and `path` when
+it gives them. Missing, duplicate and unused files are reported in one readable block.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import KernelError
+from .kpenc import KpencError, inspect, is_kpenc
+
+MODEL_SUFFIXES = (".kpenc", ".pt", ".pth")
+
+
+class DiscoveryError(KernelError):
+    """A required model is missing, or a model's identity matches several different files."""
+
+
+@dataclass
+class FoundModel:
+    path: Path  # as found, under its root
+    relative: str  # relative to its input root, for messages and `path` hints
+    encrypted: bool
+    name: str
+    fold: int | None
+    _sha256: str | None = None
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 of the plaintext checkpoint (from the manifest, or hashed on first use)."""
+        if self._sha256 is None:
+            digest = hashlib.sha256()
+            with open(self.path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 22), b""):
+                    digest.update(block)
+            self._sha256 = digest.hexdigest()
+        return self._sha256
+
+
+@dataclass
+class Discovery:
+    matched: dict[str, FoundModel] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    duplicates: dict[str, list[FoundModel]] = field(default_factory=dict)
+    unused: list[FoundModel] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+
+    def report(self) -> str:
+        """One block for the log: what was found where, and what was not."""
+        lines = [f"models: {len(self.matched)} found, {len(self.missing)} missing, "
+                 f"{len(self.duplicates)} with duplicate copies, {len(self.unused)} unused files"]
+        lines += [f"  found    {name:<24} {found.relative}" + (" (encrypted)" if found.encrypted
+                                                               else "")
+                  for name, found in self.matched.items()]
+        lines += [f"  MISSING  {name}" for name in self.missing]
+        for name, copies in self.duplicates.items():
+            lines.append(f"  copies   {name:<24} identical files: "
+                         + ", ".join(c.relative for c in copies) + " (using the first)")
+        lines += [f"  unused   {found.relative} ({found.name}"
+                  + (f", fold {found.fold})" if found.fold is not None else ")")
+                  for found in self.unused]
+        lines += [f"  skipped  {path}: {reason}" for path, reason in self.unreadable]
+        return "\n".join(lines)
+
+
+def _walk(root: Path, seen: set[str]):
+    """Files under `root`, following symlinks, each real directory once (no loops)."""
+    for directory, subdirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(directory)
+        if real in seen:
+            subdirs[:] = []
+            continue
+        seen.add(real)
+        subdirs.sort()
+        for name in sorted(files):
+            if name.endswith(MODEL_SUFFIXES):
+                yield Path(directory) / name
+
+
+def _identify(path: Path, relative: str) -> FoundModel:
+    if is_kpenc(path):
+        manifest = inspect(path).manifest
+        return FoundModel(path, relative, True, str(manifest.get("name") or path.stem),
+                          manifest.get("fold"), manifest.get("sha256"))
+    checkpoint = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
+    config = checkpoint.get("config") if isinstance(checkpoint, dict) else None
+    if not isinstance(config, dict) or "state_dict" not in checkpoint:
+        raise ValueError("not a kernelpack checkpoint")
+    return FoundModel(path, relative, False, str(config.get("name") or path.stem),
+                      config.get("fold"))
+
+
+def scan_input_roots(roots: list[str]) -> tuple[list[FoundModel], list[tuple[str, str]]]:
+    """Every model file under the existing roots, and the files that could not be read."""
+    found: list[FoundModel] = []
+    unreadable: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for root in roots:
+        if not Path(root).is_dir():
+            continue
+        for path in _walk(Path(root), seen):
+            relative = path.relative_to(root).as_posix()
+            try:
+                found.append(_identify(path, relative))
+            except (KpencError, OSError, RuntimeError, ValueError, EOFError) as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                unreadable.append((relative, reason))
+    return found, unreadable
+
+
+def _fits(entry: dict, found: FoundModel) -> bool:
+    return (found.name == entry["name"]
+            and (entry["fold"] is None or found.fold == entry["fold"])
+            and (entry["path"] is None or found.relative == entry["path"].strip("/"))
+            and (entry["sha256"] is None or found.sha256 == entry["sha256"]))
+
+
+def match_models(models: list[dict], found: list[FoundModel],
+                 unreadable: list[tuple[str, str]] | None = None) -> Discovery:
+    """Match config entries to files; raise DiscoveryError when an identity matches different
+    files. Call `check_missing` after logging the report."""
+    discovery = Discovery(unreadable=list(unreadable or []))
+    used: set[int] = set()
+    for i, entry in enumerate(models):
+        candidates = [f for f in found if _fits(entry, f)]
+        if not candidates:
+            discovery.missing.append(entry["name"])
+            continue
+        if len(candidates) > 1 and len({c.sha256 for c in candidates}) > 1:
+            raise DiscoveryError(
+                f"models[{i}] {entry['name']!r}: {len(candidates)} different files match ("
+                + ", ".join(c.relative for c in candidates)
+                + f"); add fold, sha256 or path to models[{i}] to pick one"
+            )
+        if len(candidates) > 1:
+            discovery.duplicates[entry["name"]] = candidates
+        discovery.matched[entry["name"]] = candidates[0]
+        used.update(id(c) for c in candidates)
+    discovery.unused = [f for f in found if id(f) not in used]
+    return discovery
+
+
+def check_missing(discovery: Discovery, models: list[dict]) -> None:
+    """Raise DiscoveryError if a required model, or every model, is missing."""
+    required = [m["name"] for m in models if m["required"] and m["name"] in discovery.missing]
+    if required:
+        raise DiscoveryError(
+            f"required model(s) {', '.join(required)} not found under the input roots; attach "
+            "the dataset that holds them, or set required: false to run without them"
+        )
+    if not discovery.matched:
+        raise DiscoveryError("none of the config's models was found under the input roots; "
+                             "attach the model datasets to the kernel")
