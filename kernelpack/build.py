@@ -1,4 +1,5 @@
-"""`kernelpack build`: ensemble YAML -> OUTDIR/kernel.py (one file) and kernel-metadata.json."""
+"""`kernelpack build`: ensemble YAML -> OUTDIR/kernel.py (one file), kernel-metadata.json and
+kernel-config.json (a readable copy of the config embedded in kernel.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from .errors import BuildError
 
 KERNEL_FILE = "kernel.py"
 METADATA_FILE = "kernel-metadata.json"
+CONFIG_FILE = "kernel-config.json"
 ENTRY_NAME = "kernel_entry.py"
 # First line of a kernel.py that carries a key: the entry is compressed inside kernel.py, so this
 # says so in clear text, for `embeds_key` and for anyone reading the file.
@@ -30,11 +32,14 @@ class BuildResult:
     seconds: float
 
 
+def runtime_config(config: dict) -> dict:
+    """What the kernel reads: everything but the host-only `kernel` section."""
+    return {name: value for name, value in config.items() if name != "kernel"}
+
+
 def render_entry(config: dict, key: bytes | None = None) -> str:
-    """The entry script with the runtime config (everything but the host-only `kernel` section)
-    and, for a private kernel, the decryption key."""
-    runtime_config = {name: value for name, value in config.items() if name != "kernel"}
-    config_json = json.dumps(runtime_config, sort_keys=True, indent=1)
+    """The entry script with the runtime config and, for a private kernel, the decryption key."""
+    config_json = json.dumps(runtime_config(config), sort_keys=True, indent=1)
     template = (TEMPLATES_DIR / ENTRY_NAME).read_text(encoding="utf-8")
     key_literal = "None" if key is None else f"bytes.fromhex({key.hex()!r})"
     return (template.replace("__KERNELPACK_CONFIG_JSON__", repr(config_json))
@@ -90,5 +95,8 @@ def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None 
     kernel_path.write_text(kernel_text, encoding="utf-8")
     metadata_path = outdir / METADATA_FILE
     metadata_path.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    # A readable copy of the embedded config (never the key), for people and `run-local`.
+    (outdir / CONFIG_FILE).write_text(json.dumps(runtime_config(config), indent=2) + "\n",
+                                      encoding="utf-8")
     return BuildResult(kernel_path, metadata_path, len(kernel_text.encode("utf-8")),
                        time.perf_counter() - start)

@@ -31,7 +31,8 @@ def _build(args: argparse.Namespace) -> int:
 
 def _run_local(args: argparse.Namespace) -> int:
     result = run_local(args.kernel, args.input, root=args.root, budget=args.budget,
-                       network=args.network, on_line=lambda line: print(f"  | {line}", flush=True))
+                       network=args.network, test_dir=args.test_dir,
+                       on_line=lambda line: print(f"  | {line}", flush=True))
     where = f"sandbox {result.root} (network cut: {result.network_cut}), log {result.log}"
     if result.timed_out:
         print(f"kernelpack: kernel killed at the {args.budget:g} s budget; {where}",
@@ -131,6 +132,9 @@ def make_parser() -> argparse.ArgumentParser:
                      help="wall-clock budget in seconds (kill the kernel after it)")
     run.add_argument("--root", default=None,
                      help="sandbox folder (default: KERNEL_DIR/sandbox, recreated each run)")
+    run.add_argument("--test-dir", default=None,
+                     help="swap in this folder of test images (and a matching sample "
+                          "submission), as Kaggle swaps in the hidden test set at rerun")
     run.add_argument("--network", choices=NETWORK_MODES, default="auto",
                      help="how to cut the network: a namespace (unshare), an in-process socket "
                           "guard, or auto (unshare where it works)")

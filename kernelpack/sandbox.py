@@ -9,6 +9,8 @@ socket guard otherwise, and is killed at the wall-clock budget.
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import shutil
 import signal
@@ -24,6 +26,7 @@ from pathlib import Path
 from inference_core.runner import BUDGET_ENV
 
 from . import PROJECT_ROOT
+from .build import CONFIG_FILE
 from .errors import SandboxError
 
 # Runs first in the sandboxed interpreter: hides this project (an editable install puts it on the
@@ -80,25 +83,79 @@ def network_namespace_available() -> bool:
     return probe.returncode == 0
 
 
-def prepare_root(root: Path, input_dir: Path, kernel: Path) -> Path:
-    """A fresh Kaggle-like tree under `root`; returns the kernel script's path inside it."""
+def prepare_root(root: Path, input_dir: Path, kernel: Path,
+                 swaps: dict[str, Path] | None = None) -> Path:
+    """A fresh Kaggle-like tree under `root`; returns the kernel script's path inside it.
+
+    `swaps` maps paths under input/ (e.g. `digits/test`) to what should appear there instead."""
     if root.exists():
         shutil.rmtree(root)
     for name in ("working", "temp", "src"):
         (root / name).mkdir(parents=True)
-    (root / "input").symlink_to(input_dir.resolve(), target_is_directory=True)
+    if swaps:
+        _overlay(input_dir.resolve(), root / "input", swaps)
+    else:
+        (root / "input").symlink_to(input_dir.resolve(), target_is_directory=True)
     script = root / "src" / "kernel.py"
     shutil.copyfile(kernel, script)
     return script
 
 
+def _overlay(source: Path, target: Path, swaps: dict[str, Path]) -> None:
+    """Mirror `source` into `target` with symlinks, replacing the swapped paths; only the
+    folders on the way to a swapped path are real folders."""
+    target.mkdir()
+    heads = {relative.split("/", 1)[0] for relative in swaps}
+    for entry in sorted(source.iterdir()):
+        if entry.name not in heads:
+            (target / entry.name).symlink_to(entry.resolve())
+    for head in sorted(heads):
+        if head in swaps:
+            (target / head).symlink_to(swaps[head].resolve())
+            continue
+        inner = {r.split("/", 1)[1]: p for r, p in swaps.items() if r.split("/", 1)[0] == head}
+        if not (source / head).is_dir():
+            raise SandboxError(f"{source / head}: not found, so nothing can be swapped under it; "
+                               "check test.images in the kernel's config")
+        _overlay(source / head, target / head, inner)
+
+
+def test_set_swaps(kernel_dir: Path, test_dir: Path, root: Path) -> dict[str, Path]:
+    """What to swap under input/ so that the kernel sees `test_dir` as its test set, the way
+    Kaggle swaps in the hidden test set at rerun: the test folder and, when the config reads ids
+    from a sample submission, a sample submission that lists the new images."""
+    config_path = kernel_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise SandboxError(f"{config_path}: not found; --test-dir needs the folder written by "
+                           "`kernelpack build` (rebuild the kernel)")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    test, submission = config["test"], config["submission"]
+    if not test_dir.is_dir():
+        raise SandboxError(f"{test_dir}: test folder not found; pass a folder of test images")
+    swaps = {test["images"].strip("/"): test_dir}
+    if test["sample_submission"]:
+        images = sorted(p for p in test_dir.glob(test["pattern"]) if p.is_file())
+        if not images:
+            raise SandboxError(f"{test_dir}: no files match {test['pattern']!r} (test.pattern)")
+        sample = root / "swapped_sample_submission.csv"
+        with open(sample, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow([submission["id_column"], submission["label_column"]])
+            writer.writerows([p.stem, ""] for p in images)
+        swaps[test["sample_submission"].strip("/")] = sample
+    return swaps
+
+
 def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | None = None,
               budget: float | None = None, network: str = "auto",
+              test_dir: str | Path | None = None,
               on_line: Callable[[str], None] | None = None) -> SandboxResult:
     """Run `kernel` (a kernel.py, or the folder holding it) offline against `input_dir`.
 
     `network` picks how the network is cut: "unshare" (a new, empty network namespace), "guard"
     (sockets refuse to connect, in-process) or "auto" (unshare where it works, else guard).
+    `test_dir` swaps in another test set, as Kaggle does at rerun (it needs the
+    kernel-config.json that `build` writes beside kernel.py).
     """
     kernel, input_dir = Path(kernel), Path(input_dir)
     if kernel.is_dir():
@@ -117,7 +174,13 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
     if budget is not None and budget <= 0:
         raise SandboxError(f"--budget must be a positive number of seconds, got {budget}")
     root = (Path(root) if root else kernel.parent / "sandbox").resolve()
-    script = prepare_root(root, input_dir, kernel)
+    swaps = None
+    if test_dir is not None:
+        root.mkdir(parents=True, exist_ok=True)
+        swap_file_dir = root.parent / f".{root.name}-swaps"
+        swap_file_dir.mkdir(exist_ok=True)
+        swaps = test_set_swaps(kernel.parent, Path(test_dir), swap_file_dir)
+    script = prepare_root(root, input_dir, kernel, swaps)
 
     namespace = network == "unshare" or (network == "auto" and network_namespace_available())
     boot = _BOOT.format(project=str(PROJECT_ROOT), socket_guard=not namespace)

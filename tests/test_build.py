@@ -14,8 +14,8 @@ from kernelpack.sandbox import network_namespace_available, run_local
 
 def test_build_writes_one_self_contained_file_and_private_offline_metadata(ensemble_yml, tmp_path):
     result = build_kernel(ensemble_yml, tmp_path / "out")
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["kernel-metadata.json",
-                                                                    "kernel.py"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "kernel-config.json", "kernel-metadata.json", "kernel.py"]
     text = result.kernel.read_text()
     tree = ast.parse(text)
     imported = {alias.name.split(".")[0] for node in ast.walk(tree)
