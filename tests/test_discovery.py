@@ -1,0 +1,117 @@
+import shutil
+
+import pytest
+import torch
+
+from inference_core.checkpoint import save_checkpoint
+from inference_core.config import validate_config
+from inference_core.discovery import (
+    DiscoveryError,
+    check_missing,
+    match_models,
+    scan_input_roots,
+)
+from inference_core.registry import create_model
+from kernelpack.encrypt import encrypt_checkpoint
+
+KEY = bytes(range(32))
+
+
+def _checkpoint(path, name, fold, seed=0):
+    torch.manual_seed(seed)
+    model = create_model("small_cnn", num_classes=3, width=4)
+    return save_checkpoint(path, "small_cnn", 3, {"name": name, "fold": fold, "input_size": 32,
+                                                  "model_kwargs": {"width": 4}}, model)
+
+
+def _models(*entries):
+    config = validate_config({"models": list(entries), "test": {"images": "t"},
+                              "submission": {"format": "multiclass"}})
+    return config["models"]
+
+
+@pytest.fixture
+def kaggle_input(tmp_path):
+    """Today's layouts, with file names that say nothing about the models inside."""
+    root = tmp_path / "input"
+    plain = _checkpoint(tmp_path / "src" / "a.pt", "cnn", 0)
+    (root / "my-models" / "v2" / "deep").mkdir(parents=True)
+    encrypt_checkpoint(plain, KEY, root / "my-models" / "v2" / "deep" / "weights.kpenc")
+    _checkpoint(root / "models" / "me" / "digits" / "pytorch" / "default" / "3" / "model.pt",
+                "cnn", 1, seed=1)
+    _checkpoint(root / "competitions" / "digits" / "baseline" / "cnn_f0.pt", "baseline", 0,
+                seed=2)
+    (root / "junk").mkdir()
+    (root / "junk" / "broken.pt").write_bytes(b"not a checkpoint")
+    (root / "junk" / "loop").symlink_to(root)  # a symlink loop must not hang the scan
+    return root
+
+
+def test_finds_models_by_identity_in_every_layout(kaggle_input, tmp_path):
+    found, unreadable = scan_input_roots([str(tmp_path / "absent"), str(kaggle_input)])
+    by_place = {f.relative: (f.name, f.fold, f.encrypted) for f in found}
+    assert by_place == {
+        "competitions/digits/baseline/cnn_f0.pt": ("baseline", 0, False),
+        "models/me/digits/pytorch/default/3/model.pt": ("cnn", 1, False),
+        "my-models/v2/deep/weights.kpenc": ("cnn", 0, True),
+    }
+    assert [path for path, _ in unreadable] == ["junk/broken.pt"]
+
+    discovery = match_models(_models({"name": "cnn", "fold": 0}, {"name": "baseline", "fold": 5}),
+                             found, unreadable)
+    assert discovery.matched["cnn"].relative == "my-models/v2/deep/weights.kpenc"
+    assert discovery.missing == ["baseline"]  # there is a baseline, but of fold 0
+    report = discovery.report()
+    assert "MISSING  baseline" in report
+    assert "unused   competitions/digits/baseline/cnn_f0.pt (baseline, fold 0)" in report
+    assert "unused   models/me/digits/pytorch/default/3/model.pt (cnn, fold 1)" in report
+    assert "skipped  junk/broken.pt" in report
+
+
+def test_the_same_root_twice_is_scanned_once(kaggle_input):
+    found, _ = scan_input_roots([str(kaggle_input), str(kaggle_input / ".." / "input")])
+    assert len(found) == 3
+
+
+def test_a_file_name_does_not_make_an_identity(kaggle_input):
+    found, _ = scan_input_roots([str(kaggle_input)])
+    discovery = match_models(_models({"name": "cnn_f0"}, {"name": "baseline"}), found)
+    assert discovery.missing == ["cnn_f0"]  # the file called cnn_f0.pt holds "baseline"
+    assert discovery.matched["baseline"].relative.endswith("baseline/cnn_f0.pt")
+
+
+def test_identical_copies_are_reported_and_the_first_is_used(kaggle_input):
+    source = kaggle_input / "competitions" / "digits" / "baseline" / "cnn_f0.pt"
+    (kaggle_input / "another-dataset").mkdir()
+    shutil.copy(source, kaggle_input / "another-dataset" / "copy.pt")
+    found, _ = scan_input_roots([str(kaggle_input)])
+    discovery = match_models(_models({"name": "baseline"}), found)
+    assert discovery.matched["baseline"].relative == "another-dataset/copy.pt"
+    assert "copies   baseline" in discovery.report()
+
+
+def test_different_files_with_one_identity_must_be_disambiguated(kaggle_input):
+    found, _ = scan_input_roots([str(kaggle_input)])
+    with pytest.raises(DiscoveryError) as info:
+        match_models(_models({"name": "cnn"}), found)
+    message = str(info.value)
+    assert "models[0] 'cnn': 2 different files match" in message
+    assert "add fold, sha256 or path to models[0]" in message and "\n" not in message
+    by_path = match_models(_models({"name": "cnn", "path": "models/me/digits/pytorch/default/"
+                                                           "3/model.pt"}), found)
+    assert by_path.matched["cnn"].fold == 1
+    sha = found[1].sha256 if found[1].relative.startswith("models/") else found[2].sha256
+    by_hash = match_models(_models({"name": "cnn", "sha256": sha}), found)
+    assert by_hash.matched["cnn"].relative.startswith("models/")
+
+
+def test_a_missing_required_model_stops_the_kernel_and_an_optional_one_does_not(kaggle_input):
+    found, _ = scan_input_roots([str(kaggle_input)])
+    optional = _models({"name": "baseline"}, {"name": "ghost"})
+    check_missing(match_models(optional, found), optional)
+    required = _models({"name": "baseline"}, {"name": "ghost", "required": True})
+    with pytest.raises(DiscoveryError, match=r"required model\(s\) ghost not found"):
+        check_missing(match_models(required, found), required)
+    nothing = _models({"name": "ghost"})
+    with pytest.raises(DiscoveryError, match="none of the config's models was found"):
+        check_missing(match_models(nothing, found), nothing)
