@@ -18,3 +18,23 @@ class SandboxError(KernelpackError):
 
 class SearchError(KernelpackError):
     """`kernelpack blend search` / `threshold search` cannot fit on these inputs."""
+
+
+class KaggleError(KernelpackError):
+    """A Kaggle call (or one to the local service) failed or was refused; says which and why."""
+
+
+class KaggleAuthError(KaggleError):
+    """No usable Kaggle credentials; the message says where to put them."""
+
+
+class KaggleUploadError(KaggleError):
+    """A file did not arrive whole; nothing is reported as pushed that is not there."""
+
+
+class KaggleServiceError(KernelpackError):
+    """The local Kaggle service cannot start with these settings (competition, fault, port)."""
+
+
+class KaggleNotFoundError(KaggleError):
+    """The dataset, kernel, competition or submission asked for does not exist (HTTP 404)."""

@@ -1,0 +1,158 @@
+"""The Kaggle commands of `kernelpack`: dataset push, kernel push/status/logs/output, submit, and
+serve-kaggle (the local service). They parse, call `kaggle_client` / `kaggle_service`, print."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .kaggle_client import URL_ENV, KaggleSession
+from .kaggle_service import KaggleService, add_competition, parse_fault
+
+
+def _session(args: argparse.Namespace) -> KaggleSession:
+    return KaggleSession(args.kaggle_url)
+
+
+def _dataset_push(args: argparse.Namespace) -> int:
+    push = _session(args).push_dataset(args.folder, public=args.public, message=args.message,
+                                       wait=args.wait, dataset_id=args.id, title=args.title)
+    if push.skipped:
+        print(f"{push.ref}: unchanged since version {push.version}; nothing uploaded")
+    elif push.verified:
+        print(f"{push.ref}: version {push.version} is ready, all {len(push.uploaded)} files "
+              "listed with their sizes")
+    else:
+        print(f"{push.ref}: version {push.version} created ({len(push.uploaded)} files); "
+              "pass --wait to wait until it is ready and verify its files")
+    return 0
+
+
+def _kernel_push(args: argparse.Namespace) -> int:
+    push = _session(args).push_kernel(args.folder, wait=args.wait)
+    done = "ran to completion" if push.status else "pushed; its run is queued"
+    print(f"{push.ref}: version {push.version} {done} ({push.url})")
+    return 0
+
+
+def _kernel_status(args: argparse.Namespace) -> int:
+    status, failure = _session(args).kernel_status(args.kernel)
+    print(f"{args.kernel}: {status}" + (f" ({failure})" if failure else ""))
+    return 0 if status != "ERROR" else 1
+
+
+def _kernel_logs(args: argparse.Namespace) -> int:
+    sys.stdout.write(_session(args).kernel_logs(args.kernel))
+    return 0
+
+
+def _kernel_output(args: argparse.Namespace) -> int:
+    for path in _session(args).kernel_output(args.kernel, args.path):
+        print(path)
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    submission = _session(args).submit(args.competition, args.kernel, version=args.version,
+                                       file_name=args.file, message=args.message, wait=args.wait)
+    if submission.status == "COMPLETE":
+        print(f"{args.competition}: submission {submission.ref} ({args.kernel} version "
+              f"{submission.kernel_version}) scored {submission.public_score} public, "
+              f"{submission.private_score} private")
+    else:
+        print(f"{args.competition}: submission {submission.ref} ({args.kernel} version "
+              f"{submission.kernel_version}) is {submission.status.lower()}; pass --wait to "
+              "wait for its score")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    faults = [parse_fault(spec) for spec in args.fault]
+    for spec in args.competition:
+        slug, data, solution, *hidden = spec.split(":")
+        add_competition(args.root, slug, data, solution, hidden[0] if hidden else None)
+    service = KaggleService(args.root, host=args.host, port=args.port,
+                            processing_seconds=args.processing_seconds)
+    for fault in faults:
+        service.faults.add(fault)
+    print(f"local Kaggle service at {service.url} (state in {args.root})\n"
+          f"  kernelpack:  --kaggle-url {service.url}   or   export {URL_ENV}={service.url}\n"
+          f"  kaggle:      KAGGLE_API_ENVIRONMENT=LOCALHOST HTTP_PROXY={service.url} kaggle ...",
+          flush=True)
+    try:
+        service.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped")
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add the Kaggle commands to `kernelpack`'s subcommands."""
+    target = argparse.ArgumentParser(add_help=False)
+    target.add_argument("--kaggle-url", metavar="URL", default=None,
+                        help=f"send every call to this service (e.g. one started with "
+                             f"`kernelpack serve-kaggle`) instead of Kaggle; default: "
+                             f"${URL_ENV}, else Kaggle")
+
+    dataset = commands.add_parser("dataset", help="push a dataset folder")
+    dataset_commands = dataset.add_subparsers(dest="dataset_command", required=True,
+                                              metavar="COMMAND")
+    push = dataset_commands.add_parser(
+        "push", parents=[target], help="create the dataset or add a version (skipped when "
+                                       "unchanged)")
+    push.add_argument("folder", help="folder of files (top level only), with or without "
+                                     "dataset-metadata.json")
+    push.add_argument("--public", action="store_true", help="make a new dataset public")
+    push.add_argument("-m", "--message", default=None, help="version notes")
+    push.add_argument("--wait", action="store_true",
+                      help="wait until the version is ready and verify every file's size")
+    push.add_argument("--id", default=None, metavar="OWNER/SLUG",
+                      help="dataset id when dataset-metadata.json is absent (default: "
+                           "USERNAME/FOLDER-NAME)")
+    push.add_argument("--title", default=None, help="title when dataset-metadata.json is absent")
+    push.set_defaults(handler=_dataset_push)
+
+    kernel = commands.add_parser("kernel", help="push a kernel, follow its run")
+    kernel_commands = kernel.add_subparsers(dest="kernel_command", required=True,
+                                            metavar="COMMAND")
+    push = kernel_commands.add_parser("push", parents=[target],
+                                      help="push a folder written by `kernelpack build`")
+    push.add_argument("folder", help="folder with kernel.py and kernel-metadata.json")
+    push.add_argument("--wait", action="store_true", help="wait until the run ends")
+    push.set_defaults(handler=_kernel_push)
+    for name, handler, text in (("status", _kernel_status, "the newest version's run status"),
+                                ("logs", _kernel_logs, "the newest version's log"),
+                                ("output", _kernel_output, "download the newest version's "
+                                                           "output files")):
+        command = kernel_commands.add_parser(name, parents=[target], help=text)
+        command.add_argument("kernel", metavar="OWNER/SLUG")
+        command.set_defaults(handler=handler)
+        if name == "output":
+            command.add_argument("-p", "--path", default=".", help="download folder")
+
+    submit = commands.add_parser("submit", parents=[target],
+                                 help="submit a kernel's output to a code competition")
+    submit.add_argument("competition", help="competition slug")
+    submit.add_argument("--kernel", required=True, metavar="OWNER/SLUG")
+    submit.add_argument("--version", type=int, default=None,
+                        help="kernel version (default: the newest)")
+    submit.add_argument("--file", default="submission.csv", help="the kernel's output file")
+    submit.add_argument("-m", "--message", default=None, help="submission description")
+    submit.add_argument("--wait", action="store_true",
+                        help="wait for the rerun on the hidden test set and print the score")
+    submit.set_defaults(handler=_submit)
+
+    serve = commands.add_parser("serve-kaggle", help="run a local Kaggle service for rehearsals")
+    serve.add_argument("--root", required=True, help="state folder (kept between runs)")
+    serve.add_argument("--port", type=int, default=8765, help="port (0: any free one)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--processing-seconds", type=float, default=0.0,
+                       help="how long new dataset versions and kernel runs stay processing")
+    serve.add_argument("--competition", action="append", default=[],
+                       metavar="SLUG:DATA_DIR:SOLUTION_CSV[:HIDDEN_DIR]",
+                       help="add a code competition: the data kernels see, the held-back "
+                            "labels (id, label columns), optionally a hidden test set for reruns")
+    serve.add_argument("--fault", action="append", default=[], metavar="KIND:TARGET[:COUNT]",
+                       help="inject a fault: KIND an HTTP status (429 adds Retry-After) or "
+                            "'drop'; TARGET an RPC name (SaveKernel, ...) or 'upload'")
+    serve.set_defaults(handler=_serve)

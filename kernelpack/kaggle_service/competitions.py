@@ -1,0 +1,159 @@
+"""Code competitions: a submission re-runs the kernel version on the hidden test set and scores
+its output against held-back labels.
+
+Layout: `ROOT/competitions/SLUG/` holds `competition.json` (id and label columns), `data/` (what
+kernels see), optionally `hidden/` (the rerun's test data, in the same layout as `data/`) and
+`solution.csv`; `ROOT/submissions/REF.json` and `ROOT/submissions/REF/` (the rerun) the
+submissions.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import time
+from pathlib import Path
+
+from ..errors import KaggleServiceError
+from .kernels import Kernels
+from .runner import Runner, run_kernel
+from .scoring import score
+from .sources import COMPLETE, Sources, competition_dir
+from .store import Store
+from .wire import ApiError, check_name, timestamp
+
+DAILY_SUBMISSIONS = 5
+
+
+def add_competition(root: str | Path, slug: str, data_dir: str | Path, solution: str | Path,
+                    hidden_dir: str | Path | None = None) -> Path:
+    """Copy a competition into a service root; the solution's first two columns are id, label."""
+    check_name(slug, "competition slug")
+    data_dir, solution = Path(data_dir), Path(solution)
+    for path, what in ((data_dir, "data folder"), (hidden_dir, "hidden test folder")):
+        if path is not None and not Path(path).is_dir():
+            raise KaggleServiceError(f"{path}: {what} not found; pass an existing folder")
+    if not solution.is_file():
+        raise KaggleServiceError(f"{solution}: solution CSV not found; pass the held-back labels")
+    with open(solution, newline="", encoding="utf-8") as stream:
+        header = next(csv.reader(stream), [])
+    if len(header) < 2:
+        raise KaggleServiceError(f"{solution}: needs an id column and a label column, "
+                                 f"got {header}")
+    folder = Path(root) / "competitions" / slug
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(data_dir, folder / "data")
+    if hidden_dir is not None:
+        shutil.copytree(hidden_dir, folder / "hidden")
+    shutil.copyfile(solution, folder / "solution.csv")
+    store = Store(root)
+    store.write({"idColumn": header[0], "labelColumn": header[1]},
+                "competitions", slug, "competition.json")
+    return folder
+
+
+class Competitions:
+    def __init__(self, store: Store, kernels: Kernels, sources: Sources, runner: Runner) -> None:
+        self.store = store
+        self.kernels = kernels
+        self.sources = sources
+        self.runner = runner
+
+    def _competition(self, slug: str) -> Path:
+        folder = competition_dir(self.store, slug)
+        if folder is None:
+            raise ApiError(404, f"competition {slug!r} not found")
+        return folder
+
+    def create_code_submission(self, user: str, request: dict, base_url: str) -> dict:
+        slug = request.get("competitionName", "")
+        self._competition(slug)
+        owner, kernel_slug = request.get("kernelOwner", ""), request.get("kernelSlug", "")
+        record = self.kernels.record(owner, kernel_slug, user)
+        version = self.kernels.version(record, request.get("kernelVersion"))
+        file_name = request.get("fileName") or "submission.csv"
+        ref_text = f"{owner}/{kernel_slug} version {version['number']}"
+        if self.limits(user, request, base_url)["numAllowedNow"] == 0:
+            raise ApiError(429, f"daily limit of {DAILY_SUBMISSIONS} submissions to {slug} "
+                                "reached; try again tomorrow")
+        if version["status"] != COMPLETE:
+            raise ApiError(400, f"{ref_text} has status {version['status']}; a code submission "
+                                "needs a version that ran successfully")
+        if version.get("enableInternet", True):
+            raise ApiError(400, f"{ref_text} has internet enabled; code competitions need it off")
+        if slug not in version.get("competitionDataSources", []):
+            raise ApiError(400, f"{ref_text} does not have competition {slug} as a data source")
+        output = self.kernels.folder(record["ref"], version["number"]) / "run" / "working"
+        if not (output / file_name).is_file():
+            raise ApiError(400, f"{ref_text} did not write {file_name}")
+        ref = self.store.next_id("submission")
+        self.store.write({"ref": ref, "competition": slug, "user": user, "date": time.time(),
+                          "kernel": record["ref"], "kernelVersion": version["number"],
+                          "fileName": file_name, "description": request.get(
+                              "submissionDescription", ""), "status": "PENDING"},
+                         "submissions", f"{ref}.json")
+        self.runner.submit(lambda: self._rerun(ref, version, user))
+        return {"message": "Successfully submitted", "ref": ref}
+
+    def _rerun(self, ref: int, version: dict, user: str) -> None:
+        submission = self.store.read("submissions", f"{ref}.json")
+        folder = self.store.path("submissions", str(ref))
+        kernel = self.kernels.folder(submission["kernel"], version["number"]) / "kernel.py"
+        self.sources.mount(version, user, folder / "input", hidden_test=True)
+        failure = run_kernel(kernel, folder / "input", folder / "run",
+                             version.get("sessionTimeoutSeconds"))
+        update: dict = {"status": "ERROR"}
+        output = folder / "run" / "working" / submission["fileName"]
+        if failure:
+            update["errorDescription"] = f"rerun on the hidden test set failed: {failure}"
+        elif not output.is_file():
+            update["errorDescription"] = f"the rerun wrote no {submission['fileName']}"
+        else:
+            columns = self.store.read("competitions", submission["competition"],
+                                      "competition.json")
+            try:
+                public, private = score(output, self._competition(submission["competition"])
+                                        / "solution.csv", columns["idColumn"],
+                                        columns["labelColumn"])
+                update = {"status": "COMPLETE", "publicScore": f"{public:.5f}",
+                          "privateScore": f"{private:.5f}", "totalBytes": output.stat().st_size}
+            except ApiError as exc:
+                update["errorDescription"] = exc.message
+        with self.store.lock:
+            submission.update(update)
+            self.store.write(submission, "submissions", f"{ref}.json")
+
+    def _answer(self, submission: dict, base_url: str) -> dict:
+        keys = ("ref", "fileName", "description", "status", "publicScore", "privateScore",
+                "errorDescription", "totalBytes")
+        return {**{key: submission[key] for key in keys if key in submission},
+                "date": timestamp(submission["date"]), "submittedBy": submission["user"],
+                "teamName": submission["user"],
+                "url": f"{base_url}/competitions/{submission['competition']}/submissions"}
+
+    def get_submission(self, user: str, request: dict, base_url: str) -> dict:
+        ref = int(request.get("ref", 0))
+        submission = self.store.read("submissions", f"{ref}.json")
+        if submission is None or submission["user"] != user:
+            raise ApiError(404, f"submission {ref} not found")
+        return self._answer(submission, base_url)
+
+    def _submissions(self, user: str, slug: str) -> list[dict]:
+        folder = self.store.path("submissions")
+        found = [self.store.read("submissions", p.name) for p in folder.glob("*.json")] \
+            if folder.is_dir() else []
+        return sorted((s for s in found if s["competition"] == slug and s["user"] == user),
+                      key=lambda s: -s["ref"])
+
+    def list_submissions(self, user: str, request: dict, base_url: str) -> dict:
+        slug = request.get("competitionName", "")
+        self._competition(slug)
+        return {"submissions": [self._answer(s, base_url) for s in self._submissions(user, slug)]}
+
+    def limits(self, user: str, request: dict, base_url: str) -> dict:
+        slug = request.get("competitionName", "")
+        self._competition(slug)
+        today = [s for s in self._submissions(user, slug) if s["date"] > time.time() - 86400]
+        return {"numToday": len(today), "numTotal": len(self._submissions(user, slug)),
+                "numAllowedNow": max(0, DAILY_SUBMISSIONS - len(today))}

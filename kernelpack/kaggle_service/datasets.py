@@ -1,0 +1,134 @@
+"""Datasets: create, version, status, files. A version is READY `processing_seconds` after creation.
+
+Layout: `ROOT/datasets/OWNER/SLUG/dataset.json` (the record, versions with per-file size and
+sha256) and `ROOT/datasets/OWNER/SLUG/N/` (the files of version N).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+from .blobs import BlobStore
+from .store import Store
+from .wire import ApiError, check_name, timestamp
+
+
+def sha256_of(path: Path) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+class Datasets:
+    def __init__(self, store: Store, blobs: BlobStore, processing_seconds: float) -> None:
+        self.store = store
+        self.blobs = blobs
+        self.processing_seconds = processing_seconds
+
+    def record(self, owner: str, slug: str, user: str) -> dict:
+        record = self.store.read("datasets", owner, slug, "dataset.json")
+        # Someone else's private dataset is indistinguishable from a missing one, as on Kaggle.
+        if record is None or (record["isPrivate"] and owner != user):
+            raise ApiError(404, f"dataset {owner}/{slug} not found")
+        return record
+
+    def version_dir(self, owner: str, slug: str, number: int) -> Path:
+        return self.store.path("datasets", owner, slug, str(number))
+
+    def latest_ready(self, owner: str, slug: str, user: str) -> tuple[dict, Path] | None:
+        """The newest READY version and its folder, for mounting into a kernel run."""
+        record = self.record(owner, slug, user)
+        ready = [v for v in record["versions"] if v["readyAt"] <= time.time()]
+        if not ready:
+            return None
+        return ready[-1], self.version_dir(owner, slug, ready[-1]["number"])
+
+    def _add_version(self, owner: str, slug: str, record: dict, files: list[dict],
+                     notes: str | None) -> None:
+        tokens = [entry.get("token", "") for entry in files]
+        if not tokens:
+            raise ApiError(400, f"dataset {owner}/{slug}: a version needs at least one file")
+        # Check every upload before moving any, so a bad request leaves nothing half-landed.
+        names = [self.blobs.claim_check(token)["name"] for token in tokens]
+        if len(set(names)) != len(names):
+            raise ApiError(400, f"dataset {owner}/{slug}: two files share a name in {names}")
+        number = len(record["versions"]) + 1
+        folder = self.version_dir(owner, slug, number)
+        entries = []
+        for token in tokens:
+            name, path = self.blobs.claim(token, folder)
+            entries.append({"name": name, "size": path.stat().st_size, "sha256": sha256_of(path)})
+        now = time.time()
+        record["versions"].append({"number": number, "created": now, "notes": notes or "",
+                                   "readyAt": now + self.processing_seconds, "files": entries})
+        self.store.write(record, "datasets", owner, slug, "dataset.json")
+
+    def create(self, user: str, request: dict, base_url: str) -> dict:
+        owner = check_name(request.get("ownerSlug", ""), "owner")
+        slug = check_name(request.get("slug", ""), "dataset slug")
+        if owner != user:
+            raise ApiError(403, f"user {user} cannot create datasets for {owner}")
+        with self.store.lock:
+            if self.store.read("datasets", owner, slug, "dataset.json") is not None:
+                return {"status": "error", "error": f"The requested slug {slug!r} is already in "
+                                                    "use by a dataset"}
+            record = {"id": self.store.next_id("dataset"), "title": request.get("title", slug),
+                      "licenseName": request.get("licenseName", ""),
+                      "isPrivate": bool(request.get("isPrivate", False)),
+                      "subtitle": request.get("subtitle"),
+                      "description": request.get("description"),
+                      "versions": []}
+            self._add_version(owner, slug, record, request.get("files", []), None)
+        return {"ref": f"{owner}/{slug}", "url": f"{base_url}/datasets/{owner}/{slug}",
+                "status": "ok"}
+
+    def create_version(self, user: str, request: dict, base_url: str) -> dict:
+        owner = check_name(request.get("ownerSlug", ""), "owner")
+        slug = check_name(request.get("datasetSlug", ""), "dataset slug")
+        body = request.get("body", {})
+        with self.store.lock:
+            record = self.record(owner, slug, user)
+            if owner != user:
+                raise ApiError(403, f"user {user} cannot add versions to {owner}/{slug}")
+            self._add_version(owner, slug, record, body.get("files", []), body.get("versionNotes"))
+        return {"ref": f"{owner}/{slug}", "url": f"{base_url}/datasets/{owner}/{slug}",
+                "status": "ok"}
+
+    def status(self, user: str, request: dict, base_url: str) -> dict:
+        record = self.record(request.get("ownerSlug", ""), request.get("datasetSlug", ""), user)
+        ready = record["versions"][-1]["readyAt"] <= time.time()
+        return {"status": "READY" if ready else "BLOBS_RECEIVED"}
+
+    def get(self, user: str, request: dict, base_url: str) -> dict:
+        owner, slug = request.get("ownerSlug", ""), request.get("datasetSlug", "")
+        record = self.record(owner, slug, user)
+        latest = record["versions"][-1]
+        return {"id": record["id"], "ref": f"{owner}/{slug}", "title": record["title"],
+                "subtitle": record["subtitle"], "description": record["description"],
+                "isPrivate": record["isPrivate"], "licenseName": record["licenseName"],
+                "ownerRef": owner, "url": f"{base_url}/datasets/{owner}/{slug}",
+                "currentVersionNumber": latest["number"],
+                "totalBytes": sum(f["size"] for f in latest["files"]),
+                "lastUpdated": timestamp(latest["created"]),
+                "versions": [{"versionNumber": v["number"], "creationDate": timestamp(v["created"]),
+                              "versionNotes": v["notes"],
+                              "status": "ready" if v["readyAt"] <= time.time() else "processing"}
+                             for v in reversed(record["versions"])]}
+
+    def list_files(self, user: str, request: dict, base_url: str) -> dict:
+        """Files of the requested version, or of the newest READY one (none while processing)."""
+        owner, slug = request.get("ownerSlug", ""), request.get("datasetSlug", "")
+        record = self.record(owner, slug, user)
+        wanted = request.get("datasetVersionNumber")
+        if wanted is not None:
+            versions = [v for v in record["versions"] if v["number"] == int(wanted)]
+            if not versions:
+                raise ApiError(404, f"dataset {owner}/{slug} has no version {wanted}")
+        else:
+            versions = [v for v in record["versions"] if v["readyAt"] <= time.time()][-1:]
+        files = versions[0]["files"] if versions else []
+        return {"datasetFiles": [
+            {"ref": f"{owner}/{slug}/{f['name']}", "datasetRef": f"{owner}/{slug}",
+             "ownerRef": owner, "name": f["name"], "totalBytes": f["size"],
+             "creationDate": timestamp(versions[0]["created"])} for f in files]}

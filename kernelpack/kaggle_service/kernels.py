@@ -1,0 +1,146 @@
+"""Kernels: SaveKernel stores a version and queues its run; status, output and the log follow it.
+
+Layout: `ROOT/kernels/OWNER/SLUG/kernel.json` (versions, their settings, sources and status) and
+`ROOT/kernels/OWNER/SLUG/N/` (`kernel.py`, the mounted `input/`, the sandbox `run/` with
+`kernel.log` and `working/`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from .runner import Runner, log_as_json, run_kernel
+from .sources import COMPLETE, INVALID_FIELDS, Sources
+from .store import Store
+from .wire import ApiError, check_name, timestamp
+
+# Request fields kept with each version (ApiSaveKernelRequest, kaggle-api.md appendix A.1).
+_SETTINGS = ("language", "kernelType", "isPrivate", "enableGpu", "enableTpu", "enableInternet",
+             "machineShape", "sessionTimeoutSeconds", "datasetDataSources",
+             "competitionDataSources", "kernelDataSources", "modelDataSources")
+
+
+def version_label(request: dict) -> int | None:
+    """kaggle 2.2.5 sends `versionLabel: "vN"`; 2.2.4 sends nothing (the newest version)."""
+    label = request.get("versionLabel")
+    if not label:
+        return None
+    digits = label[1:] if label.startswith("v") else label
+    if not digits.isdigit():
+        raise ApiError(400, f"bad versionLabel {label!r}; expected vN")
+    return int(digits)
+
+
+class Kernels:
+    def __init__(self, store: Store, sources: Sources, runner: Runner) -> None:
+        self.store = store
+        self.sources = sources
+        self.runner = runner
+
+    def record(self, owner: str, slug: str, user: str) -> dict:
+        record = self.store.read("kernels", owner, slug, "kernel.json") if owner and slug else None
+        if record is None or (record["isPrivate"] and owner != user):
+            raise ApiError(404, f"kernel {owner}/{slug} not found")
+        return record
+
+    def version(self, record: dict, number: int | None) -> dict:
+        if not record["versions"]:
+            raise ApiError(404, f"kernel {record['ref']} has no versions")
+        if number is None:
+            return record["versions"][-1]
+        if not 1 <= number <= len(record["versions"]):
+            raise ApiError(404, f"kernel {record['ref']} has no version {number}")
+        return record["versions"][number - 1]
+
+    def folder(self, ref: str, number: int) -> Path:
+        return self.store.path("kernels", *ref.split("/"), str(number))
+
+    def save(self, user: str, request: dict, base_url: str) -> dict:
+        owner, _, slug = request.get("slug", "").partition("/")
+        if request.get("id") is not None and not slug:
+            raise ApiError(400, "pushing by id_no is not supported here; set id: owner/slug")
+        check_name(owner, "kernel owner")
+        check_name(slug, "kernel slug")
+        if owner != user:
+            raise ApiError(403, f"user {user} cannot push kernels for {owner}")
+        if request.get("language") != "python" or request.get("kernelType") != "script":
+            return {"error": "the local service runs python scripts only "
+                             "(language: python, kernel_type: script)"}
+        version = {key: request[key] for key in _SETTINGS if key in request}
+        _, invalid = self.sources.resolve(version, user)
+        for key, invalid_key in INVALID_FIELDS.items():   # the real service drops what it rejects
+            dropped = set(invalid.get(invalid_key, []))
+            version[key] = [ref for ref in version.get(key, []) if ref not in dropped]
+        with self.store.lock:
+            record = self.store.read("kernels", owner, slug, "kernel.json") or {
+                "id": self.store.next_id("kernel"), "ref": f"{owner}/{slug}", "versions": []}
+            record["title"] = request.get("newTitle") or record.get("title") or slug
+            record["isPrivate"] = request.get("isPrivate", True)
+            number = len(record["versions"]) + 1
+            version.update(number=number, created=time.time(), status="QUEUED")
+            record["versions"].append(version)
+            folder = self.folder(record["ref"], number)
+            folder.mkdir(parents=True)
+            (folder / "kernel.py").write_text(request.get("text", ""), encoding="utf-8")
+            self.store.write(record, "kernels", owner, slug, "kernel.json")
+        self.runner.submit(lambda: self._run(owner, slug, number, user))
+        return {"ref": f"/code/{owner}/{slug}", "url": f"{base_url}/code/{owner}/{slug}",
+                "versionNumber": number, "kernelId": record["id"], **invalid}
+
+    def _set(self, owner: str, slug: str, number: int, **fields: object) -> None:
+        with self.store.lock:
+            record = self.store.read("kernels", owner, slug, "kernel.json")
+            record["versions"][number - 1].update(fields)
+            self.store.write(record, "kernels", owner, slug, "kernel.json")
+
+    def _run(self, owner: str, slug: str, number: int, user: str) -> None:
+        self._set(owner, slug, number, status="RUNNING")
+        version = self.record(owner, slug, user)["versions"][number - 1]
+        folder = self.folder(f"{owner}/{slug}", number)
+        self.sources.mount(version, user, folder / "input")
+        failure = run_kernel(folder / "kernel.py", folder / "input", folder / "run",
+                                version.get("sessionTimeoutSeconds"))
+        if failure:
+            self._set(owner, slug, number, status="ERROR", failureMessage=failure)
+        else:
+            self._set(owner, slug, number, status=COMPLETE)
+
+    def status(self, user: str, request: dict, base_url: str) -> dict:
+        record = self.record(request.get("userName", ""), request.get("kernelSlug", ""), user)
+        version = self.version(record, version_label(request))
+        answer = {"status": version["status"]}
+        if version.get("failureMessage"):
+            answer["failureMessage"] = version["failureMessage"]
+        return answer
+
+    def output(self, user: str, request: dict, base_url: str) -> dict:
+        owner, slug = request.get("userName", ""), request.get("kernelSlug", "")
+        version = self.version(self.record(owner, slug, user), version_label(request))
+        run = self.folder(f"{owner}/{slug}", version["number"]) / "run"
+        working = run / "working"
+        files = sorted(p for p in working.rglob("*") if p.is_file()) if working.is_dir() else []
+        return {"files": [{"fileName": p.relative_to(working).as_posix(),
+                           "url": f"{base_url}/files/kernels/{owner}/{slug}/{version['number']}/"
+                                  f"{p.relative_to(working).as_posix()}"} for p in files],
+                "log": log_as_json(run / "kernel.log")}
+
+    def output_file(self, owner: str, slug: str, number: str, name: str) -> Path:
+        working = (self.store.path("kernels", owner, slug, number, "run", "working")).resolve()
+        path = (working / name).resolve()
+        if not path.is_file() or working not in path.parents:
+            raise ApiError(404, f"output file {name} not found")
+        return path
+
+    def get(self, user: str, request: dict, base_url: str) -> dict:
+        owner, slug = request.get("userName", ""), request.get("kernelSlug", "")
+        record = self.record(owner, slug, user)
+        version = self.version(record, version_label(request))
+        text = (self.folder(record["ref"], version["number"]) / "kernel.py").read_text("utf-8")
+        return {"metadata": {"id": record["id"], "ref": record["ref"], "title": record["title"],
+                             "author": owner, "slug": slug, "isPrivate": record["isPrivate"],
+                             "lastRunTime": timestamp(version["created"]),
+                             "currentVersionNumber": len(record["versions"]),
+                             **{key: version[key] for key in _SETTINGS if key in version}},
+                "blob": {"source": text, "language": version.get("language"),
+                         "kernelType": version.get("kernelType"), "slug": slug}}

@@ -1,0 +1,98 @@
+"""A kernel's data sources: checked at push (the real service drops invalid ones and says so) and
+mounted for a run as symlinks under `input/`, the way Kaggle lays out /kaggle/input:
+
+- dataset `owner/slug` -> `input/slug` (its newest READY version);
+- competition `slug` -> `input/slug` (`ROOT/competitions/slug/data`, or `hidden/` for the rerun
+  of a code submission);
+- kernel `owner/slug` -> `input/slug` (the `working/` output of its newest COMPLETE version);
+- model `owner/model/framework/variation/version` -> `input/models/owner/model/framework/
+  variation/version` (`ROOT/models/...`, placed there by hand: the service takes no model uploads).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .datasets import Datasets
+from .store import Store
+from .wire import ApiError
+
+COMPLETE = "COMPLETE"
+# Source field of ApiSaveKernelRequest -> the response field that lists the ones dropped.
+INVALID_FIELDS = {"datasetDataSources": "invalidDatasetSources",
+                  "competitionDataSources": "invalidCompetitionSources",
+                  "kernelDataSources": "invalidKernelSources",
+                  "modelDataSources": "invalidModelSources"}
+
+
+def competition_dir(store: Store, slug: str) -> Path | None:
+    folder = store.path("competitions", slug)
+    return folder if "/" not in slug and (folder / "competition.json").is_file() else None
+
+
+class Sources:
+    def __init__(self, store: Store, datasets: Datasets) -> None:
+        self.store = store
+        self.datasets = datasets
+
+    def _dataset(self, ref: str, user: str) -> Path | None:
+        owner, _, slug = ref.partition("/")
+        try:
+            found = self.datasets.latest_ready(owner, slug, user)
+        except ApiError:
+            return None
+        return found[1] if found else None
+
+    def _competition(self, slug: str, hidden_test: bool) -> Path | None:
+        folder = competition_dir(self.store, slug)
+        if folder is None:
+            return None
+        if hidden_test and (folder / "hidden").is_dir():
+            return folder / "hidden"
+        return folder / "data"
+
+    def _kernel(self, ref: str, user: str) -> Path | None:
+        owner, _, slug = ref.partition("/")
+        record = self.store.read("kernels", owner, slug, "kernel.json") if slug else None
+        if record is None or (record["isPrivate"] and owner != user):
+            return None
+        done = [v for v in record["versions"] if v["status"] == COMPLETE]
+        if not done:
+            return None
+        return self.store.path("kernels", owner, slug, str(done[-1]["number"]), "run", "working")
+
+    def _model(self, ref: str) -> Path | None:
+        parts = ref.split("/")
+        folder = self.store.path("models", *parts)
+        return folder if len(parts) == 5 and ".." not in parts and folder.is_dir() else None
+
+    def resolve(self, version: dict, user: str, hidden_test: bool = False
+                ) -> tuple[dict[str, Path], dict[str, list[str]]]:
+        """(mount point under input/ -> folder, invalid sources by response field)."""
+        mounts: dict[str, Path] = {}
+        invalid: dict[str, list[str]] = {}
+        kinds = (("datasetDataSources", lambda r: self._dataset(r, user),
+                  lambda r: r.split("/")[-1]),
+                 ("competitionDataSources", lambda r: self._competition(r, hidden_test),
+                  lambda r: r),
+                 ("kernelDataSources", lambda r: self._kernel(r, user), lambda r: r.split("/")[-1]),
+                 ("modelDataSources", self._model, lambda r: f"models/{r}"))
+        for field, find, mount_point in kinds:
+            for ref in version.get(field, []):
+                folder = find(ref)
+                if folder is None:
+                    invalid.setdefault(INVALID_FIELDS[field], []).append(ref)
+                else:
+                    mounts[mount_point(ref)] = folder
+        return mounts, invalid
+
+    def mount(self, version: dict, user: str, input_dir: Path, hidden_test: bool = False) -> None:
+        mounts, _ = self.resolve(version, user, hidden_test)
+        if input_dir.exists():
+            shutil.rmtree(input_dir)
+        input_dir.mkdir(parents=True)
+        for point, folder in sorted(mounts.items()):
+            link = input_dir / point
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(folder.resolve(), target_is_directory=True)

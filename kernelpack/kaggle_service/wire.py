@@ -1,0 +1,27 @@
+"""What every part of the local service shares about the wire: the error shape and timestamps."""
+
+from __future__ import annotations
+
+import time
+
+
+class ApiError(Exception):
+    """Answered as `{"code": N, "message": ...}` with HTTP status N, as the real service does."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def timestamp(epoch: float) -> str:
+    """ISO time with milliseconds and a Z suffix, the form kagglesdk parses."""
+    millis = int(epoch * 1000) % 1000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{millis:03d}Z"
+
+
+def check_name(name: str, what: str) -> str:
+    """A single path segment sent by a client; anything that could escape a folder is refused."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise ApiError(400, f"invalid {what} {name!r}: must be a plain file or slug name")
+    return name
