@@ -11,7 +11,7 @@ from pathlib import Path
 import inference_core
 
 from . import TEMPLATES_DIR
-from .bundle import package_sources, render_bundle
+from .bundle import Entry, bundle
 from .config import load_config
 from .errors import BuildError
 
@@ -84,8 +84,8 @@ def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None 
             f"{config_path}: kernel.is_private is false, and a public kernel must not embed the "
             "decryption key; set kernel.is_private: true, or build without a key"
         )
-    modules = package_sources(Path(inference_core.__file__).parent)
-    kernel_text = render_bundle(ENTRY_NAME, render_entry(config, key), modules)
+    entry = Entry(ENTRY_NAME, render_entry(config, key).encode("utf-8"))
+    kernel_text = bundle(entry, vendor=[inference_core.__name__]).text
     if key is not None:
         kernel_text = f"{KEY_MARKER}\n{kernel_text}"
     slug = config_path.stem.lower().replace("_", "-")

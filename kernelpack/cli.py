@@ -16,6 +16,7 @@ from inference_core.kpenc import inspect as inspect_kpenc
 from . import __version__
 from .build import build_kernel
 from .cli_blend import add_commands as add_blend_commands
+from .cli_bundle import add_commands as add_bundle_commands
 from .encrypt import encrypt_checkpoint, keygen
 from .errors import KernelpackError
 from .sandbox import NETWORK_MODES, run_local
@@ -140,6 +141,7 @@ def make_parser() -> argparse.ArgumentParser:
                           "guard, or auto (unshare where it works)")
     run.set_defaults(handler=_run_local)
     add_blend_commands(commands)
+    add_bundle_commands(commands)
     return parser
 
 

@@ -20,6 +20,10 @@ class SearchError(KernelpackError):
     """`kernelpack blend search` / `threshold search` cannot fit on these inputs."""
 
 
+class BundleError(KernelpackError):
+    """`kernelpack bundle` (and build) cannot make a working single-file script of these inputs."""
+
+
 class KaggleError(KernelpackError):
     """A Kaggle call (or one to the local service) failed or was refused; says which and why."""
 
