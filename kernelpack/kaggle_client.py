@@ -210,16 +210,28 @@ class KaggleSession:
             if not token:
                 return files
 
-    def wait_dataset(self, ref: str, timeout: float) -> None:
+    def wait(self, what: str, check: Callable[[], Any], timeout: float, later: str) -> Any:
+        """Poll `check` until it returns something other than None, backing off from a quarter
+        second to `poll_seconds` (the client does not retry these polls on its own)."""
         deadline = time.monotonic() + timeout
-        while (status := self.dataset_status(ref)) != "ready":
+        delay = 0.25
+        while (result := check()) is None:
+            if time.monotonic() > deadline:
+                raise KaggleError(f"{what}: not finished after {timeout:g} s; {later}")
+            time.sleep(delay)
+            delay = min(delay * 1.5, self.poll_seconds)
+        return result
+
+    def wait_dataset(self, ref: str, timeout: float) -> None:
+        def ready() -> bool | None:
+            status = self.dataset_status(ref)
             if status in ("failed", "deleted"):
                 raise KaggleError(f"{ref}: the new version ended {status} on {self.where}; "
                                   "push again")
-            if time.monotonic() > deadline:
-                raise KaggleError(f"{ref}: still {status} after {timeout:g} s; check later "
-                                  f"with `kaggle datasets status {ref}`")
-            time.sleep(self.poll_seconds)
+            return True if status == "ready" else None
+
+        self.wait(f"{ref}: new version", ready, timeout,
+                  f"check later with `kaggle datasets status {ref}`")
 
     def push_dataset(self, folder: str | Path, *, public: bool = False,
                      message: str | None = None, wait: bool = False,
@@ -315,16 +327,16 @@ class KaggleSession:
         return answer.status.name, answer.failure_message or None
 
     def wait_kernel(self, ref: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while (status := self.kernel_status(ref))[0] not in _FINISHED:
-            if time.monotonic() > deadline:
-                raise KaggleError(f"{ref}: still {status[0]} after {timeout:g} s; check later "
-                                  f"with `kernelpack kernel status {ref}`")
-            time.sleep(self.poll_seconds)
-        if status[0] != "COMPLETE":
-            raise KaggleError(f"{ref}: the run ended {status[0]}: {status[1]}; see "
+        def finished() -> tuple[str, str | None] | None:
+            status = self.kernel_status(ref)
+            return status if status[0] in _FINISHED else None
+
+        status, failure = self.wait(f"{ref}: run", finished, timeout,
+                                    f"check later with `kernelpack kernel status {ref}`")
+        if status != "COMPLETE":
+            raise KaggleError(f"{ref}: the run ended {status}: {failure}; see "
                               f"`kernelpack kernel logs {ref}`")
-        return status[0]
+        return status
 
     def kernel_logs(self, ref: str) -> str:
         """The run's log as text (the service sends a JSON array of stream records)."""
@@ -370,13 +382,11 @@ class KaggleSession:
         submission = Submission(answer.ref, "PENDING", kernel_version=version)
         if not wait:
             return submission
-        deadline = time.monotonic() + timeout
-        while (submission := self.submission(answer.ref, version)).status == "PENDING":
-            if time.monotonic() > deadline:
-                raise KaggleError(f"{competition}: submission {answer.ref} still pending after "
-                                  f"{timeout:g} s; check later with `kaggle competitions "
-                                  f"submissions {competition}`")
-            time.sleep(self.poll_seconds)
+        submission = self.wait(
+            f"{competition}: submission {answer.ref}",
+            lambda: (None if (s := self.submission(answer.ref, version)).status == "PENDING"
+                     else s),
+            timeout, f"check later with `kaggle competitions submissions {competition}`")
         if submission.status != "COMPLETE":
             raise KaggleError(f"{competition}: submission {answer.ref} failed: "
                               f"{submission.error}")

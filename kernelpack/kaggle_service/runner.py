@@ -28,14 +28,21 @@ class Runner:
     def submit(self, job: Callable[[], None]) -> None:
         self._jobs.put(job)
 
+    def wait_idle(self) -> None:
+        """Block until every queued run has finished."""
+        self._jobs.join()
+
     def stop(self) -> None:
         self._jobs.put(None)
         self._thread.join()
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
-            time.sleep(self.processing_seconds)
-            job()
+            try:
+                time.sleep(self.processing_seconds)
+                job()
+            finally:
+                self._jobs.task_done()
 
 
 def run_kernel(kernel: Path, input_dir: Path, root: Path, budget: float | None) -> str | None:

@@ -1,0 +1,139 @@
+"""The local Kaggle service driven by the unmodified `kaggle` command (KAGGLE_API_ENVIRONMENT=
+LOCALHOST, the service as HTTP proxy): datasets, kernel runs, code submissions, restarts."""
+
+import hashlib
+import json
+
+import pytest
+from kaggle_helpers import (
+    PREDICT_ONES,
+    USER,
+    dataset_folder,
+    kaggle_world,
+    tiny_kernel,
+    write_files,
+)
+
+from kernelpack.kaggle_client import KaggleSession
+from kernelpack.kaggle_service import KaggleService, add_competition
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    yield from kaggle_world(tmp_path, monkeypatch)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _competition(world, tmp_path, hidden_ids=("a", "b", "c", "d", "e", "f")):
+    """`tinycomp`: kernels see two test ids; the rerun sees `hidden_ids`; labels are 1 except
+    for e and f."""
+    data = write_files(tmp_path / "comp" / "data",
+                       {"sample_submission.csv": b"id,label\na,0\nb,0\n"})
+    sample = "id,label\n" + "".join(f"{i},0\n" for i in hidden_ids)
+    hidden = write_files(tmp_path / "comp" / "hidden", {"sample_submission.csv": sample.encode()})
+    labels = "".join(f"{i},{0 if i in 'ef' else 1},{'Public' if i in 'abc' else 'Private'}\n"
+                     for i in hidden_ids)
+    solution = tmp_path / "comp" / "solution.csv"
+    solution.write_text("id,label,Usage\n" + labels)
+    add_competition(world.root, "tinycomp", data, solution, hidden)
+
+
+def test_kaggle_cli_creates_a_dataset_and_a_version_with_every_byte_in_place(world, tmp_path):
+    files = {"data.csv": b"a,b\n1,2\n", "weights.bin": bytes(range(256)) * 400}
+    folder = dataset_folder(tmp_path / "ds", "my-dataset", files)
+
+    created = world.kaggle("datasets", "create", "-p", str(folder), "-q")
+    assert created.returncode == 0 and "being created" in created.stdout, created
+    (folder / "weights.bin").write_bytes(b"v2" * 5000)
+    versioned = world.kaggle("datasets", "version", "-p", str(folder), "-m", "second", "-q")
+    assert versioned.returncode == 0 and "being created" in versioned.stdout, versioned
+
+    status = world.kaggle("datasets", "status", f"{USER}/my-dataset", "--format", "json")
+    assert json.loads(status.stdout) == {"status": "ready", "current_version_number": 2}
+    listing = world.kaggle("datasets", "files", f"{USER}/my-dataset")
+    assert "weights.bin" in listing.stdout and "10000" in listing.stdout
+    record = json.loads(world.stored("datasets", USER, "my-dataset", "dataset.json").read_text())
+    assert [{f["name"]: f["sha256"] for f in v["files"]} for v in record["versions"]] == [
+        {name: _sha256(data) for name, data in files.items()},
+        {"data.csv": _sha256(files["data.csv"]), "weights.bin": _sha256(b"v2" * 5000)}]
+    assert world.stored("datasets", USER, "my-dataset", "2", "weights.bin").read_bytes() \
+        == b"v2" * 5000
+
+
+def test_kaggle_cli_refuses_to_create_a_dataset_twice_and_reports_a_missing_one(world, tmp_path):
+    folder = dataset_folder(tmp_path / "ds", "twice-dataset", {"a.txt": b"a"})
+    assert world.kaggle("datasets", "create", "-p", str(folder), "-q").returncode == 0
+    again = world.kaggle("datasets", "create", "-p", str(folder), "-q")
+    assert "already in use" in again.stdout     # the client's own exit-0 failure
+    missing = world.kaggle("datasets", "status", f"{USER}/no-such-dataset")
+    assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+def test_kaggle_cli_pushed_kernel_runs_offline_with_its_sources_mounted(world, tmp_path):
+    _competition(world, tmp_path)
+    folder = dataset_folder(tmp_path / "ds", "extra-data", {"extra.txt": b"x"})
+    assert world.kaggle("datasets", "create", "-p", str(folder), "-q").returncode == 0
+    kernel = tiny_kernel(tmp_path / "k", "tiny-kernel", PREDICT_ONES,
+                         dataset_sources=[f"{USER}/extra-data", f"{USER}/not-there"],
+                         competition_sources=["tinycomp"])
+
+    pushed = world.kaggle("kernels", "push", "-p", str(kernel))
+    assert "version 1 successfully pushed" in pushed.stdout, pushed
+    assert f"['{USER}/not-there']" in pushed.stdout      # dropped, and said so
+    world.service.runner.wait_idle()
+    status = world.kaggle("kernels", "status", f"{USER}/tiny-kernel")
+    assert 'has status "KernelWorkerStatus.COMPLETE"' in status.stdout, status
+
+    out = tmp_path / "out"
+    world.kaggle("kernels", "output", f"{USER}/tiny-kernel", "-p", str(out))
+    assert (out / "submission.csv").read_text() == "id,label\na,1\nb,1\n"
+    log = json.loads((out / "tiny-kernel.log").read_text())
+    assert log[0]["data"] == "inputs: ['extra-data', 'tinycomp']\n"
+
+
+def test_code_submission_reruns_on_the_hidden_test_set_and_is_scored(world, tmp_path):
+    _competition(world, tmp_path)
+    kernel = tiny_kernel(tmp_path / "k", "tiny-kernel", PREDICT_ONES,
+                         competition_sources=["tinycomp"])
+    assert world.kaggle("kernels", "push", "-p", str(kernel)).returncode == 0
+    world.service.runner.wait_idle()
+
+    submitted = world.kaggle("competitions", "submit", "tinycomp", "-k", f"{USER}/tiny-kernel",
+                             "-v", "1", "-f", "submission.csv", "-m", "ones")
+    assert submitted.returncode == 0 and "Successfully submitted" in submitted.stdout, submitted
+    world.service.runner.wait_idle()
+    listing = world.kaggle("competitions", "submissions", "tinycomp", "--format", "json")
+    [row] = json.loads(listing.stdout)
+    # The rerun saw all six hidden ids: a-c public, all right; d-f private, d right, e/f wrong.
+    assert (row["publicScore"], row["privateScore"]) == ("1.00000", "0.33333"), row
+    assert row["description"] == "ones"
+
+
+def test_a_submission_whose_rerun_misses_test_ids_fails_with_the_reason(world, tmp_path):
+    _competition(world, tmp_path)
+    kernel = tiny_kernel(tmp_path / "k", "lazy-kernel",
+                         'open("submission.csv", "w").write("id,label\\na,1\\n")\n',
+                         competition_sources=["tinycomp"])
+    world.kaggle("kernels", "push", "-p", str(kernel))
+    world.service.runner.wait_idle()
+    world.kaggle("competitions", "submit", "tinycomp", "-k", f"{USER}/lazy-kernel", "-v", "1",
+                 "-f", "submission.csv", "-m", "lazy")
+    world.service.runner.wait_idle()
+    listing = world.kaggle("competitions", "submissions", "tinycomp", "--format", "json")
+    [row] = json.loads(listing.stdout)
+    assert row["status"] == "SubmissionStatus.ERROR"
+    # The CLI shows no error text; GetSubmission carries it.
+    failed = KaggleSession(world.url).submission(row["ref"])
+    assert failed.error.startswith("submission submission.csv lacks 5 of 6 test ids"), failed
+
+
+def test_state_survives_a_restart_of_the_service(world, tmp_path):
+    folder = dataset_folder(tmp_path / "ds", "kept-dataset", {"kept.bin": b"k" * 1000})
+    assert world.kaggle("datasets", "create", "-p", str(folder), "-q").returncode == 0
+    world.service.stop()
+    world.service = KaggleService(world.root).start()
+    listing = world.kaggle("datasets", "files", f"{USER}/kept-dataset")
+    assert "kept.bin" in listing.stdout and "1000" in listing.stdout
