@@ -17,6 +17,7 @@ from . import __version__
 from .build import build_kernel
 from .cli_blend import add_commands as add_blend_commands
 from .cli_bundle import add_commands as add_bundle_commands
+from .cli_kaggle import add_commands as add_kaggle_commands
 from .encrypt import encrypt_checkpoint, keygen
 from .errors import KernelpackError
 from .sandbox import NETWORK_MODES, run_local
@@ -142,6 +143,7 @@ def make_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run_local)
     add_blend_commands(commands)
     add_bundle_commands(commands)
+    add_kaggle_commands(commands)
     return parser
 
 

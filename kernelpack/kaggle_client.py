@@ -121,7 +121,7 @@ def _http_hint(status: int) -> str:
     if status == 403:
         return "access denied; check that you own it, or accept the competition's rules"
     if status == 404:
-        return "not found; check the id (owner/slug) and that it was pushed"
+        return "check the id (owner/slug) and that it was pushed"
     if status == 429:
         return "rate limited even after the client's retries; wait a minute and run it again"
     if status >= 500:

@@ -1,0 +1,156 @@
+"""kernelpack's Kaggle commands (the real KaggleApi in-process, sent to the local service with
+--kaggle-url or KERNELPACK_KAGGLE_URL): dataset push, kernel push/status/logs/output, submit."""
+
+import hashlib
+import json
+
+import pytest
+from kaggle_helpers import (
+    PREDICT_ONES,
+    USER,
+    dataset_folder,
+    kaggle_world,
+    tiny_kernel,
+    write_files,
+)
+
+from kernelpack.build import KEY_MARKER
+from kernelpack.errors import KaggleAuthError
+from kernelpack.kaggle_client import MANIFEST_FILE, KaggleSession
+from kernelpack.kaggle_service import add_competition
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    yield from kaggle_world(tmp_path, monkeypatch)
+
+
+def _stored_digests(world, slug: str, version: int) -> dict[str, str]:
+    record = json.loads(world.stored("datasets", USER, slug, "dataset.json").read_text())
+    return {f["name"]: f["sha256"] for f in record["versions"][version - 1]["files"]}
+
+
+def test_dataset_push_creates_then_skips_an_unchanged_folder_then_adds_a_version(world,
+                                                                                 tmp_path):
+    files = {"model_f0.kpenc": b"\x01" * 70000, "model_f1.kpenc": b"\x02" * 3}
+    folder = write_files(tmp_path / "my_models", files)
+
+    first = world.kernelpack("dataset", "push", str(folder), "--public", "--wait")
+    assert first.returncode == 0, first
+    assert first.stdout == (f"{USER}/my-models: version 1 is ready, all 2 files listed with "
+                            "their sizes\n")
+    metadata = json.loads((folder / "dataset-metadata.json").read_text())
+    assert metadata["id"] == f"{USER}/my-models"          # written from the folder name
+    assert _stored_digests(world, "my-models", 1) == {
+        name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    record = json.loads(world.stored("datasets", USER, "my-models", "dataset.json").read_text())
+    assert record["isPrivate"] is False
+    assert MANIFEST_FILE not in _stored_digests(world, "my-models", 1)
+
+    again = world.kernelpack("dataset", "push", str(folder), "--wait")
+    assert again.stdout == f"{USER}/my-models: unchanged since version 1; nothing uploaded\n"
+
+    (folder / "model_f1.kpenc").write_bytes(b"\x03" * 4)
+    changed = world.kernelpack("dataset", "push", str(folder), "-m", "f1 retrained", "--wait")
+    assert "version 2 is ready" in changed.stdout, changed
+    assert _stored_digests(world, "my-models", 2)["model_f1.kpenc"] == \
+        hashlib.sha256(b"\x03" * 4).hexdigest()
+
+
+def test_dataset_push_refuses_sub_folders_naming_them(world, tmp_path):
+    folder = write_files(tmp_path / "nested-data", {"a.bin": b"a"})
+    (folder / "more").mkdir()
+    refused = world.kernelpack("dataset", "push", str(folder))
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"kernelpack: error: {folder}: holds sub-folders ['more']")
+    assert not world.stored("datasets").exists()
+
+
+def test_missing_credentials_is_one_line_naming_where_to_put_them(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "empty"))
+    with pytest.raises(KaggleAuthError, match=r"put kaggle.json .* in .*/empty/ with mode 600, "
+                                              r"or set KAGGLE_USERNAME and KAGGLE_KEY"):
+        KaggleSession(world.url)
+    run = world.kernelpack("kernel", "status", f"{USER}/anything")
+    assert run.returncode == 1 and run.stdout == "" and len(run.stderr.splitlines()) == 1
+
+
+def test_credentials_from_environment_variables_name_the_user(world, tmp_path, monkeypatch):
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "empty"))
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+    monkeypatch.setenv("KAGGLE_KEY", "k")
+    pushed = world.kernelpack("dataset", "push", str(write_files(tmp_path / "env-data",
+                                                                 {"x": b"x"})))
+    assert pushed.returncode == 0, pushed
+    assert world.stored("datasets", "someone", "env-data", "dataset.json").is_file()
+
+
+def test_kernel_push_refuses_an_unset_id_and_a_public_kernel_with_a_key(world, tmp_path):
+    unset = tiny_kernel(tmp_path / "unset", "x-kernel", "print(1)\n")
+    meta = json.loads((unset / "kernel-metadata.json").read_text())
+    (unset / "kernel-metadata.json").write_text(json.dumps({**meta, "id": "INSERT_USERNAME/x"}))
+    refused = world.kernelpack("kernel", "push", str(unset))
+    assert refused.returncode == 1 and "kernel.id is not set" in refused.stderr
+
+    keyed = tiny_kernel(tmp_path / "keyed", "keyed-kernel", f"{KEY_MARKER}\nprint(1)\n",
+                        is_private=False)
+    refused = world.kernelpack("kernel", "push", str(keyed))
+    assert refused.returncode == 1, refused
+    assert "embeds a decryption key but" in refused.stderr and "is_private: false" in refused.stderr
+    assert not world.stored("kernels").exists()           # nothing reached the service
+
+
+def test_kernel_push_fails_when_the_service_drops_a_source(world, tmp_path):
+    kernel = tiny_kernel(tmp_path / "k", "some-kernel", "print(1)\n",
+                         dataset_sources=[f"{USER}/never-pushed"])
+    run = world.kernelpack("kernel", "push", str(kernel))
+    assert run.returncode == 1
+    assert f"dropped dataset sources ['{USER}/never-pushed']" in run.stderr
+
+
+def test_kernel_push_wait_then_status_logs_and_output_through_the_environment_url(
+        world, tmp_path, monkeypatch):
+    monkeypatch.setenv("KERNELPACK_KAGGLE_URL", world.url)
+    kernel = tiny_kernel(tmp_path / "k", "hello-kernel",
+                         'print("hello from the sandbox")\nopen("out.txt", "w").write("42")\n')
+    pushed = world.kernelpack("kernel", "push", str(kernel), "--wait", url=False)
+    assert pushed.stdout.startswith(f"{USER}/hello-kernel: version 1 ran to completion"), pushed
+    status = world.kernelpack("kernel", "status", f"{USER}/hello-kernel", url=False)
+    assert status.stdout == f"{USER}/hello-kernel: COMPLETE\n"
+    logs = world.kernelpack("kernel", "logs", f"{USER}/hello-kernel", url=False)
+    assert logs.stdout == "hello from the sandbox\n"
+    out = tmp_path / "out"
+    world.kernelpack("kernel", "output", f"{USER}/hello-kernel", "-p", str(out), url=False)
+    assert (out / "out.txt").read_text() == "42"
+
+
+def test_a_failing_kernel_run_is_an_error_with_its_last_log_line(world, tmp_path):
+    kernel = tiny_kernel(tmp_path / "k", "broken-kernel", 'raise SystemExit("no test images")\n')
+    run = world.kernelpack("kernel", "push", str(kernel), "--wait")
+    assert run.returncode == 1
+    assert "the run ended ERROR: the kernel exited with code 1: no test images" in run.stderr
+    assert world.kernelpack("kernel", "status", f"{USER}/broken-kernel").returncode == 1
+
+
+def test_submit_wait_prints_the_score_of_the_newest_version(world, tmp_path):
+    data = write_files(tmp_path / "comp" / "data",
+                       {"sample_submission.csv": b"id,label\na,0\nb,0\nc,0\nd,0\n"})
+    (tmp_path / "comp" / "solution.csv").write_text("id,label\na,1\nb,1\nc,1\nd,0\n")
+    add_competition(world.root, "tinycomp", data, tmp_path / "comp" / "solution.csv")
+    kernel = tiny_kernel(tmp_path / "k", "ones-kernel", PREDICT_ONES,
+                         competition_sources=["tinycomp"])
+    assert world.kernelpack("kernel", "push", str(kernel), "--wait").returncode == 0
+
+    run = world.kernelpack("submit", "tinycomp", "--kernel", f"{USER}/ones-kernel", "--wait")
+    assert run.stdout == (f"tinycomp: submission 1 ({USER}/ones-kernel version 1) scored "
+                          "0.75000 public, 0.75000 private\n"), run
+    missing = world.kernelpack("submit", "no-such-comp", "--kernel", f"{USER}/ones-kernel")
+    assert missing.returncode == 1
+    assert "competition 'no-such-comp' not found; check the id" in missing.stderr
+
+
+def test_dataset_pushed_without_wait_is_not_verified_and_says_so(world, tmp_path):
+    folder = dataset_folder(tmp_path / "ds", "quick-data", {"q.bin": b"q"})
+    run = world.kernelpack("dataset", "push", str(folder))
+    assert "version 1 created (1 files); pass --wait" in run.stdout
+    assert not (folder / MANIFEST_FILE).exists()
