@@ -90,5 +90,6 @@ class DeadlineGuard:
         slowdown = 1.0 if self.slowdown is None else self.slowdown
         return self.clock() + images_left * self.estimated_per_image() * slowdown
 
-    def out_of_time(self) -> bool:
-        return self.clock() >= self.hard_stop
+    def can_run(self, images: int) -> bool:
+        """Whether a batch of `images` is projected to end before the hard stop."""
+        return self.projected_finish(images) <= self.hard_stop

@@ -170,6 +170,40 @@ class EnsemblePredictor:
                         timings[m] = timings.get(m, 0.0) + time.perf_counter() - started
 
 
+PROBE_IMAGES = 8
+
+
+def batch_bounds(total: int, batch_size: int, probe: int):
+    """(begin, end) of each batch: a small probe batch first, then full batches."""
+    begin, end = 0, min(probe, batch_size, total)
+    while begin < total:
+        yield begin, end
+        begin, end = end, min(end + batch_size, total)
+
+
+class FallbackPrior:
+    """Fills rows no model predicted (an undecodable image, or time ran out) with the mean of
+    the rows blended so far: the test set's own class prior, uniform before the first row."""
+
+    def __init__(self, n_classes: int) -> None:
+        self.total = np.zeros(n_classes)
+        self.predicted = 0
+        self.rows = 0
+
+    def complete(self, accumulator: BlendAccumulator) -> np.ndarray:
+        missing = np.flatnonzero(accumulator.row_weight == 0)
+        if missing.size:
+            prior = (self.total / self.predicted if self.predicted
+                     else np.full(self.total.size, 1.0 / self.total.size))
+            accumulator.add(np.tile(prior, (missing.size, 1)), 1.0, rows=missing)
+        blended = accumulator.result()
+        done = np.setdiff1d(np.arange(len(blended)), missing)
+        self.total += blended[done].sum(axis=0)
+        self.predicted += done.size
+        self.rows += missing.size
+        return blended
+
+
 def _decode_batch(paths: list[Path], log: Log) -> tuple[list[np.ndarray], list[int]]:
     """Decoded images and the positions of those that could not be decoded (logged)."""
     images, failed = [], []
@@ -182,10 +216,26 @@ def _decode_batch(paths: list[Path], log: Log) -> tuple[list[np.ndarray], list[i
     return images, failed
 
 
+def process_age() -> float:
+    """Seconds since this process started (Linux; 0 elsewhere): a kernel's budget also pays for
+    interpreter start-up and `import torch`."""
+    try:
+        with open("/proc/self/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        with open("/proc/uptime") as handle:
+            uptime = float(handle.read().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))  # field 22: start
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | None = None,
-               progress: bool = True, key: bytes | None = None) -> RunSummary:
-    """Predict the test set with the ensemble, inside the budget, into `working_dir`."""
-    start = time.monotonic()
+               progress: bool = True, key: bytes | None = None, started: float | None = None
+               ) -> RunSummary:
+    """Predict the test set with the ensemble, inside the budget, into `working_dir`.
+
+    The budget counts from `started` (a `time.monotonic()` value; default: now)."""
+    start = time.monotonic() if started is None else started
     log = log or make_log(start)
     config = validate_config(config)
     budget = float(os.environ.get(BUDGET_ENV, config["budget"]["seconds"]))
@@ -214,19 +264,19 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
         f"{len(predictor.groups)} input groups, blend {config['blend']}")
 
     target = Path(working_dir) / config["submission"]["file"]
-    total, batch_size = len(test_set), config["batch_size"]
-    prior = np.zeros(len(classes))  # sum of blended rows: the fallback for rows never predicted
-    predicted_rows = fallback_rows = 0
+    total = len(test_set)
+    fallback = FallbackPrior(len(classes))
     guard: DeadlineGuard | None = None
     stopped = False
     # Outside a terminal (Kaggle's log viewer) one progress line every 30 s is plenty.
-    bar = tqdm(total=total, desc="predict", unit="img", file=sys.stdout,
-               mininterval=1.0 if sys.stdout.isatty() else 30.0, disable=not progress)
+    interval = 1.0 if sys.stdout.isatty() else 30.0
+    bar = tqdm(total=total, desc="predict", unit="img", file=sys.stdout, mininterval=interval,
+               delay=interval, disable=not progress)
     with torch.inference_mode(), SubmissionWriter(target, config["submission"], classes) as out:
-        for begin in range(0, total, batch_size):
-            paths = test_set.paths[begin:begin + batch_size]
+        for begin, end in batch_bounds(total, config["batch_size"], PROBE_IMAGES):
+            paths = test_set.paths[begin:end]
             accumulator = BlendAccumulator(len(paths), len(classes), config["blend"])
-            if guard is not None and guard.out_of_time():
+            if guard is not None and not guard.can_run(len(paths)):
                 if not stopped:
                     log(f"deadline guard: out of time; fallback predictions for the last "
                         f"{total - begin} images")
@@ -237,28 +287,18 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
                 decoded = np.array([p for p in range(len(paths)) if p not in failed], dtype=int)
                 if guard is None:
                     guard = _plan(predictor, ranked, images, decoded, accumulator, deadline,
-                                  hard_stop, total - len(paths), time.perf_counter() - batch_start,
-                                  log)
+                                  hard_stop, total - end, time.perf_counter() - batch_start, log)
                 elif images:
                     predictor.predict(images, set(guard.active), accumulator, decoded)
                     newly = guard.after_batch(len(paths), time.perf_counter() - batch_start,
-                                              total - begin - len(paths))
+                                              total - end)
                     if newly:
                         log(f"deadline guard: projection slipped, dropping "
                             f"{', '.join(u.label for u in newly)}")
-            unpredicted = np.flatnonzero(accumulator.row_weight == 0)
-            if unpredicted.size:
-                fallback = prior / predicted_rows if predicted_rows else np.full(
-                    len(classes), 1.0 / len(classes))
-                accumulator.add(np.tile(fallback, (unpredicted.size, 1)), 1.0, rows=unpredicted)
-            blended = accumulator.result()
-            done = np.setdiff1d(np.arange(len(paths)), unpredicted)
-            prior += blended[done].sum(axis=0)
-            predicted_rows += done.size
-            fallback_rows += unpredicted.size
-            out.write(test_set.ids[begin:begin + batch_size], blended)
+            out.write(test_set.ids[begin:end], fallback.complete(accumulator))
             bar.update(len(paths))
     bar.close()
+    fallback_rows = fallback.rows
     seconds = time.monotonic() - start
     log(f"wrote {target} ({total} rows, {fallback_rows} fallback) in {seconds:.1f} s of a "
         f"{budget:.0f} s budget")
@@ -291,7 +331,7 @@ def _plan(predictor: EnsemblePredictor, ranked: list[Unit], images: list[np.ndar
 def main(config: dict, key: bytes | None = None) -> int:
     """Kernel entry point: run, and turn a KernelError into one readable line and exit code 1."""
     try:
-        run_kernel(config, key=key)
+        run_kernel(config, key=key, started=time.monotonic() - process_age())
     except KernelError as exc:
         print(f"kernel error: {exc}", file=sys.stderr, flush=True)
         return 1

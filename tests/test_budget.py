@@ -64,6 +64,8 @@ def test_the_guard_keeps_one_unit_and_stops_at_the_hard_stop():
     clock.now = 19.0
     guard.after_batch(10, 19.0, images_left=1000)
     assert [u.label for u in guard.active] == ["big:identity"]
-    assert not guard.out_of_time()
+    # slowdown 19 / 10 / 0.3 = 6.33: one more image takes 0.1 x 6.33 s
+    assert guard.can_run(1) and guard.can_run(9)
+    assert not guard.can_run(10)  # 19 + 10 x 0.633 > 25
     clock.now = 25.0
-    assert guard.out_of_time()
+    assert not guard.can_run(1)
