@@ -15,7 +15,7 @@ search scores thousands of candidate blends.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,11 +36,20 @@ def label_mask(probs: np.ndarray, submission: dict) -> np.ndarray:
         mask = np.zeros(probs.shape, dtype=bool)
         mask[np.arange(len(probs)), np.argmax(probs, axis=1)] = True
         return mask
-    thresholds = np.broadcast_to(np.asarray(submission["threshold"], dtype=np.float64),
-                                 probs.shape[1:])
-    min_labels, max_labels = submission["min_labels"], submission["max_labels"]
-    # The kernel ranks classes by a stable sort of -p: ties go to the lower class index.
-    order = np.argsort(-probs, axis=1, kind="stable")
+    return multilabel_mask(probs, rank_order(probs), submission["threshold"],
+                           submission["min_labels"], submission["max_labels"])
+
+
+def rank_order(probs: np.ndarray) -> np.ndarray:
+    """Classes of each row by falling probability; the kernel sorts -p stably, so ties go to the
+    lower class index. A threshold search computes it once for all the rules it tries."""
+    return np.argsort(-np.asarray(probs, dtype=np.float64), axis=1, kind="stable")
+
+
+def multilabel_mask(probs: np.ndarray, order: np.ndarray, threshold: float | Sequence[float],
+                    min_labels: int, max_labels: int | None) -> np.ndarray:
+    """The kernel's multilabel rule, given the rows' `rank_order`."""
+    thresholds = np.broadcast_to(np.asarray(threshold, dtype=np.float64), probs.shape[1:])
     above_in_order = np.take_along_axis(probs >= thresholds, order, axis=1)
     chosen_in_order = above_in_order.copy()
     if max_labels is not None:
@@ -91,26 +100,27 @@ def logloss(probs: np.ndarray, truth: np.ndarray, multilabel: bool) -> float:
 
 @dataclass(frozen=True)
 class Metric:
+    """A score of (labels written, true labels), or for logloss of (probabilities, labels)."""
+
     name: str
     greater_is_better: bool
-    score: Callable[[np.ndarray, np.ndarray, dict], float]
+    on_labels: Callable[[np.ndarray, np.ndarray], float] | None = None
+
+    def score(self, probs: np.ndarray, truth: np.ndarray, submission: dict) -> float:
+        if self.on_labels is None:
+            return logloss(probs, truth, submission["format"] == "multilabel")
+        return self.on_labels(label_mask(probs, submission), truth)
 
     def better(self, a: float, b: float) -> bool:
         """True when score `a` is strictly better than score `b`."""
         return a > b if self.greater_is_better else a < b
 
 
-def _on_labels(fn: Callable[[np.ndarray, np.ndarray], float]
-               ) -> Callable[[np.ndarray, np.ndarray, dict], float]:
-    return lambda probs, truth, submission: fn(label_mask(probs, submission), truth)
-
-
 METRICS: dict[str, Metric] = {
-    "accuracy": Metric("accuracy", True, _on_labels(accuracy)),
-    "macro_f1": Metric("macro_f1", True, _on_labels(macro_f1)),
-    "f2": Metric("f2", True, _on_labels(f2)),
-    "logloss": Metric("logloss", False, lambda probs, truth, submission: logloss(
-        probs, truth, submission["format"] == "multilabel")),
+    "accuracy": Metric("accuracy", True, accuracy),
+    "macro_f1": Metric("macro_f1", True, macro_f1),
+    "f2": Metric("f2", True, f2),
+    "logloss": Metric("logloss", False),
 }
 
 

@@ -65,15 +65,16 @@ def read_labels(path: Path) -> pd.DataFrame:
     return table
 
 
-def label_classes(labels: pd.DataFrame, n_columns: int) -> list[int]:
+def label_classes(labels: pd.DataFrame, n_columns: int, source: Path) -> list[int]:
     """Classes when none are configured: the labels must then be column indices 0..n-1."""
-    tokens = {token for row in labels["label"] for token in row.split()}
-    if not all(token.isdigit() and int(token) < n_columns for token in tokens):
-        bad = sorted(t for t in tokens if not (t.isdigit() and int(t) < n_columns))[0]
-        raise SearchError(
-            f"labels: label {bad!r} is not a column index of the {n_columns}-column OOF "
-            "arrays; list the classes (one per OOF column, in order) in submission.classes "
-            "of the --base config")
+    for row, (image_id, text) in enumerate(zip(labels["id"], labels["label"], strict=True)):
+        for token in text.split():
+            if not (token.isdigit() and int(token) < n_columns):
+                raise SearchError(
+                    f"{source}: row {row + 2} (id {image_id}) has label {token!r}, which is not "
+                    f"a column index of the {n_columns}-column OOF arrays; fix the label, or "
+                    "list the classes (one per OOF column, in order) in submission.classes of "
+                    "the --base config")
     return list(range(n_columns))
 
 
@@ -165,7 +166,7 @@ def load_oof_set(oof: dict[str, Path], labels_path: Path, folds_path: Path | Non
         raise SearchError(f"--oof: the OOF arrays disagree on the number of classes ({detail}); "
                           "all models must share one label space")
     if classes is None:
-        classes = label_classes(labels, probs[0].shape[1])
+        classes = label_classes(labels, probs[0].shape[1], labels_path)
     truth = truth_mask(labels, classes, multilabel, labels_path)
     folds = None if folds_path is None else read_folds(folds_path, len(labels))
     return OofSet(list(oof), probs, truth, list(classes), labels["id"].tolist(), folds)

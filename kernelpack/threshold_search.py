@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import SearchError
-from .metrics import Metric
+from .metrics import Metric, multilabel_mask, rank_order
 
 GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
 MIN_LABELS = (0, 1, 2, 3)
@@ -33,16 +33,12 @@ class Rule:
     min_labels: int
     max_labels: int | None
 
-    def submission(self, base: dict) -> dict:
-        threshold = list(self.threshold) if isinstance(self.threshold, tuple) else \
-            self.threshold
-        return {**base, "threshold": threshold, "min_labels": self.min_labels,
-                "max_labels": self.max_labels}
-
 
 def _score(rule: Rule, probs: np.ndarray, truth: np.ndarray, metric: Metric,
-           base: dict) -> float:
-    return metric.score(probs, truth, rule.submission(base))
+           order: np.ndarray | None = None) -> float:
+    order = rank_order(probs) if order is None else order
+    mask = multilabel_mask(probs, order, rule.threshold, rule.min_labels, rule.max_labels)
+    return metric.on_labels(mask, truth)
 
 
 def fit_global(probs: np.ndarray, truth: np.ndarray, metric: Metric, base: dict) -> Rule:
@@ -52,27 +48,29 @@ def fit_global(probs: np.ndarray, truth: np.ndarray, metric: Metric, base: dict)
     counts += [(lo, hi) for lo in MIN_LABELS if lo <= n_classes
                for hi in (None, *[k for k in MAX_LABELS if k < n_classes])
                if (hi is None or lo <= hi) and (lo, hi) != counts[0]]
+    order = rank_order(probs)
     best, best_score = None, None
     for lo, hi in counts:
         for t in GRID:
             rule = Rule(float(t), lo, hi)
-            score = _score(rule, probs, truth, metric, base)
+            score = _score(rule, probs, truth, metric, order)
             if best_score is None or metric.better(score, best_score):
                 best, best_score = rule, score
     return best
 
 
-def fit_per_class(probs: np.ndarray, truth: np.ndarray, metric: Metric, base: dict,
-                  start: Rule, eligible: np.ndarray) -> Rule:
+def fit_per_class(probs: np.ndarray, truth: np.ndarray, metric: Metric, start: Rule,
+                  eligible: np.ndarray) -> Rule:
+    order = rank_order(probs)
     thresholds = np.full(probs.shape[1], start.threshold, dtype=np.float64)
-    best_score = _score(start, probs, truth, metric, base)
+    best_score = _score(start, probs, truth, metric, order)
     for _ in range(PASSES):
         for c in np.flatnonzero(eligible):
             for t in GRID:
                 trial = thresholds.copy()
                 trial[c] = t
                 score = _score(Rule(tuple(trial), start.min_labels, start.max_labels),
-                               probs, truth, metric, base)
+                               probs, truth, metric, order)
                 if metric.better(score, best_score):
                     thresholds, best_score = trial, score
     return Rule(tuple(float(t) for t in thresholds), start.min_labels, start.max_labels)
@@ -127,8 +125,7 @@ def search_thresholds(probs: np.ndarray, truth: np.ndarray, folds: np.ndarray, m
     def fit(rows: np.ndarray) -> tuple[Rule, Rule, np.ndarray]:
         eligible = truth[rows].sum(axis=0) >= min_support
         global_rule = fit_global(probs[rows], truth[rows], metric, submission)
-        per_class = fit_per_class(probs[rows], truth[rows], metric, submission, global_rule,
-                                  eligible)
+        per_class = fit_per_class(probs[rows], truth[rows], metric, global_rule, eligible)
         return global_rule, per_class, eligible
 
     everything = np.ones(len(truth), dtype=bool)
@@ -139,9 +136,9 @@ def search_thresholds(probs: np.ndarray, truth: np.ndarray, folds: np.ndarray, m
         fold_global, fold_per_class, _ = fit(~held)
         checks.append(FoldCheck(
             int(fold),
-            *(_score(rule, probs[held], truth[held], metric, submission)
+            *(_score(rule, probs[held], truth[held], metric)
               for rule in (baseline, fold_global, fold_per_class))))
     return ThresholdSearch(
-        metric.name, baseline, _score(baseline, probs, truth, metric, submission), global_rule,
-        _score(global_rule, probs, truth, metric, submission), per_class_rule,
-        _score(per_class_rule, probs, truth, metric, submission), eligible, checks)
+        metric.name, baseline, _score(baseline, probs, truth, metric), global_rule,
+        _score(global_rule, probs, truth, metric), per_class_rule,
+        _score(per_class_rule, probs, truth, metric), eligible, checks)
