@@ -9,6 +9,7 @@ does not pull them in by itself, nor fails when they are missing.
 from __future__ import annotations
 
 import ast
+import warnings
 from dataclasses import dataclass
 
 # Handlers that make the imports in their `try` optional.
@@ -65,5 +66,9 @@ def scan_imports(source: bytes, filename: str) -> list[ImportRef]:
 
     Raises SyntaxError (with `filename`) when the source does not parse."""
     collector = _ImportCollector()
-    collector.visit(ast.parse(source, filename))
+    with warnings.catch_warnings():
+        # Vendored code's own SyntaxWarnings (invalid escapes, `is` with a literal) are not ours.
+        warnings.simplefilter("ignore")
+        tree = ast.parse(source, filename)
+    collector.visit(tree)
     return sorted(collector.refs, key=lambda ref: ref.line)

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from kernelpack.sandbox import network_namespace_available
@@ -53,3 +54,23 @@ def empty_dirs(root: Path) -> tuple[Path, Path]:
     work.mkdir(parents=True)
     temp.mkdir()
     return work, temp
+
+
+def python_without(hidden: set[str], root: Path) -> Path:
+    """A Python whose only site-packages is a view of this environment's without the top-level
+    packages `hidden` (and their dist-info) and without this project's editable hook: an image
+    that lacks them, as Kaggle's lacks pretrainedmodels. It is a minimal venv (pyvenv.cfg and a
+    link to the base interpreter), so nothing is patched inside the interpreter itself."""
+    site = Path(sysconfig.get_paths()["purelib"])
+    view = root / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    view.mkdir(parents=True)
+    for item in sorted(site.iterdir()):
+        top = item.name.split("-")[0].split(".")[0]
+        if top not in hidden | {"kernelpack"} and not item.name.startswith("__editable__"):
+            (view / item.name).symlink_to(item)
+    base = Path(sys._base_executable).resolve()
+    (root / "bin").mkdir()
+    (root / "bin" / "python").symlink_to(base)
+    (root / "pyvenv.cfg").write_text(f"home = {base.parent}\ninclude-system-site-packages = "
+                                     "false\n")
+    return root / "bin" / "python"
