@@ -34,7 +34,7 @@ def test_the_runtime_kernel_vendors_pretrainedmodels_and_what_it_imports():
     assert result.vendored == ("inference_core", "munch", "pretrainedmodels", "six")
     assert "pretrainedmodels/models/senet.py" in result.files
     assert {"torch", "torchvision", "numpy", "PIL"} <= set(result.from_image)
-    assert result.size_bytes <= 250 * 1024
+    assert result.size_bytes <= 250_000
 
 
 @pytest.fixture
