@@ -101,7 +101,7 @@ class _Walk:
     def need(self, ref: ImportRef, where: str) -> None:
         """Resolve the top-level name of `ref` (imported at `where`), inlining what it needs."""
         name = ref.top
-        if self.decided(name) or not name:
+        if self.decided(name):
             return
         if _is_stdlib(name):
             shadow = find_in_folders(name, self.folders)

@@ -24,10 +24,11 @@ __KERNELPACK_PAYLOAD__
 
 def _kp_unpack():
     root = _kp_tempfile.mkdtemp(prefix="kernelpack-")
-    if _kp_os.path.dirname(root) == _kp_os.getcwd():
+    working = _kp_os.path.join(_kp_os.path.realpath(_kp_os.getcwd()), "")
+    if _kp_os.path.realpath(root).startswith(working):
         _kp_os.rmdir(root)
         raise RuntimeError(
-            "kernelpack: the temporary directory is the working directory, which Kaggle "
+            "kernelpack: the temporary directory is inside the working directory, which Kaggle "
             "publishes; unset TMPDIR or point it elsewhere (e.g. /tmp)")
     data = _kp_gzip.decompress(_kp_base64.b64decode("".join(_KP_PAYLOAD)))
     index, _, blob = data.partition(b"\n")

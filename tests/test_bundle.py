@@ -81,10 +81,11 @@ def test_unpacks_into_a_private_temporary_directory_never_the_working_one(tmp_pa
     home, mode = done.stdout.split()
     assert Path(home).parent == temp and Path(home).name.startswith("kernelpack-")
     assert mode == "0o700"
-    refused = run_offline(script, work, tmpdir=work)  # TMPDIR pointed at the published folder
+    (work / "tmp").mkdir()
+    refused = run_offline(script, work, tmpdir=work / "tmp")  # inside the published folder
     assert refused.returncode == 1
-    assert "the temporary directory is the working directory" in refused.stderr
-    assert list(work.iterdir()) == []
+    assert "the temporary directory is inside the working directory" in refused.stderr
+    assert list((work / "tmp").iterdir()) == []
 
 
 def test_a_leading_comment_line_such_as_the_key_marker_is_tolerated(tmp_path):
