@@ -39,6 +39,9 @@ MANIFEST_FILE = ".kernelpack-manifest.json"
 _NOT_DATA = {DATASET_METADATA, "datapackage.json", KERNEL_METADATA, "model-metadata.json",
              "model-instance-metadata.json", MANIFEST_FILE}
 _FINISHED = {"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"}
+# Attempts for calls safe to repeat: the client's default of 10 spends over two minutes backing
+# off before it reports a service that is down.
+READ_RETRIES = 4
 
 
 @dataclass
@@ -168,7 +171,7 @@ class KaggleSession:
         Retry-After, dropped connections) for calls that are safe to repeat."""
         import requests
 
-        function = self.api.with_retry(method) if retry else method
+        function = self.api.with_retry(method, max_retries=READ_RETRIES) if retry else method
         try:
             with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
                 return function(*args, **kwargs)
