@@ -198,6 +198,10 @@ CONFIG = Section({
     "blend": Field(_choice(*BLEND_MODES), default="mean"),
     "tta": Field(_list_of(_choice(*TTA_OPS)), default=["identity"]),
     "batch_size": Field(_integer(1), default=32),
+    # fp16 autocast and channels-last on GPU under "auto"; the CPU always runs fp32.
+    "precision": Field(_choice("auto", "fp32", "fp16"), default="auto"),
+    # Threads that decode and prepare the next batches while the models run (0: none).
+    "loader_threads": Field(_integer(0), default=2),
     "budget": Field(_section(BUDGET), default=None),
     "input_roots": Field(_list_of(_string), default=DEFAULT_INPUT_ROOTS),
     # Host-side settings (kernel metadata); the kernel ignores them.

@@ -13,12 +13,10 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import groupby
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm.auto import tqdm
 
 from .blend import BlendAccumulator
@@ -28,34 +26,17 @@ from .config import validate_config
 from .data import (
     Preprocess,
     TestSet,
-    decode_image,
     find_input_root,
     resolve_test_set,
-    to_tensor,
 )
 from .discovery import FoundModel, check_missing, match_models, scan_input_roots
-from .errors import CheckpointError, KernelError, TestSetError
+from .errors import CheckpointError, KernelError
+from .predict import EnsemblePredictor, Member, PreparedBatch, prefetch
 from .submission import SubmissionWriter
-from .tta import run_tta
 
 BUDGET_ENV = "KERNELPACK_BUDGET_SECONDS"
 
 Log = Callable[[str], None]
-
-
-@dataclass
-class Member:
-    """One model of the ensemble, loaded and ready."""
-
-    name: str
-    model: nn.Module
-    preprocess: Preprocess
-    weight: float
-    threshold_shift: float
-    tta: list[str]
-    activation: str
-    num_classes: int
-    classes: list | None
 
 
 @dataclass
@@ -77,16 +58,8 @@ def make_log(start: float, stream=sys.stdout) -> Log:
     return log
 
 
-def _activate(logits: torch.Tensor, activation: str) -> torch.Tensor:
-    if activation == "softmax":
-        return logits.float().softmax(dim=1)
-    if activation == "sigmoid":
-        return logits.float().sigmoid()
-    return logits.float()
-
-
-def load_members(config: dict, found: dict[str, FoundModel], device: torch.device,
-                 key: bytes | None, log: Log) -> list[Member]:
+def load_members(config: dict, found: dict[str, FoundModel], key: bytes | None, log: Log
+                 ) -> list[Member]:
     """Load the discovered models with a positive weight, in config order."""
     default_activation = "sigmoid" if config["submission"]["format"] == "multilabel" else "softmax"
     members = []
@@ -96,7 +69,7 @@ def load_members(config: dict, found: dict[str, FoundModel], device: torch.devic
         location = found[entry["name"]]
         checkpoint = load_checkpoint(location.path, location.relative, key=key)
         model_config = checkpoint["config"]
-        model = model_from_checkpoint(checkpoint, location.relative).to(device)
+        model = model_from_checkpoint(checkpoint, location.relative)
         members.append(Member(
             name=entry["name"],
             model=model,
@@ -127,47 +100,6 @@ def _classes(config: dict, members: list[Member]) -> list:
         raise KernelError(f"submission.classes has {len(classes)} labels but the models have "
                           f"{num_classes} outputs; list one label per output")
     return classes
-
-
-class EnsemblePredictor:
-    """Runs the active units of the ensemble on a batch of decoded images."""
-
-    def __init__(self, members: list[Member], device: torch.device) -> None:
-        self.members = members
-        self.device = device
-        self.groups: dict[Preprocess, list[int]] = {}
-        for index, member in enumerate(members):
-            self.groups.setdefault(member.preprocess, []).append(index)
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def predict(self, images: list[np.ndarray], active: set[Unit], accumulator: BlendAccumulator,
-                rows: np.ndarray, timings: dict[int, float] | None = None) -> None:
-        """Add every active unit's probabilities for `images` (accumulator rows `rows`)."""
-        ops_of = {m: [op for op in member.tta if Unit(m, op, f"{member.name}:{op}") in active]
-                  for m, member in enumerate(self.members)}
-        for preprocess, indices in self.groups.items():
-            indices = [m for m in indices if ops_of[m]]
-            if not indices:
-                continue
-            tensors = [to_tensor(image, preprocess) for image in images]
-            # keep_aspect gives several shapes: run each shape as its own sub-batch.
-            order = sorted(range(len(tensors)), key=lambda r: tuple(tensors[r].shape))
-            for _, same_shape in groupby(order, key=lambda r: tuple(tensors[r].shape)):
-                index = np.array(list(same_shape))
-                batch = torch.stack([tensors[r] for r in index]).to(self.device)
-                for m in indices:
-                    member, started = self.members[m], time.perf_counter()
-                    views = run_tta(member.model, batch, ops_of[m])
-                    for view in views:
-                        probs = _activate(view, member.activation).cpu().numpy()
-                        accumulator.add(probs, member.weight / len(member.tta), rows=rows[index],
-                                        threshold_shift=member.threshold_shift)
-                    if timings is not None:
-                        self._sync()
-                        timings[m] = timings.get(m, 0.0) + time.perf_counter() - started
 
 
 PROBE_IMAGES = 8
@@ -204,18 +136,6 @@ class FallbackPrior:
         return blended
 
 
-def _decode_batch(paths: list[Path], log: Log) -> tuple[list[np.ndarray], list[int]]:
-    """Decoded images and the positions of those that could not be decoded (logged)."""
-    images, failed = [], []
-    for position, path in enumerate(paths):
-        try:
-            images.append(decode_image(path))
-        except TestSetError as exc:
-            log(f"WARNING {exc}; writing the fallback prediction for it")
-            failed.append(position)
-    return images, failed
-
-
 def process_age() -> float:
     """Seconds since this process started (Linux; 0 elsewhere): a kernel's budget also pays for
     interpreter start-up and `import torch`."""
@@ -241,8 +161,7 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
     budget = float(os.environ.get(BUDGET_ENV, config["budget"]["seconds"]))
     margin = config["budget"]["margin"]
     deadline, hard_stop = start + budget * (1 - margin), start + budget * (1 - margin / 2)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    log(f"kernelpack runtime: torch {torch.__version__}, device {device}, budget {budget:.0f} s "
+    log(f"kernelpack runtime: torch {torch.__version__}, budget {budget:.0f} s "
         f"(plan within {budget * (1 - margin):.0f} s)")
 
     found, unreadable = scan_input_roots(config["input_roots"])
@@ -256,12 +175,12 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
     test_set: TestSet = resolve_test_set(config["test"], input_root,
                                          config["submission"]["id_column"])
     log(f"test set: {len(test_set)} images in {input_root / config['test']['images']}")
-    members = load_members(config, discovery.matched, device, key, log)
+    members = load_members(config, discovery.matched, key, log)
     classes = _classes(config, members)
-    predictor = EnsemblePredictor(members, device)
+    predictor = EnsemblePredictor(members, config["precision"])
     ranked = rank_units([(m.name, m.weight, m.tta) for m in members])
     log(f"ensemble: {len(members)} models, {len(ranked)} model views in "
-        f"{len(predictor.groups)} input groups, blend {config['blend']}")
+        f"{len(predictor.groups)} input groups, blend {config['blend']}, {predictor.describe()}")
 
     target = Path(working_dir) / config["submission"]["file"]
     total = len(test_set)
@@ -272,31 +191,33 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
     interval = 1.0 if sys.stdout.isatty() else 30.0
     bar = tqdm(total=total, desc="predict", unit="img", file=sys.stdout, mininterval=interval,
                delay=interval, disable=not progress)
+    batches = prefetch(batch_bounds(total, config["batch_size"], PROBE_IMAGES),
+                       lambda bounds: predictor.prepare(test_set.paths[bounds[0]:bounds[1]]),
+                       config["loader_threads"])
     with torch.inference_mode(), SubmissionWriter(target, config["submission"], classes) as out:
-        for begin, end in batch_bounds(total, config["batch_size"], PROBE_IMAGES):
-            paths = test_set.paths[begin:end]
-            accumulator = BlendAccumulator(len(paths), len(classes), config["blend"])
-            if guard is not None and not guard.can_run(len(paths)):
+        batch_start = time.perf_counter()
+        for (begin, end), prepared in batches:
+            accumulator = BlendAccumulator(end - begin, len(classes), config["blend"])
+            for message in prepared.errors:
+                log(f"WARNING {message}; writing the fallback prediction for it")
+            if guard is not None and not guard.can_run(end - begin):
                 if not stopped:
                     log(f"deadline guard: out of time; fallback predictions for the last "
                         f"{total - begin} images")
                     stopped = True
-            else:
-                batch_start = time.perf_counter()
-                images, failed = _decode_batch(paths, log)
-                decoded = np.array([p for p in range(len(paths)) if p not in failed], dtype=int)
-                if guard is None:
-                    guard = _plan(predictor, ranked, images, decoded, accumulator, deadline,
-                                  hard_stop, total - end, time.perf_counter() - batch_start, log)
-                elif images:
-                    predictor.predict(images, set(guard.active), accumulator, decoded)
-                    newly = guard.after_batch(len(paths), time.perf_counter() - batch_start,
-                                              total - end)
-                    if newly:
-                        log(f"deadline guard: projection slipped, dropping "
-                            f"{', '.join(u.label for u in newly)}")
+            elif guard is None:
+                guard = _plan(predictor, ranked, prepared, accumulator, deadline, hard_stop,
+                              total - end, log)
+            elif prepared.decoded.size:
+                predictor.predict(prepared, set(guard.active), accumulator)
+                newly = guard.after_batch(end - begin, time.perf_counter() - batch_start,
+                                          total - end)
+                if newly:
+                    log(f"deadline guard: projection slipped, dropping "
+                        f"{', '.join(u.label for u in newly)}")
             out.write(test_set.ids[begin:end], fallback.complete(accumulator))
-            bar.update(len(paths))
+            bar.update(end - begin)
+            batch_start = time.perf_counter()
     bar.close()
     fallback_rows = fallback.rows
     seconds = time.monotonic() - start
@@ -306,26 +227,27 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
     return RunSummary(target, total, [m.name for m in members], seconds, fallback_rows, dropped)
 
 
-def _plan(predictor: EnsemblePredictor, ranked: list[Unit], images: list[np.ndarray],
-          rows: np.ndarray, accumulator: BlendAccumulator, deadline: float, hard_stop: float,
-          images_left: int, decode_seconds: float, log: Log) -> DeadlineGuard:
+def _plan(predictor: EnsemblePredictor, ranked: list[Unit], prepared: PreparedBatch,
+          accumulator: BlendAccumulator, deadline: float, hard_stop: float, images_left: int,
+          log: Log) -> DeadlineGuard:
     """Run the probe batch with every unit, time it, and plan the remaining images."""
     members = predictor.members
-    if images:
+    n = max(prepared.decoded.size, 1)
+    if prepared.decoded.size:
         # One image through every model first: the first call pays one-time set-up costs.
-        warm = BlendAccumulator(1, accumulator.n_classes, accumulator.mode)
-        predictor.predict(images[:1], set(ranked), warm, np.array([0]))
+        first = PreparedBatch(prepared.decoded[:1], {p: t[:1] for p, t in prepared.tensors.items()},
+                              [], 0.0)
+        predictor.predict(first, set(ranked), BlendAccumulator(accumulator.row_weight.size,
+                                                               accumulator.n_classes,
+                                                               accumulator.mode))
     timings: dict[int, float] = {}
-    base_start = time.perf_counter()
-    if images:
-        predictor.predict(images, set(ranked), accumulator, rows, timings)
-    n = max(len(images), 1)
-    probe_seconds = time.perf_counter() - base_start
+    if prepared.decoded.size:
+        predictor.predict(prepared, set(ranked), accumulator, timings)
     cost = {u: timings.get(u.member, 0.0) / n / len(members[u.member].tta) for u in ranked}
-    base_cost = max(decode_seconds + probe_seconds - sum(timings.values()), 0.0) / n
-    plan = choose_units(ranked, cost, base_cost, images_left, deadline - time.monotonic())
+    plan = choose_units(ranked, cost, prepared.seconds / n, images_left,
+                        deadline - time.monotonic())
     log(plan.describe())
-    return DeadlineGuard(plan, cost, base_cost, deadline, hard_stop)
+    return DeadlineGuard(plan, cost, prepared.seconds / n, deadline, hard_stop)
 
 
 def main(config: dict, key: bytes | None = None) -> int:

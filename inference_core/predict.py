@@ -1,0 +1,171 @@
+"""Running the ensemble on batches: devices, precision, input groups, TTA, and a loader that
+decodes and prepares the next batches while the models run.
+
+Models are spread round-robin over every visible GPU (Kaggle's T4 x2), run in fp16 autocast with
+channels-last tensors there, and on the CPU in fp32. Each image is decoded once and prepared once
+per input group (models sharing input size, resize and normalisation); each model runs all its TTA
+views in one pass. All models of a batch are launched before any result is copied back, so models
+on different GPUs overlap.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .blend import BlendAccumulator
+from .budget import Unit
+from .data import Preprocess, decode_image, to_tensor
+from .errors import TestSetError
+from .tta import run_tta
+
+
+@dataclass
+class Member:
+    """One model of the ensemble, loaded and ready."""
+
+    name: str
+    model: nn.Module
+    preprocess: Preprocess
+    weight: float
+    threshold_shift: float
+    tta: list[str]
+    activation: str
+    num_classes: int
+    classes: list | None
+
+
+@dataclass
+class PreparedBatch:
+    """A batch after the loader: tensors per input group for the images that decoded."""
+
+    decoded: np.ndarray  # positions in the batch of the images that decoded
+    tensors: dict[Preprocess, list[torch.Tensor]]
+    errors: list[str]  # one message per image that did not decode
+    seconds: float  # time spent decoding and preparing (in a loader thread)
+
+
+def visible_devices() -> list[torch.device]:
+    if torch.cuda.is_available():
+        return [torch.device(f"cuda:{i}") for i in range(torch.cuda.device_count())]
+    return [torch.device("cpu")]
+
+
+def activate(logits: torch.Tensor, activation: str) -> torch.Tensor:
+    if activation == "softmax":
+        return logits.float().softmax(dim=1)
+    if activation == "sigmoid":
+        return logits.float().sigmoid()
+    return logits.float()
+
+
+class EnsemblePredictor:
+    """Places the members on devices and runs the active units on prepared batches."""
+
+    def __init__(self, members: list[Member], precision: str = "auto",
+                 devices: list[torch.device] | None = None) -> None:
+        self.members = members
+        self.devices = devices or visible_devices()
+        self.placement = [self.devices[i % len(self.devices)] for i in range(len(members))]
+        self.fp16 = precision == "fp16" or (precision == "auto" and self.devices[0].type == "cuda")
+        self.groups: dict[Preprocess, list[int]] = {}
+        for index, member in enumerate(members):
+            self.groups.setdefault(member.preprocess, []).append(index)
+            device = self.placement[index]
+            member.model.to(device)
+            if device.type == "cuda":
+                member.model.to(memory_format=torch.channels_last)
+
+    def describe(self) -> str:
+        names = sorted({str(d) for d in self.placement})
+        return (f"devices {', '.join(names)}, "
+                f"{'fp16 autocast, channels-last' if self.fp16 else 'fp32'}")
+
+    def prepare(self, paths: list[Path]) -> PreparedBatch:
+        """Decode each image once and prepare it once per input group (runs in loader threads)."""
+        started = time.perf_counter()
+        images, decoded, errors = [], [], []
+        for position, path in enumerate(paths):
+            try:
+                images.append(decode_image(path))
+                decoded.append(position)
+            except TestSetError as exc:
+                errors.append(str(exc))
+        tensors = {p: [to_tensor(image, p) for image in images] for p in self.groups}
+        return PreparedBatch(np.array(decoded, dtype=int), tensors, errors,
+                             time.perf_counter() - started)
+
+    def _to_device(self, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+        if device.type != "cuda":
+            return batch
+        return batch.pin_memory().to(device, non_blocking=True).contiguous(
+            memory_format=torch.channels_last)
+
+    def predict(self, prepared: PreparedBatch, active: set[Unit], accumulator: BlendAccumulator,
+                timings: dict[int, float] | None = None) -> None:
+        """Add every active unit's probabilities for the decoded rows of `prepared`.
+
+        With `timings`, each member's time is measured (devices synchronised after each)."""
+        ops_of = {m: [op for op in member.tta if Unit(m, op, f"{member.name}:{op}") in active]
+                  for m, member in enumerate(self.members)}
+        pending: list[tuple[int, np.ndarray, list[torch.Tensor]]] = []
+        for preprocess, indices in self.groups.items():
+            indices = [m for m in indices if ops_of[m]]
+            tensors = prepared.tensors[preprocess]
+            if not indices or not tensors:
+                continue
+            # keep_aspect gives several shapes: run each shape as its own sub-batch.
+            order = sorted(range(len(tensors)), key=lambda r: tuple(tensors[r].shape))
+            for _, same_shape in groupby(order, key=lambda r: tuple(tensors[r].shape)):
+                index = np.array(list(same_shape))
+                batch = torch.stack([tensors[r] for r in index])
+                on_device: dict[torch.device, torch.Tensor] = {}
+                for m in indices:
+                    member, device, started = self.members[m], self.placement[m], \
+                        time.perf_counter()
+                    if device not in on_device:
+                        on_device[device] = self._to_device(batch, device)
+                    with torch.autocast(device.type, dtype=torch.float16,
+                                        enabled=self.fp16 and device.type == "cuda"):
+                        views = run_tta(member.model, on_device[device], ops_of[m])
+                    pending.append((m, prepared.decoded[index],
+                                    [activate(view, member.activation) for view in views]))
+                    if timings is not None:
+                        if device.type == "cuda":
+                            torch.cuda.synchronize(device)
+                        timings[m] = timings.get(m, 0.0) + time.perf_counter() - started
+        # Copy back only now: the GPUs have all their work queued and run side by side.
+        for m, rows, views in pending:
+            member = self.members[m]
+            for view in views:
+                accumulator.add(view.cpu().numpy(), member.weight / len(member.tta), rows=rows,
+                                threshold_shift=member.threshold_shift)
+
+
+def prefetch(items: Iterable, work: Callable, threads: int) -> Iterator[tuple]:
+    """(item, work(item)) in order, with up to `threads` items worked on ahead in threads;
+    `threads=0` works in the calling thread."""
+    if threads <= 0:
+        for item in items:
+            yield item, work(item)
+        return
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="loader") as pool:
+        queue: deque = deque()
+        iterator = iter(items)
+        for item in iterator:
+            queue.append((item, pool.submit(work, item)))
+            if len(queue) > threads:
+                done, future = queue.popleft()
+                yield done, future.result()
+        while queue:
+            done, future = queue.popleft()
+            yield done, future.result()
