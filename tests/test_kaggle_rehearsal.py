@@ -1,0 +1,46 @@
+"""The whole rehearsal with a real built kernel: push the model dataset, push the kernel built by
+`build_kernel`, let it run in the service's sandbox, submit it and get a score on held-back labels.
+"""
+
+import csv
+import shutil
+
+import pytest
+from kaggle_helpers import USER, kaggle_world
+
+from conftest import ENSEMBLE_YML
+from kernelpack.build import build_kernel
+from kernelpack.kaggle_service import add_competition
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    yield from kaggle_world(tmp_path, monkeypatch)
+
+
+def test_built_kernel_is_pushed_run_submitted_and_scored(world, tmp_path, digits_input):
+    labels = digits_input.parent / "heldout" / "test_labels.csv"
+    add_competition(world.root, "digits", digits_input / "digits", labels)
+    models = shutil.copytree(digits_input / "digits-models", tmp_path / "digits-models")
+    pushed = world.kernelpack("dataset", "push", str(models), "--public", "--wait")
+    assert pushed.returncode == 0, pushed
+
+    config = tmp_path / "ensemble.yml"
+    config.write_text(ENSEMBLE_YML.replace(
+        "competition_sources: [digits]}",
+        f"competition_sources: [digits], dataset_sources: [{USER}/digits-models]}}"))
+    build_kernel(config, tmp_path / "out")
+    run = world.kernelpack("kernel", "push", str(tmp_path / "out"), "--wait")
+    assert run.returncode == 0, (run, world.kernelpack("kernel", "logs", f"{USER}/digits-kernel"))
+
+    submitted = world.kernelpack("submit", "digits", "--kernel", f"{USER}/digits-kernel",
+                                 "--wait")
+    assert submitted.returncode == 0, submitted
+    score = float(submitted.stdout.split(" scored ")[1].split(" public")[0])
+    rerun = world.stored("submissions", "1", "run", "working", "submission.csv")
+    with open(rerun) as predictions, open(labels) as truth:
+        predicted = {row["id"]: row["label"] for row in csv.DictReader(predictions)}
+        expected = {row["id"]: row["label"] for row in csv.DictReader(truth)}
+    assert predicted.keys() == expected.keys()
+    assert score == pytest.approx(
+        sum(predicted[i] == expected[i] for i in expected) / len(expected), abs=1e-5)
