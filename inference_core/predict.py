@@ -110,6 +110,7 @@ class EnsemblePredictor:
         return batch.pin_memory().to(device, non_blocking=True).contiguous(
             memory_format=torch.channels_last)
 
+    @torch.inference_mode()
     def predict(self, prepared: PreparedBatch, active: set[Unit], accumulator: BlendAccumulator,
                 timings: dict[int, float] | None = None) -> None:
         """Add every active unit's probabilities for the decoded rows of `prepared`.
