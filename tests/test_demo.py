@@ -1,23 +1,59 @@
+import re
+
+import numpy as np
 import pandas as pd
+import pytest
+import yaml
+from sklearn.metrics import fbeta_score
 
 from examples.digits.demo import format_report, run_demo
+from examples.digits.prepare import ATTRIBUTES
 
 
-def test_demo_runs_end_to_end_and_scores_every_model_and_the_blend(tmp_path):
+def _attribute_mask(frame, column):
+    return np.array([[a in row.split() for a in ATTRIBUTES] for row in frame[column]])
+
+
+def test_demo_fits_runs_and_scores_both_competitions_end_to_end(tmp_path):
     lines = []
-    report = run_demo(tmp_path / "demo", archs=("small_cnn",), folds=2, epochs=5, limit=400,
-                      log=lines.append)
-    assert [model.name for model, _ in report.models] == ["small_cnn_f0", "small_cnn_f1"]
-    assert list(report.stages) == ["data", "train", "build", "run-local (offline kernel)",
-                                   "score"]
-    submission = pd.read_csv(report.submission, dtype=str)
-    labels = pd.read_csv(tmp_path / "demo" / "heldout" / "test_labels.csv", dtype=str)
-    assert sorted(submission["id"]) == sorted(labels["id"])
-    # The blend's accuracy is recomputed here from the files, not taken from the report.
+    out = tmp_path / "demo"
+    report = run_demo(out, archs=("small_cnn",), folds=2, epochs=5, limit=400, log=lines.append)
+    assert list(report.stages) == ["data", "train", "fit (blend + thresholds on OOF)", "build",
+                                   "run-local (offline kernels)", "score"]
+    assert [row.name for row in report.digits.rows] == [
+        "small_cnn_f0", "small_cnn_f1", "small_cnn (2 folds)", "blend, equal weights",
+        "blend, fitted (kernel.py)"]
+    log = "\n".join(lines)
+    assert "$ kernelpack blend search" in log and "$ kernelpack threshold search" in log
+    assert "network cut" in log or "kernelpack runtime" in log
+
+    # Multiclass: the fitted weights sum to 1, and the blend's accuracy is the file's.
+    fitted = yaml.safe_load((out / "ensemble.yml").read_text())
+    assert sum(m["weight"] for m in fitted["models"]) == pytest.approx(1, abs=1e-3)
+    submission = pd.read_csv(report.submissions["kernel"], dtype=str)
+    labels = pd.read_csv(out / "heldout" / "test_labels.csv", dtype=str)
     merged = labels.merge(submission, on="id", suffixes=("", "_pred"))
+    assert len(merged) == len(labels) == len(submission)
     assert report.blend_accuracy == (merged["label"] == merged["label_pred"]).mean()
     assert report.blend_accuracy > 0.25  # ten classes: chance is 0.1; tiny training here
-    assert any("network cut" in line or "kernelpack runtime" in line for line in lines)
+
+    # Multilabel: held-back F2 recomputed by scikit-learn from the kernel's file.
+    submission = pd.read_csv(report.submissions["kernel-attributes"], dtype=str,
+                             keep_default_na=False)
+    labels = pd.read_csv(out / "heldout" / "digits-attributes_test_labels.csv", dtype=str,
+                         keep_default_na=False)
+    merged = labels.merge(submission, on="id", suffixes=("", "_pred"))
+    assert len(merged) == len(labels)
+    f2 = fbeta_score(_attribute_mask(merged, "label"), _attribute_mask(merged, "label_pred"),
+                     beta=2, average="samples", zero_division=1.0)
+    assert report.f2_searched == pytest.approx(f2)
+    assert report.f2_searched > report.f2_default
+    # The config reproduces the OOF score that threshold search reported for it.
+    reported = float(re.search(r"f2 ([0-9.]+) \(was", (out / "attributes.yml").read_text())
+                     .group(1))
+    assert report.attributes.rows[-1].oof == pytest.approx(reported, abs=5e-5)
+
     text = format_report(report)
-    assert "blend (kernel.py, offline)" in text and "small_cnn_f1" in text
-    assert "heldout" not in str(report.submission)
+    assert "blend, fitted (kernel.py)" in text and "small_cnn_attributes_f1" in text
+    assert "searched thresholds" in text
+    assert all("heldout" not in str(path) for path in report.submissions.values())

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from examples.digits.prepare import make_competition
+from examples.digits.prepare import ATTRIBUTES, attribute_labels, make_competition
 from examples.digits.train import load_train, oof_filename, predict_proba, train_ensemble
 from inference_core.checkpoint import CHECKPOINT_KEYS, model_from_checkpoint
 
@@ -98,8 +98,8 @@ def test_train_ensemble_writes_loadable_checkpoints(ensemble):
         assert config["input_size"] == 32 and config["resize"] == "stretch"
         assert config["mean"] == [0.5] * 3 and config["std"] == [0.25] * 3
         assert config["classes"] == list(range(10))
-        assert 0.0 <= model.val_accuracy <= 1.0 and model.seconds > 0
-        assert f"{model.name}: val acc {model.val_accuracy:.3f} in " in "\n".join(lines)
+        assert 0.0 <= model.val_score <= 1.0 and model.seconds > 0
+        assert f"{model.name}: val acc {model.val_score:.3f} in " in "\n".join(lines)
 
 
 def test_out_of_fold_predictions_match_the_saved_models(ensemble, competition):
@@ -112,7 +112,7 @@ def test_out_of_fold_predictions_match_the_saved_models(ensemble, competition):
     assert np.bincount(folds).min() >= len(table) // 2 - 1
     assert oof.shape == (len(table), 10) and oof.dtype == np.float32
     np.testing.assert_allclose(oof.sum(axis=1), 1.0, atol=1e-5)
-    labels = pd.read_csv(oof_dir / "labels.csv", dtype={"id": str})
+    labels = pd.read_csv(oof_dir / "labels.csv", dtype=str)
     assert labels.equals(table[["id", "label"]])
 
     # Each fold's rows are exactly what its checkpoint predicts, and its accuracy is theirs.
@@ -122,8 +122,8 @@ def test_out_of_fold_predictions_match_the_saved_models(ensemble, competition):
         restored = model_from_checkpoint(checkpoint)
         probs = predict_proba(restored, pixels[torch.from_numpy(rows)])
         np.testing.assert_allclose(probs, oof[rows], atol=1e-5)
-        accuracy = (oof[rows].argmax(1) == table["label"].to_numpy()[rows]).mean()
-        assert model.val_accuracy == pytest.approx(accuracy)
+        accuracy = (oof[rows].argmax(1) == table["label"].astype(int).to_numpy()[rows]).mean()
+        assert model.val_score == pytest.approx(accuracy)
 
 
 def test_training_is_deterministic(ensemble, competition, tmp_path):
@@ -132,3 +132,43 @@ def test_training_is_deterministic(ensemble, competition, tmp_path):
                    archs=("small_cnn",), folds=2, epochs=2, log=lambda line: None)
     for name in ("small_cnn.npy", "folds.npy", "labels.csv"):
         assert (tmp_path / "oof" / name).read_bytes() == (oof_dir / name).read_bytes()
+
+
+def test_attributes_competition_shares_the_split_and_labels_each_digit(competition, tmp_path):
+    attributes = make_competition(competition.competition_dir.parent.parent, limit=LIMIT,
+                                  name="digits-attributes")
+    assert attributes.competition_dir.name == "digits-attributes"
+    assert attributes.test_labels.name == "digits-attributes_test_labels.csv"
+    for digits_csv, attributes_csv in ((competition.train_csv, attributes.train_csv),
+                                       (competition.test_labels, attributes.test_labels)):
+        digits = pd.read_csv(digits_csv, dtype={"id": str})
+        labelled = pd.read_csv(attributes_csv, dtype=str, keep_default_na=False)
+        assert labelled["id"].tolist() == digits["id"].tolist()
+        assert labelled["label"].tolist() == [attribute_labels(d) for d in digits["label"]]
+    assert [attribute_labels(d) for d in (0, 1, 2, 7, 8)] == [
+        "even loop", "", "even prime", "prime ge5", "even ge5 loop"]
+    sample = pd.read_csv(attributes.sample_submission, dtype=str, keep_default_na=False)
+    assert set(sample["label"]) == {""}
+    with pytest.raises(ValueError, match="competition must be one of digits, digits-attributes"):
+        make_competition(tmp_path, name="letters")
+
+
+def test_multilabel_training_saves_sigmoid_models_and_their_oof(competition, tmp_path):
+    attributes = make_competition(tmp_path / "data", limit=LIMIT, name="digits-attributes")
+    trained = train_ensemble(attributes.competition_dir, tmp_path / "models", tmp_path / "oof",
+                             archs=("small_cnn",), folds=2, epochs=1, classes=ATTRIBUTES,
+                             log=lambda line: None)
+    assert [m.name for m in trained] == ["small_cnn_attributes_f0", "small_cnn_attributes_f1"]
+    oof = np.load(tmp_path / "oof" / oof_filename("small_cnn", multilabel=True))
+    assert oof.shape == (LIMIT - LIMIT // 4, len(ATTRIBUTES))
+    assert not np.allclose(oof.sum(axis=1), 1.0)  # independent sigmoids, not a softmax
+    _, pixels = load_train(attributes.competition_dir)
+    folds = np.load(tmp_path / "oof" / "folds.npy")
+    for model in trained:
+        checkpoint = torch.load(model.path, map_location="cpu", weights_only=True)
+        assert checkpoint["config"]["activation"] == "sigmoid"
+        assert checkpoint["config"]["classes"] == list(ATTRIBUTES)
+        rows = np.flatnonzero(folds == model.fold)
+        probs = predict_proba(model_from_checkpoint(checkpoint), pixels[torch.from_numpy(rows)],
+                              activation="sigmoid")
+        np.testing.assert_allclose(probs, oof[rows], atol=1e-5)

@@ -4,6 +4,10 @@
 needs no download. The competition folder mirrors a Kaggle dataset (`train.csv`, `train/`,
 `test/`, `sample_submission.csv`); the test labels are written beside it, never inside it, so a
 kernel cannot peek at them.
+
+Two competitions share the images and the split: `digits` (multiclass: which digit) and
+`digits-attributes` (multilabel, like iMet's attributes: is the digit even, prime, at least 5,
+does it have a closed loop; a 1 has none of them, so some rows have no label at all).
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 NUM_CLASSES = 10
+ATTRIBUTES = ("even", "prime", "ge5", "loop")
+_HAS_ATTRIBUTE = {
+    "even": {0, 2, 4, 6, 8},
+    "prime": {2, 3, 5, 7},
+    "ge5": {5, 6, 7, 8, 9},
+    "loop": {0, 6, 8, 9},
+}
+COMPETITIONS = {"digits": "multiclass", "digits-attributes": "multilabel"}
 
 
 @dataclass(frozen=True)
@@ -42,10 +54,18 @@ def _write_png(pixels: np.ndarray, path: Path, scale: int) -> None:
     image.save(path, format="PNG")
 
 
+def attribute_labels(digit: int) -> str:
+    """The space-separated attributes of a digit, in the order of ATTRIBUTES ("" for a 1)."""
+    return " ".join(name for name in ATTRIBUTES if digit in _HAS_ATTRIBUTE[name])
+
+
 def make_competition(out_dir: Path, *, test_fraction: float = 0.25, scale: int = 4, seed: int = 0,
-                     limit: int | None = None) -> CompetitionPaths:
-    """Write the digits competition under `out_dir/competition/digits` and the held-back test
-    labels to `out_dir/heldout/test_labels.csv`; the same arguments give byte-identical files."""
+                     limit: int | None = None, name: str = "digits") -> CompetitionPaths:
+    """Write competition `name` under `out_dir/competition/<name>` and the held-back test labels
+    to `out_dir/heldout/` (`test_labels.csv` for digits, `<name>_test_labels.csv` otherwise);
+    the same arguments give byte-identical files."""
+    if name not in COMPETITIONS:
+        raise ValueError(f"competition must be one of {', '.join(COMPETITIONS)}, got {name!r}")
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}")
     if scale < 1:
@@ -62,14 +82,15 @@ def make_competition(out_dir: Path, *, test_fraction: float = 0.25, scale: int =
     # Sorted ids make every CSV independent of the split's internal order.
     train_idx, test_idx = np.sort(train_idx), np.sort(test_idx)
 
-    competition_dir = out_dir / "competition" / "digits"
+    competition_dir = out_dir / "competition" / name
+    prefix = "" if name == "digits" else f"{name}_"
     paths = CompetitionPaths(
         competition_dir=competition_dir,
         train_csv=competition_dir / "train.csv",
         train_dir=competition_dir / "train",
         test_dir=competition_dir / "test",
         sample_submission=competition_dir / "sample_submission.csv",
-        test_labels=out_dir / "heldout" / "test_labels.csv",
+        test_labels=out_dir / "heldout" / f"{prefix}test_labels.csv",
     )
     # Start from scratch so images of an earlier split (other seed or limit) cannot linger.
     if competition_dir.exists():
@@ -81,9 +102,13 @@ def make_competition(out_dir: Path, *, test_fraction: float = 0.25, scale: int =
         for index in indices:
             _write_png(images[index], folder / f"{ids[index]}.png", scale)
 
+    if COMPETITIONS[name] == "multilabel":
+        labels = np.array([attribute_labels(digit) for digit in labels], dtype=object)
+    blank = 0 if COMPETITIONS[name] == "multiclass" else ""
     pd.DataFrame({"id": ids[train_idx], "label": labels[train_idx]}).to_csv(
         paths.train_csv, index=False)
-    pd.DataFrame({"id": ids[test_idx], "label": 0}).to_csv(paths.sample_submission, index=False)
+    pd.DataFrame({"id": ids[test_idx], "label": blank}).to_csv(paths.sample_submission,
+                                                                index=False)
     pd.DataFrame({"id": ids[test_idx], "label": labels[test_idx]}).to_csv(
         paths.test_labels, index=False)
     return paths
@@ -97,9 +122,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--scale", type=int, default=4, help="upsampling factor of the 8x8 scans")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, default=None, help="keep only the first N digits")
+    parser.add_argument("--competition", choices=list(COMPETITIONS), default="digits")
     args = parser.parse_args(argv)
     paths = make_competition(args.out_dir, test_fraction=args.test_fraction, scale=args.scale,
-                             seed=args.seed, limit=args.limit)
+                             seed=args.seed, limit=args.limit, name=args.competition)
     n_train = sum(1 for _ in paths.train_dir.glob("*.png"))
     n_test = sum(1 for _ in paths.test_dir.glob("*.png"))
     print(f"competition: {paths.competition_dir} ({n_train} train, {n_test} test images)")

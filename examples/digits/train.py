@@ -1,8 +1,10 @@
-"""Train a small K-fold ensemble on the digits competition, on CPU, in one to two minutes.
+"""Train a small K-fold ensemble on a digits competition, on CPU, in one to two minutes.
 
-Every (architecture, fold) pair becomes one kernelpack checkpoint; the out-of-fold softmax
-probabilities of each architecture are saved too, so ensemble weights can be fitted offline
-without ever touching the test set.
+Every (architecture, fold) pair becomes one kernelpack checkpoint named `<stem>_f<fold>`; the
+out-of-fold probabilities of each architecture are saved as `<stem>.npy`, so blend weights and
+thresholds can be fitted offline (`kernelpack blend search`, `kernelpack threshold search`)
+without ever touching the test set. Multiclass competitions train with softmax cross-entropy;
+given `classes`, a multilabel one (space-separated labels) trains with sigmoid outputs.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from torch import nn
 
 from inference_core.checkpoint import save_checkpoint
 from inference_core.registry import create_model
+from kernelpack.metrics import f2, label_mask
 
 NUM_CLASSES = 10
 INPUT_SIZE = 32
@@ -31,6 +34,8 @@ MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
 DEFAULT_ARCHS = ("small_cnn", "torchvision.resnet18")
 DEFAULT_EPOCHS = 6
+# The kernel's default rule: what the multilabel models' validation F2 is reported at.
+DEFAULT_RULE = {"format": "multilabel", "threshold": 0.5, "min_labels": 1, "max_labels": None}
 MAX_LR = 3e-3
 WEIGHT_DECAY = 0.05
 
@@ -41,13 +46,29 @@ class TrainedModel:
     arch: str
     fold: int
     path: Path
-    val_accuracy: float
+    val_score: float  # accuracy (multiclass) or F2 at threshold 0.5 (multilabel) on its fold
     seconds: float
 
 
-def oof_filename(arch: str) -> str:
+def model_stem(arch: str, multilabel: bool = False) -> str:
+    """`torchvision.resnet18` -> `torchvision_resnet18` (`..._attributes` when multilabel), the
+    OOF name of the architecture and the start of its checkpoint names."""
+    return arch.replace(".", "_") + ("_attributes" if multilabel else "")
+
+
+def oof_filename(arch: str, multilabel: bool = False) -> str:
     """`torchvision.resnet18` -> `torchvision_resnet18.npy`."""
-    return arch.replace(".", "_") + ".npy"
+    return model_stem(arch, multilabel) + ".npy"
+
+
+def target_matrix(labels: Sequence[str], classes: Sequence[str]) -> np.ndarray:
+    """Space-separated labels -> a rows x classes 0/1 float32 matrix."""
+    column = {c: j for j, c in enumerate(classes)}
+    targets = np.zeros((len(labels), len(classes)), dtype=np.float32)
+    for row, text in enumerate(labels):
+        for label in text.split():
+            targets[row, column[label]] = 1.0
+    return targets
 
 
 def load_train(competition_dir: Path) -> tuple[pd.DataFrame, torch.Tensor]:
@@ -57,7 +78,8 @@ def load_train(competition_dir: Path) -> tuple[pd.DataFrame, torch.Tensor]:
     and inference see the same pixels.
     """
     competition_dir = Path(competition_dir)
-    table = pd.read_csv(competition_dir / "train.csv", dtype={"id": str, "label": int})
+    # Labels stay strings: digits, or space-separated attributes ("" for none).
+    table = pd.read_csv(competition_dir / "train.csv", dtype=str, keep_default_na=False)
     arrays = []
     for image_id in table["id"]:
         with Image.open(competition_dir / "train" / f"{image_id}.png") as image:
@@ -94,15 +116,20 @@ def _augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-    """Softmax probabilities (N, classes) as float32 for images in 0..1."""
+def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 256,
+                  activation: str = "softmax") -> np.ndarray:
+    """Softmax (or sigmoid) probabilities (N, classes) as float32 for images in 0..1."""
     model.eval()
-    chunks = [F.softmax(model(_normalise(batch)), dim=1) for batch in x.split(batch_size)]
-    return torch.cat(chunks).numpy().astype(np.float32)
+    chunks = [model(_normalise(batch)) for batch in x.split(batch_size)]
+    logits = torch.cat(chunks)
+    probs = logits.sigmoid() if activation == "sigmoid" else F.softmax(logits, dim=1)
+    return probs.numpy().astype(np.float32)
 
 
 def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, batch_size: int,
          generator: torch.Generator) -> None:
+    # Float targets are multilabel (one 0/1 column per class), integer ones class indices.
+    loss_fn = F.binary_cross_entropy_with_logits if y.is_floating_point() else F.cross_entropy
     # Near-equal batches instead of a ragged last one: BatchNorm cannot train on a batch of one.
     n_batches = max(1, math.ceil(len(y) / batch_size))
     optimizer = torch.optim.AdamW(model.parameters(), lr=MAX_LR, weight_decay=WEIGHT_DECAY)
@@ -113,7 +140,7 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, bat
         order = torch.randperm(len(y), generator=generator)
         for idx in order.tensor_split(n_batches):
             inputs = _normalise(_augment(x[idx], generator))
-            loss = F.cross_entropy(model(inputs), y[idx])
+            loss = loss_fn(model(inputs), y[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -123,9 +150,11 @@ def _fit(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int, bat
 def train_ensemble(competition_dir: Path, models_dir: Path, oof_dir: Path, *,
                    archs: Sequence[str] = DEFAULT_ARCHS, folds: int = 3,
                    epochs: int = DEFAULT_EPOCHS, batch_size: int = 64, seed: int = 0,
+                   classes: Sequence[str] | None = None,
                    log: Callable[[str], None] = print) -> list[TrainedModel]:
     """Train every arch on every fold; write `<name>.pt` checkpoints to `models_dir` and the
-    out-of-fold probabilities, fold indices and labels to `oof_dir`."""
+    out-of-fold probabilities, fold indices and labels to `oof_dir`. With `classes`, the
+    competition is multilabel over those classes."""
     if folds < 2:
         raise ValueError(f"folds must be at least 2, got {folds}")
     if epochs < 1:
@@ -135,7 +164,21 @@ def train_ensemble(competition_dir: Path, models_dir: Path, oof_dir: Path, *,
     oof_dir.mkdir(parents=True, exist_ok=True)
 
     table, pixels = load_train(competition_dir)
-    labels = torch.tensor(table["label"].to_numpy(), dtype=torch.long)
+    multilabel = classes is not None
+    if multilabel:
+        targets = target_matrix(table["label"], classes)
+        labels = torch.from_numpy(targets)
+        classes = list(classes)
+    else:
+        labels = torch.tensor(table["label"].astype(int).to_numpy(), dtype=torch.long)
+        classes = list(range(NUM_CLASSES))
+    activation = "sigmoid" if multilabel else "softmax"
+
+    def score(probs: np.ndarray, rows: np.ndarray) -> float:
+        if multilabel:
+            return f2(label_mask(probs, DEFAULT_RULE), targets[rows] > 0)
+        return float((probs.argmax(1) == labels.numpy()[rows]).mean())
+
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     fold_of_row = np.empty(len(table), dtype=np.int64)
     for fold, (_, val_idx) in enumerate(splitter.split(np.zeros(len(table)), table["label"])):
@@ -145,30 +188,36 @@ def train_ensemble(competition_dir: Path, models_dir: Path, oof_dir: Path, *,
 
     trained: list[TrainedModel] = []
     for arch in archs:
-        oof = np.zeros((len(table), NUM_CLASSES), dtype=np.float32)
+        oof = np.zeros((len(table), len(classes)), dtype=np.float32)
         for fold in range(folds):
-            name = f"{arch.replace('.', '_')}_f{fold}"
+            name = f"{model_stem(arch, multilabel)}_f{fold}"
             start = time.perf_counter()
             train_idx = torch.from_numpy(np.flatnonzero(fold_of_row != fold))
             val_idx = np.flatnonzero(fold_of_row == fold)
             # One seed per fold: initial weights, batch order and augmentation are reproducible.
             torch.manual_seed(seed * 1000 + fold)
             generator = torch.Generator().manual_seed(seed * 1000 + fold)
-            model = create_model(arch, num_classes=NUM_CLASSES)
+            model = create_model(arch, num_classes=len(classes))
             _fit(model, pixels[train_idx], labels[train_idx], epochs=epochs,
                  batch_size=batch_size, generator=generator)
-            oof[val_idx] = predict_proba(model, pixels[torch.from_numpy(val_idx)])
-            accuracy = float((oof[val_idx].argmax(1) == labels.numpy()[val_idx]).mean())
+            oof[val_idx] = predict_proba(model, pixels[torch.from_numpy(val_idx)],
+                                         activation=activation)
+            val_score = score(oof[val_idx], val_idx)
             config = {"name": name, "fold": fold, "input_size": INPUT_SIZE, "resize": "stretch",
-                      "mean": list(MEAN), "std": list(STD), "activation": "softmax",
-                      "classes": list(range(NUM_CLASSES))}
-            path = save_checkpoint(models_dir / f"{name}.pt", arch, NUM_CLASSES, config, model)
+                      "mean": list(MEAN), "std": list(STD), "activation": activation,
+                      "classes": classes}
+            path = save_checkpoint(models_dir / f"{name}.pt", arch, len(classes), config, model)
             seconds = time.perf_counter() - start
-            log(f"{name}: val acc {accuracy:.3f} in {seconds:.1f} s")
-            trained.append(TrainedModel(name, arch, fold, path, accuracy, seconds))
-        np.save(oof_dir / oof_filename(arch), oof)
-        log(f"{arch}: out-of-fold acc {(oof.argmax(1) == labels.numpy()).mean():.3f}")
+            log(f"{name}: val {score_name(multilabel)} {val_score:.3f} in {seconds:.1f} s")
+            trained.append(TrainedModel(name, arch, fold, path, val_score, seconds))
+        np.save(oof_dir / oof_filename(arch, multilabel), oof)
+        log(f"{arch}: out-of-fold {score_name(multilabel)} "
+            f"{score(oof, np.arange(len(table))):.3f}")
     return trained
+
+
+def score_name(multilabel: bool) -> str:
+    return "F2@0.5" if multilabel else "acc"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -184,11 +233,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--classes", nargs="+", default=None,
+                        help="multilabel: the classes, in output order (e.g. even prime ge5 "
+                             "loop for digits-attributes)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     trained = train_ensemble(args.competition, args.models, args.oof, archs=args.archs,
                              folds=args.folds, epochs=args.epochs, batch_size=args.batch_size,
-                             seed=args.seed)
+                             seed=args.seed, classes=args.classes)
     print(f"trained {len(trained)} models in {time.perf_counter() - start:.1f} s")
 
 
