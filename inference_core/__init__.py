@@ -4,6 +4,7 @@ It imports only what a Kaggle image ships (torch, torchvision, numpy, PIL, tqdm)
 imports kernelpack.
 """
 
+from . import prototypes  # noqa: F401  (registers prototype_cnn)
 from .blend import BlendAccumulator
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import validate_config

@@ -16,7 +16,7 @@ from typing import Any
 from .errors import ConfigError
 from .tta import TTA_OPS
 
-SUBMISSION_FORMATS = ("multiclass", "multilabel", "probabilities")
+SUBMISSION_FORMATS = ("multiclass", "multilabel", "topk", "probabilities")
 BLEND_MODES = ("mean", "gmean")
 RESIZE_MODES = ("stretch", "keep_aspect")
 KAGGLE_RUN_SECONDS = 9 * 3600
@@ -180,6 +180,7 @@ SUBMISSION = Section({
     "threshold": Field(_threshold, default=0.5),
     "min_labels": Field(_integer(0), default=1),
     "max_labels": Field(_optional(_integer(1)), default=None),
+    "k": Field(_integer(1), default=5),  # topk: the k best labels, best first
     "file": Field(_string, default="submission.csv"),
 })
 

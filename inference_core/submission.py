@@ -1,4 +1,5 @@
-"""Submission writers: multiclass (argmax), multilabel (thresholds, min/max labels), probabilities.
+"""Submission writers: multiclass (argmax), multilabel (thresholds, min/max labels), top-k
+(the k best labels, as Herbarium and landmark competitions score), probabilities.
 
 Rows are written as they are blended (memory does not grow with the test set) into a temporary
 file beside the target, which replaces `submission.csv` only when every row is in: a kernel that
@@ -19,6 +20,12 @@ from .errors import ConfigError
 
 def multiclass_labels(probs: np.ndarray, classes: Sequence) -> list:
     return [classes[i] for i in np.argmax(probs, axis=1)]
+
+
+def topk_labels(probs: np.ndarray, classes: Sequence, k: int) -> list[str]:
+    """The `k` most probable labels per row, best first (ties in class order), space-separated."""
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return [" ".join(str(classes[i]) for i in row) for row in order]
 
 
 def multilabel_labels(probs: np.ndarray, classes: Sequence, threshold: float | Sequence[float],
@@ -76,6 +83,8 @@ class SubmissionWriter:
         else:
             if fmt == "multiclass":
                 labels = multiclass_labels(probs, self.classes)
+            elif fmt == "topk":
+                labels = topk_labels(probs, self.classes, self.submission["k"])
             else:
                 labels = multilabel_labels(probs, self.classes, self.submission["threshold"],
                                            self.submission["min_labels"],

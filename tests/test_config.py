@@ -44,10 +44,11 @@ def test_defaults_are_filled_in():
 @pytest.mark.parametrize("path, value, message", [
     (("models", 2, "weight"), -0.1, "models[2].weight: must be >= 0, got -0.1"),
     (("submission", "format"), KeyError,
-     "submission.format: missing; add one of multiclass, multilabel, probabilities"),
+     "submission.format: missing; add one of multiclass, multilabel, topk, probabilities"),
     (("test", "images"), KeyError, "test.images: missing; add the folder of test images"),
     (("submission", "format"), "csv",
-     "submission.format: must be one of multiclass, multilabel, probabilities, got 'csv'"),
+     "submission.format: must be one of multiclass, multilabel, topk, probabilities, "
+     "got 'csv'"),
     (("blend",), "median", "blend: must be one of mean, gmean, got 'median'"),
     (("models", 1, "tta"), ["identity", "flip"],
      "models[1].tta[1]: must be one of identity, hflip, vflip"),
