@@ -47,15 +47,7 @@ class World:
         return self.service.url
 
     def kaggle(self, *args: str) -> Run:
-        """The unmodified `kaggle` command, pointed at the service the documented way."""
-        env = {k: v for k, v in os.environ.items()
-               if k not in _PROXY_VARIABLES + _CREDENTIAL_VARIABLES}
-        env.update(HOME=str(self.home), KAGGLE_CONFIG_DIR=str(self.home / "config"),
-                   TMPDIR=str(self.tmp), KAGGLE_API_ENVIRONMENT="LOCALHOST",
-                   HTTP_PROXY=self.url, http_proxy=self.url)
-        done = subprocess.run([str(KAGGLE), *args], env=env, capture_output=True, text=True,
-                              timeout=120)
-        return Run(done.returncode, done.stdout, done.stderr)
+        return run_kaggle(self.home, self.tmp, self.url, *args)
 
     def kernelpack(self, *args: str, url: bool = True) -> Run:
         """`kernelpack ARGS --kaggle-url URL`, in-process (importing kernelpack costs seconds)."""
@@ -68,15 +60,32 @@ class World:
         return self.root.joinpath(*parts)
 
 
-def kaggle_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                 processing_seconds: float = 0.0) -> Iterator[World]:
-    """Yield a started service and a fresh HOME with kaggle.json for user `tester`."""
+def kaggle_account(tmp_path: Path) -> tuple[Path, Path]:
+    """A fresh HOME with kaggle.json for user USER, and a private TMPDIR."""
     home, tmp = tmp_path / "home", tmp_path / "tmp"
     (home / "config").mkdir(parents=True)
     tmp.mkdir(mode=0o700)
     credentials = home / "config" / "kaggle.json"
     credentials.write_text(json.dumps({"username": USER, "key": "not-a-real-key"}))
     credentials.chmod(0o600)
+    return home, tmp
+
+
+def run_kaggle(home: Path, tmp: Path, url: str, *args: str) -> Run:
+    """The unmodified `kaggle` command, pointed at the service at `url` the documented way."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in _PROXY_VARIABLES + _CREDENTIAL_VARIABLES}
+    env.update(HOME=str(home), KAGGLE_CONFIG_DIR=str(home / "config"), TMPDIR=str(tmp),
+               KAGGLE_API_ENVIRONMENT="LOCALHOST", HTTP_PROXY=url, http_proxy=url)
+    done = subprocess.run([str(KAGGLE), *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+    return Run(done.returncode, done.stdout, done.stderr)
+
+
+def kaggle_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 processing_seconds: float = 0.0) -> Iterator[World]:
+    """Yield a started service and a fresh Kaggle account around it."""
+    home, tmp = kaggle_account(tmp_path)
     for name in _PROXY_VARIABLES + _CREDENTIAL_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(home))

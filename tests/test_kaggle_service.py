@@ -3,13 +3,19 @@ LOCALHOST, the service as HTTP proxy): datasets, kernel runs, code submissions, 
 
 import hashlib
 import json
+import shutil
+import signal
+import subprocess
+import sys
 
 import pytest
 from kaggle_helpers import (
     PREDICT_ONES,
     USER,
     dataset_folder,
+    kaggle_account,
     kaggle_world,
+    run_kaggle,
     tiny_kernel,
     write_files,
 )
@@ -27,9 +33,9 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _competition(world, tmp_path, hidden_ids=("a", "b", "c", "d", "e", "f")):
+def _competition_files(tmp_path, hidden_ids=("a", "b", "c", "d", "e", "f")):
     """`tinycomp`: kernels see two test ids; the rerun sees `hidden_ids`; labels are 1 except
-    for e and f."""
+    for e and f. Returns (data, solution, hidden)."""
     data = write_files(tmp_path / "comp" / "data",
                        {"sample_submission.csv": b"id,label\na,0\nb,0\n"})
     sample = "id,label\n" + "".join(f"{i},0\n" for i in hidden_ids)
@@ -38,6 +44,11 @@ def _competition(world, tmp_path, hidden_ids=("a", "b", "c", "d", "e", "f")):
                      for i in hidden_ids)
     solution = tmp_path / "comp" / "solution.csv"
     solution.write_text("id,label,Usage\n" + labels)
+    return data, solution, hidden
+
+
+def _competition(world, tmp_path):
+    data, solution, hidden = _competition_files(tmp_path)
     add_competition(world.root, "tinycomp", data, solution, hidden)
 
 
@@ -130,10 +141,45 @@ def test_a_submission_whose_rerun_misses_test_ids_fails_with_the_reason(world, t
     assert failed.error.startswith("submission submission.csv lacks 5 of 6 test ids"), failed
 
 
-def test_state_survives_a_restart_of_the_service(world, tmp_path):
+def test_state_survives_a_restart_and_an_interrupted_run_is_run_again(world, tmp_path):
     folder = dataset_folder(tmp_path / "ds", "kept-dataset", {"kept.bin": b"k" * 1000})
     assert world.kaggle("datasets", "create", "-p", str(folder), "-q").returncode == 0
+    kernel = tiny_kernel(tmp_path / "k", "cut-kernel", 'open("done.txt", "w").write("1")\n')
+    assert world.kaggle("kernels", "push", "-p", str(kernel)).returncode == 0
     world.service.stop()
+    # As if the service had been killed mid-run: the version is still RUNNING on disk.
+    record_path = world.stored("kernels", USER, "cut-kernel", "kernel.json")
+    record = json.loads(record_path.read_text())
+    record["versions"][0]["status"] = "RUNNING"
+    record_path.write_text(json.dumps(record))
+    shutil.rmtree(world.stored("kernels", USER, "cut-kernel", "1", "run"))
+
     world.service = KaggleService(world.root).start()
     listing = world.kaggle("datasets", "files", f"{USER}/kept-dataset")
     assert "kept.bin" in listing.stdout and "1000" in listing.stdout
+    world.service.runner.wait_idle()
+    assert "COMPLETE" in world.kaggle("kernels", "status", f"{USER}/cut-kernel").stdout
+    assert world.stored("kernels", USER, "cut-kernel", "1", "run", "working",
+                        "done.txt").read_text() == "1"
+
+
+def test_serve_kaggle_command_serves_competitions_and_faults_until_interrupted(tmp_path):
+    data, solution, hidden = _competition_files(tmp_path)
+    home, tmp = kaggle_account(tmp_path)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "kernelpack.cli", "serve-kaggle", "--root", str(tmp_path / "s"),
+         "--port", "0", "--competition", f"tinycomp:{data}:{solution}:{hidden}",
+         "--fault", "429:ListSubmissions"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        banner = server.stdout.readline()
+        url = banner.split(" at ")[1].split()[0]
+        assert banner.startswith("local Kaggle service at http://127.0.0.1:"), banner
+        limited = run_kaggle(home, tmp, url, "competitions", "submissions", "tinycomp")
+        assert limited.returncode == 1 and "injected fault 429" in limited.stderr
+        listed = run_kaggle(home, tmp, url, "competitions", "submissions", "tinycomp")
+        assert listed.returncode == 0 and "No submissions found" in listed.stdout, listed
+    finally:
+        server.send_signal(signal.SIGINT)
+        rest = server.communicate(timeout=30)[0]
+    assert server.returncode == 0 and rest.rstrip().endswith("stopped")

@@ -96,6 +96,18 @@ class Competitions:
         self.runner.submit(lambda: self._rerun(ref, version, user))
         return {"message": "Successfully submitted", "ref": ref}
 
+    def resume_unfinished(self) -> None:
+        """Queue again the reruns a previous service process left PENDING."""
+        for path in sorted(self.store.path("submissions").glob("*.json"),
+                           key=lambda p: int(p.stem)):
+            submission = self.store.read("submissions", path.name)
+            if submission["status"] == "PENDING":
+                owner, slug = submission["kernel"].split("/")
+                version = self.kernels.record(owner, slug, owner)["versions"][
+                    submission["kernelVersion"] - 1]
+                self.runner.submit(lambda r=submission["ref"], v=version, u=submission["user"]:
+                                   self._rerun(r, v, u))
+
     def _rerun(self, ref: int, version: dict, user: str) -> None:
         submission = self.store.read("submissions", f"{ref}.json")
         folder = self.store.path("submissions", str(ref))

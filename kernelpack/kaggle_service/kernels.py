@@ -106,6 +106,15 @@ class Kernels:
         else:
             self._set(owner, slug, number, status=COMPLETE)
 
+    def resume_unfinished(self) -> None:
+        """Queue again the runs a previous service process left QUEUED or RUNNING."""
+        for path in sorted(self.store.path("kernels").glob("*/*/kernel.json")):
+            owner, slug = path.parent.parent.name, path.parent.name
+            for version in self.store.read("kernels", owner, slug, "kernel.json")["versions"]:
+                if version["status"] in ("QUEUED", "RUNNING"):
+                    self.runner.submit(lambda n=version["number"], o=owner, s=slug:
+                                       self._run(o, s, n, o))
+
     def status(self, user: str, request: dict, base_url: str) -> dict:
         record = self.record(request.get("userName", ""), request.get("kernelSlug", ""), user)
         version = self.version(record, version_label(request))

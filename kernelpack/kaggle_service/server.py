@@ -49,6 +49,8 @@ class KaggleService:
         sources = Sources(self.store, self.datasets)
         self.kernels = Kernels(self.store, sources, self.runner)
         self.competitions = Competitions(self.store, self.kernels, sources, self.runner)
+        self.kernels.resume_unfinished()
+        self.competitions.resume_unfinished()
         self.methods: dict[str, Handler] = {
             "StartBlobUpload": self.blobs_start,
             "CreateDataset": self.datasets.create,
@@ -90,12 +92,12 @@ class KaggleService:
         self.runner.stop()
 
     def serve_forever(self) -> None:
-        """Serve on this thread until interrupted (Ctrl-C), then close."""
+        """Serve on this thread until interrupted (Ctrl-C). A run still going is not waited for:
+        its version stays RUNNING on disk and is run again when the service next starts."""
         try:
             self.httpd.serve_forever()
         finally:
             self.httpd.server_close()
-            self.runner.stop()
 
     def __enter__(self) -> KaggleService:
         return self.start()
