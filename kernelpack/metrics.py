@@ -32,10 +32,14 @@ def label_mask(probs: np.ndarray, submission: dict) -> np.ndarray:
     `submission` is the config's submission section: format, threshold (one, or one per class),
     min_labels and max_labels."""
     probs = np.asarray(probs, dtype=np.float64)
-    if submission["format"] != "multilabel":
+    fmt = submission["format"]
+    if fmt in ("multiclass", "probabilities"):
         mask = np.zeros(probs.shape, dtype=bool)
         mask[np.arange(len(probs)), np.argmax(probs, axis=1)] = True
         return mask
+    if fmt != "multilabel":
+        raise SearchError(f"submission.format {fmt!r}: the label metrics know the labels of "
+                          "multiclass and multilabel submissions only; use --metric logloss")
     return multilabel_mask(probs, rank_order(probs), submission["threshold"],
                            submission["min_labels"], submission["max_labels"])
 

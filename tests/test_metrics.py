@@ -90,3 +90,5 @@ def test_an_unknown_metric_is_named_with_the_known_ones():
     message = str(error.value)
     assert "'f3'" in message and "accuracy" in message and "f2" in message
     assert "\n" not in message
+    with pytest.raises(SearchError, match="format 'ranked': the label metrics"):
+        METRICS["f2"].score(np.eye(2), np.eye(2, dtype=bool), {"format": "ranked"})
