@@ -68,9 +68,10 @@ def test_a_failed_upload_fails_the_push_and_the_next_push_resumes_it(world, tmp_
     assert world.service.faults.pending() == [Fault("400", "StartBlobUpload")]
 
 
-def test_a_dropped_connection_is_retried_and_creates_the_version_once(world, tmp_path):
+def test_dropped_connections_are_retried_and_create_the_version_once(world, tmp_path):
     folder = write_files(tmp_path / "dropped-data", {"a.bin": b"a" * 10, "b.bin": BIG})
     world.service.faults.add(Fault("drop", "StartBlobUpload"))
+    world.service.faults.add(Fault("drop", "upload"))          # after half of a file arrived
     world.service.faults.add(Fault("drop", "CreateDataset"))
     run = world.kernelpack("dataset", "push", str(folder), "--wait")
     assert run.returncode == 0, run
