@@ -11,7 +11,6 @@ import numpy as np
 from inference_core.config import BLEND_MODES, SUBMISSION, SUBMISSION_FORMATS
 
 from .blend_search import BlendSearch, blend_probs, search_blend
-from .config import load_config
 from .errors import SearchError
 from .fitted_config import oof_weights, read_base, with_thresholds, with_weights, write_config
 from .metrics import METRICS, get_metric
@@ -86,7 +85,7 @@ def format_blend_search(result: BlendSearch) -> str:
 
 def _threshold_search(args: argparse.Namespace) -> int:
     metric = get_metric(args.metric)
-    config = load_config(args.config)
+    raw, config = read_base(args.config)
     oof = _load(args, config["submission"])
     weights, shifts = oof_weights(config, oof.names, str(args.config))
     probs = blend_probs(oof.probs, weights, config["blend"], shifts)
@@ -96,7 +95,6 @@ def _threshold_search(args: argparse.Namespace) -> int:
     chosen = result.chosen
     threshold = list(chosen.threshold) if isinstance(chosen.threshold, tuple) else \
         chosen.threshold
-    raw, _ = read_base(args.config)
     header = (f"thresholds fitted by `kernelpack threshold search` on {len(oof.truth)} OOF "
               f"rows: {metric.name} {_chosen_score(result):.4f} (was "
               f"{result.baseline_score:.4f})")
