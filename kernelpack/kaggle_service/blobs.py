@@ -11,11 +11,19 @@ from __future__ import annotations
 import re
 import secrets
 from pathlib import Path
+from typing import BinaryIO
 
 from .store import Store
 from .wire import ApiError, check_name
 
 _RANGE = re.compile(r"^bytes (?:\*|(\d+)-(\d+))/(\d+)$")
+_CHUNK = 1 << 20
+
+
+def _drain(body: BinaryIO, length: int) -> None:
+    """Read what is left of a request body, so the connection stays usable."""
+    while length > 0 and (chunk := body.read(min(length, _CHUNK))):
+        length -= len(chunk)
 
 
 class BlobStore:
@@ -45,32 +53,35 @@ class BlobStore:
     def received(self, token: str) -> int:
         return self._part(token).stat().st_size
 
-    def put(self, token: str, content_range: str | None, body: bytes) -> tuple[int, dict]:
-        """Store one PUT; returns the HTTP status (200 complete, 308 incomplete) and headers."""
+    def put(self, token: str, content_range: str | None, body: BinaryIO, length: int,
+            keep: int | None = None) -> tuple[int, dict]:
+        """Store one PUT of `length` bytes read from `body` (only the first `keep` of them when
+        a fault strikes mid-upload); returns the HTTP status (200 complete, 308 incomplete) and
+        headers. The body is streamed to disk, so weights files need not fit in memory."""
         record = self._record(token)
-        with self.store.lock:
-            have = self.received(token)
-            start = 0
-            if content_range:
-                match = _RANGE.match(content_range.strip())
-                if not match or int(match[3]) != record["length"]:
-                    raise ApiError(400, f"bad Content-Range {content_range!r} for a "
-                                        f"{record['length']}-byte upload")
-                if match[1] is None:     # a probe: how much arrived?
-                    return self._progress(token, record)
-                start = int(match[1])
-                if start != have:        # the client resumes from what we said we have
-                    return self._progress(token, record)
-            mode = "r+b" if start else "wb"
-            with open(self._part(token), mode) as out:
-                out.seek(start)
-                out.write(body[: record["length"] - start])
-                out.truncate()
-            return self._progress(token, record)
-
-    def keep_partial(self, token: str, content_range: str | None, body: bytes) -> None:
-        """A fault strikes mid-upload: keep the first half of this PUT's bytes."""
-        self.put(token, content_range, body[: len(body) // 2])
+        have = self.received(token)
+        start = 0
+        if content_range:
+            match = _RANGE.match(content_range.strip())
+            if not match or int(match[3]) != record["length"]:
+                raise ApiError(400, f"bad Content-Range {content_range!r} for a "
+                                    f"{record['length']}-byte upload")
+            if match[1] is None:     # a probe: how much arrived?
+                return self._progress(token, record)
+            start = int(match[1])
+            if start != have:        # the client resumes from what we said we have
+                _drain(body, length)
+                return self._progress(token, record)
+        wanted = min(length, record["length"] - start, length if keep is None else keep)
+        with open(self._part(token), "r+b" if start else "wb") as out:
+            out.seek(start)
+            out.truncate()
+            left = wanted
+            while left and (chunk := body.read(min(left, _CHUNK))):
+                out.write(chunk)
+                left -= len(chunk)
+        _drain(body, length - (wanted - left))
+        return self._progress(token, record)
 
     def _progress(self, token: str, record: dict) -> tuple[int, dict]:
         have = self.received(token)

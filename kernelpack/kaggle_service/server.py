@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import re
+import shutil
 import threading
 import urllib.parse
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from .wire import ApiError
 
 _RPC = re.compile(r"^(?:/api)?/v1/([\w.]+)/(\w+)$")
 _OUTPUT = re.compile(r"^/files/kernels/([^/]+)/([^/]+)/(\d+)/(.+)$")
+# A client that announces a body and never sends it would otherwise hold a thread for good.
 _SECONDS_BEFORE_DROPPING_A_SILENT_CLIENT = 30
 
 Handler = Callable[[str, dict, str], dict]
@@ -141,12 +143,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def _send(self, status: int, payload: dict | bytes, headers: dict | None = None) -> None:
-        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    def _send(self, status: int, payload: dict, headers: dict | None = None) -> None:
+        body = json.dumps(payload).encode()
         self.send_response(status)
-        content_type = "application/octet-stream" if isinstance(payload, bytes) \
-            else "application/json"
-        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
         for name, value in (headers or {}).items():
             self.send_header(name, value)
@@ -187,28 +187,34 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def do_PUT(self) -> None:
         target = self._target()
-        body = self._body()
-        if not target.startswith("/upload/"):
-            return self._error(ApiError(404, f"no such endpoint {target}"))
-        token = target[len("/upload/"):]
-        content_range = self.headers.get("Content-Range")
+        length = int(self.headers.get("Content-Length") or 0)
         try:
+            if not target.startswith("/upload/"):
+                raise ApiError(404, f"no such endpoint {target}")
+            token = target[len("/upload/"):]
+            content_range = self.headers.get("Content-Range")
             fault = self.service.faults.take("upload")
             if fault:
-                self.service.blobs.keep_partial(token, content_range, body)
+                self.service.blobs.put(token, content_range, self.rfile, length, keep=length // 2)
                 return self._strike(fault)
-            status, headers = self.service.blobs.put(token, content_range, body)
+            status, headers = self.service.blobs.put(token, content_range, self.rfile, length)
             self._send(status, {}, headers)
         except ApiError as exc:
+            self.close_connection = True     # the body may be unread
             self._error(exc)
 
     def do_GET(self) -> None:
         match = _OUTPUT.match(self._target())
-        if not match:
-            return self._error(ApiError(404, f"no such file {self._target()}"))
         try:
+            if not match:
+                raise ApiError(404, f"no such file {self._target()}")
             path = self.service.kernels.output_file(*match.groups())
         except ApiError as exc:
             return self._error(exc)
-        self._send(200, path.read_bytes(), {"Last-Modified": self.date_time_string(
-            path.stat().st_mtime)})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", str(path.stat().st_size))
+        self.send_header("Last-Modified", self.date_time_string(path.stat().st_mtime))
+        self.end_headers()
+        with open(path, "rb") as stream:
+            shutil.copyfileobj(stream, self.wfile)
