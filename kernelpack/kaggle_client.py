@@ -185,6 +185,10 @@ class KaggleSession:
                               f"that it is up (and --kaggle-url / {URL_ENV})") from None
         except ValueError as exc:
             raise KaggleError(f"{what}: {exc}") from None
+        except (KeyError, AttributeError, TypeError) as exc:
+            # The client crashes this way on answers it did not expect (e.g. a missing status).
+            raise KaggleError(f"{what}: unexpected answer from {self.where} "
+                              f"({type(exc).__name__}: {exc})") from None
         except SystemExit:
             raise KaggleAuthError(f"{what}: the client found no usable credentials") from None
 
@@ -249,7 +253,7 @@ class KaggleSession:
         ref = metadata["id"]
         local = {path.name: file_digest(path) for path in files}
         manifest_path = folder / MANIFEST_FILE
-        previous = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+        previous = _read_manifest(manifest_path)
         exists = self.dataset_exists(ref)
         if exists and previous and previous.get("id") == ref and previous["files"] == local \
                 and self.dataset_files(ref) == {n: d["size"] for n, d in local.items()}:
@@ -296,7 +300,11 @@ class KaggleSession:
         if not metadata_path.is_file():
             raise KaggleError(f"{metadata_path}: not found; run `kernelpack build CONFIG -o "
                               f"{folder}` first")
-        metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
+        try:
+            metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise KaggleError(f"{metadata_path}: not valid JSON ({exc}); build the kernel "
+                              "again") from None
         ref = metadata.get("id") or ""
         if ref.startswith("INSERT_USERNAME/"):
             raise KaggleError(f"{metadata_path}: id is {ref!r} because kernel.id is not set; set "
@@ -407,6 +415,15 @@ class KaggleSession:
         return Submission(ref, answer.status.name, answer.public_score or None,
                           answer.private_score or None, answer.error_description or None,
                           kernel_version)
+
+
+def _read_manifest(path: Path) -> dict | None:
+    """The last verified push; an unreadable manifest only means the upload is not skipped."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and "files" in manifest else None
 
 
 def dataset_files(folder: Path) -> list[Path]:
