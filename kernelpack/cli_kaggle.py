@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .errors import KaggleServiceError
 from .kaggle_client import URL_ENV, KaggleSession
 from .kaggle_service import KaggleService, add_competition, parse_fault
 
@@ -68,6 +69,10 @@ def _submit(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     faults = [parse_fault(spec) for spec in args.fault]
+    tokens = [spec.partition("=")[::2] for spec in args.token]
+    for spec, (token, user) in zip(args.token, tokens, strict=True):
+        if not token or not user:
+            raise KaggleServiceError(f"--token {spec!r}: expected TOKEN=USERNAME")
     for spec in args.competition:
         slug, data, solution, *hidden = spec.split(":")
         add_competition(args.root, slug, data, solution, hidden[0] if hidden else None)
@@ -75,6 +80,8 @@ def _serve(args: argparse.Namespace) -> int:
                             processing_seconds=args.processing_seconds)
     for fault in faults:
         service.faults.add(fault)
+    for token, user in tokens:
+        service.add_token(token, user)
     print(f"local Kaggle service at {service.url} (state in {args.root})\n"
           f"  kernelpack:  --kaggle-url {service.url}   or   export {URL_ENV}={service.url}\n"
           f"  kaggle:      KAGGLE_API_ENVIRONMENT=LOCALHOST HTTP_PROXY={service.url} kaggle ...",
@@ -155,4 +162,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--fault", action="append", default=[], metavar="KIND:TARGET[:COUNT]",
                        help="inject a fault: KIND an HTTP status (429 adds Retry-After) or "
                             "'drop'; TARGET an RPC name (SaveKernel, ...) or 'upload'")
+    serve.add_argument("--token", action="append", default=[], metavar="TOKEN=USERNAME",
+                       help="accept this access token (KAGGLE_API_TOKEN) for USERNAME")
     serve.set_defaults(handler=_serve)

@@ -150,15 +150,7 @@ class KaggleSession:
         self.url = (url or os.environ.get(URL_ENV) or "").rstrip("/") or None
         self.poll_seconds = poll_seconds
         self.api = _api_class()(self.url)
-        out = io.StringIO()
-        try:
-            with redirect_stdout(out), redirect_stderr(out):
-                self.api.authenticate()
-        except SystemExit:
-            raise KaggleAuthError(
-                f"no Kaggle credentials found: put kaggle.json (Account > API > Create New Token) "
-                f"in {self.api.config_dir}/ with mode 600, or set KAGGLE_USERNAME and KAGGLE_KEY, "
-                "or KAGGLE_API_TOKEN") from None
+        self.call("sign-in", self.api.authenticate)
         self.username: str = self.api.config_values.get("username", "")
 
     @property
@@ -189,8 +181,11 @@ class KaggleSession:
             # The client crashes this way on answers it did not expect (e.g. a missing status).
             raise KaggleError(f"{what}: unexpected answer from {self.where} "
                               f"({type(exc).__name__}: {exc})") from None
-        except SystemExit:
-            raise KaggleAuthError(f"{what}: the client found no usable credentials") from None
+        except SystemExit:     # the client's authenticate() exits when it finds nothing
+            raise KaggleAuthError(
+                f"{what}: no Kaggle credentials found: put kaggle.json (Account > API > Create "
+                f"New Token) in {self.api.config_dir}/ with mode 600, or set KAGGLE_USERNAME and "
+                "KAGGLE_KEY, or KAGGLE_API_TOKEN") from None
 
     # Datasets
 

@@ -85,6 +85,20 @@ def test_credentials_from_environment_variables_name_the_user(world, tmp_path, m
     assert world.stored("datasets", "someone", "env-data", "dataset.json").is_file()
 
 
+def test_an_access_token_signs_in_as_its_user_and_an_unknown_one_does_not(world, tmp_path,
+                                                                         monkeypatch):
+    monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "empty"))
+    world.service.add_token("tok-123", "token-user")
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "tok-123")
+    pushed = world.kernelpack("dataset", "push", str(write_files(tmp_path / "token-data",
+                                                                 {"t": b"t"})))
+    assert pushed.returncode == 0, pushed
+    assert world.stored("datasets", "token-user", "token-data", "dataset.json").is_file()
+    monkeypatch.setenv("KAGGLE_API_TOKEN", "tok-unknown")
+    with pytest.raises(KaggleAuthError, match="no Kaggle credentials found"):
+        KaggleSession(world.url)
+
+
 def test_kernel_push_refuses_an_unset_id_and_a_public_kernel_with_a_key(world, tmp_path):
     unset = tiny_kernel(tmp_path / "unset", "x-kernel", "print(1)\n")
     meta = json.loads((unset / "kernel-metadata.json").read_text())

@@ -54,6 +54,7 @@ class KaggleService:
         self.kernels.resume_unfinished()
         self.competitions.resume_unfinished()
         self.methods: dict[str, Handler] = {
+            "IntrospectToken": self.introspect_token,
             "StartBlobUpload": self.blobs_start,
             "CreateDataset": self.datasets.create,
             "CreateDatasetVersion": self.datasets.create_version,
@@ -82,6 +83,34 @@ class KaggleService:
     def blobs_start(self, user: str, request: dict, base_url: str) -> dict:
         return self.blobs.start(request, base_url)
 
+    def add_token(self, token: str, user: str) -> None:
+        """Accept `token` (as KAGGLE_API_TOKEN sends it) for `user`; kept on disk."""
+        with self.store.lock:
+            self.store.write({**self.tokens(), token: user}, "tokens.json")
+
+    def tokens(self) -> dict[str, str]:
+        return self.store.read("tokens.json") or {}
+
+    def introspect_token(self, user: str, request: dict, base_url: str) -> dict:
+        owner = self.tokens().get(request.get("token", ""))
+        return {"active": True, "username": owner} if owner else {"active": False}
+
+    def user(self, authorization: str | None) -> str:
+        """The user named by HTTP Basic credentials (the key is not checked: this is a
+        rehearsal), or by a token added with `add_token`."""
+        scheme, _, value = (authorization or "").partition(" ")
+        if scheme == "Bearer" and value in self.tokens():
+            return self.tokens()[value]
+        if scheme == "Basic":
+            try:
+                user = base64.b64decode(value).decode().partition(":")[0]
+            except (binascii.Error, UnicodeDecodeError):
+                user = ""
+            if user:
+                return user
+        raise ApiError(401, "no valid credentials; put username and key in kaggle.json or set "
+                            "KAGGLE_USERNAME and KAGGLE_KEY")
+
     def start(self) -> KaggleService:
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True,
                                         name="kaggle-service")
@@ -106,19 +135,6 @@ class KaggleService:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-def _user(authorization: str | None) -> str:
-    """The user named by HTTP Basic credentials (the key is not checked: this is a rehearsal)."""
-    if authorization and authorization.startswith("Basic "):
-        try:
-            user, _, _ = base64.b64decode(authorization[6:]).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            user = ""
-        if user:
-            return user
-    raise ApiError(401, "no valid credentials; put username and key in kaggle.json or set "
-                        "KAGGLE_USERNAME and KAGGLE_KEY")
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -178,8 +194,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 raise ApiError(404, f"{match[1]}/{method} is not implemented by the local "
                                     "service")
             request = json.loads(body or b"{}")
-            self._send(200, handler(_user(self.headers.get("Authorization")), request,
-                                    self._base_url()))
+            # Token introspection is how a client signs in, so it needs no credentials.
+            user = "" if method == "IntrospectToken" else \
+                self.service.user(self.headers.get("Authorization"))
+            self._send(200, handler(user, request, self._base_url()))
         except ApiError as exc:
             self._error(exc)
         except (ValueError, TypeError, KeyError) as exc:
