@@ -138,12 +138,11 @@ def _oof_args(trained: Sequence[TrainedModel], oof_dir: Path, multilabel: bool) 
 
 def _oof_blend(config_path: Path, trained: Sequence[TrainedModel], oof_dir: Path,
                multilabel: bool, models: Sequence[str] | None = None) -> tuple[np.ndarray, dict]:
-    """The OOF blend that `config_path` computes (restricted to the entries in `models`)."""
+    """The OOF blend that `config_path` computes (only its entries in `models`, equally
+    weighted, when given), and the config's submission rule."""
     config = load_config(config_path)
     if models is not None:
-        config["models"] = [m for m in config["models"] if m["name"] in models]
-        for entry in config["models"]:
-            entry["weight"] = 1.0
+        config = _only(config, models)
     stems = list(dict.fromkeys(model_stem(m.arch, multilabel) for m in trained
                                if any(e["name"] == m.name for e in config["models"])))
     weights, shifts = oof_weights(config, stems, str(config_path))
@@ -151,33 +150,46 @@ def _oof_blend(config_path: Path, trained: Sequence[TrainedModel], oof_dir: Path
     return blend_probs(probs, weights, config["blend"], shifts), config["submission"]
 
 
-def _oof_score(probs: np.ndarray, submission: dict, oof_dir: Path, classes: Sequence,
-               multilabel: bool) -> float:
-    labels = pd.read_csv(oof_dir / "labels.csv", dtype=str, keep_default_na=False)
-    truth = truth_mask(labels, classes, multilabel, oof_dir / "labels.csv")
-    return (f2 if multilabel else accuracy)(label_mask(probs, submission), truth)
+def _only(config: dict, names: Sequence[str]) -> dict:
+    """`config` with just the entries in `names`, equally weighted."""
+    models = [{**m, "weight": 1.0} for m in config["models"] if m["name"] in names]
+    return {**config, "models": models}
 
 
-class _Scorer:
+@dataclass
+class _Task:
+    """One competition of the demo: its models, OOF folder and held-back labels."""
+
+    trained: Sequence[TrainedModel]
+    oof_dir: Path
+    test_labels: Path
+    classes: list
+    multilabel: bool
+
+    def oof_score(self, config_path: Path, models: Sequence[str] | None = None) -> float:
+        probs, rule = _oof_blend(config_path, self.trained, self.oof_dir, self.multilabel,
+                                 models)
+        labels = pd.read_csv(self.oof_dir / "labels.csv", dtype=str, keep_default_na=False)
+        truth = truth_mask(labels, self.classes, self.multilabel, self.oof_dir / "labels.csv")
+        return (f2 if self.multilabel else accuracy)(label_mask(probs, rule), truth)
+
+    def test_score(self, submission: Path) -> float:
+        return score_submission(submission, self.test_labels, self.classes, self.multilabel)
+
+
+class _Runner:
     """Runs a config through the runtime in-process and scores it on the held-back labels."""
 
     def __init__(self, out_dir: Path, input_dir: Path) -> None:
         self.out_dir, self.input_dir = out_dir, input_dir
 
-    def __call__(self, config: dict, label: str, labels: Path, classes: Sequence,
-                 multilabel: bool) -> float:
+    def __call__(self, config: dict, label: str, task: _Task) -> float:
         runnable = {**config, "input_roots": [str(self.input_dir)]}
         runnable.pop("kernel", None)
         work = self.out_dir / "singles" / label
         work.mkdir(parents=True)
         summary = run_kernel(runnable, working_dir=work, log=lambda _: None, progress=False)
-        return score_submission(summary.submission, labels, classes, multilabel)
-
-
-def _only(config: dict, names: Sequence[str]) -> dict:
-    """`config` with just the entries in `names`, equally weighted."""
-    models = [{**m, "weight": 1.0} for m in config["models"] if m["name"] in names]
-    return {**config, "models": models}
+        return task.test_score(summary.submission)
 
 
 def run_demo(out_dir: Path, *, archs: Sequence[str] = DEFAULT_ARCHS,
@@ -254,12 +266,14 @@ def run_demo(out_dir: Path, *, archs: Sequence[str] = DEFAULT_ARCHS,
     stage("run-local (offline kernels)", start)
 
     start = time.perf_counter()
-    score = _Scorer(out_dir, input_dir)
-    digits_table = _digits_table(trained, digits_yml, digits_base, out_dir, submissions["kernel"],
-                                 digits.test_labels, score)
-    attributes_table = _attributes_table(attribute_models, attributes_yml, attributes_base,
-                                         out_dir, submissions["kernel-attributes"],
-                                         attributes.test_labels, score)
+    run = _Runner(out_dir, input_dir)
+    digits_task = _Task(trained, out_dir / "oof", digits.test_labels, list(range(10)), False)
+    digits_table = _digits_table(digits_task, digits_yml, digits_base, submissions["kernel"],
+                                 run)
+    attributes_task = _Task(attribute_models, out_dir / "attribute-oof",
+                            attributes.test_labels, list(ATTRIBUTES), True)
+    attributes_table = _attributes_table(attributes_task, attributes_yml, attributes_base,
+                                         submissions["kernel-attributes"], run)
     stage("score", start)
     singles = [row.test for row in digits_table.rows if row.name in {m.name for m in trained}]
     return DemoReport(digits_table, attributes_table, max(singles), digits_table.rows[-1].test,
@@ -267,43 +281,33 @@ def run_demo(out_dir: Path, *, archs: Sequence[str] = DEFAULT_ARCHS,
                       submissions)
 
 
-def _digits_table(trained: Sequence[TrainedModel], fitted: Path, base: Path, out_dir: Path,
-                  submission: Path, labels: Path, score: _Scorer) -> Table:
-    classes = list(range(10))
-    oof_dir = out_dir / "oof"
+def _digits_table(task: _Task, fitted: Path, base: Path, submission: Path,
+                  run: _Runner) -> Table:
     config = load_config(fitted)
     weights = {m["name"]: m["weight"] for m in config["models"]}
-    rows = [Row(m.name, weights[m.name], m.val_score,
-                score(_only(config, [m.name]), m.name, labels, classes, False)) for m in trained]
-    for arch in dict.fromkeys(m.arch for m in trained):
-        names = [m.name for m in trained if m.arch == arch]
-        probs, submission_rule = _oof_blend(fitted, trained, oof_dir, False, names)
+    rows = [Row(m.name, weights[m.name], m.val_score, run(_only(config, [m.name]), m.name, task))
+            for m in task.trained]
+    for arch in dict.fromkeys(m.arch for m in task.trained):
+        names = [m.name for m in task.trained if m.arch == arch]
         rows.append(Row(f"{model_stem(arch)} ({len(names)} folds)",
-                        sum(weights[n] for n in names),
-                        _oof_score(probs, submission_rule, oof_dir, classes, False),
-                        score(_only(config, names), model_stem(arch), labels, classes, False)))
-    for label, path in (("blend, equal weights", base), ("blend, fitted (kernel.py)", fitted)):
-        probs, submission_rule = _oof_blend(path, trained, oof_dir, False)
-        test = score_submission(submission, labels, classes, False) if path == fitted else \
-            score(load_config(path), "equal", labels, classes, False)
-        rows.append(Row(label, None, _oof_score(probs, submission_rule, oof_dir, classes, False),
-                        test))
+                        sum(weights[n] for n in names), task.oof_score(fitted, names),
+                        run(_only(config, names), model_stem(arch), task)))
+    rows.append(Row("blend, equal weights", None, task.oof_score(base),
+                    run(load_config(base), "equal", task)))
+    rows.append(Row("blend, fitted (kernel.py)", None, task.oof_score(fitted),
+                    task.test_score(submission)))
     return Table("digits (multiclass, 10 classes)", "accuracy", rows)
 
 
-def _attributes_table(trained: Sequence[TrainedModel], fitted: Path, base: Path, out_dir: Path,
-                      submission: Path, labels: Path, score: _Scorer) -> Table:
-    classes = list(ATTRIBUTES)
-    oof_dir = out_dir / "attribute-oof"
+def _attributes_table(task: _Task, fitted: Path, base: Path, submission: Path,
+                      run: _Runner) -> Table:
     config = load_config(base)
-    rows = [Row(m.name, None, m.val_score,
-                score(_only(config, [m.name]), m.name, labels, classes, True)) for m in trained]
-    for label, path in (("blend, threshold 0.5", base), ("blend, searched (kernel.py)", fitted)):
-        probs, submission_rule = _oof_blend(path, trained, oof_dir, True)
-        test = score_submission(submission, labels, classes, True) if path == fitted else \
-            score(load_config(path), "attributes-0.5", labels, classes, True)
-        rows.append(Row(label, None, _oof_score(probs, submission_rule, oof_dir, classes, True),
-                        test))
+    rows = [Row(m.name, None, m.val_score, run(_only(config, [m.name]), m.name, task))
+            for m in task.trained]
+    rows.append(Row("blend, threshold 0.5", None, task.oof_score(base),
+                    run(config, "attributes-0.5", task)))
+    rows.append(Row("blend, searched (kernel.py)", None, task.oof_score(fitted),
+                    task.test_score(submission)))
     rule = load_config(fitted)["submission"]
     threshold = rule["threshold"]
     shown = f"{threshold:g}" if not isinstance(threshold, list) else \
