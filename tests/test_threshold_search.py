@@ -74,7 +74,7 @@ def _inputs(tmp_path, probs, truth, classes):
 
 def test_written_rule_scores_the_same_through_the_kernels_writer(tmp_path, capsys):
     classes = ["w", "x", "y", "z"]
-    probs, truth = _separable()
+    probs, truth = _separable(rows=300)
     argv = _inputs(tmp_path, probs, truth, classes)
     config = {"models": [{"name": "m1_f0", "path": "m/m1_f0.pt", "weight": 0.5},
                          {"name": "m1_f1", "path": "m/m1_f1.pt", "weight": 0.5}],
