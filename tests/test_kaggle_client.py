@@ -163,6 +163,25 @@ def test_submit_wait_prints_the_score_of_the_newest_version(world, tmp_path):
     assert "competition 'no-such-comp' not found; check the id" in missing.stderr
 
 
+def test_the_rerun_uses_the_dataset_version_the_kernel_ran_with(world, tmp_path):
+    data = write_files(tmp_path / "comp" / "data", {"sample_submission.csv": b"id,label\na,0\n"})
+    (tmp_path / "comp" / "solution.csv").write_text("id,label\na,1\n")
+    add_competition(world.root, "tinycomp", data, tmp_path / "comp" / "solution.csv")
+    session = KaggleSession(world.url, poll_seconds=0.2)
+    weights = write_files(tmp_path / "pinned-data", {"label.txt": b"1"})
+    session.push_dataset(weights, wait=True)
+    kernel = tiny_kernel(tmp_path / "k", "pinned-kernel",
+                         'label = open("../input/pinned-data/label.txt").read()\n'
+                         'open("submission.csv", "w").write(f"id,label\\na,{label}\\n")\n',
+                         competition_sources=["tinycomp"],
+                         dataset_sources=[f"{USER}/pinned-data"])
+    session.push_kernel(kernel, wait=True)
+    (weights / "label.txt").write_bytes(b"0")
+    assert session.push_dataset(weights, wait=True).version == 2
+    submission = session.submit("tinycomp", f"{USER}/pinned-kernel", wait=True)
+    assert submission.public_score == "1.00000"        # version 1's label, not version 2's
+
+
 def test_dataset_pushed_without_wait_is_not_verified_and_says_so(world, tmp_path):
     folder = dataset_folder(tmp_path / "ds", "quick-data", {"q.bin": b"q"})
     run = world.kernelpack("dataset", "push", str(folder))

@@ -4,7 +4,7 @@ its output against held-back labels.
 Layout: `ROOT/competitions/SLUG/` holds `competition.json` (id and label columns), `data/` (what
 kernels see), optionally `hidden/` (the rerun's test data, in the same layout as `data/`) and
 `solution.csv`; `ROOT/submissions/REF.json` and `ROOT/submissions/REF/` (the rerun) the
-submissions.
+submissions. The rerun sees the same dataset, kernel and model folders as the version's own run.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class Competitions:
                           "fileName": file_name, "description": request.get(
                               "submissionDescription", ""), "status": "PENDING"},
                          "submissions", f"{ref}.json")
-        self.runner.submit(lambda: self._rerun(ref, version, user))
+        self.runner.submit(lambda: self._rerun(ref, version))
         return {"message": "Successfully submitted", "ref": ref}
 
     def resume_unfinished(self) -> None:
@@ -105,14 +105,13 @@ class Competitions:
                 owner, slug = submission["kernel"].split("/")
                 version = self.kernels.record(owner, slug, owner)["versions"][
                     submission["kernelVersion"] - 1]
-                self.runner.submit(lambda r=submission["ref"], v=version, u=submission["user"]:
-                                   self._rerun(r, v, u))
+                self.runner.submit(lambda r=submission["ref"], v=version: self._rerun(r, v))
 
-    def _rerun(self, ref: int, version: dict, user: str) -> None:
+    def _rerun(self, ref: int, version: dict) -> None:
         submission = self.store.read("submissions", f"{ref}.json")
         folder = self.store.path("submissions", str(ref))
         kernel = self.kernels.folder(submission["kernel"], version["number"]) / "kernel.py"
-        self.sources.mount(version, user, folder / "input", hidden_test=True)
+        self.sources.mount_for_rerun(version, folder / "input")
         failure = run_kernel(kernel, folder / "input", folder / "run",
                              version.get("sessionTimeoutSeconds"))
         update: dict = {"status": "ERROR"}

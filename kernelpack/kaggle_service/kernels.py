@@ -81,7 +81,7 @@ class Kernels:
             version.update(number=number, created=time.time(), status="QUEUED")
             record["versions"].append(version)
             folder = self.folder(record["ref"], number)
-            folder.mkdir(parents=True)
+            folder.mkdir(parents=True, exist_ok=True)
             (folder / "kernel.py").write_text(request.get("text", ""), encoding="utf-8")
             self.store.write(record, "kernels", owner, slug, "kernel.json")
         self.runner.submit(lambda: self._run(owner, slug, number, user))
@@ -95,12 +95,12 @@ class Kernels:
             self.store.write(record, "kernels", owner, slug, "kernel.json")
 
     def _run(self, owner: str, slug: str, number: int, user: str) -> None:
-        self._set(owner, slug, number, status="RUNNING")
         version = self.record(owner, slug, user)["versions"][number - 1]
         folder = self.folder(f"{owner}/{slug}", number)
-        self.sources.mount(version, user, folder / "input")
+        mounts = self.sources.mount(version, user, folder / "input")
+        self._set(owner, slug, number, status="RUNNING", mounts=mounts)
         failure = run_kernel(folder / "kernel.py", folder / "input", folder / "run",
-                                version.get("sessionTimeoutSeconds"))
+                             version.get("sessionTimeoutSeconds"))
         if failure:
             self._set(owner, slug, number, status="ERROR", failureMessage=failure)
         else:

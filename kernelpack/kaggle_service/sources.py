@@ -2,8 +2,8 @@
 mounted for a run as symlinks under `input/`, the way Kaggle lays out /kaggle/input:
 
 - dataset `owner/slug` -> `input/slug` (its newest READY version);
-- competition `slug` -> `input/slug` (`ROOT/competitions/slug/data`, or `hidden/` for the rerun
-  of a code submission);
+- competition `slug` -> `input/slug` (`ROOT/competitions/slug/data`; a code submission's rerun
+  mounts `hidden/` there instead, and every other source as the version ran with it);
 - kernel `owner/slug` -> `input/slug` (the `working/` output of its newest COMPLETE version);
 - model `owner/model/framework/variation/version` -> `input/models/owner/model/framework/
   variation/version` (`ROOT/models/...`, placed there by hand: the service takes no model uploads).
@@ -44,13 +44,9 @@ class Sources:
             return None
         return found[1] if found else None
 
-    def _competition(self, slug: str, hidden_test: bool) -> Path | None:
+    def _competition(self, slug: str) -> Path | None:
         folder = competition_dir(self.store, slug)
-        if folder is None:
-            return None
-        if hidden_test and (folder / "hidden").is_dir():
-            return folder / "hidden"
-        return folder / "data"
+        return None if folder is None else folder / "data"
 
     def _kernel(self, ref: str, user: str) -> Path | None:
         owner, _, slug = ref.partition("/")
@@ -67,15 +63,14 @@ class Sources:
         folder = self.store.path("models", *parts)
         return folder if len(parts) == 5 and ".." not in parts and folder.is_dir() else None
 
-    def resolve(self, version: dict, user: str, hidden_test: bool = False
+    def resolve(self, version: dict, user: str
                 ) -> tuple[dict[str, Path], dict[str, list[str]]]:
         """(mount point under input/ -> folder, invalid sources by response field)."""
         mounts: dict[str, Path] = {}
         invalid: dict[str, list[str]] = {}
         kinds = (("datasetDataSources", lambda r: self._dataset(r, user),
                   lambda r: r.split("/")[-1]),
-                 ("competitionDataSources", lambda r: self._competition(r, hidden_test),
-                  lambda r: r),
+                 ("competitionDataSources", self._competition, lambda r: r),
                  ("kernelDataSources", lambda r: self._kernel(r, user), lambda r: r.split("/")[-1]),
                  ("modelDataSources", self._model, lambda r: f"models/{r}"))
         for field, find, mount_point in kinds:
@@ -87,12 +82,30 @@ class Sources:
                     mounts[mount_point(ref)] = folder
         return mounts, invalid
 
-    def mount(self, version: dict, user: str, input_dir: Path, hidden_test: bool = False) -> None:
-        mounts, _ = self.resolve(version, user, hidden_test)
-        if input_dir.exists():
-            shutil.rmtree(input_dir)
-        input_dir.mkdir(parents=True)
-        for point, folder in sorted(mounts.items()):
-            link = input_dir / point
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(folder.resolve(), target_is_directory=True)
+    def mount(self, version: dict, user: str, input_dir: Path) -> dict[str, str]:
+        """Link a run's sources under `input_dir`; returns what was mounted (mount point ->
+        folder relative to the service root), so a rerun can use the very same folders."""
+        mounts, _ = self.resolve(version, user)
+        _link(mounts, input_dir)
+        return {point: str(folder.relative_to(self.store.root))
+                for point, folder in mounts.items()}
+
+    def mount_for_rerun(self, version: dict, input_dir: Path) -> None:
+        """The folders the version ran with, each competition's hidden test set in place of its
+        data: a code submission reruns the kernel as it ran, on the hidden test set."""
+        mounts = {point: self.store.root / folder for point, folder in version["mounts"].items()}
+        for slug in version.get("competitionDataSources", []):
+            folder = competition_dir(self.store, slug)
+            if folder is not None and (folder / "hidden").is_dir():
+                mounts[slug] = folder / "hidden"
+        _link(mounts, input_dir)
+
+
+def _link(mounts: dict[str, Path], input_dir: Path) -> None:
+    if input_dir.exists():
+        shutil.rmtree(input_dir)
+    input_dir.mkdir(parents=True)
+    for point, folder in sorted(mounts.items()):
+        link = input_dir / point
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(folder.resolve(), target_is_directory=True)
