@@ -85,6 +85,19 @@ def test_credentials_from_environment_variables_name_the_user(world, tmp_path, m
     assert world.stored("datasets", "someone", "env-data", "dataset.json").is_file()
 
 
+def test_someone_elses_private_dataset_reads_as_missing(world, tmp_path, monkeypatch):
+    folders = {name: write_files(tmp_path / name, {"p": b"p"})
+               for name in ("private-data", "public-data")}
+    assert world.kernelpack("dataset", "push", str(folders["private-data"])).returncode == 0
+    assert world.kernelpack("dataset", "push", str(folders["public-data"]),
+                            "--public").returncode == 0
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")     # overrides kaggle.json
+    monkeypatch.setenv("KAGGLE_KEY", "k")
+    session = KaggleSession(world.url)
+    assert not session.dataset_exists(f"{USER}/private-data")
+    assert session.dataset_exists(f"{USER}/public-data")
+
+
 def test_an_access_token_signs_in_as_its_user_and_an_unknown_one_does_not(world, tmp_path,
                                                                          monkeypatch):
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "empty"))

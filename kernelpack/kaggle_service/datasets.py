@@ -27,9 +27,8 @@ class Datasets:
         self.processing_seconds = processing_seconds
 
     def record(self, owner: str, slug: str, user: str) -> dict:
-        record = self.store.read("datasets", owner, slug, "dataset.json")
-        # Someone else's private dataset is indistinguishable from a missing one, as on Kaggle.
-        if record is None or (record["isPrivate"] and owner != user):
+        record = self.store.visible(user, owner, "datasets", owner, slug, "dataset.json")
+        if record is None:
             raise ApiError(404, f"dataset {owner}/{slug} not found")
         return record
 

@@ -50,8 +50,9 @@ class Sources:
 
     def _kernel(self, ref: str, user: str) -> Path | None:
         owner, _, slug = ref.partition("/")
-        record = self.store.read("kernels", owner, slug, "kernel.json") if slug else None
-        if record is None or (record["isPrivate"] and owner != user):
+        record = self.store.visible(user, owner, "kernels", owner, slug, "kernel.json") \
+            if slug else None
+        if record is None:
             return None
         done = [v for v in record["versions"] if v["status"] == COMPLETE]
         if not done:

@@ -26,6 +26,12 @@ class Store:
             return None
         return json.loads(path.read_text(encoding="utf-8"))
 
+    def visible(self, user: str, owner: str, *parts: str) -> dict | None:
+        """A dataset or kernel record as `user` sees it: someone else's private one reads as
+        missing, as on Kaggle."""
+        record = self.read(*parts)
+        return None if record is None or (record["isPrivate"] and owner != user) else record
+
     def write(self, data: Any, *parts: str) -> None:
         path = self.path(*parts)
         path.parent.mkdir(parents=True, exist_ok=True)
