@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # albumentations would otherwise query the package index at import.
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test bench lint clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,9 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python -m benchmarks.run
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,7 +1,7 @@
 """Decrypt benchmark: .kpenc throughput against raw AES-GCM and Fernet, and the peak memory of
 decrypt-and-load against a plain `torch.load` of the same checkpoint.
 
-    .venv/bin/python benchmarks/decrypt.py [--mib 256] [--json results.json]
+    .venv/bin/python -m benchmarks.decrypt [--mib 256] [--json results.json]
 
 Throughput: best of 3 runs on a file of random bytes (in the page cache). "raw AES-GCM" is one
 `AESGCM.decrypt` call over the whole ciphertext already in memory (the ceiling: no file reading,
@@ -23,8 +23,6 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inference_core.kpenc import decrypt_to_memory
 from kernelpack.encrypt import encrypt_checkpoint, encrypt_file
@@ -114,17 +112,22 @@ def memory(mib: int, workdir: Path) -> dict:
     return result
 
 
+def measure(mib: int = 256) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = {"mib": mib, "throughput": throughput(mib, Path(tmp))}
+        raw = figures["throughput"]["raw_aesgcm_in_memory"]["mb_per_s"]
+        ours = figures["throughput"]["kpenc_cryptography"]["mb_per_s"]
+        figures["kpenc_vs_raw"] = round(ours / raw, 2)
+        figures["memory"] = memory(mib, Path(tmp))
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        figures = {"mib": args.mib, "throughput": throughput(args.mib, Path(tmp))}
-        raw = figures["throughput"]["raw_aesgcm_in_memory"]["mb_per_s"]
-        ours = figures["throughput"]["kpenc_cryptography"]["mb_per_s"]
-        figures["kpenc_vs_raw"] = round(ours / raw, 2)
-        figures["memory"] = memory(args.mib, Path(tmp))
+    figures = measure(args.mib)
     print(f"decrypt {args.mib} MiB (best of 3)")
     for name, row in figures["throughput"].items():
         print(f"  {name:<24} {row['seconds']:>7.3f} s  {row['mb_per_s']:>8.1f} MB/s")

@@ -47,6 +47,7 @@ class RunSummary:
     seconds: float
     fallback_rows: int = 0
     dropped: tuple[str, ...] = ()
+    predict_seconds: float = 0.0  # from the first batch to the written submission
 
 
 def make_log(start: float, stream=sys.stdout) -> Log:
@@ -175,9 +176,11 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
     test_set: TestSet = resolve_test_set(config["test"], input_root,
                                          config["submission"]["id_column"])
     log(f"test set: {len(test_set)} images in {input_root / config['test']['images']}")
+    loading = time.monotonic()
     members = load_members(config, discovery.matched, key, log)
-    classes = _classes(config, members)
     predictor = EnsemblePredictor(members, config["precision"])
+    load_seconds = time.monotonic() - loading
+    classes = _classes(config, members)
     ranked = rank_units([(m.name, m.weight, m.tta) for m in members])
     log(f"ensemble: {len(members)} models, {len(ranked)} model views in "
         f"{len(predictor.groups)} input groups, blend {config['blend']}, {predictor.describe()}")
@@ -194,6 +197,8 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
     batches = prefetch(batch_bounds(total, config["batch_size"], PROBE_IMAGES),
                        lambda bounds: predictor.prepare(test_set.paths[bounds[0]:bounds[1]]),
                        config["loader_threads"])
+    log(f"first batch starts; {load_seconds:.1f} s of the start-up went to loading weights")
+    predicting = time.monotonic()
     with torch.inference_mode(), SubmissionWriter(target, config["submission"], classes) as out:
         batch_start = time.perf_counter()
         for (begin, end), prepared in batches:
@@ -224,7 +229,8 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
     log(f"wrote {target} ({total} rows, {fallback_rows} fallback) in {seconds:.1f} s of a "
         f"{budget:.0f} s budget")
     dropped = tuple(u.label for u in ranked if guard is None or u not in guard.active)
-    return RunSummary(target, total, [m.name for m in members], seconds, fallback_rows, dropped)
+    return RunSummary(target, total, [m.name for m in members], seconds, fallback_rows, dropped,
+                      time.monotonic() - predicting)
 
 
 def _plan(predictor: EnsemblePredictor, ranked: list[Unit], prepared: PreparedBatch,

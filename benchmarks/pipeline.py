@@ -1,0 +1,136 @@
+"""Pipeline efficiency and the peer-style baseline (figures 1 and 2 of `make bench`).
+
+An ensemble of 4 models x 2 TTA views (torchvision ResNet-18, random weights, 160 px) predicts
+real JPEG test images, three ways, each in a fresh process:
+
+- `kernelpack`: `inference_core.run_kernel`, as in a kernel (decode once, loader threads, TTA in
+  one pass, streaming blend);
+- `forward`: only the models' forward passes on tensors already in memory, the same views and
+  batches: the floor the pipeline is compared with;
+- `baseline`: what the 2019 kernels did: one pass per model and per TTA view, re-reading and
+  re-decoding every image each time, keeping every prediction matrix, blending at the end.
+
+    .venv/bin/python -m benchmarks.pipeline [--images 128] [--models 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.common import peak_rss, reset_peak_rss, write_checkpoints, write_test_images
+from inference_core.checkpoint import load_checkpoint, model_from_checkpoint
+from inference_core.data import Preprocess, decode_image, to_tensor
+from inference_core.runner import run_kernel
+
+ARCH, INPUT_SIZE, TTA, BATCH = "torchvision.resnet18", 160, ["identity", "hflip"], 32
+PREPROCESS = Preprocess(INPUT_SIZE, "stretch", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def _models(root: Path) -> list[torch.nn.Module]:
+    return [model_from_checkpoint(load_checkpoint(path))
+            for path in sorted((root / "input" / "models").glob("*.pt"))]
+
+
+def _images(root: Path) -> list[Path]:
+    return sorted((root / "input" / "comp" / "test").glob("*.jpg"))
+
+
+def run_kernelpack(root: Path) -> float:
+    names = [p.stem for p in sorted((root / "input" / "models").glob("*.pt"))]
+    config = {"models": [{"name": n} for n in names],
+              "test": {"images": "comp/test", "pattern": "*.jpg"},
+              "submission": {"format": "multiclass"}, "tta": TTA, "batch_size": BATCH,
+              "input_roots": [str(root / "input")]}
+    work = root / "work"
+    work.mkdir(exist_ok=True)
+    return run_kernel(config, work, log=lambda _: None, progress=False).predict_seconds
+
+
+def run_forward(root: Path) -> float:
+    batch = torch.stack([to_tensor(decode_image(p), PREPROCESS) for p in _images(root)])
+    total = 0.0
+    with torch.inference_mode():
+        for model in _models(root):
+            model(batch[:1])  # the same one-time warm-up the runtime does
+            for start in range(0, len(batch), BATCH):
+                chunk = batch[start:start + BATCH]
+                views = torch.cat([chunk, chunk.flip(-1)])
+                began = time.perf_counter()
+                model(views)
+                total += time.perf_counter() - began
+    return total
+
+
+def run_baseline(root: Path) -> float:
+    paths = _images(root)
+    began = time.perf_counter()
+    predictions = []
+    with torch.inference_mode():
+        for model in _models(root):
+            for op in TTA:
+                rows = []
+                for start in range(0, len(paths), BATCH):
+                    batch = torch.stack([to_tensor(decode_image(p), PREPROCESS)
+                                         for p in paths[start:start + BATCH]])
+                    if op == "hflip":
+                        batch = batch.flip(-1)
+                    rows.append(model(batch).softmax(1).numpy())
+                predictions.append(np.concatenate(rows))
+    blended = np.mean(predictions, axis=0)
+    assert blended.shape == (len(paths), 10)
+    return time.perf_counter() - began
+
+
+VARIANTS = {"kernelpack": run_kernelpack, "forward": run_forward, "baseline": run_baseline}
+
+
+def prepare(root: Path, images: int, models: int) -> None:
+    write_test_images(root / "input" / "comp" / "test", images)
+    write_checkpoints(root / "input" / "models", ARCH, models, INPUT_SIZE)
+
+
+def measure(images: int = 128, models: int = 4) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        prepare(Path(tmp), images, models)
+        results = {}
+        for variant in VARIANTS:
+            out = subprocess.run([sys.executable, "-m", "benchmarks.pipeline", "--variant",
+                                  variant, "--root", tmp], capture_output=True, text=True,
+                                 check=True, cwd=Path(__file__).resolve().parent.parent)
+            results[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+    return {
+        "images": images, "models": models, "tta": TTA, "arch": ARCH, "input_size": INPUT_SIZE,
+        "seconds": {v: round(r["seconds"], 2) for v, r in results.items()},
+        "rss_growth_mb": {v: r["rss_growth_mb"] for v, r in results.items()},
+        "efficiency": round(results["kernelpack"]["seconds"] / results["forward"]["seconds"], 3),
+        "speedup_vs_baseline": round(results["baseline"]["seconds"]
+                                     / results["kernelpack"]["seconds"], 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", choices=VARIANTS)
+    parser.add_argument("--root", type=Path)
+    parser.add_argument("--images", type=int, default=128)
+    parser.add_argument("--models", type=int, default=4)
+    args = parser.parse_args()
+    if args.variant:  # one measurement, in this fresh process
+        base = reset_peak_rss()
+        seconds = VARIANTS[args.variant](args.root)
+        print(json.dumps({"seconds": seconds, "rss_growth_mb": round((peak_rss() - base) / 1e6)}))
+        return
+    print(json.dumps(measure(args.images, args.models), indent=2))
+
+
+if __name__ == "__main__":
+    main()
