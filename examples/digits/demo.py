@@ -43,6 +43,9 @@ from kernelpack.sandbox import run_local
 
 COMPETITION = "digits"
 ATTRIBUTES_COMPETITION = "digits-attributes"
+FITTED = "blend, fitted (kernel.py)"
+AT_HALF = "blend, threshold 0.5"
+SEARCHED = "blend, searched (kernel.py)"
 Log = Callable[[str], None]
 
 
@@ -61,6 +64,9 @@ class Table:
     title: str
     metric: str
     rows: list[Row]
+
+    def test(self, name: str) -> float:
+        return next(row.test for row in self.rows if row.name == name)
 
 
 @dataclass
@@ -136,20 +142,6 @@ def _oof_args(trained: Sequence[TrainedModel], oof_dir: Path, multilabel: bool) 
             str(oof_dir / "folds.npy")]
 
 
-def _oof_blend(config_path: Path, trained: Sequence[TrainedModel], oof_dir: Path,
-               multilabel: bool, models: Sequence[str] | None = None) -> tuple[np.ndarray, dict]:
-    """The OOF blend that `config_path` computes (only its entries in `models`, equally
-    weighted, when given), and the config's submission rule."""
-    config = load_config(config_path)
-    if models is not None:
-        config = _only(config, models)
-    stems = list(dict.fromkeys(model_stem(m.arch, multilabel) for m in trained
-                               if any(e["name"] == m.name for e in config["models"])))
-    weights, shifts = oof_weights(config, stems, str(config_path))
-    probs = [np.load(oof_dir / f"{stem}.npy").astype(np.float64) for stem in stems]
-    return blend_probs(probs, weights, config["blend"], shifts), config["submission"]
-
-
 def _only(config: dict, names: Sequence[str]) -> dict:
     """`config` with just the entries in `names`, equally weighted."""
     models = [{**m, "weight": 1.0} for m in config["models"] if m["name"] in names]
@@ -166,12 +158,17 @@ class _Task:
     classes: list
     multilabel: bool
 
-    def oof_score(self, config_path: Path, models: Sequence[str] | None = None) -> float:
-        probs, rule = _oof_blend(config_path, self.trained, self.oof_dir, self.multilabel,
-                                 models)
+    def oof_score(self, config: dict) -> float:
+        """The score of the blend `config` computes, on the OOF predictions of its models."""
+        stems = list(dict.fromkeys(model_stem(m.arch, self.multilabel) for m in self.trained
+                                   if any(e["name"] == m.name for e in config["models"])))
+        weights, shifts = oof_weights(config, stems, "the demo's config")
+        oof = [np.load(self.oof_dir / f"{stem}.npy").astype(np.float64) for stem in stems]
+        probs = blend_probs(oof, weights, config["blend"], shifts)
         labels = pd.read_csv(self.oof_dir / "labels.csv", dtype=str, keep_default_na=False)
         truth = truth_mask(labels, self.classes, self.multilabel, self.oof_dir / "labels.csv")
-        return (f2 if self.multilabel else accuracy)(label_mask(probs, rule), truth)
+        predicted = label_mask(probs, config["submission"])
+        return (f2 if self.multilabel else accuracy)(predicted, truth)
 
     def test_score(self, submission: Path) -> float:
         return score_submission(submission, self.test_labels, self.classes, self.multilabel)
@@ -276,39 +273,40 @@ def run_demo(out_dir: Path, *, archs: Sequence[str] = DEFAULT_ARCHS,
                                          submissions["kernel-attributes"], run)
     stage("score", start)
     singles = [row.test for row in digits_table.rows if row.name in {m.name for m in trained}]
-    return DemoReport(digits_table, attributes_table, max(singles), digits_table.rows[-1].test,
-                      attributes_table.rows[-2].test, attributes_table.rows[-1].test, stages,
+    return DemoReport(digits_table, attributes_table, max(singles), digits_table.test(FITTED),
+                      attributes_table.test(AT_HALF), attributes_table.test(SEARCHED), stages,
                       submissions)
 
 
 def _digits_table(task: _Task, fitted: Path, base: Path, submission: Path,
                   run: _Runner) -> Table:
-    config = load_config(fitted)
+    config, equal = load_config(fitted), load_config(base)
     weights = {m["name"]: m["weight"] for m in config["models"]}
     rows = [Row(m.name, weights[m.name], m.val_score, run(_only(config, [m.name]), m.name, task))
             for m in task.trained]
     for arch in dict.fromkeys(m.arch for m in task.trained):
-        names = [m.name for m in task.trained if m.arch == arch]
-        rows.append(Row(f"{model_stem(arch)} ({len(names)} folds)",
-                        sum(weights[n] for n in names), task.oof_score(fitted, names),
-                        run(_only(config, names), model_stem(arch), task)))
-    rows.append(Row("blend, equal weights", None, task.oof_score(base),
-                    run(load_config(base), "equal", task)))
-    rows.append(Row("blend, fitted (kernel.py)", None, task.oof_score(fitted),
-                    task.test_score(submission)))
+        alone = _only(config, [m.name for m in task.trained if m.arch == arch])
+        rows.append(Row(f"{model_stem(arch)} ({len(alone['models'])} folds)",
+                        sum(weights[m["name"]] for m in alone["models"]), task.oof_score(alone),
+                        run(alone, model_stem(arch), task)))
+    rows.append(Row("blend, equal weights", None, task.oof_score(equal),
+                    run(equal, "equal", task)))
+    rows.append(Row(FITTED, None, task.oof_score(config), task.test_score(submission)))
     return Table("digits (multiclass, 10 classes)", "accuracy", rows)
 
 
 def _attributes_table(task: _Task, fitted: Path, base: Path, submission: Path,
                       run: _Runner) -> Table:
-    config = load_config(base)
+    config, searched = load_config(base), load_config(fitted)
+    # Threshold 0.5 with zero labels allowed: what the threshold alone adds.
+    no_minimum = {**config, "submission": {**config["submission"], "min_labels": 0}}
     rows = [Row(m.name, None, m.val_score, run(_only(config, [m.name]), m.name, task))
             for m in task.trained]
-    rows.append(Row("blend, threshold 0.5", None, task.oof_score(base),
-                    run(config, "attributes-0.5", task)))
-    rows.append(Row("blend, searched (kernel.py)", None, task.oof_score(fitted),
-                    task.test_score(submission)))
-    rule = load_config(fitted)["submission"]
+    rows.append(Row(AT_HALF, None, task.oof_score(config), run(config, "at-0.5", task)))
+    rows.append(Row("blend, threshold 0.5, min_labels 0", None, task.oof_score(no_minimum),
+                    run(no_minimum, "at-0.5-min-0", task)))
+    rows.append(Row(SEARCHED, None, task.oof_score(searched), task.test_score(submission)))
+    rule = searched["submission"]
     threshold = rule["threshold"]
     shown = f"{threshold:g}" if not isinstance(threshold, list) else \
         "[" + ", ".join(f"{t:g}" for t in threshold) + "]"
