@@ -62,6 +62,10 @@ def read_labels(path: Path) -> pd.DataFrame:
                           "the labels CSV needs columns id and label")
     if table.empty:
         raise SearchError(f"{path}: no rows; the labels CSV needs one row per OOF sample")
+    repeated = table["id"][table["id"].duplicated()]
+    if not repeated.empty:
+        raise SearchError(f"{path}: id {repeated.iloc[0]} appears more than once; give one row "
+                          "per labelled sample")
     return table
 
 
@@ -117,6 +121,9 @@ def read_folds(path: Path, n_rows: int) -> np.ndarray:
     except FileNotFoundError:
         raise SearchError(f"{path}: folds file not found; pass each row's fold index "
                           "(.npy or one-column CSV) with --folds") from None
+    except ValueError as exc:
+        raise SearchError(f"{path}: not a .npy array ({exc}); save the fold indices with "
+                          "numpy.save, or as a one-column CSV") from None
     if folds.ndim != 1 or not np.issubdtype(folds.dtype, np.integer):
         raise SearchError(f"{path}: expected a 1-D array of integer fold indices, got "
                           f"{folds.dtype} with shape {folds.shape}; save one index per row")

@@ -187,6 +187,12 @@ def _setup_bad(case, tmp_path):
         argv[0] = "--oof=m1:" + argv[0].split("=", 2)[2]
     elif case == "missing":
         argv[0] = f"--oof=m1={tmp_path / 'nope.npy'}"
+    elif case == "duplicate":
+        labels = pd.read_csv(tmp_path / "labels.csv", dtype=str, keep_default_na=False)
+        labels.loc[7, "id"] = labels.loc[3, "id"]
+        labels.to_csv(tmp_path / "labels.csv", index=False)
+    elif case == "not-npy":
+        (tmp_path / "folds.npy").write_text("0\n1\n")
     elif case == "column":
         pd.DataFrame({"id": range(30), "labels": "0"}).to_csv(tmp_path / "labels.csv",
                                                               index=False)
@@ -204,6 +210,8 @@ BAD = {
     "spec": ("expected NAME=PATH.npy", "--oof small_cnn="),
     "missing": ("nope.npy (--oof m1): file not found", "check the path"),
     "column": ("labels.csv: no column 'label'", "columns id and label"),
+    "duplicate": ("labels.csv: id r003 appears more than once", "one row per labelled sample"),
+    "not-npy": ("folds.npy: not a .npy array", "numpy.save, or as a one-column CSV"),
 }
 
 
