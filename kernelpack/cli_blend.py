@@ -151,8 +151,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--format", choices=SUBMISSION_FORMATS[:2], default=None,
                         help="submission format without --base (default: multilabel for f2, "
                              "else multiclass)")
-    search.add_argument("--restarts", type=int, default=8)
-    search.add_argument("--seed", type=int, default=0)
+    search.add_argument("--restarts", type=int, default=8,
+                        help="optimiser starts: equal weights, then random simplex points")
+    search.add_argument("--seed", type=int, default=0, help="seed of the random starts")
     search.set_defaults(handler=_blend_search)
 
     threshold = commands.add_parser("threshold", help="fit multilabel thresholds on OOF")
