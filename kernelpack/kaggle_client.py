@@ -243,7 +243,7 @@ class KaggleSession:
         every local file is listed with its size. An unchanged folder (same files as the last
         verified push, still listed by the service) is skipped."""
         folder = Path(folder)
-        files = dataset_files(folder)
+        files = local_dataset_files(folder)
         metadata = dataset_metadata(folder, dataset_id, title, default_owner=self.username)
         ref = metadata["id"]
         local = {path.name: file_digest(path) for path in files}
@@ -421,7 +421,7 @@ def _read_manifest(path: Path) -> dict | None:
     return manifest if isinstance(manifest, dict) and "files" in manifest else None
 
 
-def dataset_files(folder: Path) -> list[Path]:
+def local_dataset_files(folder: Path) -> list[Path]:
     """The files the client will upload from `folder`; sub-folders are refused, not skipped."""
     if not folder.is_dir():
         raise KaggleError(f"{folder}: not a folder; pass the folder that holds the dataset files")
