@@ -104,6 +104,14 @@ def test_kaggle_cli_pushed_kernel_runs_offline_with_its_sources_mounted(world, t
     log = json.loads((out / "tiny-kernel.log").read_text())
     assert log[0]["data"] == "inputs: ['extra-data', 'tinycomp']\n"
 
+    pulled = world.kaggle("kernels", "pull", f"{USER}/tiny-kernel", "-p", str(tmp_path / "pull"),
+                          "-m")
+    assert pulled.returncode == 0, pulled
+    assert (tmp_path / "pull" / "tiny-kernel.py").read_text() == PREDICT_ONES
+    metadata = json.loads((tmp_path / "pull" / "kernel-metadata.json").read_text())
+    assert metadata["dataset_sources"] == [f"{USER}/extra-data"]      # the dropped one is gone
+    assert metadata["enable_internet"] is False
+
 
 def test_code_submission_reruns_on_the_hidden_test_set_and_is_scored(world, tmp_path):
     _competition(world, tmp_path)
