@@ -132,6 +132,15 @@ def _http_hint(status: int) -> str:
     return "the service refused the request"
 
 
+def _connection_problem(error: Exception) -> str:
+    text = str(error)
+    if "refused" in text:
+        return "connection refused"
+    if "RemoteDisconnected" in text or "aborted" in text or "reset" in text:
+        return "the connection was dropped"
+    return type(error).__name__
+
+
 def file_digest(path: Path) -> dict:
     with open(path, "rb") as stream:
         return {"size": path.stat().st_size,
@@ -173,8 +182,9 @@ class KaggleSession:
             raise error(f"{what}: {self.where} answered {status}: {exc}; "
                         f"{_http_hint(status)}") from None
         except requests.ConnectionError as exc:
-            raise KaggleError(f"{what}: cannot reach {self.where} ({type(exc).__name__}); check "
-                              f"that it is up (and --kaggle-url / {URL_ENV})") from None
+            raise KaggleError(f"{what}: no answer from {self.where} ({_connection_problem(exc)}"
+                              f"); check that it is up (and --kaggle-url / {URL_ENV}), then "
+                              "run it again") from None
         except ValueError as exc:
             raise KaggleError(f"{what}: {exc}") from None
         except (KeyError, AttributeError, TypeError) as exc:

@@ -88,6 +88,11 @@ def test_429_on_a_call_the_client_does_not_retry_is_one_line_and_a_rerun_pushes(
     assert limited.returncode == 1 and len(limited.stderr.splitlines()) == 1
     assert "answered 429" in limited.stderr and "rate limited" in limited.stderr
     assert "version 1" in world.kernelpack("kernel", "push", str(kernel)).stdout
+    # SaveKernel is not retried by the client: a dropped connection is reported, not hidden.
+    world.service.faults.add(Fault("drop", "SaveKernel"))
+    dropped = world.kernelpack("kernel", "push", str(kernel))
+    assert dropped.returncode == 1
+    assert "no answer from" in dropped.stderr and "(the connection was dropped)" in dropped.stderr
     # Status polls are retried by kernelpack itself.
     world.service.faults.add(Fault("429", "GetKernelSessionStatus"))
     world.service.runner.wait_idle()
@@ -116,7 +121,7 @@ def test_an_unreachable_service_is_a_one_line_error(world, tmp_path):
     run = world.kernelpack("kernel", "status", f"{USER}/x-kernel", "--kaggle-url",
                            "http://127.0.0.1:9", url=False)
     assert run.returncode == 1 and len(run.stderr.splitlines()) == 1
-    assert "cannot reach http://127.0.0.1:9 (ConnectionError)" in run.stderr
+    assert "no answer from http://127.0.0.1:9 (connection refused)" in run.stderr
 
 
 @pytest.mark.parametrize("spec, problem", [("429", "expected KIND:TARGET"),
