@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import requests
 from kaggle_helpers import (
     PREDICT_ONES,
     USER,
@@ -191,3 +192,13 @@ def test_serve_kaggle_command_serves_competitions_and_faults_until_interrupted(t
         server.send_signal(signal.SIGINT)
         rest = server.communicate(timeout=30)[0]
     assert server.returncode == 0 and rest.rstrip().endswith("stopped")
+
+
+def test_names_that_would_climb_out_of_the_state_folder_are_refused(world):
+    # The client validates names itself, so this request is sent by hand.
+    answer = requests.post(f"{world.url}/v1/datasets.DatasetApiService/GetDatasetStatus",
+                           json={"ownerSlug": "..", "datasetSlug": "datasets"},
+                           auth=(USER, "k"), timeout=10)
+    assert answer.status_code == 400
+    assert answer.json() == {"code": 400, "message": "invalid name '..': must be a plain file "
+                                                     "or slug name"}

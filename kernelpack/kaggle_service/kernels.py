@@ -39,8 +39,7 @@ class Kernels:
         self.runner = runner
 
     def record(self, owner: str, slug: str, user: str) -> dict:
-        record = self.store.visible(user, owner, "kernels", owner, slug, "kernel.json") \
-            if owner and slug else None
+        record = self.store.visible(user, owner, "kernels", owner, slug, "kernel.json")
         if record is None:
             raise ApiError(404, f"kernel {owner}/{slug} not found")
         return record

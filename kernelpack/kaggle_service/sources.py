@@ -27,8 +27,11 @@ INVALID_FIELDS = {"datasetDataSources": "invalidDatasetSources",
 
 
 def competition_dir(store: Store, slug: str) -> Path | None:
-    folder = store.path("competitions", slug)
-    return folder if "/" not in slug and (folder / "competition.json").is_file() else None
+    try:
+        folder = store.path("competitions", slug)
+    except ApiError:
+        return None
+    return folder if (folder / "competition.json").is_file() else None
 
 
 class Sources:
@@ -50,19 +53,24 @@ class Sources:
 
     def _kernel(self, ref: str, user: str) -> Path | None:
         owner, _, slug = ref.partition("/")
-        record = self.store.visible(user, owner, "kernels", owner, slug, "kernel.json") \
-            if slug else None
-        if record is None:
+        try:
+            record = self.store.visible(user, owner, "kernels", owner, slug, "kernel.json")
+        except ApiError:
             return None
-        done = [v for v in record["versions"] if v["status"] == COMPLETE]
+        done = [v for v in record["versions"] if v["status"] == COMPLETE] if record else []
         if not done:
             return None
         return self.store.path("kernels", owner, slug, str(done[-1]["number"]), "run", "working")
 
     def _model(self, ref: str) -> Path | None:
         parts = ref.split("/")
-        folder = self.store.path("models", *parts)
-        return folder if len(parts) == 5 and ".." not in parts and folder.is_dir() else None
+        if len(parts) != 5:
+            return None
+        try:
+            folder = self.store.path("models", *parts)
+        except ApiError:
+            return None
+        return folder if folder.is_dir() else None
 
     def resolve(self, version: dict, user: str
                 ) -> tuple[dict[str, Path], dict[str, list[str]]]:

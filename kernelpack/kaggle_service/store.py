@@ -8,6 +8,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from .wire import check_name
+
 
 class Store:
     """`ROOT/<relative path>.json` records; every read-modify-write holds `lock`."""
@@ -18,7 +20,8 @@ class Store:
         self.lock = threading.RLock()
 
     def path(self, *parts: str) -> Path:
-        return self.root.joinpath(*parts)
+        # Parts come from requests (owner, slug, ...): none may climb out of its folder.
+        return self.root.joinpath(*(check_name(part, "name") for part in parts))
 
     def read(self, *parts: str) -> Any:
         path = self.path(*parts)
