@@ -92,11 +92,8 @@ def kaggle_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(home / "config"))
     # The client keeps upload resume state under tempfile.gettempdir(), cached per process.
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
-    service = KaggleService(tmp_path / "service", processing_seconds=processing_seconds).start()
-    try:
+    with KaggleService(tmp_path / "service", processing_seconds=processing_seconds) as service:
         yield World(service, service.store.root, home, tmp)
-    finally:
-        service.stop()
 
 
 def write_files(folder: Path, files: dict[str, bytes]) -> Path:

@@ -163,11 +163,14 @@ def test_state_survives_a_restart_and_an_interrupted_run_is_run_again(world, tmp
     record_path.write_text(json.dumps(record))
     shutil.rmtree(world.stored("kernels", USER, "cut-kernel", "1", "run"))
 
-    world.service = KaggleService(world.root).start()
-    listing = world.kaggle("datasets", "files", f"{USER}/kept-dataset")
-    assert "kept.bin" in listing.stdout and "1000" in listing.stdout
-    world.service.runner.wait_idle()
-    assert "COMPLETE" in world.kaggle("kernels", "status", f"{USER}/cut-kernel").stdout
+    with KaggleService(world.root) as restarted:
+        listing = run_kaggle(world.home, world.tmp, restarted.url, "datasets", "files",
+                             f"{USER}/kept-dataset")
+        assert "kept.bin" in listing.stdout and "1000" in listing.stdout
+        restarted.runner.wait_idle()
+        status = run_kaggle(world.home, world.tmp, restarted.url, "kernels", "status",
+                            f"{USER}/cut-kernel")
+        assert "COMPLETE" in status.stdout, status
     assert world.stored("kernels", USER, "cut-kernel", "1", "run", "working",
                         "done.txt").read_text() == "1"
 
