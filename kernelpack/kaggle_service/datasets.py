@@ -27,21 +27,16 @@ class Datasets:
         self.processing_seconds = processing_seconds
 
     def record(self, owner: str, slug: str, user: str) -> dict:
-        record = self.store.visible(user, owner, "datasets", owner, slug, "dataset.json")
-        if record is None:
-            raise ApiError(404, f"dataset {owner}/{slug} not found")
-        return record
+        return self.store.record("dataset", owner, slug, user)
 
     def version_dir(self, owner: str, slug: str, number: int) -> Path:
         return self.store.path("datasets", owner, slug, str(number))
 
-    def latest_ready(self, owner: str, slug: str, user: str) -> tuple[dict, Path] | None:
-        """The newest READY version and its folder, for mounting into a kernel run."""
+    def latest_ready(self, owner: str, slug: str, user: str) -> Path | None:
+        """The folder of the newest READY version, for mounting into a kernel run."""
         record = self.record(owner, slug, user)
         ready = [v for v in record["versions"] if v["readyAt"] <= time.time()]
-        if not ready:
-            return None
-        return ready[-1], self.version_dir(owner, slug, ready[-1]["number"])
+        return self.version_dir(owner, slug, ready[-1]["number"]) if ready else None
 
     def _add_version(self, owner: str, slug: str, record: dict, files: list[dict],
                      notes: str | None) -> None:

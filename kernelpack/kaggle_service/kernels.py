@@ -39,10 +39,7 @@ class Kernels:
         self.runner = runner
 
     def record(self, owner: str, slug: str, user: str) -> dict:
-        record = self.store.visible(user, owner, "kernels", owner, slug, "kernel.json")
-        if record is None:
-            raise ApiError(404, f"kernel {owner}/{slug} not found")
-        return record
+        return self.store.record("kernel", owner, slug, user)
 
     def version(self, record: dict, number: int | None) -> dict:
         if not record["versions"]:

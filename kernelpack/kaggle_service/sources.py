@@ -42,10 +42,9 @@ class Sources:
     def _dataset(self, ref: str, user: str) -> Path | None:
         owner, _, slug = ref.partition("/")
         try:
-            found = self.datasets.latest_ready(owner, slug, user)
+            return self.datasets.latest_ready(owner, slug, user)
         except ApiError:
             return None
-        return found[1] if found else None
 
     def _competition(self, slug: str) -> Path | None:
         folder = competition_dir(self.store, slug)
@@ -54,10 +53,10 @@ class Sources:
     def _kernel(self, ref: str, user: str) -> Path | None:
         owner, _, slug = ref.partition("/")
         try:
-            record = self.store.visible(user, owner, "kernels", owner, slug, "kernel.json")
+            record = self.store.record("kernel", owner, slug, user)
         except ApiError:
             return None
-        done = [v for v in record["versions"] if v["status"] == COMPLETE] if record else []
+        done = [v for v in record["versions"] if v["status"] == COMPLETE]
         if not done:
             return None
         return self.store.path("kernels", owner, slug, str(done[-1]["number"]), "run", "working")

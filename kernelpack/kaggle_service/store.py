@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from .wire import check_name
+from .wire import ApiError, check_name
 
 
 class Store:
@@ -29,11 +29,13 @@ class Store:
             return None
         return json.loads(path.read_text(encoding="utf-8"))
 
-    def visible(self, user: str, owner: str, *parts: str) -> dict | None:
-        """A dataset or kernel record as `user` sees it: someone else's private one reads as
-        missing, as on Kaggle."""
-        record = self.read(*parts)
-        return None if record is None or (record["isPrivate"] and owner != user) else record
+    def record(self, kind: str, owner: str, slug: str, user: str) -> dict:
+        """A dataset or kernel record (`kind` "dataset" or "kernel") as `user` sees it;
+        someone else's private one is as missing as one that does not exist, as on Kaggle."""
+        record = self.read(f"{kind}s", owner, slug, f"{kind}.json")
+        if record is None or (record["isPrivate"] and owner != user):
+            raise ApiError(404, f"{kind} {owner}/{slug} not found")
+        return record
 
     def write(self, data: Any, *parts: str) -> None:
         path = self.path(*parts)
