@@ -19,7 +19,7 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 
 
 def collect(quick: bool) -> dict:
-    flow = pipeline.measure(images=32 if quick else 128, models=4)
+    flow = pipeline.measure(images=32 if quick else 128, models=4, repeats=1 if quick else 2)
     blend = wide_blend.measure(images=2_000 if quick else 20_000)
     start = startup.measure(runs=1 if quick else 3)
     crypt = decrypt.measure(mib=32 if quick else 256)
