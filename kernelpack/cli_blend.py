@@ -85,9 +85,9 @@ def format_blend_search(result: BlendSearch) -> str:
 
 def _threshold_search(args: argparse.Namespace) -> int:
     metric = get_metric(args.metric)
-    raw, config = read_base(args.config)
+    raw, config = read_base(args.base)
     oof = _load(args, config["submission"])
-    weights, shifts = oof_weights(config, oof.names, str(args.config))
+    weights, shifts = oof_weights(config, oof.names, str(args.base))
     probs = blend_probs(oof.probs, weights, config["blend"], shifts)
     result = search_thresholds(probs, oof.truth, oof.folds, metric, config["submission"],
                                args.min_support)
@@ -161,11 +161,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                                                   metavar="ACTION")
     search = threshold_commands.add_parser(
         "search", help="fit global / per-class thresholds and min/max labels",
-        description="Blend the OOF predictions as CONFIG says, fit a global threshold with "
-                    "min/max labels and per-class thresholds, check both on held-out folds, "
-                    "and write the winner into a copy of CONFIG.")
-    search.add_argument("config", type=Path, help="ensemble YAML (e.g. from blend search)")
+        description="Blend the OOF predictions as the --base config says, fit a global "
+                    "threshold with min/max labels and per-class thresholds, check both on "
+                    "held-out folds, and write the winner into a copy of the config.")
     _add_oof_arguments(search)
+    search.add_argument("--base", type=Path, required=True, metavar="ENSEMBLE.yml",
+                        help="the config to blend by and fill in (e.g. from blend search)")
     search.add_argument("--metric", default="f2",
                         help="f2 (default), macro_f1 or accuracy, on the labels written")
     search.add_argument("--min-support", type=int, default=20,

@@ -82,7 +82,7 @@ def test_written_rule_scores_the_same_through_the_kernels_writer(tmp_path, capsy
               "submission": {"format": "multilabel", "classes": classes}}
     (tmp_path / "in.yml").write_text(yaml.safe_dump(config))
     out = tmp_path / "out.yml"
-    assert cli.main(["threshold", "search", str(tmp_path / "in.yml"), *argv,
+    assert cli.main(["threshold", "search", *argv, "--base", str(tmp_path / "in.yml"),
                      "--min-support", "20", "-o", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "chosen: per-class" in printed and "keep the global threshold: z" in printed
@@ -115,7 +115,7 @@ def test_threshold_search_refuses_what_it_cannot_fit(tmp_path, capsys):
     config = {"models": [{"name": "other", "path": "m/other.pt"}], "test": {"images": "t"},
               "submission": {"format": "multilabel", "classes": ["w", "x", "y", "z"]}}
     (tmp_path / "in.yml").write_text(yaml.safe_dump(config))
-    assert cli.main(["threshold", "search", str(tmp_path / "in.yml"), *argv, "-o",
+    assert cli.main(["threshold", "search", *argv, "--base", str(tmp_path / "in.yml"), "-o",
                      str(tmp_path / "out.yml")]) == 1
     err = capsys.readouterr().err
     assert "models[0] 'other' matches no --oof name" in err and err.count("\n") == 1

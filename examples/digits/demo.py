@@ -242,7 +242,7 @@ def run_demo(out_dir: Path, *, archs: Sequence[str] = DEFAULT_ARCHS,
     attribute_oof = _oof_args(attribute_models, out_dir / "attribute-oof", True)
     _kernelpack(["blend", "search", *attribute_oof, "--metric", "f2", "--base",
                  str(attributes_base), "-o", str(attributes_blend)], log)
-    _kernelpack(["threshold", "search", str(attributes_blend), *attribute_oof,
+    _kernelpack(["threshold", "search", *attribute_oof, "--base", str(attributes_blend),
                  "--min-support", "30", "-o", str(attributes_yml)], log)
     stage("fit (blend + thresholds on OOF)", start)
 
