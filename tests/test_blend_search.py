@@ -104,9 +104,9 @@ def test_fitted_config_reproduces_its_oof_score_through_the_kernels_writer(tmp_p
     argv = _write_inputs(tmp_path, probs, truth, CLASSES, np.arange(150) % 3)
     base = {
         # m2 was trained in two folds: its entries share its weight.
-        "models": [{"name": "m1", "path": "x/m1.pt"}, {"name": "m2_f0", "path": "x/m2_f0.pt"},
-                   {"name": "m2_f1", "path": "x/m2_f1.pt"},
-                   {"name": "m3", "path": "x/m3.pt", "threshold_shift": 0.05}],
+        "models": [{"name": "m1", "path": "x/m1.pt", "threshold_shift": 0.1},
+                   {"name": "m2_f0", "path": "x/m2_f0.pt"}, {"name": "m2_f1", "path": "x/m2_f1.pt"},
+                   {"name": "m3", "path": "x/m3.pt"}],
         "test": {"images": "comp/test"},
         "submission": {"format": "multilabel", "classes": CLASSES, "threshold": 0.4,
                        "max_labels": 3},
@@ -125,7 +125,7 @@ def test_fitted_config_reproduces_its_oof_score_through_the_kernels_writer(tmp_p
     assert sum(weights) == pytest.approx(1, abs=1e-3)
     # The file keeps what it was given: paths, shifts, thresholds.
     assert [m["path"] for m in config["models"]] == [m["path"] for m in base["models"]]
-    assert config["models"][3]["threshold_shift"] == 0.05 and config["blend"] == "gmean"
+    assert config["models"][0]["threshold_shift"] == 0.1 and config["blend"] == "gmean"
 
     # Each fold entry of m2 stands in with m2's OOF predictions, as fold models do on test.
     predicted = _kernel_scores(config, [probs[0], probs[1], probs[1], probs[2]], truth, CLASSES,
@@ -135,7 +135,7 @@ def test_fitted_config_reproduces_its_oof_score_through_the_kernels_writer(tmp_p
     assert kernel_f2 == pytest.approx(header_score, abs=5e-5)
     oof = OofSet(["m1", "m2", "m3"], probs, truth, CLASSES, [], np.arange(150) % 3)
     submission = {**config["submission"]}
-    searched = search_blend(oof, METRICS["f2"], "gmean", submission, [0.0, 0.0, 0.05],
+    searched = search_blend(oof, METRICS["f2"], "gmean", submission, [0.1, 0.0, 0.0],
                             restarts=3)
     assert kernel_f2 == pytest.approx(searched.score, abs=1e-12)
 
