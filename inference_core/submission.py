@@ -33,21 +33,36 @@ def topk_labels(probs: np.ndarray, classes: Sequence, k: int) -> list[str]:
     return [" ".join(str(classes[i]) for i in row) for row in order]
 
 
+def rank_order(probs: np.ndarray) -> np.ndarray:
+    """Classes of each row by falling probability, ties to the lower class index. A threshold
+    search computes it once for all the rules it tries."""
+    return np.argsort(-np.asarray(probs, dtype=np.float64), axis=1, kind="stable")
+
+
+def multilabel_mask(probs: np.ndarray, order: np.ndarray, threshold: float | Sequence[float],
+                    min_labels: int = 1, max_labels: int | None = None) -> np.ndarray:
+    """The multilabel rule as a rows x classes mask: every class at or above its threshold, cut
+    to the `max_labels` most probable; a row with fewer than `min_labels` takes its top
+    `min_labels` instead (then the cut). `order` is the rows' `rank_order`."""
+    probs = np.asarray(probs, dtype=np.float64)
+    thresholds = np.broadcast_to(np.asarray(threshold, dtype=np.float64), probs.shape[1:])
+    above_in_order = np.take_along_axis(probs >= thresholds, order, axis=1)
+    chosen_in_order = above_in_order.copy()
+    if max_labels is not None:
+        chosen_in_order &= np.cumsum(above_in_order, axis=1) <= max_labels
+    top = min(min_labels, max_labels) if max_labels is not None else min_labels
+    short = above_in_order.sum(axis=1) < min_labels
+    chosen_in_order[short] = np.arange(probs.shape[1]) < top
+    mask = np.zeros(probs.shape, dtype=bool)
+    np.put_along_axis(mask, order, chosen_in_order, axis=1)
+    return mask
+
+
 def multilabel_labels(probs: np.ndarray, classes: Sequence, threshold: float | Sequence[float],
                       min_labels: int = 1, max_labels: int | None = None) -> list[str]:
-    """Space-separated labels per row: every class at or above its threshold, topped up to
-    `min_labels` and cut to `max_labels` by probability; listed in class order."""
-    thresholds = np.broadcast_to(np.asarray(threshold, dtype=np.float64), probs.shape[1:])
-    rows = []
-    for row in probs:
-        order = np.argsort(-row, kind="stable")
-        chosen = [i for i in order if row[i] >= thresholds[i]]
-        if len(chosen) < min_labels:
-            chosen = list(order[:min_labels])
-        if max_labels is not None:
-            chosen = chosen[:max_labels]
-        rows.append(" ".join(str(classes[i]) for i in sorted(chosen)))
-    return rows
+    """Space-separated labels per row by `multilabel_mask`, listed in class order."""
+    mask = multilabel_mask(probs, rank_order(probs), threshold, min_labels, max_labels)
+    return [" ".join(str(classes[i]) for i in np.flatnonzero(row)) for row in mask]
 
 
 class SubmissionWriter:

@@ -2,9 +2,9 @@
 
 The search must optimise what the kernel computes, so every metric but `logloss` first turns the
 blended probabilities into label sets with the kernel's own rule (argmax for multiclass; for
-multilabel, `inference_core.submission.multilabel_labels`: every class at or above its threshold,
-topped up to `min_labels` and cut to `max_labels` by probability), here vectorised because a
-search scores thousands of candidate blends.
+multilabel, `inference_core.submission.multilabel_mask`, the one definition the kernel's writer
+uses too: every class at or above its threshold, topped up to `min_labels` and cut to
+`max_labels` by probability).
 
     accuracy   share of rows whose label set is exactly right (argmax accuracy for multiclass)
     macro_f1   F1 of each class over the rows, averaged over the classes
@@ -15,10 +15,12 @@ search scores thousands of candidate blends.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
+from inference_core.submission import multilabel_mask, rank_order
 
 from .errors import SearchError
 
@@ -42,29 +44,6 @@ def label_mask(probs: np.ndarray, submission: dict) -> np.ndarray:
                           "multiclass and multilabel submissions only; use --metric logloss")
     return multilabel_mask(probs, rank_order(probs), submission["threshold"],
                            submission["min_labels"], submission["max_labels"])
-
-
-def rank_order(probs: np.ndarray) -> np.ndarray:
-    """Classes of each row by falling probability; the kernel sorts -p stably, so ties go to the
-    lower class index. A threshold search computes it once for all the rules it tries."""
-    return np.argsort(-np.asarray(probs, dtype=np.float64), axis=1, kind="stable")
-
-
-def multilabel_mask(probs: np.ndarray, order: np.ndarray, threshold: float | Sequence[float],
-                    min_labels: int, max_labels: int | None) -> np.ndarray:
-    """The kernel's multilabel rule, given the rows' `rank_order`."""
-    thresholds = np.broadcast_to(np.asarray(threshold, dtype=np.float64), probs.shape[1:])
-    above_in_order = np.take_along_axis(probs >= thresholds, order, axis=1)
-    chosen_in_order = above_in_order.copy()
-    if max_labels is not None:
-        chosen_in_order &= np.cumsum(above_in_order, axis=1) <= max_labels
-    # Too few above threshold: the kernel takes the top `min_labels` instead (then the cut).
-    top = min(min_labels, max_labels) if max_labels is not None else min_labels
-    short = above_in_order.sum(axis=1) < min_labels
-    chosen_in_order[short] = np.arange(probs.shape[1]) < top
-    mask = np.zeros(probs.shape, dtype=bool)
-    np.put_along_axis(mask, order, chosen_in_order, axis=1)
-    return mask
 
 
 def _f_beta(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, beta: float) -> np.ndarray:

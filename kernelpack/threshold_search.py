@@ -16,8 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inference_core.submission import multilabel_mask, rank_order
+
 from .errors import SearchError
-from .metrics import Metric, multilabel_mask, rank_order
+from .metrics import Metric
 
 GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
 MIN_LABELS = (0, 1, 2, 3)
