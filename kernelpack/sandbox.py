@@ -120,7 +120,7 @@ def _overlay(source: Path, target: Path, swaps: dict[str, Path]) -> None:
         _overlay(source / head, target / head, inner)
 
 
-def test_set_swaps(kernel_dir: Path, test_dir: Path, root: Path) -> dict[str, Path]:
+def hidden_test_swaps(kernel_dir: Path, test_dir: Path, root: Path) -> dict[str, Path]:
     """What to swap under input/ so that the kernel sees `test_dir` as its test set, the way
     Kaggle swaps in the hidden test set at rerun: the test folder and, when the config reads ids
     from a sample submission, a sample submission that lists the new images."""
@@ -179,7 +179,7 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
         root.mkdir(parents=True, exist_ok=True)
         swap_file_dir = root.parent / f".{root.name}-swaps"
         swap_file_dir.mkdir(exist_ok=True)
-        swaps = test_set_swaps(kernel.parent, Path(test_dir), swap_file_dir)
+        swaps = hidden_test_swaps(kernel.parent, Path(test_dir), swap_file_dir)
     script = prepare_root(root, input_dir, kernel, swaps)
 
     namespace = network == "unshare" or (network == "auto" and network_namespace_available())
