@@ -118,10 +118,16 @@ def _ids_from_sample_submission(path: Path, id_column: str) -> list[str]:
         return [row[id_column] for row in reader]
 
 
-def decode_image(path: str | os.PathLike) -> np.ndarray:
-    """HxWx3 uint8 RGB; raises TestSetError naming the file if it cannot be decoded."""
+def decode_image(path: str | os.PathLike, at_least: int | None = None) -> np.ndarray:
+    """HxWx3 uint8 RGB; raises TestSetError naming the file if it cannot be decoded.
+
+    With `at_least`, a JPEG is decoded straight at a reduced scale (1/2, 1/4 or 1/8, by the
+    decoder's DCT scaling) whose sides all stay at least `at_least` pixels: a 640 px photo for a
+    160 px model decodes several times faster, and resizing it then loses nothing."""
     try:
         with Image.open(path) as image:
+            if at_least and image.format == "JPEG":
+                image.draft("RGB", (at_least, at_least))
             return np.array(image.convert("RGB"))  # a writable copy, as torch wants
     except (OSError, ValueError) as exc:
         raise TestSetError(f"{path}: cannot decode image ({exc})") from None

@@ -53,6 +53,11 @@ class PreparedBatch:
     errors: list[str]  # one message per image that did not decode
     seconds: float  # time spent decoding and preparing (in a loader thread)
 
+    def part(self, start: int, stop: int) -> PreparedBatch:
+        """The decoded images `start:stop` (in decoded order) as a batch of their own."""
+        return PreparedBatch(self.decoded[start:stop],
+                             {p: t[start:stop] for p, t in self.tensors.items()}, [], 0.0)
+
 
 def visible_devices() -> list[torch.device]:
     if torch.cuda.is_available():
@@ -94,9 +99,10 @@ class EnsemblePredictor:
         """Decode each image once and prepare it once per input group (runs in loader threads)."""
         started = time.perf_counter()
         images, decoded, errors = [], [], []
+        largest = max(p.input_size for p in self.groups)
         for position, path in enumerate(paths):
             try:
-                images.append(decode_image(path))
+                images.append(decode_image(path, at_least=largest))
                 decoded.append(position)
             except TestSetError as exc:
                 errors.append(str(exc))

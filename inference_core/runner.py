@@ -236,24 +236,22 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
 def _plan(predictor: EnsemblePredictor, ranked: list[Unit], prepared: PreparedBatch,
           accumulator: BlendAccumulator, deadline: float, hard_stop: float, images_left: int,
           log: Log) -> DeadlineGuard:
-    """Run the probe batch with every unit, time it, and plan the remaining images."""
+    """Run the probe batch with every unit, time it, and plan the remaining images.
+
+    The first half of the probe pays the models' one-time set-up costs; the second half, of the
+    same shape, is timed. Both halves' predictions are kept."""
     members = predictor.members
-    n = max(prepared.decoded.size, 1)
-    if prepared.decoded.size:
-        # One image through every model first: the first call pays one-time set-up costs.
-        first = PreparedBatch(prepared.decoded[:1], {p: t[:1] for p, t in prepared.tensors.items()},
-                              [], 0.0)
-        predictor.predict(first, set(ranked), BlendAccumulator(accumulator.row_weight.size,
-                                                               accumulator.n_classes,
-                                                               accumulator.mode))
+    decoded = prepared.decoded.size
+    half = decoded // 2
     timings: dict[int, float] = {}
-    if prepared.decoded.size:
-        predictor.predict(prepared, set(ranked), accumulator, timings)
-    cost = {u: timings.get(u.member, 0.0) / n / len(members[u.member].tta) for u in ranked}
-    plan = choose_units(ranked, cost, prepared.seconds / n, images_left,
-                        deadline - time.monotonic())
+    predictor.predict(prepared.part(0, half), set(ranked), accumulator)
+    predictor.predict(prepared.part(half, decoded), set(ranked), accumulator, timings)
+    timed = max(decoded - half, 1)
+    cost = {u: timings.get(u.member, 0.0) / timed / len(members[u.member].tta) for u in ranked}
+    base_cost = prepared.seconds / max(decoded, 1)
+    plan = choose_units(ranked, cost, base_cost, images_left, deadline - time.monotonic())
     log(plan.describe())
-    return DeadlineGuard(plan, cost, prepared.seconds / n, deadline, hard_stop)
+    return DeadlineGuard(plan, cost, base_cost, deadline, hard_stop)
 
 
 def main(config: dict, key: bytes | None = None) -> int:

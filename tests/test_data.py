@@ -86,6 +86,18 @@ def test_wrong_id_column_and_no_input_root(tmp_path):
         find_input_root([str(tmp_path / "nope"), str(tmp_path / "nope2")])
 
 
+def test_a_large_jpeg_decodes_at_a_reduced_scale_but_never_below_what_is_asked(tmp_path):
+    path = tmp_path / "big.jpg"
+    Image.fromarray(np.full((600, 800, 3), 128, dtype=np.uint8)).save(path)
+    assert decode_image(path).shape == (600, 800, 3)
+    assert decode_image(path, at_least=140).shape == (150, 200, 3)  # 1/4 scale
+    assert decode_image(path, at_least=300).shape == (300, 400, 3)  # 1/2 scale
+    assert decode_image(path, at_least=1000).shape == (600, 800, 3)
+    png = tmp_path / "big.png"
+    Image.fromarray(np.full((600, 800, 3), 128, dtype=np.uint8)).save(png)
+    assert decode_image(png, at_least=140).shape == (600, 800, 3)  # only JPEG scales
+
+
 def test_corrupt_image_is_named(tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")

@@ -36,11 +36,11 @@ def test_each_image_is_decoded_once_for_all_models_and_groups(images, monkeypatc
     calls = []
     real = data.decode_image
     monkeypatch.setattr("inference_core.predict.decode_image",
-                        lambda path: calls.append(path) or real(path))
+                        lambda path, at_least: calls.append((path, at_least)) or real(path))
     members = [_member("a", 32), _member("b", 32), _member("c", 48)]
     predictor = EnsemblePredictor(members)
     prepared = predictor.prepare(images)
-    assert calls == images
+    assert calls == [(path, 48) for path in images]  # JPEGs decode at the largest input size
     assert prepared.decoded.tolist() == [0, 1, 3, 4, 5]
     assert len(prepared.errors) == 1 and "bad.png: cannot decode image" in prepared.errors[0]
     assert {p.input_size: len(t) for p, t in prepared.tensors.items()} == {32: 5, 48: 5}
