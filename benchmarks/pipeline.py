@@ -1,7 +1,7 @@
 """Pipeline efficiency and the peer-style baseline (figures 1 and 2 of `make bench`).
 
-An ensemble of 4 models x 2 TTA views (torchvision ResNet-18, random weights, 160 px) predicts
-real JPEG test images, three ways, each in a fresh process:
+An ensemble of 4 models x 2 TTA views (random weights; by default torchvision ResNet-18 at 160 px)
+predicts real JPEG test images, three ways, each in a fresh process:
 
 - `kernelpack`: `inference_core.run_kernel`, as in a kernel (decode once, loader threads, TTA in
   one pass, streaming blend);
@@ -31,13 +31,14 @@ from inference_core.checkpoint import load_checkpoint, model_from_checkpoint
 from inference_core.data import Preprocess, decode_image, to_tensor
 from inference_core.runner import run_kernel
 
-ARCH, INPUT_SIZE, TTA, BATCH = "torchvision.resnet18", 160, ["identity", "hflip"], 32
-PREPROCESS = Preprocess(INPUT_SIZE, "stretch", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+TTA, BATCH = ["identity", "hflip"], 32
 
 
-def _models(root: Path) -> list[torch.nn.Module]:
-    return [model_from_checkpoint(load_checkpoint(path))
-            for path in sorted((root / "input" / "models").glob("*.pt"))]
+def _models(root: Path) -> tuple[list[torch.nn.Module], Preprocess]:
+    checkpoints = [load_checkpoint(path)
+                   for path in sorted((root / "input" / "models").glob("*.pt"))]
+    preprocess = Preprocess.from_checkpoint_config(checkpoints[0]["config"], "benchmark")
+    return [model_from_checkpoint(c) for c in checkpoints], preprocess
 
 
 def _images(root: Path) -> list[Path]:
@@ -56,10 +57,11 @@ def run_kernelpack(root: Path) -> float:
 
 
 def run_forward(root: Path) -> float:
-    batch = torch.stack([to_tensor(decode_image(p), PREPROCESS) for p in _images(root)])
+    models, preprocess = _models(root)
+    batch = torch.stack([to_tensor(decode_image(p), preprocess) for p in _images(root)])
     total = 0.0
     with torch.inference_mode():
-        for model in _models(root):
+        for model in models:
             model(batch[:1])  # the same one-time warm-up the runtime does
             for start in range(0, len(batch), BATCH):
                 chunk = batch[start:start + BATCH]
@@ -72,14 +74,15 @@ def run_forward(root: Path) -> float:
 
 def run_baseline(root: Path) -> float:
     paths = _images(root)
+    models, preprocess = _models(root)
     began = time.perf_counter()
     predictions = []
     with torch.inference_mode():
-        for model in _models(root):
+        for model in models:
             for op in TTA:
                 rows = []
                 for start in range(0, len(paths), BATCH):
-                    batch = torch.stack([to_tensor(decode_image(p), PREPROCESS)
+                    batch = torch.stack([to_tensor(decode_image(p), preprocess)
                                          for p in paths[start:start + BATCH]])
                     if op == "hflip":
                         batch = batch.flip(-1)
@@ -93,15 +96,16 @@ def run_baseline(root: Path) -> float:
 VARIANTS = {"kernelpack": run_kernelpack, "forward": run_forward, "baseline": run_baseline}
 
 
-def prepare(root: Path, images: int, models: int) -> None:
+def prepare(root: Path, images: int, models: int, arch: str, input_size: int) -> None:
     write_test_images(root / "input" / "comp" / "test", images)
-    write_checkpoints(root / "input" / "models", ARCH, models, INPUT_SIZE)
+    write_checkpoints(root / "input" / "models", arch, models, input_size)
 
 
-def measure(images: int = 128, models: int = 4, repeats: int = 2) -> dict:
+def measure(images: int = 128, models: int = 4, repeats: int = 2,
+            arch: str = "torchvision.resnet18", input_size: int = 160) -> dict:
     """Each variant `repeats` times, interleaved (a shared VM drifts), keeping the fastest."""
     with tempfile.TemporaryDirectory() as tmp:
-        prepare(Path(tmp), images, models)
+        prepare(Path(tmp), images, models, arch, input_size)
         results: dict[str, dict] = {}
         for _ in range(repeats):
             for variant in VARIANTS:
@@ -112,7 +116,7 @@ def measure(images: int = 128, models: int = 4, repeats: int = 2) -> dict:
                 if variant not in results or run["seconds"] < results[variant]["seconds"]:
                     results[variant] = run
     return {
-        "images": images, "models": models, "tta": TTA, "arch": ARCH, "input_size": INPUT_SIZE,
+        "images": images, "models": models, "tta": TTA, "arch": arch, "input_size": input_size,
         "repeats": repeats,
         "seconds": {v: round(r["seconds"], 2) for v, r in results.items()},
         "rss_growth_mb": {v: r["rss_growth_mb"] for v, r in results.items()},
