@@ -80,6 +80,10 @@ def _integer(minimum: int) -> Callable[[Any, str], int]:
     return check
 
 
+def _auto_or(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    return lambda value, where: value if value == "auto" else check(value, where)
+
+
 def _optional(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
     return lambda value, where: None if value is None else check(value, where)
 
@@ -201,8 +205,10 @@ CONFIG = Section({
     "batch_size": Field(_integer(1), default=32),
     # fp16 autocast and channels-last on GPU under "auto"; the CPU always runs fp32.
     "precision": Field(_choice("auto", "fp32", "fp16"), default="auto"),
-    # Threads that decode and prepare the next batches while the models run (0: none).
-    "loader_threads": Field(_integer(0), default=2),
+    # Threads that decode and prepare the next batches while the models run (0: none). "auto":
+    # 2 beside a GPU; none on a CPU, where the models already keep every core busy and a loader
+    # thread only competes with them (measured: benchmarks/pipeline.py).
+    "loader_threads": Field(_auto_or(_integer(0)), default="auto"),
     "budget": Field(_section(BUDGET), default=None),
     "input_roots": Field(_list_of(_string), default=DEFAULT_INPUT_ROOTS),
     # Host-side settings (kernel metadata); the kernel ignores them.

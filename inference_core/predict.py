@@ -90,6 +90,12 @@ class EnsemblePredictor:
             if device.type == "cuda":
                 member.model.to(memory_format=torch.channels_last)
 
+    def loader_threads(self, setting: int | str) -> int:
+        """The configured number, or for "auto": 2 beside a GPU, 0 on a CPU."""
+        if setting != "auto":
+            return int(setting)
+        return 2 if self.devices[0].type == "cuda" else 0
+
     def describe(self) -> str:
         names = sorted({str(d) for d in self.placement})
         return (f"devices {', '.join(names)}, "

@@ -196,7 +196,7 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
                delay=interval, disable=not progress)
     batches = prefetch(batch_bounds(total, config["batch_size"], PROBE_IMAGES),
                        lambda bounds: predictor.prepare(test_set.paths[bounds[0]:bounds[1]]),
-                       config["loader_threads"])
+                       predictor.loader_threads(config["loader_threads"]))
     log(f"first batch starts; {load_seconds:.1f} s of the start-up went to loading weights")
     predicting = time.monotonic()
     with torch.inference_mode(), SubmissionWriter(target, config["submission"], classes) as out:

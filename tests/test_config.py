@@ -38,6 +38,7 @@ def test_defaults_are_filled_in():
     assert config["submission"]["id_column"] == "id"
     assert config["input_roots"] == ["/kaggle/input", "../input"]
     assert config["budget"] == {"seconds": 9 * 3600.0, "margin": 0.1}
+    assert config["loader_threads"] == "auto" and config["precision"] == "auto"
     assert config["models"][0]["required"] is False and config["models"][0]["fold"] is None
 
 
@@ -59,6 +60,8 @@ def test_defaults_are_filled_in():
     (("models",), [], "models: must not be empty"),
     (("models", 1, "name"), "cnn_f0", "models[1].name: duplicate model name 'cnn_f0'"),
     (("budget",), {"seconds": 0}, "budget.seconds: must be > 0, got 0"),
+    (("loader_threads",), -1, "loader_threads: must be >= 0, got -1"),
+    (("precision",), "bf16", "precision: must be one of auto, fp32, fp16, got 'bf16'"),
     (("budget",), {"margin": 1}, "budget.margin: must be at least 0 and below 1, got 1"),
     (("models", 0, "fold"), -1, "models[0].fold: must be >= 0, got -1"),
     (("models", 0, "sha256"), "abc", "models[0].sha256: must be 64 lower-case hex digits"),
