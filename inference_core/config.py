@@ -127,12 +127,6 @@ def _fraction(value: Any, where: str) -> float:
     return number
 
 
-def _mapping(value: Any, where: str) -> dict:
-    if not isinstance(value, dict):
-        raise _fail(where, f"must be a mapping, got {value!r}")
-    return value
-
-
 def _section(section: Section) -> Callable[[Any, str], dict]:
     return lambda value, where: _validate_section(value, section, where)
 
@@ -194,6 +188,32 @@ BUDGET = Section({
     "margin": Field(_fraction, default=0.1),
 })
 
+KERNEL_ID = re.compile(r"^[A-Za-z0-9_-]+/[a-z0-9-]+$")
+
+
+def _kernel_id(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not KERNEL_ID.match(value):
+        raise _fail(where, f"must look like 'username/kernel-slug' (lower-case slug), "
+                           f"got {value!r}")
+    return value
+
+
+# Host-side settings: the kernel-metadata.json keys (see ../shared/research/kaggle-api.md) and
+# their defaults, a private, offline kernel, the only kind a code competition accepts. They are
+# left out of the config embedded in kernel.py.
+KERNEL = Section({
+    "id": Field(_optional(_kernel_id), default=None),
+    "title": Field(_optional(_string), default=None),
+    "is_private": Field(_boolean, default=True),
+    "enable_gpu": Field(_boolean, default=False),
+    "enable_internet": Field(_boolean, default=False),
+    "machine_shape": Field(_optional(_string), default=None),
+    "dataset_sources": Field(_list_of(_string, non_empty=False), default=[]),
+    "competition_sources": Field(_list_of(_string, non_empty=False), default=[]),
+    "kernel_sources": Field(_list_of(_string, non_empty=False), default=[]),
+    "model_sources": Field(_list_of(_string, non_empty=False), default=[]),
+})
+
 CONFIG = Section({
     "models": Field(_list_of(_section(MODEL)), required=True,
                     hint="a list of models, each with a name and a path"),
@@ -209,10 +229,9 @@ CONFIG = Section({
     # 2 beside a GPU; none on a CPU, where the models already keep every core busy and a loader
     # thread only competes with them (measured: benchmarks/pipeline.py).
     "loader_threads": Field(_auto_or(_integer(0)), default="auto"),
-    "budget": Field(_section(BUDGET), default=None),
+    "budget": Field(_section(BUDGET), default=BUDGET),
     "input_roots": Field(_list_of(_string), default=DEFAULT_INPUT_ROOTS),
-    # Host-side settings (kernel metadata); the kernel ignores them.
-    "kernel": Field(_optional(_mapping), default=None),
+    "kernel": Field(_section(KERNEL), default=KERNEL),
 })
 
 
@@ -231,7 +250,9 @@ def _validate_section(value: Any, section: Section, where: str) -> dict:
         if key not in value:
             if spec.required:
                 raise _fail(f"{prefix}{key}", f"missing; add {spec.hint}")
-            result[key] = spec.default
+            # A missing section gets its fields' defaults.
+            result[key] = (_validate_section({}, spec.default, f"{prefix}{key}")
+                           if isinstance(spec.default, Section) else spec.default)
             continue
         result[key] = spec.check(value[key], f"{prefix}{key}")
     return result
@@ -240,8 +261,6 @@ def _validate_section(value: Any, section: Section, where: str) -> dict:
 def validate_config(raw: Any) -> dict:
     """Return the config with defaults filled in; raise ConfigError naming the first bad field."""
     config = _validate_section(raw, CONFIG, "")
-    if config["budget"] is None:
-        config["budget"] = _validate_section({}, BUDGET, "budget")
     names = [model["name"] for model in config["models"]]
     for i, name in enumerate(names):
         if name in names[:i]:
