@@ -71,9 +71,9 @@ def save_checkpoint(path: str | os.PathLike, arch: str, num_classes: int, config
 
 
 def load_checkpoint(source: str | os.PathLike | bytes, name: str | None = None,
-                    key: bytes | None = None) -> dict:
+                    key: bytes | None = None, mmap: bool = False) -> dict:
     """Read a checkpoint from a path (plain or .kpenc, decrypted in memory with `key`) or from
-    bytes already in memory."""
+    bytes already in memory. `mmap` maps a plain file's tensors instead of reading them."""
     label = name or (str(source) if not isinstance(source, bytes) else "<checkpoint bytes>")
     if not isinstance(source, bytes) and not Path(source).is_file():
         raise CheckpointError(f"{label}: checkpoint file not found; check the model path")
@@ -85,7 +85,9 @@ def load_checkpoint(source: str | os.PathLike | bytes, name: str | None = None,
             # mmap maps the tensors straight from the in-memory file: no second copy.
             mapped = mappable_path(plain)
             return _load(mapped or plain, label, mmap=mapped is not None)
-    return _load(io.BytesIO(source) if isinstance(source, bytes) else source, label, mmap=False)
+    if isinstance(source, bytes):
+        return _load(io.BytesIO(source), label, mmap=False)
+    return _load(source, label, mmap=mmap)
 
 
 def _load(source, label: str, mmap: bool) -> dict:

@@ -44,7 +44,7 @@ def keygen(path: str | os.PathLike) -> Path:
 def manifest_for(checkpoint_path: Path, name: str | None, fold: int | None) -> dict:
     """The public manifest, from the checkpoint itself (loaded with weights_only=True, so a
     checkpoint that needs pickled code is refused here)."""
-    checkpoint = load_checkpoint(checkpoint_path)
+    checkpoint = load_checkpoint(checkpoint_path, mmap=True)  # only the config is read
     config = checkpoint["config"]
     sha256 = hashlib.sha256()
     with open(checkpoint_path, "rb") as handle:
