@@ -15,10 +15,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
+from .checkpoint import load_checkpoint
 from .errors import KernelError
-from .kpenc import KpencError, inspect, is_kpenc
+from .kpenc import inspect, is_kpenc
 
 MODEL_SUFFIXES = (".kpenc", ".pt", ".pth")
 
@@ -93,10 +92,7 @@ def _identify(path: Path, relative: str) -> FoundModel:
         manifest = inspect(path).manifest
         return FoundModel(path, relative, True, str(manifest.get("name") or path.stem),
                           manifest.get("fold"), manifest.get("sha256"))
-    checkpoint = torch.load(path, mmap=True, weights_only=True, map_location="cpu")
-    config = checkpoint.get("config") if isinstance(checkpoint, dict) else None
-    if not isinstance(config, dict) or "state_dict" not in checkpoint:
-        raise ValueError("not a kernelpack checkpoint")
+    config = load_checkpoint(path, relative, mmap=True)["config"]
     return FoundModel(path, relative, False, str(config.get("name") or path.stem),
                       config.get("fold"))
 
@@ -113,9 +109,8 @@ def scan_input_roots(roots: list[str]) -> tuple[list[FoundModel], list[tuple[str
             relative = path.relative_to(root).as_posix()
             try:
                 found.append(_identify(path, relative))
-            except (KpencError, OSError, RuntimeError, ValueError, EOFError) as exc:
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                unreadable.append((relative, reason))
+            except (KernelError, OSError) as exc:
+                unreadable.append((relative, str(exc).removeprefix(f"{relative}: ")))
     return found, unreadable
 
 

@@ -43,6 +43,8 @@ def kaggle_input(tmp_path):
                 seed=2)
     (root / "junk").mkdir()
     (root / "junk" / "broken.pt").write_bytes(b"not a checkpoint")
+    torch.save({"model": create_model("small_cnn", num_classes=3, width=4)},
+               root / "junk" / "pickled.pt")  # a whole pickled model: refused, not run
     (root / "junk" / "loop").symlink_to(root)  # a symlink loop must not hang the scan
     return root
 
@@ -55,7 +57,8 @@ def test_finds_models_by_identity_in_every_layout(kaggle_input, tmp_path):
         "models/me/digits/pytorch/default/3/model.pt": ("cnn", 1, False),
         "my-models/v2/deep/weights.kpenc": ("cnn", 0, True),
     }
-    assert [path for path, _ in unreadable] == ["junk/broken.pt"]
+    assert [path for path, _ in unreadable] == ["junk/broken.pt", "junk/pickled.pt"]
+    assert "weights_only=True" in dict(unreadable)["junk/pickled.pt"]
 
     discovery = match_models(_models({"name": "cnn", "fold": 0}, {"name": "baseline", "fold": 5}),
                              found, unreadable)
