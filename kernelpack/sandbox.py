@@ -176,9 +176,9 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
     root = (Path(root) if root else kernel.parent / "sandbox").resolve()
     swaps = None
     if test_dir is not None:
-        root.mkdir(parents=True, exist_ok=True)
+        # Beside the sandbox, which prepare_root wipes and rebuilds.
         swap_file_dir = root.parent / f".{root.name}-swaps"
-        swap_file_dir.mkdir(exist_ok=True)
+        swap_file_dir.mkdir(parents=True, exist_ok=True)
         swaps = hidden_test_swaps(kernel.parent, Path(test_dir), swap_file_dir)
     script = prepare_root(root, input_dir, kernel, swaps)
 
