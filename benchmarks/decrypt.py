@@ -24,31 +24,12 @@ from pathlib import Path
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from benchmarks.common import peak_rss, reset_peak_rss
+from inference_core.checkpoint import load_checkpoint
 from inference_core.kpenc import decrypt_to_memory
 from kernelpack.encrypt import encrypt_checkpoint, encrypt_file
 
 KEY = bytes(range(32))
-
-# Linux: writing 5 to clear_refs resets the peak RSS (VmHWM), so the peak of the import is left out.
-_MEMORY_PROBE = r"""
-import sys, torch
-def status(field):
-    with open("/proc/self/status") as f:
-        return next(int(l.split()[1]) * 1024 for l in f if l.startswith(field + ":"))
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")
-base = status("VmRSS")
-sys.path.insert(0, sys.argv[3])
-if sys.argv[1] == "plain":
-    state = torch.load(sys.argv[2], weights_only=True)
-else:
-    from inference_core.checkpoint import load_checkpoint
-    state = load_checkpoint(sys.argv[2], key=bytes(range(32)))
-total = sum(t.sum().item() for t in state["state_dict"].values())  # touch every page
-peak = status("VmHWM")
-print(peak - base, peak)
-"""
-
 
 def best_of(runs: int, work) -> float:
     times = []
@@ -87,6 +68,19 @@ def throughput(mib: int, workdir: Path) -> dict:
             for name, s in seconds.items()}
 
 
+def load_once(kind: str, path: str) -> tuple[int, int]:
+    """Peak RSS growth and peak RSS, in bytes, of one load in this (fresh) process."""
+    import torch
+
+    base = reset_peak_rss()
+    if kind == "plain_torch_load":
+        state = torch.load(path, weights_only=True)
+    else:
+        state = load_checkpoint(path, key=KEY)
+    sum(t.sum().item() for t in state["state_dict"].values())  # touch every page
+    return peak_rss() - base, peak_rss()
+
+
 def memory(mib: int, workdir: Path) -> dict:
     import torch
 
@@ -100,11 +94,11 @@ def memory(mib: int, workdir: Path) -> dict:
     del model
     sealed = workdir / "big.kpenc"
     encrypt_checkpoint(plain, KEY, sealed)
-    project = str(Path(__file__).resolve().parent.parent)
     result = {}
     for kind, path in (("plain_torch_load", plain), ("kpenc_decrypt_and_load", sealed)):
-        out = subprocess.run([sys.executable, "-c", _MEMORY_PROBE, kind, str(path), project],
-                             capture_output=True, text=True, check=True).stdout.split()
+        out = subprocess.run([sys.executable, "-m", "benchmarks.decrypt", "--load", kind,
+                              str(path)], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parent.parent).stdout.split()
         result[kind] = {"rss_growth_mb": round(int(out[0]) / 1e6), "peak_rss_mb":
                         round(int(out[1]) / 1e6)}
     result["ratio"] = round(result["kpenc_decrypt_and_load"]["rss_growth_mb"]
@@ -126,7 +120,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--load", nargs=2, metavar=("KIND", "PATH"),
+                        help="(internal) measure one load in this process")
     args = parser.parse_args()
+    if args.load:
+        print(*load_once(*args.load))
+        return
     figures = measure(args.mib)
     print(f"decrypt {args.mib} MiB (best of 3)")
     for name, row in figures["throughput"].items():
