@@ -50,8 +50,6 @@ NONCE_PREFIX_SIZE = 7
 DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
 MAX_HEADER_SIZE = 1024 * 1024
 _PREAMBLE = struct.Struct("<8sHI")
-MANIFEST_FIELDS = ("name", "fold", "arch", "num_classes", "input_size", "resize", "mean", "std",
-                   "sha256")
 
 
 class KpencError(KernelError):
