@@ -128,7 +128,8 @@ class EnsemblePredictor:
         """Add every active unit's probabilities for the decoded rows of `prepared`.
 
         With `timings`, each member's time is measured (devices synchronised after each)."""
-        ops_of = {m: [op for op in member.tta if Unit(m, op, f"{member.name}:{op}") in active]
+        active_ops = {(unit.member, unit.op) for unit in active}
+        ops_of = {m: [op for op in member.tta if (m, op) in active_ops]
                   for m, member in enumerate(self.members)}
         pending: list[tuple[int, np.ndarray, list[torch.Tensor]]] = []
         for preprocess, indices in self.groups.items():
