@@ -1,6 +1,6 @@
 # The README's two commands: `make demo` (the end-to-end job) and `make test` (the suite).
 # Both bootstrap .venv on a fresh machine: torch and torchvision first (their pinned wheels lie on
-# local disk, see ../shared/research/dependencies.md), then this project in editable mode.
+# local disk), then this project in editable mode.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

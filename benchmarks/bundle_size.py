@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from kernelpack.build import ENTRY_NAME, build_kernel
-from kernelpack.bundle import Entry, bundle, encode_payload
-from kernelpack.locate import files_of, find_installed
+from kernelpack.bundler.bundle import Entry, bundle, encode_payload
+from kernelpack.bundler.locate import files_of, find_installed
 
 CONFIG = """\
 models:

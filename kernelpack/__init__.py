@@ -4,6 +4,7 @@ from pathlib import Path
 
 __version__ = "0.1.0"
 
-# The repository root: templates/ and inference_core/ live beside this package.
+# The repository root in a source checkout (inference_core/ lives beside this package).
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES_DIR = PROJECT_ROOT / "templates"
+# Kernel templates travel inside the package (the top-level templates/ is a link to them).
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"

@@ -11,7 +11,7 @@ from pathlib import Path
 import inference_core
 
 from . import TEMPLATES_DIR
-from .bundle import Entry, bundle
+from .bundler.bundle import Entry, bundle
 from .config import load_config
 from .errors import BuildError
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from inference_core.runner import BUDGET_ENV
+from inference_core.config import BUDGET_ENV
 
 from . import PROJECT_ROOT
 from .build import CONFIG_FILE

@@ -20,7 +20,7 @@ if __name__ == "__main__":  # run as a script: make kernelpack and the helpers i
 
 from bundle_helpers import empty_dirs, python312, run_offline, write_tree
 
-from kernelpack.bundle import write_bundle
+from kernelpack.bundler.bundle import write_bundle
 from kernelpack.errors import BundleError
 
 ICON = bytes(range(256))  # not UTF-8: binary package data must survive byte for byte

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from kernelpack.cli import main
-from kernelpack.kaggle_service import KaggleService
+from kernelpack.kaggle.service import KaggleService
 
 USER = "tester"
 KAGGLE = Path(sys.executable).with_name("kaggle")

@@ -14,11 +14,11 @@ from inference_core.blend import BlendAccumulator
 from inference_core.config import validate_config
 from inference_core.submission import SubmissionWriter
 from kernelpack import cli
-from kernelpack.blend_search import blend_probs, search_blend
 from kernelpack.config import load_config
 from kernelpack.errors import SearchError
-from kernelpack.metrics import METRICS
-from kernelpack.oof import OofSet
+from kernelpack.search.blend import blend_probs, search_blend
+from kernelpack.search.metrics import METRICS
+from kernelpack.search.oof import OofSet
 
 CLASSES = ["a", "b", "c", "d"]
 

@@ -6,9 +6,9 @@ import pytest
 from bundle_helpers import empty_dirs, python312, run_offline, write_tree
 
 from kernelpack.build import KEY_MARKER
-from kernelpack.bundle import Entry, bundle, read_entry, write_bundle
+from kernelpack.bundler.bundle import Entry, bundle, read_entry, write_bundle
+from kernelpack.bundler.locate import MAX_FILE_BYTES, files_of, find_installed
 from kernelpack.errors import BundleError
-from kernelpack.locate import MAX_FILE_BYTES, files_of, find_installed
 
 INTERPRETERS = [sys.executable] + ([python312()] if python312() else [])
 

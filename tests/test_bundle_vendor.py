@@ -13,7 +13,7 @@ from PIL import Image
 from inference_core.checkpoint import save_checkpoint
 from inference_core.registry import create_model
 from kernelpack.build import ENTRY_NAME, build_kernel
-from kernelpack.bundle import Entry, bundle
+from kernelpack.bundler.bundle import Entry, bundle
 from kernelpack.errors import BundleError
 
 # What a kernel of the runtime imports; build_kernel bundles it the same way.

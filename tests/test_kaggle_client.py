@@ -16,8 +16,8 @@ from kaggle_helpers import (
 
 from kernelpack.build import KEY_MARKER
 from kernelpack.errors import KaggleAuthError
-from kernelpack.kaggle_client import MANIFEST_FILE, KaggleSession
-from kernelpack.kaggle_service import add_competition
+from kernelpack.kaggle.client import MANIFEST_FILE, KaggleSession
+from kernelpack.kaggle.service import add_competition
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from kaggle_helpers import USER, kaggle_world
 
 from conftest import ENSEMBLE_YML
 from kernelpack.build import build_kernel
-from kernelpack.kaggle_service import add_competition
+from kernelpack.kaggle.service import add_competition
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from kaggle_helpers import (
     write_files,
 )
 
-from kernelpack.kaggle_client import KaggleSession
-from kernelpack.kaggle_service import KaggleService, add_competition
+from kernelpack.kaggle.client import KaggleSession
+from kernelpack.kaggle.service import KaggleService, add_competition
 
 
 @pytest.fixture

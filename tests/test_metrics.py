@@ -7,7 +7,7 @@ from sklearn.metrics import accuracy_score, f1_score, fbeta_score, log_loss
 
 from inference_core.submission import multiclass_labels, multilabel_labels
 from kernelpack.errors import SearchError
-from kernelpack.metrics import METRICS, f2, get_metric, label_mask, logloss, macro_f1
+from kernelpack.search.metrics import METRICS, f2, get_metric, label_mask, logloss, macro_f1
 
 
 def _kernel_mask(probs, threshold, min_labels, max_labels):

@@ -14,8 +14,8 @@ from inference_core.submission import SubmissionWriter
 from kernelpack import cli
 from kernelpack.config import load_config
 from kernelpack.errors import SearchError
-from kernelpack.metrics import METRICS
-from kernelpack.threshold_search import search_thresholds
+from kernelpack.search.metrics import METRICS
+from kernelpack.search.thresholds import search_thresholds
 
 CUTS = np.array([0.2, 0.5, 0.8, 0.5])
 DEFAULT = {"format": "multilabel", "threshold": 0.5, "min_labels": 1, "max_labels": None}

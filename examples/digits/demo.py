@@ -34,12 +34,12 @@ from examples.digits.train import (
 )
 from inference_core.runner import run_kernel
 from kernelpack import cli
-from kernelpack.blend_search import blend_probs
 from kernelpack.config import load_config
-from kernelpack.fitted_config import oof_weights
-from kernelpack.metrics import accuracy, f2, label_mask
-from kernelpack.oof import truth_mask
 from kernelpack.sandbox import run_local
+from kernelpack.search.blend import blend_probs
+from kernelpack.search.fitted_config import oof_weights
+from kernelpack.search.metrics import accuracy, f2, label_mask
+from kernelpack.search.oof import truth_mask
 
 COMPETITION = "digits"
 ATTRIBUTES_COMPETITION = "digits-attributes"

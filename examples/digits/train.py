@@ -26,7 +26,7 @@ from torch import nn
 
 from inference_core.checkpoint import save_checkpoint
 from inference_core.registry import create_model
-from kernelpack.metrics import f2, label_mask
+from kernelpack.search.metrics import f2, label_mask
 
 NUM_CLASSES = 10
 INPUT_SIZE = 32

@@ -26,8 +26,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .build import embeds_key
-from .errors import KaggleAuthError, KaggleError, KaggleNotFoundError, KaggleUploadError
+from ..build import embeds_key
+from ..errors import KaggleAuthError, KaggleError, KaggleNotFoundError, KaggleUploadError
 
 URL_ENV = "KERNELPACK_KAGGLE_URL"
 DATASET_METADATA = "dataset-metadata.json"

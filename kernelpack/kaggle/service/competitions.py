@@ -14,9 +14,9 @@ import shutil
 import time
 from pathlib import Path
 
-from ..errors import KaggleServiceError
+from ...errors import KaggleServiceError
 from .kernels import Kernels
-from .runner import Runner, run_kernel
+from .run_queue import Runner, run_in_sandbox
 from .scoring import score
 from .sources import COMPLETE, Sources, competition_dir
 from .store import Store
@@ -112,7 +112,7 @@ class Competitions:
         folder = self.store.path("submissions", str(ref))
         kernel = self.kernels.folder(submission["kernel"], version["number"]) / "kernel.py"
         self.sources.mount_for_rerun(version, folder / "input")
-        failure = run_kernel(kernel, folder / "input", folder / "run",
+        failure = run_in_sandbox(kernel, folder / "input", folder / "run",
                              version.get("sessionTimeoutSeconds"))
         update: dict = {"status": "ERROR"}
         output = folder / "run" / "working" / submission["fileName"]

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from .bundle import write_bundle
+from ..bundler.bundle import write_bundle
 
 
 def _bundle(args: argparse.Namespace) -> int:

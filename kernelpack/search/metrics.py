@@ -22,7 +22,7 @@ import numpy as np
 
 from inference_core.submission import multilabel_mask, rank_order
 
-from .errors import SearchError
+from ..errors import SearchError
 
 # Kaggle clips probabilities to [1e-15, 1 - 1e-15] before its log loss.
 LOGLOSS_EPS = 1e-15

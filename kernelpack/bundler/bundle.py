@@ -19,10 +19,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import TEMPLATES_DIR
-from .errors import BundleError
+from .. import TEMPLATES_DIR
+from ..errors import BundleError
+from .image_packages import image_ships
 from .imports import ImportRef, scan_imports
-from .kaggle_image import image_ships
 from .locate import Location, files_of, find_in_folders, find_installed
 
 PAYLOAD_LINE = 96

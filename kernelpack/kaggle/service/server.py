@@ -25,7 +25,7 @@ from .competitions import Competitions
 from .datasets import Datasets
 from .faults import DROP, RETRY_AFTER_SECONDS, Fault, FaultPlan
 from .kernels import Kernels
-from .runner import Runner
+from .run_queue import Runner
 from .sources import Sources
 from .store import Store
 from .wire import ApiError

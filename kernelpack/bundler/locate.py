@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BundleError
+from ..errors import BundleError
 
 # A compiled module is tied to one Python version and platform: it cannot travel as source.
 EXTENSION_SUFFIXES = (".so", ".pyd")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from ..errors import KaggleServiceError
+from ...errors import KaggleServiceError
 
 DROP = "drop"
 # Seconds the client is told to wait after a 429; the client honours it.

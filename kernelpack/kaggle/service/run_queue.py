@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import SandboxError
-from ..sandbox import run_local
+from ...errors import SandboxError
+from ...sandbox import run_local
 
 # Kaggle's limit for a batch session; a pushed `sessionTimeoutSeconds` overrides it.
 DEFAULT_BUDGET_SECONDS = 9 * 3600
@@ -45,7 +45,7 @@ class Runner:
                 self._jobs.task_done()
 
 
-def run_kernel(kernel: Path, input_dir: Path, root: Path, budget: float | None) -> str | None:
+def run_in_sandbox(kernel: Path, input_dir: Path, root: Path, budget: float | None) -> str | None:
     """Run offline under `root` (log in `kernel.log`, outputs in `working/`); returns why the
     run failed, or None."""
     budget = budget or DEFAULT_BUDGET_SECONDS

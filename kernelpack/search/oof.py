@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import SearchError
+from ..errors import SearchError
 
 
 @dataclass

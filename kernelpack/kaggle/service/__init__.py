@@ -1,6 +1,6 @@
 """A local Kaggle service that the real `kaggle` client talks to, for rehearsals and tests.
 
-It speaks the client's wire protocol (see ../shared/research/kaggle-api.md) for what kernelpack
+It speaks the client's wire protocol for what kernelpack
 uses: resumable blob uploads, dataset create/version/status/files, kernel push/status/output,
 code submissions re-run on a hidden test set and scored, and the submissions list. State lives on
 disk under one root folder; faults (429 with Retry-After, 503 mid-upload, dropped connections) and

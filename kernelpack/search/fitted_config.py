@@ -18,8 +18,8 @@ import yaml
 from inference_core.config import validate_config
 from inference_core.errors import ConfigError
 
-from .config import load_config
-from .errors import SearchError
+from ..config import load_config
+from ..errors import SearchError
 
 
 def entries_of(models: list[dict], names: Sequence[str], source: str) -> dict[str, list[int]]:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import KaggleServiceError
-from .kaggle_client import URL_ENV, KaggleSession
-from .kaggle_service import KaggleService, add_competition, parse_fault
+from ..errors import KaggleServiceError
+from ..kaggle.client import URL_ENV, KaggleSession
+from ..kaggle.service import KaggleService, add_competition, parse_fault
 
 
 def _session(args: argparse.Namespace) -> KaggleSession:

@@ -1,6 +1,6 @@
 """Multilabel decision rule fitted on the blended OOF probabilities: thresholds and label counts.
 
-Scored with the kernel's own rule (`kernelpack.metrics.label_mask`), in three steps:
+Scored with the kernel's own rule (`kernelpack.search.metrics.label_mask`), in three steps:
 
 1. one global threshold on a 0.01 grid, jointly with `min_labels` (0..3) and `max_labels`;
 2. per-class thresholds by coordinate ascent from the global one, only for classes with at least
@@ -18,7 +18,7 @@ import numpy as np
 
 from inference_core.submission import multilabel_mask, rank_order
 
-from .errors import SearchError
+from ..errors import SearchError
 from .metrics import Metric
 
 GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
@@ -79,7 +79,7 @@ def fit_per_class(probs: np.ndarray, truth: np.ndarray, metric: Metric, start: R
 
 
 @dataclass
-class FoldCheck:
+class ThresholdFoldCheck:
     fold: int
     baseline: float  # the config's rule as it was
     global_: float
@@ -96,7 +96,7 @@ class ThresholdSearch:
     per_class_rule: Rule
     per_class_score: float
     eligible: np.ndarray
-    folds: list[FoldCheck]
+    folds: list[ThresholdFoldCheck]
 
     def held_out(self, attribute: str) -> float:
         return float(np.mean([getattr(f, attribute) for f in self.folds]))
@@ -136,7 +136,7 @@ def search_thresholds(probs: np.ndarray, truth: np.ndarray, folds: np.ndarray, m
     for fold in np.unique(folds):
         held = folds == fold
         fold_global, fold_per_class, _ = fit(~held)
-        checks.append(FoldCheck(
+        checks.append(ThresholdFoldCheck(
             int(fold),
             *(_score(rule, probs[held], truth[held], metric)
               for rule in (baseline, fold_global, fold_per_class))))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .runner import Runner, log_as_json, run_kernel
+from .run_queue import Runner, log_as_json, run_in_sandbox
 from .sources import COMPLETE, INVALID_FIELDS, Sources
 from .store import Store
 from .wire import ApiError, check_name, timestamp
@@ -96,7 +96,7 @@ class Kernels:
         folder = self.folder(f"{owner}/{slug}", number)
         mounts = self.sources.mount(version, user, folder / "input")
         self._set(owner, slug, number, status="RUNNING", mounts=mounts)
-        failure = run_kernel(folder / "kernel.py", folder / "input", folder / "run",
+        failure = run_in_sandbox(folder / "kernel.py", folder / "input", folder / "run",
                              version.get("sessionTimeoutSeconds"))
         if failure:
             self._set(owner, slug, number, status="ERROR", failureMessage=failure)

@@ -2,8 +2,8 @@
 
 The objective is the kernel's own computation: `inference_core.blend.BlendAccumulator` blends the
 OOF probabilities (weighted mean, or weighted geometric mean in log space, after each model's
-threshold shift) and `kernelpack.metrics` scores the labels the kernel would write. Weights are
-`|x| / sum |x|`, so Nelder-Mead searches freely while every candidate stays on the simplex and a
+threshold shift) and `kernelpack.search.metrics` scores the labels the kernel would write. Weights
+are `|x| / sum |x|`, so Nelder-Mead searches freely while every candidate stays on the simplex and a
 model can get exactly 0 (the iMet 2019 winners passed bounds to Nelder-Mead, which ignores them).
 The metrics are piecewise constant in the weights, so the search restarts from random points of
 the simplex; each single model and equal weights are candidates too, so the fit never scores
@@ -21,7 +21,7 @@ from scipy.optimize import minimize
 
 from inference_core.blend import BlendAccumulator
 
-from .errors import SearchError
+from ..errors import SearchError
 from .metrics import Metric
 from .oof import OofSet
 
@@ -99,7 +99,7 @@ def fit_weights(problem: Problem, restarts: int, seed: int) -> tuple[np.ndarray,
 
 
 @dataclass
-class FoldCheck:
+class BlendFoldCheck:
     """Weights fitted without one fold, and scores on that held-out fold."""
 
     fold: int
@@ -118,7 +118,7 @@ class BlendSearch:
     score: float
     equal_score: float
     single_scores: list[float]
-    folds: list[FoldCheck]
+    folds: list[BlendFoldCheck]
 
     @property
     def weight_spread(self) -> np.ndarray:
@@ -148,7 +148,7 @@ def search_blend(oof: OofSet, metric: Metric, mode: str, submission: dict,
         for i in range(1, n):
             if metric.better(train_singles[i], train_singles[best]):
                 best = i
-        checks.append(FoldCheck(int(fold), fold_weights, held.score(fold_weights),
+        checks.append(BlendFoldCheck(int(fold), fold_weights, held.score(fold_weights),
                                 held.score(np.full(n, 1.0 / n)), held.score(np.eye(n)[best])))
     return BlendSearch(oof.names, metric.name, mode, weights, score,
                        problem.score(np.full(n, 1.0 / n)), singles, checks)

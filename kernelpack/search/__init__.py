@@ -1,0 +1,1 @@
+"""Out-of-fold searches: blend weights and multi-label thresholds, fitted into the config."""
