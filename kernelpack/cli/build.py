@@ -1,0 +1,68 @@
+"""`kernelpack build` and `kernelpack run-local`: make a kernel, and run it as Kaggle would."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..sandbox import NETWORK_MODES
+
+
+def _build(args: argparse.Namespace) -> int:
+    from inference_core.kpenc import load_key
+
+    from ..build import build_kernel
+
+    key = load_key(args.key) if args.key else None
+    result = build_kernel(args.config, args.output, key=key)
+    print(f"wrote {result.kernel} ({result.size_bytes / 1024:.1f} KiB, built in "
+          f"{result.seconds:.2f} s) and {result.metadata}")
+    return 0
+
+
+def _run_local(args: argparse.Namespace) -> int:
+    from ..sandbox import run_local
+
+    result = run_local(args.kernel, args.input, root=args.root, budget=args.budget,
+                       network=args.network, test_dir=args.test_dir,
+                       on_line=lambda line: print(f"  | {line}", flush=True))
+    where = f"sandbox {result.root} (network cut: {result.network_cut}), log {result.log}"
+    if result.timed_out:
+        print(f"kernelpack: kernel killed at the {args.budget:g} s budget; {where}",
+              file=sys.stderr)
+        return 1
+    if result.returncode != 0:
+        print(f"kernelpack: kernel exited with code {result.returncode}; {where}",
+              file=sys.stderr)
+        return 1
+    if result.submission is None:
+        print(f"kernelpack: kernel finished but wrote no submission.csv; {where}",
+              file=sys.stderr)
+        return 1
+    print(f"submission written: {result.submission} ({result.seconds:.1f} s; {where})")
+    return 0
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    build = commands.add_parser("build", help="bundle the runtime and a config into kernel.py")
+    build.add_argument("config", help="ensemble YAML")
+    build.add_argument("-o", "--output", required=True, help="output folder")
+    build.add_argument("--key", default=None,
+                       help="key file: embed it so the kernel decrypts .kpenc models "
+                            "(refused unless kernel.is_private is true)")
+    build.set_defaults(handler=_build)
+
+    run = commands.add_parser("run-local", help="run a built kernel offline, as Kaggle would")
+    run.add_argument("kernel", help="folder written by `kernelpack build` (or its kernel.py)")
+    run.add_argument("--input", required=True, help="folder laid out like /kaggle/input")
+    run.add_argument("--budget", type=float, default=None,
+                     help="wall-clock budget in seconds (kill the kernel after it)")
+    run.add_argument("--root", default=None,
+                     help="sandbox folder (default: KERNEL_DIR/sandbox, recreated each run)")
+    run.add_argument("--test-dir", default=None,
+                     help="swap in this folder of test images (and a matching sample "
+                          "submission), as Kaggle swaps in the hidden test set at rerun")
+    run.add_argument("--network", choices=NETWORK_MODES, default="auto",
+                     help="how to cut the network: a namespace (unshare), an in-process socket "
+                          "guard, or auto (unshare where it works)")
+    run.set_defaults(handler=_run_local)

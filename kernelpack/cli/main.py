@@ -1,0 +1,44 @@
+"""The `kernelpack` command: parses arguments, calls the library, prints, picks exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from inference_core.errors import KernelError
+
+from .. import __version__
+from ..errors import KernelpackError
+
+# One module per command group, each with `add_commands(subparsers)`. They import only argparse
+# and light modules at the top; a handler imports what it needs (torch included) when it runs,
+# so `--help` and the commands that need no model start at once.
+COMMAND_GROUPS = ("build", "keys", "search", "bundle", "kaggle")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kernelpack",
+        description="Bundle a PyTorch ensemble into one offline Kaggle kernel and rehearse it.",
+    )
+    parser.add_argument("--version", action="version", version=f"kernelpack {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    for group in COMMAND_GROUPS:
+        importlib.import_module(f".{group}", __package__).add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except (KernelpackError, KernelError) as exc:
+        print(f"kernelpack: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
