@@ -1,36 +1,42 @@
 """inference_core: the runtime that kernelpack inlines into `kernel.py`.
 
 It imports only what a Kaggle image ships (torch, torchvision, numpy, PIL, tqdm) and never
-imports kernelpack.
+imports kernelpack. The names below load on first use, so that importing a light module
+(`inference_core.kpenc`, `inference_core.config`) does not import torch.
 """
 
-from . import prototypes  # noqa: F401  (registers prototype_cnn)
-from .blend import BlendAccumulator
-from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from .config import validate_config
-from .errors import CheckpointError, ConfigError, KernelError, TestSetError, UnknownArchError
-from .registry import create_model, list_models, register_model
-from .runner import main, run_kernel
-from .tta import TTA_OPS, run_tta, split_tta_outputs, tta_batch
+from __future__ import annotations
 
-__all__ = [
-    "TTA_OPS",
-    "BlendAccumulator",
-    "CheckpointError",
-    "ConfigError",
-    "KernelError",
-    "TestSetError",
-    "UnknownArchError",
-    "create_model",
-    "list_models",
-    "load_checkpoint",
-    "main",
-    "model_from_checkpoint",
-    "register_model",
-    "run_kernel",
-    "run_tta",
-    "save_checkpoint",
-    "split_tta_outputs",
-    "tta_batch",
-    "validate_config",
-]
+import importlib
+
+_EXPORTS = {
+    "TTA_OPS": "tta",
+    "run_tta": "tta",
+    "split_tta_outputs": "tta",
+    "tta_batch": "tta",
+    "BlendAccumulator": "blend",
+    "load_checkpoint": "checkpoint",
+    "model_from_checkpoint": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "validate_config": "config",
+    "CheckpointError": "errors",
+    "ConfigError": "errors",
+    "KernelError": "errors",
+    "TestSetError": "errors",
+    "UnknownArchError": "errors",
+    "create_model": "registry",
+    "list_models": "registry",
+    "register_model": "registry",
+    "main": "runner",
+    "run_kernel": "runner",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'inference_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value

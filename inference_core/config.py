@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
-from .tta import TTA_OPS
 
 SUBMISSION_FORMATS = ("multiclass", "multilabel", "topk", "probabilities")
 BLEND_MODES = ("mean", "gmean")
+# The TTA views `inference_core.tta` implements (named here so validating needs no torch).
+TTA_OP_NAMES = ("identity", "hflip", "vflip", "rot90", "rot180", "rot270", "transpose")
+# How long a run may take before the kernel (`run-local --budget` overrides it).
+BUDGET_ENV = "KERNELPACK_BUDGET_SECONDS"
 RESIZE_MODES = ("stretch", "keep_aspect")
 KAGGLE_RUN_SECONDS = 9 * 3600
 DEFAULT_INPUT_ROOTS = ["/kaggle/input", "../input"]
@@ -157,7 +160,7 @@ MODEL = Section({
     "required": Field(_boolean, default=False),
     "weight": Field(_number(0.0), default=1.0),
     "threshold_shift": Field(_number(), default=0.0),
-    "tta": Field(_optional(_list_of(_choice(*TTA_OPS))), default=None),
+    "tta": Field(_optional(_list_of(_choice(*TTA_OP_NAMES))), default=None),
 })
 
 TEST = Section({
@@ -198,7 +201,7 @@ def _kernel_id(value: Any, where: str) -> str:
     return value
 
 
-# Host-side settings: the kernel-metadata.json keys (see ../shared/research/kaggle-api.md) and
+# Host-side settings: the kernel-metadata.json keys and
 # their defaults, a private, offline kernel, the only kind a code competition accepts. They are
 # left out of the config embedded in kernel.py.
 KERNEL = Section({
@@ -221,7 +224,7 @@ CONFIG = Section({
     "submission": Field(_section(SUBMISSION), required=True,
                         hint="a section with submission.format"),
     "blend": Field(_choice(*BLEND_MODES), default="mean"),
-    "tta": Field(_list_of(_choice(*TTA_OPS)), default=["identity"]),
+    "tta": Field(_list_of(_choice(*TTA_OP_NAMES)), default=["identity"]),
     "batch_size": Field(_integer(1), default=32),
     # fp16 autocast and channels-last on GPU under "auto"; the CPU always runs fp32.
     "precision": Field(_choice("auto", "fp32", "fp16"), default="auto"),

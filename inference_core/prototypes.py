@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-from .registry import SmallCNN, register_model
+from .archs.small_cnn import SmallCNN
+from .registry import register_model
 
 DEFAULT_CLASS_CHUNK = 8192
 

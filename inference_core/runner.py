@@ -15,14 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .blend import BlendAccumulator
-from .budget import DeadlineGuard, Unit, choose_units, rank_units
+from .budget import DeadlineGuard, rank_units
 from .checkpoint import load_checkpoint, model_from_checkpoint
-from .config import validate_config
+from .config import BUDGET_ENV, validate_config
 from .data import (
     Preprocess,
     TestSet,
@@ -31,10 +30,10 @@ from .data import (
 )
 from .discovery import FoundModel, check_missing, match_models, scan_input_roots
 from .errors import CheckpointError, KernelError
-from .predict import EnsemblePredictor, Member, PreparedBatch, prefetch
+from .fallback import FallbackPrior
+from .predict import EnsemblePredictor, Member, prefetch
+from .probe import PROBE_IMAGES, batch_bounds, plan_from_probe
 from .submission import SubmissionWriter
-
-BUDGET_ENV = "KERNELPACK_BUDGET_SECONDS"
 
 Log = Callable[[str], None]
 
@@ -101,40 +100,6 @@ def _classes(config: dict, members: list[Member]) -> list:
         raise KernelError(f"submission.classes has {len(classes)} labels but the models have "
                           f"{num_classes} outputs; list one label per output")
     return classes
-
-
-PROBE_IMAGES = 8
-
-
-def batch_bounds(total: int, batch_size: int, probe: int):
-    """(begin, end) of each batch: a small probe batch first, then full batches."""
-    begin, end = 0, min(probe, batch_size, total)
-    while begin < total:
-        yield begin, end
-        begin, end = end, min(end + batch_size, total)
-
-
-class FallbackPrior:
-    """Fills rows no model predicted (an undecodable image, or time ran out) with the mean of
-    the rows blended so far: the test set's own class prior, uniform before the first row."""
-
-    def __init__(self, n_classes: int) -> None:
-        self.total = np.zeros(n_classes)
-        self.predicted = 0
-        self.rows = 0
-
-    def complete(self, accumulator: BlendAccumulator) -> np.ndarray:
-        missing = np.flatnonzero(accumulator.row_weight == 0)
-        if missing.size:
-            prior = (self.total / self.predicted if self.predicted
-                     else np.full(self.total.size, 1.0 / self.total.size))
-            accumulator.add(np.tile(prior, (missing.size, 1)), 1.0, rows=missing)
-        blended = accumulator.result()
-        done = np.setdiff1d(np.arange(len(blended)), missing)
-        self.total += blended[done].sum(axis=0)
-        self.predicted += done.size
-        self.rows += missing.size
-        return blended
 
 
 def process_age() -> float:
@@ -211,8 +176,8 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
                         f"{total - begin} images")
                     stopped = True
             elif guard is None:
-                guard = _plan(predictor, ranked, prepared, accumulator, deadline, hard_stop,
-                              total - end, log)
+                guard = plan_from_probe(predictor, ranked, prepared, accumulator, deadline,
+                                        hard_stop, total - end, log)
             elif prepared.decoded.size:
                 predictor.predict(prepared, set(guard.active), accumulator)
                 newly = guard.after_batch(end - begin, time.perf_counter() - batch_start,
@@ -231,27 +196,6 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
     dropped = tuple(u.label for u in ranked if guard is None or u not in guard.active)
     return RunSummary(target, total, [m.name for m in members], seconds, fallback_rows, dropped,
                       time.monotonic() - predicting)
-
-
-def _plan(predictor: EnsemblePredictor, ranked: list[Unit], prepared: PreparedBatch,
-          accumulator: BlendAccumulator, deadline: float, hard_stop: float, images_left: int,
-          log: Log) -> DeadlineGuard:
-    """Run the probe batch with every unit, time it, and plan the remaining images.
-
-    The first half of the probe pays the models' one-time set-up costs; the second half, of the
-    same shape, is timed. Both halves' predictions are kept."""
-    members = predictor.members
-    decoded = prepared.decoded.size
-    half = decoded // 2
-    timings: dict[int, float] = {}
-    predictor.predict(prepared.part(0, half), set(ranked), accumulator)
-    predictor.predict(prepared.part(half, decoded), set(ranked), accumulator, timings)
-    timed = max(decoded - half, 1)
-    cost = {u: timings.get(u.member, 0.0) / timed / len(members[u.member].tta) for u in ranked}
-    base_cost = prepared.seconds / max(decoded, 1)
-    plan = choose_units(ranked, cost, base_cost, images_left, deadline - time.monotonic())
-    log(plan.describe())
-    return DeadlineGuard(plan, cost, base_cost, deadline, hard_stop)
 
 
 def main(config: dict, key: bytes | None = None) -> int:
