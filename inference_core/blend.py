@@ -30,10 +30,6 @@ class BlendAccumulator:
         self._sum = np.zeros((n_rows, n_classes), dtype=np.float64)
         self.row_weight = np.zeros(n_rows, dtype=np.float64)
 
-    @property
-    def n_classes(self) -> int:
-        return self._sum.shape[1]
-
     def add(self, probs, weight: float, rows: Rows = None, threshold_shift: float = 0.0) -> None:
         """Add one member's probabilities for `rows` (all rows when None)."""
         if weight < 0:

@@ -7,6 +7,7 @@ Errors read like `models[2].weight: must be >= 0, got -0.1`.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 from collections.abc import Callable
@@ -21,7 +22,6 @@ BLEND_MODES = ("mean", "gmean")
 TTA_OP_NAMES = ("identity", "hflip", "vflip", "rot90", "rot180", "rot270", "transpose")
 # How long a run may take before the kernel (`run-local --budget` overrides it).
 BUDGET_ENV = "KERNELPACK_BUDGET_SECONDS"
-RESIZE_MODES = ("stretch", "keep_aspect")
 KAGGLE_RUN_SECONDS = 9 * 3600
 DEFAULT_INPUT_ROOTS = ["/kaggle/input", "../input"]
 
@@ -253,9 +253,10 @@ def _validate_section(value: Any, section: Section, where: str) -> dict:
         if key not in value:
             if spec.required:
                 raise _fail(f"{prefix}{key}", f"missing; add {spec.hint}")
-            # A missing section gets its fields' defaults.
+            # A missing section gets its fields' defaults; a list default is copied, so that
+            # one validated config never shares (and mutates) another's.
             result[key] = (_validate_section({}, spec.default, f"{prefix}{key}")
-                           if isinstance(spec.default, Section) else spec.default)
+                           if isinstance(spec.default, Section) else copy.deepcopy(spec.default))
             continue
         result[key] = spec.check(value[key], f"{prefix}{key}")
     return result

@@ -81,7 +81,6 @@ class SubmissionWriter:
         self._tmp = self.path.with_name(f".{self.path.name}.partial")
         self._handle = None
         self._writer = None
-        self.rows_written = 0
 
     def __enter__(self) -> SubmissionWriter:
         self._handle = open(self._tmp, "w", newline="")
@@ -110,7 +109,6 @@ class SubmissionWriter:
                                            self.submission["min_labels"],
                                            self.submission["max_labels"])
             self._writer.writerows(zip(ids, labels, strict=True))
-        self.rows_written += len(ids)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self._handle.close()

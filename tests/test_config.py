@@ -2,7 +2,7 @@ import copy
 
 import pytest
 
-from inference_core.config import validate_config
+from inference_core.config import CONFIG, Section, validate_config
 from inference_core.errors import ConfigError
 from kernelpack.config import load_config
 
@@ -97,3 +97,21 @@ def test_kernel_section_is_validated_on_the_host(tmp_path):
     path.write_text(base + "kernel: {id: me/k, privat: true}\n")
     with pytest.raises(ConfigError, match=r"kernel\.privat: unknown field; did you mean"):
         load_config(path)
+
+
+def test_list_defaults_are_copied_for_every_validated_config():
+    first = validate_config(copy.deepcopy(GOOD))
+    first["input_roots"].append("/mnt/extra")
+    first["tta"].append("hflip")
+    second = validate_config(copy.deepcopy(GOOD))
+    assert second["input_roots"] == ["/kaggle/input", "../input"]
+    assert second["tta"] == ["identity"]
+
+    def shared_lists(section, validated):
+        for key, spec in section.fields.items():
+            if isinstance(spec.default, Section):
+                yield from shared_lists(spec.default, validated[key])
+            elif isinstance(spec.default, list) and validated[key] is spec.default:
+                yield key
+
+    assert list(shared_lists(CONFIG, second)) == []

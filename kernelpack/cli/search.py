@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from inference_core.config import BLEND_MODES, SUBMISSION_FORMATS
+from inference_core.config import BLEND_MODES
+
+# The formats a search without --base can fit for: one label per row, or a set of labels.
+SEARCHABLE_FORMATS = ("multiclass", "multilabel")
 
 # The names of `kernelpack.search.metrics.METRICS`, here so that --help needs no numpy.
 METRIC_NAMES = ("accuracy", "macro_f1", "f2", "logloss")
@@ -51,7 +54,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--base", type=Path, default=None, metavar="ENSEMBLE.yml",
                         help="config to fill in (test paths, submission, models NAME or "
                              "NAME_f<k>); without it the output lists one model per --oof")
-    search.add_argument("--format", choices=SUBMISSION_FORMATS[:2], default=None,
+    search.add_argument("--format", choices=SEARCHABLE_FORMATS, default=None,
                         help="submission format without --base (default: multilabel for f2, "
                              "else multiclass)")
     search.add_argument("--restarts", type=int, default=8,
