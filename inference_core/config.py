@@ -191,32 +191,6 @@ BUDGET = Section({
     "margin": Field(_fraction, default=0.1),
 })
 
-KERNEL_ID = re.compile(r"^[A-Za-z0-9_-]+/[a-z0-9-]+$")
-
-
-def _kernel_id(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not KERNEL_ID.match(value):
-        raise _fail(where, f"must look like 'username/kernel-slug' (lower-case slug), "
-                           f"got {value!r}")
-    return value
-
-
-# Host-side settings: the kernel-metadata.json keys and
-# their defaults, a private, offline kernel, the only kind a code competition accepts. They are
-# left out of the config embedded in kernel.py.
-KERNEL = Section({
-    "id": Field(_optional(_kernel_id), default=None),
-    "title": Field(_optional(_string), default=None),
-    "is_private": Field(_boolean, default=True),
-    "enable_gpu": Field(_boolean, default=False),
-    "enable_internet": Field(_boolean, default=False),
-    "machine_shape": Field(_optional(_string), default=None),
-    "dataset_sources": Field(_list_of(_string, non_empty=False), default=[]),
-    "competition_sources": Field(_list_of(_string, non_empty=False), default=[]),
-    "kernel_sources": Field(_list_of(_string, non_empty=False), default=[]),
-    "model_sources": Field(_list_of(_string, non_empty=False), default=[]),
-})
-
 CONFIG = Section({
     "models": Field(_list_of(_section(MODEL)), required=True,
                     hint="a list of models, each with a name and a path"),
@@ -234,7 +208,6 @@ CONFIG = Section({
     "loader_threads": Field(_auto_or(_integer(0)), default="auto"),
     "budget": Field(_section(BUDGET), default=BUDGET),
     "input_roots": Field(_list_of(_string), default=DEFAULT_INPUT_ROOTS),
-    "kernel": Field(_section(KERNEL), default=KERNEL),
 })
 
 

@@ -1,18 +1,67 @@
-"""Load the ensemble YAML and validate it with the runtime's own schema.
+"""Load the ensemble YAML: the runtime's schema for what the kernel reads, and the host-only
+`kernel` section defined here.
 
-The schema's `kernel` section holds what only the host needs (the kernel's id, title and data
-sources for `kernel-metadata.json`); `kernelpack build` leaves it out of the config embedded in
-kernel.py.
+The `kernel` section holds what only the host needs: the kernel-metadata.json settings (id,
+title, data sources, ...) and `code`, the user's own packages to bundle. `kernelpack build`
+leaves it out of the config embedded in kernel.py, so the runtime never sees it.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from inference_core.config import validate_config
+# The runtime's field checkers, so that host fields read and fail exactly like runtime ones.
+from inference_core.config import (
+    Field,
+    Section,
+    _boolean,
+    _fail,
+    _list_of,
+    _optional,
+    _string,
+    _validate_section,
+    validate_config,
+)
 from inference_core.errors import ConfigError
+
+KERNEL_ID = re.compile(r"^[A-Za-z0-9_-]+/[a-z0-9-]+$")
+
+
+def _kernel_id(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not KERNEL_ID.match(value):
+        raise _fail(where, f"must look like 'username/kernel-slug' (lower-case slug), "
+                           f"got {value!r}")
+    return value
+
+
+# kernel-metadata.json keys and their defaults: a private, offline kernel, the only kind a code
+# competition accepts. `code`: package folders or module files, relative to the config file.
+KERNEL = Section({
+    "id": Field(_optional(_kernel_id), default=None),
+    "title": Field(_optional(_string), default=None),
+    "is_private": Field(_boolean, default=True),
+    "enable_gpu": Field(_boolean, default=False),
+    "enable_internet": Field(_boolean, default=False),
+    "machine_shape": Field(_optional(_string), default=None),
+    "dataset_sources": Field(_list_of(_string, non_empty=False), default=[]),
+    "competition_sources": Field(_list_of(_string, non_empty=False), default=[]),
+    "kernel_sources": Field(_list_of(_string, non_empty=False), default=[]),
+    "model_sources": Field(_list_of(_string, non_empty=False), default=[]),
+    "code": Field(_list_of(_string, non_empty=False), default=[]),
+})
+
+
+def validate_host_config(raw: Any) -> dict:
+    """The runtime's `validate_config` for all but `kernel`, which is validated here and added."""
+    if not isinstance(raw, dict):
+        return validate_config(raw)  # raises the runtime's "must be a mapping"
+    config = validate_config({name: value for name, value in raw.items() if name != "kernel"})
+    config["kernel"] = _validate_section(raw.get("kernel", {}), KERNEL, "kernel")
+    return config
 
 
 def load_config(path: str | Path) -> dict:
@@ -29,8 +78,7 @@ def load_config(path: str | Path) -> dict:
         raise ConfigError(f"{path}: not valid YAML{at} ({getattr(exc, 'problem', exc)}); "
                           "fix the syntax") from None
     try:
-        config = validate_config(raw if raw is not None else {})
+        config = validate_host_config(raw if raw is not None else {})
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     return config
-

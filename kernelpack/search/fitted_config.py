@@ -15,10 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from inference_core.config import validate_config
 from inference_core.errors import ConfigError
 
-from ..config import load_config
+from ..config import load_config, validate_host_config
 from ..errors import SearchError
 
 
@@ -101,7 +100,7 @@ def write_config(config: dict, path: Path, header: str) -> None:
     """Validate (when complete) and write; `header` becomes a comment block on top."""
     if "test" in config:
         try:
-            validate_config(config)
+            validate_host_config(config)
         except ConfigError as exc:
             raise SearchError(f"{path}: the fitted config is not valid ({exc})") from None
     comment = "".join(f"# {line}\n" for line in header.splitlines())
