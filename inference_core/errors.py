@@ -25,3 +25,8 @@ class TestSetError(KernelError):
     """The test images or the sample submission cannot be found or read."""
 
     __test__ = False  # not a pytest test class despite the name
+
+
+class UserCodeError(KernelError):
+    """The user's own code (`--code`, `kernel.code`) cannot be found or imported; the host raises
+    it too, as the same code is imported there (import-checkpoint, predict) and in the kernel."""

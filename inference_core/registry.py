@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from .errors import UnknownArchError
+from .errors import UnknownArchError, UserCodeError
 
 ModelBuilder = Callable[..., nn.Module]
 
@@ -30,6 +31,32 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
         return builder
 
     return decorate
+
+
+def _describe(exc: BaseException) -> str:
+    """`TypeName: first line of the message`, for errors that must fit on one line."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def import_modules(names: Sequence[str]) -> None:
+    """Import the user's own modules (`--code`), so that their `@register_model` calls run.
+
+    A module that fails to import raises UserCodeError naming it, the cause and the fix."""
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                raise UserCodeError(
+                    f"user code {name!r}: not found on the import path; pass its package folder "
+                    "or module file with --code (or list it in kernel.code)") from None
+            raise UserCodeError(
+                f"user code {name!r}: it imports {exc.name!r}, which is not installed; install "
+                f"it, or add its package with --code too") from None
+        except Exception as exc:  # the user's code can raise anything while it is imported
+            raise UserCodeError(f"user code {name!r}: failed to import ({_describe(exc)}); "
+                                "fix that module and rebuild") from None
 
 
 def _register_families() -> None:

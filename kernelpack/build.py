@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from . import TEMPLATES_DIR
 from .bundler.bundle import Entry, bundle
 from .config import load_config
 from .errors import BuildError
+from .user_code import code_locations
 
 KERNEL_FILE = "kernel.py"
 METADATA_FILE = "kernel-metadata.json"
@@ -37,13 +39,15 @@ def runtime_config(config: dict) -> dict:
     return {name: value for name, value in config.items() if name != "kernel"}
 
 
-def render_entry(config: dict, key: bytes | None = None) -> str:
-    """The entry script with the runtime config and, for a private kernel, the decryption key."""
+def render_entry(config: dict, key: bytes | None = None, user_code: Sequence[str] = ()) -> str:
+    """The entry script with the runtime config, the user's modules to import before any model
+    is built and, for a private kernel, the decryption key."""
     config_json = json.dumps(runtime_config(config), sort_keys=True, indent=1)
     template = (TEMPLATES_DIR / ENTRY_NAME).read_text(encoding="utf-8")
     key_literal = "None" if key is None else f"bytes.fromhex({key.hex()!r})"
     return (template.replace("__KERNELPACK_CONFIG_JSON__", repr(config_json))
-            .replace("__KERNELPACK_KEY__", key_literal))
+            .replace("__KERNELPACK_KEY__", key_literal)
+            .replace("__KERNELPACK_USER_CODE__", repr(list(user_code))))
 
 
 def embeds_key(kernel_path: str | Path) -> bool:
@@ -71,11 +75,20 @@ def kernel_metadata(kernel: dict, default_slug: str) -> dict:
     return metadata
 
 
-def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None = None
-                 ) -> BuildResult:
+def _imported_by(missing: Sequence[str], modules: Sequence[str]) -> list[str]:
+    """The bundle's unresolved imports ("name (file:line)") made by the user's own `modules`;
+    vendored packages have harmless ones (six's Python 2 fallbacks, optional extras)."""
+    places = tuple(f"({name}/" for name in modules) + tuple(f"({name}.py:" for name in modules)
+    return [item for item in missing if any(place in item for place in places)]
+
+
+def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None = None,
+                 code: Sequence[str | Path] = ()) -> BuildResult:
     """Validate the config, bundle inference_core with the rendered entry, write both files.
 
-    With `key`, the kernel can decrypt .kpenc models; that is refused for a public kernel."""
+    With `key`, the kernel can decrypt .kpenc models; that is refused for a public kernel.
+    `code`: the user's packages/modules (relative to the current folder), bundled whole with
+    those of `kernel.code` (relative to the config file) and imported before the models."""
     start = time.perf_counter()
     config_path, outdir = Path(config_path), Path(outdir)
     config = load_config(config_path)
@@ -84,8 +97,20 @@ def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None 
             f"{config_path}: kernel.is_private is false, and a public kernel must not embed the "
             "decryption key; set kernel.is_private: true, or build without a key"
         )
-    entry = Entry(ENTRY_NAME, render_entry(config, key).encode("utf-8"))
-    kernel_text = bundle(entry, vendor=[inference_core.__name__]).text
+    locations = code_locations(
+        [(config_path.parent / path, f"{config_path}: kernel.code[{i}] {path!r}")
+         for i, path in enumerate(config["kernel"]["code"])]
+        + [(path, f"--code {path}") for path in code])
+    modules = [location.name for location in locations]
+    entry = Entry(ENTRY_NAME, render_entry(config, key, modules).encode("utf-8"))
+    bundled = bundle(entry, vendor=[inference_core.__name__], code=locations)
+    missing = _imported_by(bundled.missing, modules)
+    if missing:
+        raise BuildError(
+            f"import {missing[0]}: neither on the Kaggle image nor installed here; "
+            "install it here (pure-Python packages are then bundled), add your own module "
+            "with --code PATH, or make the import optional (inside try/except ImportError)")
+    kernel_text = bundled.text
     if key is not None:
         kernel_text = f"{KEY_MARKER}\n{kernel_text}"
     slug = config_path.stem.lower().replace("_", "-")

@@ -187,12 +187,15 @@ def render(entry: Entry, files: dict[str, bytes]) -> str:
 
 
 def bundle(entry: Entry, paths: Sequence[str | Path] = (), vendor: Iterable[str] = (),
-           include: Iterable[str] = (), exclude: Iterable[str] = ()) -> Bundle:
+           include: Iterable[str] = (), exclude: Iterable[str] = (),
+           code: Sequence[Location] = ()) -> Bundle:
     """Bundle `entry` with the modules it imports, found in `entry.folder` then `paths`.
 
     `vendor`: installed packages to inline even if the Kaggle image has them; `include`: modules
     only imported dynamically (`importlib.import_module(name)`); `exclude`: top-level names the
-    kernel gets elsewhere (a wheel dataset). Raises BundleError with the fix for bad input."""
+    kernel gets elsewhere (a wheel dataset); `code`: the user's own packages or modules, inlined
+    whole whether or not anything imports them (`kernelpack build --code`). Raises BundleError
+    with the fix for bad input."""
     folders = [] if entry.folder is None else [entry.folder]
     for path in map(Path, paths):
         if not path.is_dir():
@@ -204,6 +207,9 @@ def bundle(entry: Entry, paths: Sequence[str | Path] = (), vendor: Iterable[str]
             raise BundleError(f"--vendor {name}: name an installed top-level package (e.g. "
                               "pretrainedmodels), not a submodule or a standard library module")
     walk = _Walk(folders, set(vendor), set(exclude))
+    for location in code:  # decided first: the user's module wins over an installed namesake
+        walk.local[location.name] = location
+        walk._add(location)
 
     if entry.module is not None:
         walk.need(ImportRef(entry.module, 0), entry.path)

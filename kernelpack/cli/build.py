@@ -14,7 +14,7 @@ def _build(args: argparse.Namespace) -> int:
     from ..build import build_kernel
 
     key = load_key(args.key) if args.key else None
-    result = build_kernel(args.config, args.output, key=key)
+    result = build_kernel(args.config, args.output, key=key, code=args.code)
     print(f"wrote {result.kernel} ({result.size_bytes / 1024:.1f} KiB, built in "
           f"{result.seconds:.2f} s) and {result.metadata}")
     return 0
@@ -50,6 +50,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     build.add_argument("--key", default=None,
                        help="key file: embed it so the kernel decrypts .kpenc models "
                             "(refused unless kernel.is_private is true)")
+    build.add_argument("--code", action="append", default=[], metavar="PATH",
+                       help="your own package folder or module file (repeatable): bundled whole "
+                            "and imported before the models are built, for `package.module:"
+                            "callable` archs and @register_model calls (also: kernel.code)")
     build.set_defaults(handler=_build)
 
     run = commands.add_parser("run-local", help="run a built kernel offline, as Kaggle would")

@@ -2,6 +2,8 @@
 
 Rendered by `kernelpack build`; the config is the validated ensemble YAML, stored as JSON. KEY is
 None, or the key that decrypts the .kpenc models (only ever embedded in a private kernel).
+USER_CODE names the user's own packages/modules (`--code`), bundled beside inference_core and
+imported before any model is built, so that their `register_model` calls have run.
 """
 
 import json
@@ -11,6 +13,17 @@ from inference_core.runner import main
 
 CONFIG = json.loads(__KERNELPACK_CONFIG_JSON__)
 KEY = __KERNELPACK_KEY__
+USER_CODE = __KERNELPACK_USER_CODE__
+
+if USER_CODE:
+    from inference_core.errors import UserCodeError
+    from inference_core.registry import import_modules
+
+    try:
+        import_modules(USER_CODE)
+    except UserCodeError as exc:  # one line, as `main` reports its own errors
+        print(f"kernel error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 exit_code = main(CONFIG, key=KEY)
 if exit_code:

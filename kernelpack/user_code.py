@@ -1,0 +1,81 @@
+"""The user's own code (`--code PATH`, `kernel.code`): a package folder or a module file that
+defines their architectures (`package.module:callable` archs, `@register_model` calls).
+
+`kernelpack build` bundles each one whole beside inference_core and the kernel imports them
+before it builds any model; on the host, `import_user_code` imports them the same way, so
+import-checkpoint and predict see the same architectures as the kernel.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from inference_core.errors import UserCodeError
+
+from .bundler.locate import Location
+
+# The runtime's own top-level name: user code named like it would replace it in the kernel.
+RUNTIME_PACKAGE = "inference_core"
+
+
+def code_location(path: str | Path, where: str | None = None) -> Location:
+    """The package folder (with `__init__.py`) or module file (`.py`) at `path`.
+
+    `where` names the setting in errors (default `--code PATH`)."""
+    path = Path(path)
+    where = where or f"--code {path}"
+    fix = "pass a package folder (one with __init__.py) or a module .py file"
+    if not path.exists():
+        raise UserCodeError(f"{where}: not found (looked for {path.resolve()}); {fix}")
+    if path.is_dir():
+        if not (path / "__init__.py").is_file():
+            raise UserCodeError(f"{where}: a folder without __init__.py is not a package; add "
+                                f"an __init__.py, or {fix}")
+        name = path.resolve().name
+    elif path.suffix == ".py":
+        name = path.stem
+    else:
+        raise UserCodeError(f"{where}: not a Python module; {fix}")
+    if not name.isidentifier():
+        raise UserCodeError(f"{where}: {name!r} cannot be imported (not a Python identifier); "
+                            "rename it")
+    if name in sys.stdlib_module_names or name == RUNTIME_PACKAGE:
+        owner = "kernelpack's runtime" if name == RUNTIME_PACKAGE else "the standard library"
+        raise UserCodeError(f"{where}: named {name!r} like a module of {owner}, which it would "
+                            "replace in the kernel; rename it")
+    return Location(name, path.resolve())
+
+
+def code_locations(paths: Sequence[tuple[str | Path, str]]) -> list[Location]:
+    """`code_location` of each `(path, where)`; two of them with one top-level name is an error."""
+    locations: list[Location] = []
+    seen: dict[str, str] = {}
+    for path, where in paths:
+        location = code_location(path, where)
+        if location.name in seen and seen[location.name] != str(location.path):
+            raise UserCodeError(f"{where}: named {location.name!r} like {seen[location.name]}; "
+                                "two top-level modules cannot share a name, rename one")
+        if location.name not in seen:
+            seen[location.name] = str(location.path)
+            locations.append(location)
+    return locations
+
+
+def import_user_code(paths: Sequence[str | Path]) -> None:
+    """Import each package/module at `paths` on the host, as the kernel does: its parent folder
+    goes on sys.path and its `@register_model` calls run. Raises UserCodeError for a missing
+    path, a name already taken by another imported module, or a module that fails to import."""
+    from inference_core.registry import import_modules
+
+    for location in code_locations([(path, f"--code {path}") for path in paths]):
+        loaded = sys.modules.get(location.name)
+        origin = Path(getattr(loaded, "__file__", None) or "").resolve()
+        if loaded is not None and location.path not in (origin, origin.parent):
+            raise UserCodeError(f"--code {location.path}: another module named {location.name!r}"
+                                f" is already imported (from {origin}); rename your package")
+        parent = str(location.path.parent)
+        if parent not in sys.path:
+            sys.path.insert(0, parent)
+        import_modules([location.name])
