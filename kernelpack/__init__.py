@@ -1,10 +1,12 @@
 """kernelpack: bundle, encrypt, push and rehearse PyTorch ensembles for offline Kaggle kernels."""
 
-from pathlib import Path
+from importlib import resources
 
 __version__ = "0.1.0"
 
-# The repository root in a source checkout (inference_core/ lives beside this package).
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# Kernel templates travel inside the package (the top-level templates/ is a link to them).
-TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+
+def read_template(name: str) -> str:
+    """A kernel template's text. The templates travel inside the package (the top-level
+    templates/ of a checkout links to them) and are read as package resources, so an installed
+    wheel finds them as a source checkout does."""
+    return resources.files(__name__).joinpath("templates", name).read_text(encoding="utf-8")

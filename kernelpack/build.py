@@ -11,7 +11,7 @@ from pathlib import Path
 
 import inference_core
 
-from . import TEMPLATES_DIR
+from . import read_template
 from .bundler.bundle import Entry, bundle
 from .config import load_config
 from .errors import BuildError
@@ -43,7 +43,7 @@ def render_entry(config: dict, key: bytes | None = None, user_code: Sequence[str
     """The entry script with the runtime config, the user's modules to import before any model
     is built and, for a private kernel, the decryption key."""
     config_json = json.dumps(runtime_config(config), sort_keys=True, indent=1)
-    template = (TEMPLATES_DIR / ENTRY_NAME).read_text(encoding="utf-8")
+    template = read_template(ENTRY_NAME)
     key_literal = "None" if key is None else f"bytes.fromhex({key.hex()!r})"
     return (template.replace("__KERNELPACK_CONFIG_JSON__", repr(config_json))
             .replace("__KERNELPACK_KEY__", key_literal)

@@ -5,6 +5,12 @@ Layout (a temporary Kaggle): `ROOT/input` (the user's input tree, laid out like 
 where the bundle unpacks) and `ROOT/src/kernel.py`. The kernel runs in a fresh `python -I` that
 cannot import this project, with the network cut by `unshare -n` where the system allows it and a
 socket guard otherwise, and is killed at the wall-clock budget.
+
+The interpreter is this one, with everything installed here, so an import hook hides what the
+Kaggle image lacks: this project (from a wheel it sits in site-packages beside numpy and torch, so
+the hook hides names, never path entries) and every installed package that is neither on the image
+nor needed by a package on it. A hidden name is still imported from the kernel's own paths (the
+unpacked bundle, a wheel dataset it adds), never from this machine's installation.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,23 +28,40 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 
+import inference_core
 from inference_core.config import BUDGET_ENV
 
-from . import PROJECT_ROOT
 from .build import CONFIG_FILE
+from .bundler.image_packages import image_ships
 from .errors import SandboxError
 
-# Runs first in the sandboxed interpreter: hides this project (an editable install puts it on the
-# import path) so a kernel that leans on anything unbundled fails here as it would on Kaggle, and
-# cuts the network in-process when no network namespace is available.
+# Runs first in the sandboxed interpreter: installs the import hook (see the module docstring;
+# sys.path is left whole, the paths present now are the host's installation) and, when no network
+# namespace is available, cuts the network in-process.
 _BOOT = r"""
 import runpy, sys
-project = {project!r}
-sys.meta_path[:] = [f for f in sys.meta_path
-                    if not getattr(f, "__module__", "").startswith("__editable__")]
-sys.path[:] = [p for p in sys.path if "__editable__" not in p and p.rstrip("/") != project]
+from importlib.machinery import PathFinder
+
+class _KernelpackHide:
+    hidden = frozenset({hidden!r})
+    host_paths = frozenset(sys.path)
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        if path is not None or name not in cls.hidden:
+            return None
+        own = [entry for entry in sys.path if entry not in cls.host_paths]
+        spec = PathFinder.find_spec(name, own)
+        if spec is None:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (kernelpack sandbox: the "
+                                      "Kaggle image lacks it and the kernel does not bundle it)",
+                                      name=name)
+        return spec
+
+sys.meta_path.insert(0, _KernelpackHide)
 if {socket_guard!r}:
     import socket
     def _offline(*args, **kwargs):
@@ -69,6 +93,36 @@ class SandboxResult:
     def submission(self) -> Path | None:
         path = self.root / "working" / "submission.csv"
         return path if path.is_file() else None
+
+
+def _canonical(distribution: str) -> str:
+    return re.sub(r"[-_.]+", "-", distribution).lower()
+
+
+@cache
+def hidden_packages() -> frozenset[str]:
+    """Top-level names installed here that a kernel on Kaggle could not import: this project, and
+    every package neither on the Kaggle image nor required (transitively) by one that is."""
+    provides: dict[str, set[str]] = {}          # distribution -> its top-level names
+    for name, distributions in metadata.packages_distributions().items():
+        for distribution in distributions:
+            provides.setdefault(_canonical(distribution), set()).add(name)
+    requires: dict[str, list[str]] = {}
+    for distribution in metadata.distributions():
+        wanted = [req for req in distribution.requires or () if "extra ==" not in req]
+        requires[_canonical(distribution.metadata["Name"] or "")] = [
+            _canonical(re.match(r"[A-Za-z0-9._-]+", req)[0]) for req in wanted]
+    on_image = [d for d, names in provides.items() if any(image_ships(n) for n in names)]
+    allowed: set[str] = set()
+    while on_image:
+        distribution = on_image.pop()
+        if distribution not in allowed:
+            allowed.add(distribution)
+            on_image.extend(requires.get(distribution, ()))
+    installed = set().union(*provides.values())
+    reachable = set().union(*(provides.get(d, set()) for d in allowed))
+    project = {__name__.partition(".")[0], inference_core.__name__}
+    return frozenset((installed - reachable - set(sys.stdlib_module_names)) | project)
 
 
 @cache
@@ -183,7 +237,7 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
     script = prepare_root(root, input_dir, kernel, swaps)
 
     namespace = network == "unshare" or (network == "auto" and network_namespace_available())
-    boot = _BOOT.format(project=str(PROJECT_ROOT), socket_guard=not namespace)
+    boot = _BOOT.format(hidden=sorted(hidden_packages()), socket_guard=not namespace)
     command = [sys.executable, "-I", "-c", boot, str(script)]
     if namespace:
         command = ["unshare", "-n", "--", *command]

@@ -60,6 +60,33 @@ def test_the_project_cannot_be_imported_inside(tmp_path):
     assert "IMPORTED" not in log
 
 
+def test_packages_the_image_lacks_come_only_from_the_kernels_own_paths(tmp_path):
+    """stickytape and pretrainedmodels are installed here but not on Kaggle: hidden, unless the
+    kernel brings its own copy (as a bundle or a wheel dataset does)."""
+    own = tmp_path / "input" / "wheels"
+    (own / "pretrainedmodels").mkdir(parents=True)
+    (own / "pretrainedmodels" / "__init__.py").write_text("ORIGIN = 'kernel'\n")
+    kernel = _kernel(tmp_path, f"""
+        import sys
+        for name in ("stickytape", "pretrainedmodels"):
+            try:
+                __import__(name)
+                print("IMPORTED", name)
+            except ModuleNotFoundError as exc:
+                print("MISSING", name, exc)
+        sys.path.insert(0, {str(own)!r})
+        import pretrainedmodels
+        print("OWN COPY", pretrainedmodels.ORIGIN)
+        import sklearn.utils  # not imported by the kernel before: a path-based import still works
+    """)
+    result = run_local(kernel, tmp_path / "input")
+    log = result.log.read_text()
+    assert result.returncode == 0, log
+    assert "MISSING stickytape" in log and "MISSING pretrainedmodels" in log, log
+    assert "IMPORTED" not in log
+    assert "OWN COPY kernel" in log
+
+
 def test_kaggle_layout_cwd_and_exit_code(tmp_path):
     kernel = _kernel(tmp_path, """
         import os, sys

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import TEMPLATES_DIR
+from .. import read_template
 from ..errors import BundleError
 from .image_packages import image_ships
 from .imports import ImportRef, scan_imports
@@ -179,7 +179,7 @@ def render(entry: Entry, files: dict[str, bytes]) -> str:
     payload = encode_payload(files)
     lines = "\n".join(f"    {payload[i:i + PAYLOAD_LINE]!r}"
                       for i in range(0, len(payload), PAYLOAD_LINE))
-    bootstrap = (TEMPLATES_DIR / "bundle_bootstrap.py").read_text(encoding="utf-8")
+    bootstrap = read_template("bundle_bootstrap.py")
     name = entry.path.rsplit("/", 1)[-1].replace("\n", " ")
     return (bootstrap.replace("__KERNELPACK_ENTRY_NAME__", name)
             .replace("__KERNELPACK_ENTRY__", repr((entry.path, entry.module)))
