@@ -153,6 +153,8 @@ MODEL = Section({
     "name": Field(_string, required=True,
                   hint="the model's name, as stored in its checkpoint config (e.g. small_cnn_f0)"),
     "fold": Field(_optional(_integer(0)), default=None),
+    # All folds of one model in one entry: one member per fold, the weight split evenly.
+    "folds": Field(_optional(_list_of(_integer(0))), default=None),
     "sha256": Field(_optional(_sha256), default=None),
     # Optional hint: the file, relative to an input root; it must then hold this identity.
     "path": Field(_optional(_string), default=None),
@@ -235,13 +237,60 @@ def _validate_section(value: Any, section: Section, where: str) -> dict:
     return result
 
 
+def _check_folds_group(model: dict, where: str) -> None:
+    if model["folds"] is None:
+        return
+    for key in ("fold", "path", "sha256"):
+        if model[key] is not None:
+            raise _fail(f"{where}.{key}", f"a folds group has one file per fold; drop {key} "
+                                          "(each fold is found by name and fold)")
+    for j, fold in enumerate(model["folds"]):
+        if fold in model["folds"][:j]:
+            raise _fail(f"{where}.folds[{j}]", f"fold {fold} is listed twice; list each fold once")
+
+
+def fold_member_name(name: str, fold: int) -> str:
+    """How logs and discovery name one fold of a folds group (the `NAME_f<k>` convention)."""
+    return f"{name}_f{fold}"
+
+
+def expand_models(models: list[dict], present: set[str] | None = None) -> list[dict]:
+    """One member per model to run: a plain entry as it is, a folds group as one member per fold.
+
+    Each member is the entry's fields plus `label` (its name in logs: NAME, or NAME_f<k> for a
+    fold), `group` (the entry's name) and `index` (the entry's position in `models`). A group's
+    weight is split evenly over its folds; with `present` (the labels found), only those members
+    are returned and a group's weight is split over the folds present, so that a missing fold
+    leaves the group's share of the blend unchanged."""
+    members = []
+    for index, entry in enumerate(models):
+        base = {**entry, "folds": None, "group": entry["name"], "index": index}
+        if entry["folds"] is None:
+            group = [{**base, "label": entry["name"]}]
+        else:
+            group = [{**base, "fold": fold, "label": fold_member_name(entry["name"], fold)}
+                     for fold in entry["folds"]]
+        if present is not None:
+            group = [member for member in group if member["label"] in present]
+        for member in group:
+            member["weight"] = entry["weight"] / len(group)
+        members += group
+    return members
+
+
 def validate_config(raw: Any) -> dict:
     """Return the config with defaults filled in; raise ConfigError naming the first bad field."""
     config = _validate_section(raw, CONFIG, "")
-    names = [model["name"] for model in config["models"]]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            raise _fail(f"models[{i}].name", f"duplicate model name {name!r}; names must be unique")
+    taken: set[str] = set()
+    for i, model in enumerate(config["models"]):
+        _check_folds_group(model, f"models[{i}]")
+        # A group takes its own name and its folds' names (NAME_f<k>).
+        names = {model["name"], *(member["label"] for member in expand_models([model]))}
+        clash = sorted(names & taken)
+        if clash:
+            raise _fail(f"models[{i}].name", f"duplicate model name {clash[0]!r}; names must be "
+                                             "unique")
+        taken |= names
     if sum(model["weight"] for model in config["models"]) <= 0:
         raise _fail("models", "all weights are 0; give at least one model a weight > 0")
     return config

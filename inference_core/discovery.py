@@ -5,7 +5,8 @@ whatever the layout: `<dataset>/<any depth>/`, `models/<owner>/<model>/<framewor
 <version>/`, `competitions/<slug>/`. Each `.kpenc` container is identified by its public manifest,
 each plain checkpoint (`.pt`, `.pth`) by the config stored in it (read with mmap, so scanning does
 not read the weights). A config entry matches on `name`, and on `fold`, `sha256` and `path` when
-it gives them. Missing, duplicate and unused files are reported in one readable block.
+it gives them; each fold of a `folds:` group matches on the group's name (or `NAME_f<k>`) and
+that fold. Missing, duplicate and unused files are reported in one readable block.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checkpoint import load_checkpoint
+from .config import expand_models
 from .errors import KernelError
 from .kpenc import inspect, is_kpenc
 
@@ -115,7 +117,8 @@ def scan_input_roots(roots: list[str]) -> tuple[list[FoundModel], list[tuple[str
 
 
 def _fits(entry: dict, found: FoundModel) -> bool:
-    return (found.name == entry["name"]
+    # A fold of a folds group may be saved under the group's name or as NAME_f<k>.
+    return (found.name in (entry["name"], entry["label"])
             and (entry["fold"] is None or found.fold == entry["fold"])
             and (entry["path"] is None or found.relative == entry["path"].strip("/"))
             and (entry["sha256"] is None or found.sha256 == entry["sha256"]))
@@ -123,37 +126,50 @@ def _fits(entry: dict, found: FoundModel) -> bool:
 
 def match_models(models: list[dict], found: list[FoundModel],
                  unreadable: list[tuple[str, str]] | None = None) -> Discovery:
-    """Match config entries to files; raise DiscoveryError when an identity matches different
-    files. Call `check_missing` after logging the report."""
+    """Match config entries (each fold of a folds group apart, by name and fold) to files; raise
+    DiscoveryError when an identity matches different files. Results are keyed by the member's
+    label (NAME, or NAME_f<k> for a fold). Call `check_missing` after logging the report."""
     discovery = Discovery(unreadable=list(unreadable or []))
     used: set[int] = set()
-    for i, entry in enumerate(models):
+    for entry in expand_models(models):
+        i, label = entry["index"], entry["label"]
         candidates = [f for f in found if _fits(entry, f)]
         if not candidates:
-            discovery.missing.append(entry["name"])
+            discovery.missing.append(label)
             continue
         if len(candidates) > 1 and len({c.sha256 for c in candidates}) > 1:
             raise DiscoveryError(
-                f"models[{i}] {entry['name']!r}: {len(candidates)} different files match ("
+                f"models[{i}] {label!r}: {len(candidates)} different files match ("
                 + ", ".join(c.relative for c in candidates)
                 + f"); add fold, sha256 or path to models[{i}] to pick one"
             )
         if len(candidates) > 1:
-            discovery.duplicates[entry["name"]] = candidates
-        discovery.matched[entry["name"]] = candidates[0]
+            discovery.duplicates[label] = candidates
+        discovery.matched[label] = candidates[0]
         used.update(id(c) for c in candidates)
     discovery.unused = [f for f in found if id(f) not in used]
     return discovery
 
 
 def check_missing(discovery: Discovery, models: list[dict]) -> None:
-    """Raise DiscoveryError if a required model, or every model, is missing."""
-    required = [m["name"] for m in models if m["required"] and m["name"] in discovery.missing]
+    """Raise DiscoveryError if a required model (or fold), or every model, is missing."""
+    required = [m for m in expand_models(models)
+                if m["required"] and m["label"] in discovery.missing]
     if required:
+        folds = [f"models[{m['index']}].folds" for m in required if m["group"] != m["label"]]
         raise DiscoveryError(
-            f"required model(s) {', '.join(required)} not found under the input roots; attach "
-            "the dataset that holds them, or set required: false to run without them"
+            f"required model(s) {', '.join(describe_member(m) for m in required)} not found "
+            "under the input roots; attach the dataset that holds them, "
+            + (f"list only the folds you have in {', '.join(dict.fromkeys(folds))}, " if folds
+               else "")
+            + "or set required: false to run without them"
         )
     if not discovery.matched:
         raise DiscoveryError("none of the config's models was found under the input roots; "
                              "attach the model datasets to the kernel")
+
+
+def describe_member(member: dict) -> str:
+    """A member as a message names it: NAME, or `NAME fold k` for a fold of a folds group."""
+    return member["label"] if member["group"] == member["label"] else \
+        f"{member['group']} fold {member['fold']}"

@@ -42,6 +42,7 @@ class Member:
     activation: str
     num_classes: int
     classes: list | None
+    group: str = ""  # the config entry it comes from: its name (a folds group's, for a fold)
 
 
 @dataclass

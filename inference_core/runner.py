@@ -21,14 +21,20 @@ from tqdm.auto import tqdm
 from .blend import BlendAccumulator
 from .budget import DeadlineGuard, rank_units
 from .checkpoint import load_checkpoint, model_from_checkpoint
-from .config import BUDGET_ENV, validate_config
+from .config import BUDGET_ENV, expand_models, validate_config
 from .data import (
     Preprocess,
     TestSet,
     find_input_root,
     resolve_test_set,
 )
-from .discovery import FoundModel, check_missing, match_models, scan_input_roots
+from .discovery import (
+    FoundModel,
+    check_missing,
+    describe_member,
+    match_models,
+    scan_input_roots,
+)
 from .errors import CheckpointError, KernelError
 from .fallback import FallbackPrior
 from .predict import EnsemblePredictor, Member, prefetch
@@ -60,18 +66,19 @@ def make_log(start: float, stream=sys.stdout) -> Log:
 
 def load_members(config: dict, found: dict[str, FoundModel], key: bytes | None, log: Log
                  ) -> list[Member]:
-    """Load the discovered models with a positive weight, in config order."""
+    """Load the discovered models (each fold of a folds group apart, the group's weight split
+    over the folds found) with a positive weight, in config order; `found` is keyed by label."""
     default_activation = "sigmoid" if config["submission"]["format"] == "multilabel" else "softmax"
     members = []
-    for entry in config["models"]:
-        if entry["name"] not in found or entry["weight"] <= 0:
+    for entry in expand_models(config["models"], present=set(found)):
+        if entry["weight"] <= 0:
             continue
-        location = found[entry["name"]]
+        location = found[entry["label"]]
         checkpoint = load_checkpoint(location.path, location.relative, key=key)
         model_config = checkpoint["config"]
         model = model_from_checkpoint(checkpoint, location.relative)
         members.append(Member(
-            name=entry["name"],
+            name=entry["label"],
             model=model,
             preprocess=Preprocess.from_checkpoint_config(model_config, location.relative),
             weight=entry["weight"],
@@ -80,8 +87,9 @@ def load_members(config: dict, found: dict[str, FoundModel], key: bytes | None, 
             activation=model_config.get("activation", default_activation),
             num_classes=checkpoint["num_classes"],
             classes=model_config.get("classes"),
+            group=entry["group"],
         ))
-        log(f"loaded {entry['name']} ({checkpoint['arch']}, {checkpoint['num_classes']} classes"
+        log(f"loaded {entry['label']} ({checkpoint['arch']}, {checkpoint['num_classes']} classes"
             f", {'decrypted in memory' if location.encrypted else 'plain'})")
     widths = {m.num_classes for m in members}
     if len(widths) > 1:
@@ -134,8 +142,9 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
     discovery = match_models(config["models"], found, unreadable)
     log(discovery.report())
     check_missing(discovery, config["models"])
-    for name in discovery.missing:
-        log(f"WARNING model {name} not found; blending without it")
+    for member in expand_models(config["models"]):
+        if member["label"] in discovery.missing:
+            log(f"WARNING model {describe_member(member)} not found; blending without it")
 
     input_root = find_input_root(config["input_roots"])
     test_set: TestSet = resolve_test_set(config["test"], input_root,

@@ -11,7 +11,7 @@ import yaml
 from sklearn.metrics import accuracy_score, fbeta_score
 
 from inference_core.blend import BlendAccumulator
-from inference_core.config import validate_config
+from inference_core.config import expand_models, validate_config
 from inference_core.submission import SubmissionWriter
 from kernelpack import cli
 from kernelpack.config import load_config
@@ -243,3 +243,37 @@ def test_unknown_metric_and_base_entries_without_oof_are_refused(tmp_path, capsy
     with pytest.raises(SearchError, match="--restarts 0: must be at least 1"):
         search_blend(OofSet(["a"], [np.eye(2)], np.eye(2, dtype=bool), [0, 1], [], None),
                      METRICS["accuracy"], "mean", {"format": "multiclass"}, restarts=0)
+
+
+def test_a_folds_group_takes_one_oof_file_and_keeps_its_group_form(tmp_path):
+    probs, truth = _multilabel_oof()
+    argv = _write_inputs(tmp_path, probs, truth, CLASSES, np.arange(150) % 3)
+    base = {
+        "models": [{"name": "m1", "folds": [0, 1, 2, 3, 4], "tta": ["identity", "hflip"]},
+                   {"name": "m2", "folds": [0, 1, 2]}, {"name": "m3", "path": "x/m3.pt"}],
+        "test": {"images": "comp/test"},
+        "submission": {"format": "multilabel", "classes": CLASSES, "threshold": 0.4},
+        "blend": "mean",
+    }
+    (tmp_path / "base.yml").write_text(yaml.safe_dump(base))
+    out = tmp_path / "fitted.yml"
+    assert cli.main(["blend", "search", *argv, "--metric", "f2", "--base",
+                     str(tmp_path / "base.yml"), "--restarts", "2", "-o", str(out)]) == 0
+    raw = yaml.safe_load(out.read_text())
+    # One entry per group, as written; the fitted weight sits on the group entry.
+    assert [(m["name"], m.get("folds")) for m in raw["models"]] == [
+        ("m1", [0, 1, 2, 3, 4]), ("m2", [0, 1, 2]), ("m3", None)]
+    assert raw["models"][0]["tta"] == ["identity", "hflip"]
+    config = load_config(out)
+    weights = [m["weight"] for m in config["models"]]
+    assert sum(weights) == pytest.approx(1, abs=1e-3) and len(set(weights)) > 1
+
+    # In the kernel each fold stands in with its group's OOF predictions, at an even share.
+    members = expand_models(config["models"])
+    assert [m["weight"] for m in members[:5]] == pytest.approx([weights[0] / 5] * 5)
+    by_group = {"m1": probs[0], "m2": probs[1], "m3": probs[2]}
+    predicted = _kernel_scores({**config, "models": members},
+                               [by_group[m["group"]] for m in members], truth, CLASSES, tmp_path)
+    header_score = float(re.search(r"f2 ([0-9.]+)", out.read_text()).group(1))
+    assert fbeta_score(truth, predicted, beta=2, average="samples") == pytest.approx(
+        header_score, abs=5e-5)

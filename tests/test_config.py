@@ -2,7 +2,7 @@ import copy
 
 import pytest
 
-from inference_core.config import CONFIG, Section, validate_config
+from inference_core.config import CONFIG, Section, expand_models, validate_config
 from inference_core.errors import ConfigError
 from kernelpack.config import load_config
 
@@ -115,3 +115,41 @@ def test_list_defaults_are_copied_for_every_validated_config():
                 yield key
 
     assert list(shared_lists(CONFIG, second)) == []
+
+
+def test_a_folds_entry_expands_to_one_member_per_fold_sharing_its_weight():
+    config = validate_config(_with(("models",), [
+        {"name": "se50", "folds": [0, 1, 2, 3], "weight": 0.3, "tta": ["hflip"]},
+        {"name": "res_f0", "weight": 0.7},
+    ]))
+    assert config["models"][0]["folds"] == [0, 1, 2, 3]  # the config keeps the group form
+    members = expand_models(config["models"])
+    assert [(m["label"], m["name"], m["fold"], m["group"], m["index"]) for m in members] == [
+        ("se50_f0", "se50", 0, "se50", 0), ("se50_f1", "se50", 1, "se50", 0),
+        ("se50_f2", "se50", 2, "se50", 0), ("se50_f3", "se50", 3, "se50", 0),
+        ("res_f0", "res_f0", None, "res_f0", 1)]
+    assert [m["weight"] for m in members] == pytest.approx([0.075] * 4 + [0.7])
+    assert all(m["tta"] == ["hflip"] for m in members[:4])
+    # Folds that were not found: the group keeps its weight, split over the folds present.
+    present = expand_models(config["models"], present={"se50_f1", "se50_f3", "res_f0"})
+    assert [(m["label"], m["weight"]) for m in present] == [
+        ("se50_f1", pytest.approx(0.15)), ("se50_f3", pytest.approx(0.15)), ("res_f0", 0.7)]
+
+
+@pytest.mark.parametrize("entries, message", [
+    ([{"name": "se50", "folds": [0, 1, 1]}], "models[0].folds[2]: fold 1 is listed twice"),
+    ([{"name": "se50", "folds": [0, 1], "fold": 0}],
+     "models[0].fold: a folds group has one file per fold; drop fold"),
+    ([{"name": "se50", "folds": [0, 1], "path": "m/se50.pt"}],
+     "models[0].path: a folds group has one file per fold; drop path"),
+    ([{"name": "se50", "folds": []}], "models[0].folds: must not be empty"),
+    ([{"name": "se50", "folds": [0, -1]}], "models[0].folds[1]: must be >= 0, got -1"),
+    ([{"name": "se50", "folds": [0, 1]}, {"name": "se50", "folds": [2, 3]}],
+     "models[1].name: duplicate model name 'se50'"),
+    ([{"name": "se50", "folds": [0, 1]}, {"name": "se50_f1"}],
+     "models[1].name: duplicate model name 'se50_f1'"),
+])
+def test_bad_folds_groups_are_named_with_the_fix(entries, message):
+    with pytest.raises(ConfigError) as info:
+        validate_config(_with(("models",), entries))
+    assert str(info.value).startswith(message)

@@ -9,8 +9,10 @@ import torch
 
 from examples.digits.prepare import make_competition
 from inference_core.checkpoint import save_checkpoint
+from inference_core.discovery import DiscoveryError
 from inference_core.kpenc import load_key
 from inference_core.registry import create_model
+from inference_core.runner import run_kernel
 from kernelpack.build import build_kernel, embeds_key
 from kernelpack.encrypt import encrypt_checkpoint, keygen
 from kernelpack.errors import BuildError
@@ -120,3 +122,43 @@ def test_a_budget_that_fits_part_of_the_ensemble_still_writes_a_valid_submission
     kept, dropped = plan.split("dropped:")
     assert "wide_5:rot180" in dropped  # the last of the ranking goes first
     assert "wide_0:identity" in kept  # the heaviest weight's first view is always kept
+
+
+def _run_in_process(models, digits_input, work, required=False):
+    config = {"models": models, "input_roots": [str(digits_input)],
+              "test": {"images": "digits/test",
+                       "sample_submission": "digits/sample_submission.csv"},
+              "submission": {"format": "probabilities"}, "blend": "gmean",
+              "tta": ["identity", "hflip"], "batch_size": 16}
+    lines = []
+    work.mkdir()
+    summary = run_kernel(config, working_dir=work, log=lines.append, progress=False)
+    return pd.read_csv(summary.submission).set_index("id"), "\n".join(lines)
+
+
+def test_a_folds_entry_runs_as_its_per_fold_entries_and_a_missing_fold_keeps_its_share(
+        digits_input, tmp_path):
+    # The fixture's checkpoints are cnn_f0 (fold 0) and cnn_f1 (fold 1): NAME_f<k> naming.
+    per_fold, _ = _run_in_process([{"name": "cnn_f0", "weight": 1.5},
+                                   {"name": "cnn_f1", "weight": 1.5}], digits_input,
+                                  tmp_path / "per-fold")
+    grouped, log = _run_in_process([{"name": "cnn", "folds": [0, 1], "weight": 3}],
+                                   digits_input, tmp_path / "grouped")
+    assert "loaded cnn_f0" in log and "loaded cnn_f1" in log
+    pd.testing.assert_frame_equal(grouped, per_fold)
+    # Not a vacuous match: the folds disagree.
+    fold0, _ = _run_in_process([{"name": "cnn_f0"}], digits_input, tmp_path / "fold0")
+    assert (fold0 - grouped).abs().to_numpy().max() > 1e-3
+
+    # Fold 2 was never trained: optional, the group blends the folds it has, at full weight.
+    with_gap, log = _run_in_process([{"name": "cnn", "folds": [0, 1, 2], "weight": 3}],
+                                    digits_input, tmp_path / "gap")
+    assert "WARNING model cnn fold 2 not found; blending without it" in log
+    pd.testing.assert_frame_equal(with_gap, per_fold)
+    with pytest.raises(DiscoveryError) as info:
+        _run_in_process([{"name": "cnn", "folds": [0, 1, 2], "required": True}], digits_input,
+                        tmp_path / "required")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("required model(s) cnn fold 2 not found under the input roots")
+    assert "list only the folds you have in models[0].folds" in message

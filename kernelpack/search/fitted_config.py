@@ -1,9 +1,10 @@
 """Fitted weights and thresholds written into an ensemble config, and read back out of one.
 
 An OOF file stands for one model or for all folds of one model: with a base config, the entries
-of `--oof NAME=...` are the one named NAME and those named `NAME_f<k>` (the k-fold naming of the
-README and the digits example). They share NAME's weight equally, so that the fold models
-together take the place of the OOF predictions they made.
+of `--oof NAME=...` are the one named NAME (a plain model, or a `folds:` group, which takes the
+weight itself and splits it over its folds in the kernel) and those named `NAME_f<k>` (one entry
+per fold, the naming of the digits example). They share NAME's weight equally, so that the fold
+models together take the place of the OOF predictions they made.
 """
 
 from __future__ import annotations
