@@ -28,7 +28,7 @@ import torch
 
 from benchmarks.common import peak_rss, reset_peak_rss, write_checkpoints, write_test_images
 from inference_core.checkpoint import load_checkpoint, model_from_checkpoint
-from inference_core.data import Preprocess, decode_image, to_tensor
+from inference_core.preprocess import Preprocess, decode_image, to_tensor
 from inference_core.runner import run_kernel
 
 TTA, BATCH = ["identity", "hflip"], 32

@@ -2,10 +2,10 @@
 decodes and prepares the next batches while the models run.
 
 Models are spread round-robin over every visible GPU (Kaggle's T4 x2), run in fp16 autocast with
-channels-last tensors there, and on the CPU in fp32. Each image is decoded once and prepared once
-per input group (models sharing input size, resize and normalisation); each model runs all its TTA
-views in one pass. All models of a batch are launched before any result is copied back, so models
-on different GPUs overlap.
+channels-last tensors there, and on the CPU in fp32. Each image is decoded once per decoder and
+prepared once per input group (models with equal `Preprocess` settings); each model runs all its
+TTA views in one pass. All models of a batch are launched before any result is copied back, so
+models on different GPUs overlap.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from torch import nn
 
 from .blend import BlendAccumulator
 from .budget import Unit
-from .data import Preprocess, decode_image, to_tensor
 from .errors import TestSetError
+from .preprocess import Decoder, Preprocess, decode_image, to_tensor
 from .tta import run_tta
 
 
@@ -103,17 +103,22 @@ class EnsemblePredictor:
                 f"{'fp16 autocast, channels-last' if self.fp16 else 'fp32'}")
 
     def prepare(self, paths: list[Path]) -> PreparedBatch:
-        """Decode each image once and prepare it once per input group (runs in loader threads)."""
+        """Decode each image once per decoder and prepare it once per input group (runs in
+        loader threads). An image that any decoder cannot read is left out for every group."""
         started = time.perf_counter()
-        images, decoded, errors = [], [], []
-        largest = max(p.input_size for p in self.groups)
+        decoders = list(dict.fromkeys(p.decoder for p in self.groups))
+        images: dict[Decoder, list[np.ndarray]] = {d: [] for d in decoders}
+        decoded, errors = [], []
         for position, path in enumerate(paths):
             try:
-                images.append(decode_image(path, at_least=largest))
-                decoded.append(position)
+                arrays = [decode_image(path, *decoder) for decoder in decoders]
             except TestSetError as exc:
                 errors.append(str(exc))
-        tensors = {p: [to_tensor(image, p) for image in images] for p in self.groups}
+                continue
+            for decoder, array in zip(decoders, arrays, strict=True):
+                images[decoder].append(array)
+            decoded.append(position)
+        tensors = {p: [to_tensor(image, p) for image in images[p.decoder]] for p in self.groups}
         return PreparedBatch(np.array(decoded, dtype=int), tensors, errors,
                              time.perf_counter() - started)
 

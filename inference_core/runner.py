@@ -23,7 +23,6 @@ from .budget import DeadlineGuard, rank_units
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import BUDGET_ENV, expand_models, validate_config
 from .data import (
-    Preprocess,
     TestSet,
     find_input_root,
     resolve_test_set,
@@ -38,6 +37,7 @@ from .discovery import (
 from .errors import CheckpointError, KernelError
 from .fallback import FallbackPrior
 from .predict import EnsemblePredictor, Member, prefetch
+from .preprocess import Preprocess
 from .probe import PROBE_IMAGES, batch_bounds, plan_from_probe
 from .submission import SubmissionWriter
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
-from inference_core import data
+from inference_core import preprocess
 from inference_core.blend import BlendAccumulator
 from inference_core.budget import rank_units
-from inference_core.data import Preprocess
 from inference_core.predict import EnsemblePredictor, Member, prefetch
+from inference_core.preprocess import Preprocess
 from inference_core.registry import create_model
 
 
@@ -34,13 +34,13 @@ def images(tmp_path):
 
 def test_each_image_is_decoded_once_for_all_models_and_groups(images, monkeypatch):
     calls = []
-    real = data.decode_image
+    real = preprocess.decode_image
     monkeypatch.setattr("inference_core.predict.decode_image",
-                        lambda path, at_least: calls.append((path, at_least)) or real(path))
+                        lambda path, *decoder: calls.append((path, *decoder)) or real(path))
     members = [_member("a", 32), _member("b", 32), _member("c", 48)]
     predictor = EnsemblePredictor(members)
     prepared = predictor.prepare(images)
-    assert calls == [(path, 48) for path in images]  # JPEGs decode at the largest input size
+    assert calls == [(path, "pil", None) for path in images]  # exact decoding, once per image
     assert prepared.decoded.tolist() == [0, 1, 3, 4, 5]
     assert len(prepared.errors) == 1 and "bad.png: cannot decode image" in prepared.errors[0]
     assert {p.input_size: len(t) for p, t in prepared.tensors.items()} == {32: 5, 48: 5}

@@ -1,0 +1,449 @@
+"""The pixels a model saw in training: how a checkpoint's images are decoded and prepared.
+
+A checkpoint's config says how its model wants its input. The top-level `input_size`, `resize`,
+`mean` and `std` keep their old meaning; the optional `preprocess` dict adds the decoder
+(`decode: pil | cv2`, `fast_jpeg`) and either the built-in steps (resize with an interpolation,
+rounding to a multiple, center crop, pad, then mean/std), timm's eval transform from the model's
+resolved data config (`timm`), or the user's own albumentations pipeline (`albumentations`, the
+dict `A.to_dict(transform)` returns). docs/preprocess.md has the schema.
+
+`Preprocess` is frozen and hashable: models with equal settings form one input group and share one
+prepared tensor, and every image is decoded once per `Decoder`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from functools import cache
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import CheckpointError, TestSetError
+
+SIZE_MULTIPLE = 16  # what `resize: keep_aspect` rounds the short side to
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+DECODERS = ("pil", "cv2")
+RESIZES = ("stretch", "keep_aspect", "longest", "shortest")
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "area")
+RESIZE_BACKENDS = ("pil", "cv2")
+ROUNDINGS = ("floor", "round")
+TIMM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
+TIMM_INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+TIMM_CROP_MODES = ("center", "squash", "border")
+BUILTIN_KEYS = ("interpolation", "resize_backend", "multiple", "rounding", "crop_size", "crop_pct",
+                "pad", "pad_fill")
+PIPELINE_KEYS = ("albumentations", "timm")  # each replaces the built-in steps as a whole
+PREPROCESS_KEYS = ("decode", "fast_jpeg", *BUILTIN_KEYS, *PIPELINE_KEYS)
+TOP_LEVEL_KEYS = ("input_size", "resize", "mean", "std")  # beside `preprocess`, not inside it
+
+_PIL_FILTERS = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+                "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
+_CV2_FLAGS = {"nearest": "INTER_NEAREST", "bilinear": "INTER_LINEAR", "bicubic": "INTER_CUBIC",
+              "lanczos": "INTER_LANCZOS4", "area": "INTER_AREA"}
+
+
+class Decoder(NamedTuple):
+    """How an image file becomes an RGB uint8 array; models with equal decoders share it."""
+
+    kind: str = "pil"
+    at_least: int | None = None  # `fast_jpeg`: PIL's reduced-scale JPEG keeps sides >= this
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How one group of models wants its input; models with equal settings share one tensor.
+
+    `albumentations` and `timm` hold their pipeline's dict as canonical JSON text (hashable);
+    either one replaces the built-in steps, which then keep their defaults."""
+
+    input_size: int | None
+    resize: str = "stretch"
+    mean: tuple[float, float, float] | None = IMAGENET_MEAN
+    std: tuple[float, float, float] | None = IMAGENET_STD
+    decode: str = "pil"
+    fast_jpeg: bool = False
+    interpolation: str = "bilinear"
+    resize_backend: str = "pil"
+    multiple: int = 1
+    rounding: str = "floor"
+    crop_size: tuple[int, int] | None = None
+    crop_pct: float | None = None
+    pad: tuple[int, int] | None = None
+    pad_fill: tuple[int, int, int] = (0, 0, 0)
+    albumentations: str | None = None
+    timm: str | None = None
+
+    @classmethod
+    def from_checkpoint_config(cls, config: dict, name: str) -> Preprocess:
+        return validate_preprocess(config, name)
+
+    @property
+    def resize_size(self) -> int:
+        """The size the resize step aims at: `input_size`, or input_size / crop_pct (floored, as
+        timm and torchvision do) when a crop_pct crop follows."""
+        if self.crop_pct is None:
+            return self.input_size
+        return math.floor(self.input_size / self.crop_pct)
+
+    @property
+    def crop(self) -> tuple[int, int] | None:
+        """(height, width) of the center crop, if any."""
+        if self.crop_pct is not None:
+            return self.input_size, self.input_size
+        return self.crop_size
+
+    @property
+    def decoder(self) -> Decoder:
+        if not self.fast_jpeg:
+            return Decoder(self.decode)
+        if self.timm is not None:
+            data_config = json.loads(self.timm)
+            size = data_config["input_size"]
+            side = max(size[-2:]) if isinstance(size, list) else size
+            return Decoder(self.decode, math.floor(side / (data_config.get("crop_pct") or 0.875)))
+        return Decoder(self.decode, self.resize_size)
+
+
+def validate_preprocess(config: dict, where: str) -> Preprocess:
+    """The `Preprocess` a checkpoint config describes; raises CheckpointError with one line naming
+    `where` (the checkpoint), the key, the problem and the fix."""
+
+    def fail(message: str) -> CheckpointError:
+        return CheckpointError(f"{where}: {message}")
+
+    if not isinstance(config, dict):
+        raise fail(f"checkpoint config must be a dict, got {type(config).__name__}")
+    options = config.get("preprocess") or {}
+    if not isinstance(options, dict):
+        raise fail(f"config preprocess must be a dict, got {type(options).__name__}; "
+                   "write it as preprocess: {decode: ..., ...}")
+    for key in options:
+        if key in TOP_LEVEL_KEYS:
+            raise fail(f"preprocess.{key} belongs beside preprocess; move {key} to the top level "
+                       "of the checkpoint config")
+        if key not in PREPROCESS_KEYS:
+            close = difflib.get_close_matches(str(key), PREPROCESS_KEYS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise fail(f"unknown preprocess key {key!r}; {hint}known keys: "
+                       f"{', '.join(PREPROCESS_KEYS)}")
+    decode = _choice(options, "decode", DECODERS, "pil", fail)
+    fast_jpeg = options.get("fast_jpeg", False)
+    if not isinstance(fast_jpeg, bool):
+        raise fail(f"preprocess.fast_jpeg must be true or false, got {fast_jpeg!r}")
+    if fast_jpeg and decode != "pil":
+        raise fail("preprocess.fast_jpeg is PIL's reduced-scale JPEG decoding; set decode: pil "
+                   "or drop fast_jpeg")
+    pipelines = [key for key in PIPELINE_KEYS if key in options]
+    if len(pipelines) > 1:
+        raise fail("preprocess has both albumentations and timm; keep the one the model was "
+                   "trained with")
+    if pipelines:
+        clash = [key for key in BUILTIN_KEYS if key in options]
+        if clash:
+            raise fail(f"preprocess.{pipelines[0]} is the whole pipeline, so preprocess.{clash[0]}"
+                       f" has no effect; drop it (set it inside the {pipelines[0]} pipeline)")
+        text = _canonical_json(options[pipelines[0]], f"preprocess.{pipelines[0]}", fail)
+        if pipelines[0] == "albumentations":
+            if fast_jpeg:
+                raise fail("preprocess.fast_jpeg needs a known resize size; it works with the "
+                           "built-in steps and timm, not albumentations: drop fast_jpeg")
+            _check_albumentations(text, fail)
+        else:
+            _check_timm(json.loads(text), fail)
+            _build_pipeline(_timm_pipeline, text, "timm", fail)
+        return Preprocess(None, mean=None, std=None, decode=decode, fast_jpeg=fast_jpeg,
+                          **{pipelines[0]: text})
+    return _builtin(config, options, decode, fast_jpeg, fail)
+
+
+def _builtin(config: dict, options: dict, decode: str, fast_jpeg: bool, fail) -> Preprocess:
+    size = config.get("input_size")
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise fail(f"checkpoint config lacks a usable input_size (got {size!r}); save the "
+                   "checkpoint with config input_size (a positive int), or give "
+                   "preprocess.albumentations or preprocess.timm")
+    resize = config.get("resize", "stretch")
+    if resize not in RESIZES:
+        raise fail(f"checkpoint config resize must be one of {', '.join(RESIZES)}, got {resize!r}")
+    mean = _floats(config.get("mean", IMAGENET_MEAN), "mean", fail)
+    std = _floats(config.get("std", IMAGENET_STD), "std", fail)
+    if 0.0 in std:
+        raise fail(f"checkpoint config std {list(std)} has a zero; give 3 positive floats")
+    interpolation = _choice(options, "interpolation", INTERPOLATIONS, "bilinear", fail)
+    # A cv2 pipeline resizes with cv2, a PIL one with PIL; only cv2 has INTER_AREA.
+    default_backend = "cv2" if decode == "cv2" or interpolation == "area" else "pil"
+    backend = _choice(options, "resize_backend", RESIZE_BACKENDS, default_backend, fail)
+    if interpolation == "area" and backend == "pil":
+        raise fail("preprocess.interpolation area is cv2's INTER_AREA; set resize_backend: cv2")
+    multiple = options.get("multiple", 1)
+    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+        raise fail(f"preprocess.multiple must be a positive int, got {multiple!r}")
+    rounding = _choice(options, "rounding", ROUNDINGS, "floor", fail)
+    if ("multiple" in options or "rounding" in options) and resize not in ("longest", "shortest"):
+        raise fail(f"preprocess.multiple and rounding apply to resize: longest or shortest, not "
+                   f"{resize!r} (keep_aspect always rounds to {SIZE_MULTIPLE}); drop them or "
+                   "change resize")
+    if resize == "keep_aspect" and size % SIZE_MULTIPLE:
+        raise fail(f"input_size {size} must be a multiple of {SIZE_MULTIPLE} with resize: "
+                   "keep_aspect")
+    if size % multiple:
+        raise fail(f"input_size {size} must be a multiple of preprocess.multiple {multiple}")
+    crop_pct = options.get("crop_pct")
+    if crop_pct is not None:
+        if "crop_size" in options:
+            raise fail("preprocess has both crop_size and crop_pct; keep one")
+        if isinstance(crop_pct, bool) or not isinstance(crop_pct, (int, float)) \
+                or not 0 < crop_pct <= 1:
+            raise fail(f"preprocess.crop_pct must be a number in (0, 1] (crop side / resize "
+                       f"side, e.g. 0.875), got {crop_pct!r}")
+        crop_pct = float(crop_pct)
+    return Preprocess(
+        size, resize, mean, std, decode=decode, fast_jpeg=fast_jpeg, interpolation=interpolation,
+        resize_backend=backend, multiple=multiple, rounding=rounding,
+        crop_size=_size_pair(options.get("crop_size"), "crop_size", fail),
+        crop_pct=crop_pct, pad=_size_pair(options.get("pad"), "pad", fail),
+        pad_fill=_fill(options.get("pad_fill", 0), fail))
+
+
+def _choice(options: dict, key: str, allowed: tuple[str, ...], default: str, fail) -> str:
+    value = options.get(key, default)
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), allowed, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise fail(f"preprocess.{key} {value!r} is unknown{hint}; use one of {', '.join(allowed)}")
+    return value
+
+
+def _floats(value, key: str, fail) -> tuple[float, float, float]:
+    try:
+        floats = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        floats = ()
+    if len(floats) != 3:
+        raise fail(f"checkpoint config {key} must be 3 floats (one per RGB channel), got {value!r}")
+    return floats
+
+
+def _size_pair(value, key: str, fail) -> tuple[int, int] | None:
+    """An int side or a [height, width] pair, as (height, width)."""
+    if value is None:
+        return None
+    pair = [value, value] if isinstance(value, int) else value
+    if not isinstance(pair, (list, tuple)) or len(pair) != 2 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in pair):
+        raise fail(f"preprocess.{key} must be a positive int or [height, width], got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _fill(value, fail) -> tuple[int, int, int]:
+    fill = [value] * 3 if isinstance(value, int) else value
+    if not isinstance(fill, (list, tuple)) or len(fill) != 3 or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in fill):
+        raise fail(f"preprocess.pad_fill must be a pixel value 0-255 or 3 of them (RGB), "
+                   f"got {value!r}")
+    return int(fill[0]), int(fill[1]), int(fill[2])
+
+
+def _canonical_json(value, key: str, fail) -> str:
+    if not isinstance(value, dict):
+        raise fail(f"{key} must be a dict, got {type(value).__name__}")
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise fail(f"{key} is not plain data ({exc}); save only numbers, strings, lists and "
+                   "dicts in it") from None
+
+
+def _check_albumentations(text: str, fail) -> None:
+    _build_pipeline(_albumentations_pipeline, text, "albumentations", fail,
+                    "; save it with A.to_dict(transform) from albumentations 2.x")
+
+
+def _check_timm(data_config: dict, fail) -> None:
+    for key in data_config:
+        if key not in TIMM_KEYS:
+            close = difflib.get_close_matches(str(key), TIMM_KEYS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise fail(f"unknown preprocess.timm key {key!r}; {hint}save "
+                       "timm.data.resolve_data_config({}, model=model) (keys: "
+                       f"{', '.join(TIMM_KEYS)})")
+    size = data_config.get("input_size")
+    sides = [size] if isinstance(size, int) else size
+    if not isinstance(sides, list) or len(sides) not in (1, 2, 3) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sides):
+        raise fail(f"preprocess.timm.input_size must be [3, height, width] as timm's data config "
+                   f"has it, got {size!r}")
+    interpolation = data_config.get("interpolation", "bilinear")
+    if interpolation not in TIMM_INTERPOLATIONS:
+        raise fail(f"preprocess.timm.interpolation {interpolation!r} is unknown; use one of "
+                   f"{', '.join(TIMM_INTERPOLATIONS)}")
+    crop_mode = data_config.get("crop_mode")
+    if crop_mode is not None and crop_mode not in TIMM_CROP_MODES:
+        raise fail(f"preprocess.timm.crop_mode {crop_mode!r} is unknown; use one of "
+                   f"{', '.join(TIMM_CROP_MODES)}")
+    crop_pct = data_config.get("crop_pct")
+    if crop_pct is not None and (isinstance(crop_pct, bool) or not isinstance(
+            crop_pct, (int, float)) or not 0 < crop_pct <= 1):
+        raise fail(f"preprocess.timm.crop_pct must be a number in (0, 1], got {crop_pct!r}")
+    for key in ("mean", "std"):
+        if key in data_config:
+            _floats(data_config[key], f"preprocess.timm.{key}", fail)
+
+
+def _build_pipeline(build, text: str, library: str, fail, fix: str = "") -> None:
+    try:
+        build(text)
+    except ImportError as exc:
+        raise fail(f"preprocess.{library} needs {library}, which does not import here ({exc}); "
+                   f"install {library}") from None
+    except Exception as exc:  # whatever the library raises on a dict it cannot rebuild
+        detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise fail(f"preprocess.{library} does not rebuild ({detail}){fix}") from None
+
+
+@cache
+def _albumentations_pipeline(text: str):
+    """The pipeline rebuilt once per process (A.from_dict), shared by the loader threads."""
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check on import
+    import albumentations
+
+    with warnings.catch_warnings():  # from_dict warns about its own serialised defaults
+        warnings.simplefilter("ignore")
+        pipeline = albumentations.from_dict(json.loads(text))
+    if not callable(pipeline):
+        raise TypeError(f"from_dict returned {type(pipeline).__name__}, not a transform")
+    return pipeline
+
+
+@cache
+def _timm_pipeline(text: str):
+    """timm's own eval transform for the saved data config: the exact code that made the
+    training-time validation pixels (resize rounding, crop modes, border fill)."""
+    from timm.data import create_transform
+
+    return create_transform(**json.loads(text), is_training=False)
+
+
+def decode_image(path: str | os.PathLike, decoder: str = "pil", at_least: int | None = None
+                 ) -> np.ndarray:
+    """HxWx3 uint8 RGB; raises TestSetError naming the file if it cannot be decoded.
+
+    `decoder` "pil" is PIL's `convert("RGB")`; "cv2" is `cv2.imread(path, cv2.IMREAD_COLOR)` then
+    BGR -> RGB, as albumentations users read images. With `at_least` (PIL only), a JPEG is decoded
+    straight at a reduced scale (1/2, 1/4 or 1/8, by the decoder's DCT scaling) whose sides all
+    stay at least `at_least` pixels: faster, but not the pixels of a full decode."""
+    if decoder == "cv2":
+        import cv2
+
+        image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise TestSetError(f"{path}: cannot decode image (cv2.imread returned None); check "
+                               "that the file exists and is an image")
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    try:
+        with Image.open(path) as image:
+            if at_least and image.format == "JPEG":
+                image.draft("RGB", (at_least, at_least))
+            return np.array(image.convert("RGB"))  # a writable copy, as torch wants
+    except (OSError, ValueError) as exc:
+        raise TestSetError(f"{path}: cannot decode image ({exc})") from None
+
+
+def target_size(height: int, width: int, preprocess: Preprocess) -> tuple[int, int]:
+    """(height, width) the built-in resize step makes of a height x width image."""
+    size = preprocess.resize_size
+    if preprocess.resize == "stretch":
+        return size, size
+    if preprocess.resize == "keep_aspect":
+        scale = size / max(height, width)
+
+        def snap(side: int) -> int:
+            return max(SIZE_MULTIPLE, round(side * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE)
+
+        return (size, snap(width)) if height >= width else (snap(height), size)
+    reference = max(height, width) if preprocess.resize == "longest" else min(height, width)
+    multiple = preprocess.multiple
+    to_int = math.floor if preprocess.rounding == "floor" else round
+
+    def scaled(side: int) -> int:
+        if side == reference:
+            return size
+        # side * size / reference, in that order: torchvision's Resize computes it so.
+        return max(multiple, to_int(side * size / reference / multiple) * multiple)
+
+    return scaled(height), scaled(width)
+
+
+def resize_image(image: np.ndarray, height: int, width: int, preprocess: Preprocess
+                 ) -> np.ndarray:
+    """The image resized by PIL or cv2, with the checkpoint's interpolation."""
+    if preprocess.resize_backend == "cv2":
+        import cv2
+
+        flag = getattr(cv2, _CV2_FLAGS[preprocess.interpolation])
+        return cv2.resize(image, (width, height), interpolation=flag)
+    resample = _PIL_FILTERS[preprocess.interpolation]
+    return np.array(Image.fromarray(image).resize((width, height), resample))
+
+
+def pad_to(image: np.ndarray, height: int, width: int, fill: tuple[int, int, int]) -> np.ndarray:
+    """The image centred on a fill-coloured canvas at least height x width (the odd pixel goes
+    to the bottom/right, as torchvision and albumentations do); never crops."""
+    grow_h, grow_w = max(0, height - image.shape[0]), max(0, width - image.shape[1])
+    if not grow_h and not grow_w:
+        return image
+    canvas = np.empty((image.shape[0] + grow_h, image.shape[1] + grow_w, 3), dtype=image.dtype)
+    canvas[...] = np.array(fill, dtype=image.dtype)
+    top, left = grow_h // 2, grow_w // 2
+    canvas[top:top + image.shape[0], left:left + image.shape[1]] = image
+    return canvas
+
+
+def center_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """torchvision's CenterCrop: pad with black when the image is smaller, then crop at
+    round((side - crop) / 2)."""
+    image = pad_to(image, height, width, (0, 0, 0))
+    top = round((image.shape[0] - height) / 2.0)
+    left = round((image.shape[1] - width) / 2.0)
+    return image[top:top + height, left:left + width]
+
+
+def to_tensor(image: np.ndarray, preprocess: Preprocess) -> torch.Tensor:
+    """The model input for an HxWx3 uint8 RGB image: a 3xH'xW' float32 tensor."""
+    if preprocess.albumentations is not None:
+        return _chw_float(_albumentations_pipeline(preprocess.albumentations)(image=image)["image"])
+    if preprocess.timm is not None:
+        return _timm_pipeline(preprocess.timm)(Image.fromarray(image)).float()
+    height, width = target_size(image.shape[0], image.shape[1], preprocess)
+    if (height, width) != image.shape[:2]:
+        image = resize_image(image, height, width, preprocess)
+    if preprocess.crop is not None:
+        image = center_crop(image, *preprocess.crop)
+    if preprocess.pad is not None:
+        image = pad_to(image, *preprocess.pad, preprocess.pad_fill)
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(preprocess.mean).view(3, 1, 1)
+    std = torch.tensor(preprocess.std).view(3, 1, 1)
+    return tensor.sub_(mean).div_(std)
+
+
+def _chw_float(output) -> torch.Tensor:
+    """A pipeline's output (HWC array, or CHW tensor from ToTensorV2) as a float32 CHW tensor;
+    its values are used as they are (the pipeline normalises)."""
+    if isinstance(output, torch.Tensor):
+        tensor = output if output.ndim == 3 else output.unsqueeze(0)
+    else:
+        array = np.asarray(output)
+        array = array[:, :, None] if array.ndim == 2 else array
+        tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
+    return tensor.float()
