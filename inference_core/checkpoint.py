@@ -2,47 +2,26 @@
 
 Saved with `torch.save` and loaded with `torch.load(weights_only=True)`, so loading can never run
 pickled code: `config` holds only str/int/float/bool/None/list/dict, `state_dict` only tensors.
-`config` carries what inference needs beside the weights: the model's `name` and `fold`, its
-`input_size`, `resize` mode, normalisation `mean`/`std`, `activation`, `classes`, and the
-`model_kwargs` the architecture was built with (e.g. `{"width": 16}` for small_cnn).
+What the fields mean, and their checks, are defined once, in `inference_core.model_config`
+(`ModelConfig`); every reader of a checkpoint goes through it.
 """
 
 from __future__ import annotations
 
 import io
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, UnknownArchError
 from .kpenc import decrypt_to_memory, is_kpenc, mappable_path
+from .model_config import ModelConfig
 from .registry import create_model
 
 CHECKPOINT_KEYS = ("arch", "num_classes", "config", "state_dict")
-
-_PLAIN_SCALARS = (str, int, float, bool, type(None))
-
-
-def _check_plain(value: Any, where: str) -> None:
-    if isinstance(value, _PLAIN_SCALARS):
-        return
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _check_plain(item, f"{where}[{i}]")
-        return
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"{where}: keys must be strings, got {key!r}")
-            _check_plain(item, f"{where}.{key}")
-        return
-    raise TypeError(
-        f"{where}: {type(value).__name__} is not a plain type; "
-        "use str/int/float/bool/None/list/dict so the checkpoint loads with weights_only=True"
-    )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -50,19 +29,21 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def make_checkpoint(arch: str, num_classes: int, config: dict, model: nn.Module) -> dict:
-    """The checkpoint dict for `model`; raises TypeError if `config` holds non-plain values."""
-    _check_plain(config, "config")
+def make_checkpoint(config: ModelConfig, model: nn.Module) -> dict:
+    """The checkpoint dict of `model`, described by `config`."""
     state_dict = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return {"arch": arch, "num_classes": int(num_classes), "config": dict(config),
+    return {"arch": config.arch, "num_classes": config.num_classes, "config": config.to_dict(),
             "state_dict": state_dict}
 
 
 def save_checkpoint(path: str | os.PathLike, arch: str, num_classes: int, config: dict,
                     model: nn.Module) -> Path:
-    """Write the checkpoint atomically (a partial file never carries the final name)."""
+    """Check `config` (see ModelConfig; CheckpointError names the field) and write the checkpoint
+    atomically (a partial file never carries the final name)."""
     path = Path(path)
-    checkpoint = make_checkpoint(arch, num_classes, config, model)
+    model_config = ModelConfig.from_checkpoint(
+        {"arch": arch, "num_classes": num_classes, "config": config}, str(path))
+    checkpoint = make_checkpoint(model_config, model)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(checkpoint, tmp)
@@ -96,29 +77,80 @@ def _load(source, label: str, mmap: bool) -> dict:
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
         first_line = _first_line(exc)
         raise CheckpointError(
-            f"{label}: cannot load with weights_only=True ({first_line}); save it with "
-            "inference_core.checkpoint.save_checkpoint (plain types and a state_dict, "
-            "not a pickled model)"
+            f"{label}: cannot load with weights_only=True ({first_line}); convert it with "
+            "`kernelpack import-checkpoint` or save it with inference_core.checkpoint."
+            "save_checkpoint (plain types and a state_dict, not a pickled model)"
         ) from None
     if not isinstance(checkpoint, dict) or not all(k in checkpoint for k in CHECKPOINT_KEYS):
         found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
         raise CheckpointError(
             f"{label}: not a kernelpack checkpoint (expected keys {list(CHECKPOINT_KEYS)}, "
-            f"found {found}); save it with inference_core.checkpoint.save_checkpoint"
+            f"found {found}); convert it with `kernelpack import-checkpoint`"
         )
     return checkpoint
 
 
+@dataclass(frozen=True)
+class WeightMismatch:
+    """How a state dict differs from what a model expects: key names and tensor shapes."""
+
+    missing: list[str]
+    unexpected: list[str]
+    reshaped: list[tuple[str, tuple, tuple]]  # (key, shape in the file, shape in the model)
+
+    @classmethod
+    def between(cls, model: nn.Module, state_dict: dict) -> WeightMismatch:
+        expected = model.state_dict()
+        return cls(
+            missing=[k for k in expected if k not in state_dict],
+            unexpected=[k for k in state_dict if k not in expected],
+            reshaped=[(k, tuple(state_dict[k].shape), tuple(v.shape)) for k, v in expected.items()
+                      if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)],
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.reshaped)
+
+    def describe(self, first: int = 3) -> str:
+        """One line: counts, and the first few names of each kind."""
+        def listed(items: list[str]) -> str:
+            more = f", ... {len(items) - first} more" if len(items) > first else ""
+            return ", ".join(items[:first]) + more
+
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing: {listed(self.missing)}")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected: {listed(self.unexpected)}")
+        if self.reshaped:
+            parts.append(f"{len(self.reshaped)} of another shape: " + listed(
+                [f"{k} {list(got)} in the file, {list(want)} in the model"
+                 for k, got, want in self.reshaped]))
+        return "; ".join(parts)
+
+
+def build_model(config: ModelConfig, name: str) -> nn.Module:
+    """The architecture of `config` with random weights; errors are prefixed with `name`."""
+    try:
+        return create_model(config.arch, config.num_classes, **config.model_kwargs)
+    except UnknownArchError as exc:
+        raise UnknownArchError(f"{name}: {exc}") from None
+    except TypeError as exc:  # a model_kwargs key the builder does not take
+        raise CheckpointError(
+            f"{name}: cannot build arch {config.arch!r} with model_kwargs "
+            f"{config.model_kwargs} ({_first_line(exc)}); fix model_kwargs in the checkpoint "
+            "config") from None
+
+
 def model_from_checkpoint(checkpoint: dict, name: str = "<checkpoint>") -> nn.Module:
     """Build the architecture, load the weights strictly and switch to eval mode."""
-    kwargs = checkpoint["config"].get("model_kwargs") or {}
-    model = create_model(checkpoint["arch"], checkpoint["num_classes"], **kwargs)
-    try:
-        model.load_state_dict(checkpoint["state_dict"], strict=True)
-    except RuntimeError as exc:
+    config = ModelConfig.from_checkpoint(checkpoint, name)
+    model = build_model(config, name)
+    mismatch = WeightMismatch.between(model, checkpoint["state_dict"])
+    if mismatch:
         raise CheckpointError(
-            f"{name}: weights do not fit arch {checkpoint['arch']!r} with "
-            f"{checkpoint['num_classes']} classes ({_first_line(exc)}); "
-            "check the arch it was trained with"
-        ) from None
+            f"{name}: weights do not fit arch {config.arch!r} with {config.num_classes} classes "
+            f"({mismatch.describe()}); check the arch and model_kwargs it was trained with"
+        )
+    model.load_state_dict(checkpoint["state_dict"], strict=True)
     return model.eval()

@@ -20,6 +20,7 @@ from .checkpoint import load_checkpoint
 from .config import expand_models
 from .errors import KernelError
 from .kpenc import inspect, is_kpenc
+from .model_config import ModelConfig
 
 MODEL_SUFFIXES = (".kpenc", ".pt", ".pth")
 
@@ -94,9 +95,8 @@ def _identify(path: Path, relative: str) -> FoundModel:
         manifest = inspect(path).manifest
         return FoundModel(path, relative, True, str(manifest.get("name") or path.stem),
                           manifest.get("fold"), manifest.get("sha256"))
-    config = load_checkpoint(path, relative, mmap=True)["config"]
-    return FoundModel(path, relative, False, str(config.get("name") or path.stem),
-                      config.get("fold"))
+    config = ModelConfig.from_checkpoint(load_checkpoint(path, relative, mmap=True), relative)
+    return FoundModel(path, relative, False, config.name or path.stem, config.fold)
 
 
 def scan_input_roots(roots: list[str]) -> tuple[list[FoundModel], list[tuple[str, str]]]:

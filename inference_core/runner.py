@@ -36,6 +36,7 @@ from .discovery import (
 )
 from .errors import CheckpointError, KernelError
 from .fallback import FallbackPrior
+from .model_config import ModelConfig
 from .predict import EnsemblePredictor, Member, prefetch
 from .preprocess import Preprocess
 from .probe import PROBE_IMAGES, batch_bounds, plan_from_probe
@@ -75,21 +76,22 @@ def load_members(config: dict, found: dict[str, FoundModel], key: bytes | None, 
             continue
         location = found[entry["label"]]
         checkpoint = load_checkpoint(location.path, location.relative, key=key)
-        model_config = checkpoint["config"]
+        model_config = ModelConfig.from_checkpoint(checkpoint, location.relative)
         model = model_from_checkpoint(checkpoint, location.relative)
         members.append(Member(
             name=entry["label"],
             model=model,
-            preprocess=Preprocess.from_checkpoint_config(model_config, location.relative),
+            preprocess=Preprocess.from_checkpoint_config(model_config.to_dict(),
+                                                         location.relative),
             weight=entry["weight"],
             threshold_shift=entry["threshold_shift"],
             tta=entry["tta"] or config["tta"],
-            activation=model_config.get("activation", default_activation),
-            num_classes=checkpoint["num_classes"],
-            classes=model_config.get("classes"),
+            activation=model_config.activation or default_activation,
+            num_classes=model_config.num_classes,
+            classes=list(model_config.classes) if model_config.classes else None,
             group=entry["group"],
         ))
-        log(f"loaded {entry['label']} ({checkpoint['arch']}, {checkpoint['num_classes']} classes"
+        log(f"loaded {entry['label']} ({model_config.arch}, {model_config.num_classes} classes"
             f", {'decrypted in memory' if location.encrypted else 'plain'})")
     widths = {m.num_classes for m in members}
     if len(widths) > 1:

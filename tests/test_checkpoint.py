@@ -3,6 +3,7 @@ import torch
 
 from inference_core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from inference_core.errors import CheckpointError, UnknownArchError
+from inference_core.model_config import ModelConfig
 from inference_core.registry import create_model
 
 CONFIG = {"name": "cnn_f0", "fold": 0, "input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3,
@@ -35,10 +36,60 @@ def test_a_pickled_model_is_refused_with_the_fix(tmp_path):
 
 
 def test_config_values_that_need_pickle_are_refused_at_save(tmp_path):
-    with pytest.raises(TypeError, match=r"config.mean: tensor|config.mean: Tensor"):
+    with pytest.raises(CheckpointError, match=r"m\.pt: config\.mean: must be a list, got tensor"):
         save_checkpoint(tmp_path / "m.pt", "small_cnn", 5, {**CONFIG, "mean": torch.ones(3)},
                         _model())
+    with pytest.raises(CheckpointError, match=r"m\.pt: config\.model_kwargs\.width: Tensor is "
+                                              r"not a plain type"):
+        save_checkpoint(tmp_path / "m.pt", "small_cnn", 5,
+                        {**CONFIG, "model_kwargs": {"width": torch.tensor(8)}}, _model())
     assert not (tmp_path / "m.pt").exists()
+
+
+def _one_line_error(exc_info) -> str:
+    message = str(exc_info.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({"activaton": "sigmoid"}, "config.activaton: unknown field; did you mean 'activation'?"),
+    ({"fold": -1}, "config.fold: must be >= 0, got -1"),
+    ({"fold": "0"}, "config.fold: must be an integer, got '0'"),
+    ({"activation": "sofmax"}, "config.activation: must be one of softmax, sigmoid, none"),
+    ({"classes": ["a", "b"]}, "config.classes: holds 2 labels but the model has 5 outputs"),
+    ({"classes": ["a", "a", "b", "c", "d"]}, "config.classes: labels must be unique"),
+    ({"std": [0.2, "0.2", 0.2]}, "config.std[1]: must be a number, got '0.2'"),
+    ({"input_size": 0}, "config.input_size: must be >= 1, got 0"),
+    ({"preprocess": ["resize"]}, "config.preprocess: must be a mapping"),
+])
+def test_bad_config_fields_are_named_in_one_line(config, expected):
+    with pytest.raises(CheckpointError) as info:
+        ModelConfig.from_checkpoint({"arch": "small_cnn", "num_classes": 5, "config": config},
+                                    "models/m.pt")
+    assert _one_line_error(info).startswith(f"models/m.pt: {expected}")
+
+
+def test_bad_top_level_fields_are_named():
+    with pytest.raises(CheckpointError, match=r"m\.pt: num_classes: must be >= 1, got 0"):
+        ModelConfig.from_checkpoint({"arch": "small_cnn", "num_classes": 0, "config": {}}, "m.pt")
+    with pytest.raises(CheckpointError, match=r"m\.pt: config: missing"):
+        ModelConfig.from_checkpoint({"arch": "small_cnn", "num_classes": 2}, "m.pt")
+
+
+def test_model_config_reads_typed_fields_and_writes_back_the_plain_dict(tmp_path):
+    full = {**CONFIG, "resize": "keep_aspect", "activation": "sigmoid",
+            "classes": ["a", "b", "c", "d", "e"], "preprocess": {"crop_pct": 0.875}}
+    path = save_checkpoint(tmp_path / "m.pt", "small_cnn", 5, full, _model())
+    raw = torch.load(path, weights_only=True)
+    config = ModelConfig.from_checkpoint(raw, "m.pt")
+    assert (config.name, config.fold, config.arch, config.num_classes) == ("cnn_f0", 0,
+                                                                            "small_cnn", 5)
+    assert config.mean == (0.5, 0.5, 0.5) and config.classes == ("a", "b", "c", "d", "e")
+    assert config.model_kwargs == {"width": 8} and config.activation == "sigmoid"
+    assert raw["config"] == full == config.to_dict()
+    bare = ModelConfig.from_checkpoint({"arch": "small_cnn", "num_classes": 5, "config": {}}, "x")
+    assert bare.to_dict() == {} and bare.name is None and bare.model_kwargs == {}
 
 
 def test_not_a_kernelpack_checkpoint_and_missing_file(tmp_path):
@@ -59,5 +110,19 @@ def test_weights_that_do_not_fit_the_arch_and_unknown_arch(tmp_path):
     checkpoint = load_checkpoint(path)
     with pytest.raises(CheckpointError, match="weights do not fit arch 'small_cnn' with 6 classes"):
         model_from_checkpoint({**checkpoint, "num_classes": 6}, "m.pt")
-    with pytest.raises(UnknownArchError, match="unknown architecture 'small_cn'"):
-        model_from_checkpoint({**checkpoint, "arch": "small_cn"})
+    with pytest.raises(CheckpointError) as info:
+        model_from_checkpoint({**checkpoint, "num_classes": 6}, "m.pt")
+    assert "2 of another shape: head.weight [5, 32] in the file, [6, 32] in the model" in str(
+        info.value)
+    with pytest.raises(UnknownArchError, match=r"^m\.pt: unknown architecture 'small_cn'"):
+        model_from_checkpoint({**checkpoint, "arch": "small_cn"}, "m.pt")
+    no_width = {**checkpoint, "config": {**checkpoint["config"], "model_kwargs": {"wdth": 8}}}
+    with pytest.raises(CheckpointError, match=r"^m\.pt: cannot build arch 'small_cnn' with "
+                                              r"model_kwargs \{'wdth': 8\}"):
+        model_from_checkpoint(no_width, "m.pt")
+    renamed = {**checkpoint, "state_dict": {f"model.{k}": v
+                                            for k, v in checkpoint["state_dict"].items()}}
+    with pytest.raises(CheckpointError) as info:
+        model_from_checkpoint(renamed, "m.pt")
+    message = _one_line_error(info)
+    assert "missing: " in message and "unexpected: model." in message and "more" in message

@@ -118,3 +118,14 @@ def test_a_missing_required_model_stops_the_kernel_and_an_optional_one_does_not(
     nothing = _models({"name": "ghost"})
     with pytest.raises(DiscoveryError, match="none of the config's models was found"):
         check_missing(match_models(nothing, found), nothing)
+
+
+def test_a_checkpoint_with_a_bad_config_is_skipped_with_the_field_named(tmp_path):
+    root = tmp_path / "input"
+    good = _checkpoint(root / "ds" / "good.pt", "cnn", 0)
+    checkpoint = torch.load(good, weights_only=True)
+    checkpoint["config"]["fodl"] = 1  # a typo must not silently drop the fold
+    torch.save(checkpoint, root / "ds" / "typo.pt")
+    found, unreadable = scan_input_roots([str(root)])
+    assert [(f.relative, f.name, f.fold) for f in found] == [("ds/good.pt", "cnn", 0)]
+    assert unreadable == [("ds/typo.pt", "config.fodl: unknown field; did you mean 'fold'?")]
