@@ -36,7 +36,7 @@ import io
 import json
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -61,27 +61,120 @@ def key_id(key: bytes) -> str:
     return hashlib.sha256(b"kernelpack-key-id" + key).hexdigest()[:16]
 
 
-def chunk_nonce(prefix: bytes, index: int, last: bool) -> bytes:
-    return prefix + struct.pack(">I", index) + (b"\x01" if last else b"\x00")
-
-
-def encode_preamble(header: dict) -> bytes:
-    """Magic, version, header length and header: the bytes every chunk authenticates."""
-    body = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    return _PREAMBLE.pack(MAGIC, VERSION, len(body)) + body
-
-
 @dataclass(frozen=True)
 class KpencHeader:
-    path: str
+    """The header of a .kpenc file: the writer creates and encodes it, the reader parses it; both
+    sides check it here, so a header that would not read back is never written."""
+
     key_id: str
     nonce_prefix: bytes
     chunk_size: int
     chunks: int
     plaintext_size: int
     manifest: dict
-    aad: bytes  # SHA-256 of the preamble
-    data_offset: int
+    path: str = "<.kpenc header>"  # the file, for messages
+    # Bytes 0..14+H exactly as written or read: what every chunk authenticates.
+    preamble: bytes = field(default=b"", repr=False)
+
+    @classmethod
+    def create(cls, key: bytes, plaintext_size: int, manifest: dict,
+               chunk_size: int = DEFAULT_CHUNK_SIZE, path: str = "<.kpenc header>"
+               ) -> KpencHeader:
+        """A new header with a fresh random nonce prefix, for `plaintext_size` bytes."""
+        check_key(key)
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise KpencError(f"{path}: chunk size must be a positive integer, got {chunk_size!r}")
+        return cls(key_id=key_id(key), nonce_prefix=os.urandom(NONCE_PREFIX_SIZE),
+                   chunk_size=chunk_size, chunks=max(1, -(-plaintext_size // chunk_size)),
+                   plaintext_size=plaintext_size, manifest=dict(manifest), path=path)
+
+    @classmethod
+    def read(cls, handle: BinaryIO, label: str) -> KpencHeader:
+        """Parse and check the preamble; raises KpencError for anything that is not a .kpenc
+        v1."""
+        fixed = handle.read(_PREAMBLE.size)
+        if len(fixed) < _PREAMBLE.size or not fixed.startswith(MAGIC):
+            raise KpencError(f"{label}: not a .kpenc file (bad magic); encrypt checkpoints with "
+                             "`kernelpack encrypt`")
+        _, version, length = _PREAMBLE.unpack(fixed)
+        if version != VERSION:
+            raise KpencError(f"{label}: .kpenc format version {version} is not supported (this "
+                             f"runtime reads version {VERSION}); rebuild the kernel with a "
+                             "matching kernelpack")
+        if length > MAX_HEADER_SIZE:
+            raise KpencError(f"{label}: header length {length} is implausible; the file is "
+                             "damaged")
+        body = handle.read(length)
+        try:
+            fields = json.loads(body.decode("utf-8"))
+            return cls(key_id=fields["key_id"], nonce_prefix=bytes.fromhex(fields["nonce_prefix"]),
+                       chunk_size=fields["chunk_size"], chunks=fields["chunks"],
+                       plaintext_size=fields["plaintext_size"], manifest=fields["manifest"],
+                       path=label, preamble=fixed + body)
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise KpencError(f"{label}: header is damaged ({type(exc).__name__}: {exc}); "
+                             "re-download or re-encrypt the file") from None
+
+    def __post_init__(self) -> None:
+        problem = self._problem()
+        if problem:
+            raise KpencError(f"{self.path}: header fields are inconsistent ({problem}); the file "
+                             "is damaged, re-download or re-encrypt it")
+        if not self.preamble:
+            object.__setattr__(self, "preamble", self.encode())
+
+    def _problem(self) -> str | None:
+        """What is wrong with the fields, or None."""
+        def count(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+        if not isinstance(self.key_id, str) or len(self.key_id) != 16:
+            return f"key_id {self.key_id!r} is not 16 hex digits"
+        if len(self.nonce_prefix) != NONCE_PREFIX_SIZE:
+            return f"nonce_prefix is {len(self.nonce_prefix)} bytes, not {NONCE_PREFIX_SIZE}"
+        if not all(count(v) for v in (self.chunk_size, self.chunks, self.plaintext_size)):
+            return "chunk_size, chunks and plaintext_size must be non-negative integers"
+        if self.chunk_size < 1 or self.chunks < 1:
+            return "chunk_size and chunks must be at least 1"
+        if not 0 <= self.chunk_length(self.chunks - 1) <= self.chunk_size:
+            return (f"{self.chunks} chunks of {self.chunk_size} bytes cannot hold "
+                    f"{self.plaintext_size} bytes")
+        if not isinstance(self.manifest, dict):
+            return "manifest is not a JSON object"
+        name, fold = self.manifest.get("name"), self.manifest.get("fold")
+        if name is not None and not isinstance(name, str):
+            return f"manifest name {name!r} is not a string"
+        if fold is not None and (isinstance(fold, bool) or not isinstance(fold, int)):
+            return f"manifest fold {fold!r} is not an integer"
+        return None
+
+    def fields(self) -> dict:
+        """The header as the JSON object stored in the file."""
+        return {"key_id": self.key_id, "nonce_prefix": self.nonce_prefix.hex(),
+                "chunk_size": self.chunk_size, "chunks": self.chunks,
+                "plaintext_size": self.plaintext_size, "manifest": self.manifest}
+
+    def encode(self) -> bytes:
+        """Magic, version, header length and header (sorted keys, no spaces)."""
+        body = json.dumps(self.fields(), sort_keys=True, separators=(",", ":")).encode("utf-8")
+        if len(body) > MAX_HEADER_SIZE:
+            raise KpencError(f"{self.path}: the manifest makes the header {len(body)} bytes "
+                             f"(at most {MAX_HEADER_SIZE}); keep the manifest small")
+        return _PREAMBLE.pack(MAGIC, VERSION, len(body)) + body
+
+    @property
+    def aad(self) -> bytes:
+        """The associated data of every chunk: SHA-256 of the preamble."""
+        return hashlib.sha256(self.preamble).digest()
+
+    @property
+    def data_offset(self) -> int:
+        return len(self.preamble)
+
+    def nonce(self, index: int) -> bytes:
+        """Chunk `index`'s nonce: prefix, index (big-endian), and whether it is the last."""
+        last = b"\x01" if index == self.chunks - 1 else b"\x00"
+        return self.nonce_prefix + struct.pack(">I", index) + last
 
     def chunk_length(self, index: int) -> int:
         """Plaintext bytes in chunk `index`."""
@@ -94,47 +187,10 @@ class KpencHeader:
         return self.data_offset + self.plaintext_size + self.chunks * TAG_SIZE
 
 
-def read_header(handle: BinaryIO, label: str) -> KpencHeader:
-    """Parse and check the preamble; raises KpencError for anything that is not a .kpenc v1."""
-    fixed = handle.read(_PREAMBLE.size)
-    if len(fixed) < _PREAMBLE.size or not fixed.startswith(MAGIC):
-        raise KpencError(f"{label}: not a .kpenc file (bad magic); encrypt checkpoints with "
-                         "`kernelpack encrypt`")
-    _, version, length = _PREAMBLE.unpack(fixed)
-    if version != VERSION:
-        raise KpencError(f"{label}: .kpenc format version {version} is not supported (this "
-                         f"runtime reads version {VERSION}); rebuild the kernel with a matching "
-                         "kernelpack")
-    if length > MAX_HEADER_SIZE:
-        raise KpencError(f"{label}: header length {length} is implausible; the file is damaged")
-    body = handle.read(length)
-    try:
-        header = json.loads(body.decode("utf-8"))
-        parsed = KpencHeader(
-            path=label,
-            key_id=str(header["key_id"]),
-            nonce_prefix=bytes.fromhex(header["nonce_prefix"]),
-            chunk_size=int(header["chunk_size"]),
-            chunks=int(header["chunks"]),
-            plaintext_size=int(header["plaintext_size"]),
-            manifest=dict(header["manifest"]),
-            aad=hashlib.sha256(fixed + body).digest(),
-            data_offset=_PREAMBLE.size + length,
-        )
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-        raise KpencError(f"{label}: header is damaged ({type(exc).__name__}: {exc}); "
-                         "re-download or re-encrypt the file") from None
-    if (len(parsed.nonce_prefix) != NONCE_PREFIX_SIZE or parsed.chunk_size < 1
-            or parsed.chunks < 1 or not 0 <= parsed.plaintext_size - parsed.chunk_size
-            * (parsed.chunks - 1) <= parsed.chunk_size):
-        raise KpencError(f"{label}: header fields are inconsistent; the file is damaged")
-    return parsed
-
-
 def inspect(path: str | os.PathLike) -> KpencHeader:
     """The header of a .kpenc file (no key needed)."""
     with open(path, "rb") as handle:
-        return read_header(handle, str(path))
+        return KpencHeader.read(handle, str(path))
 
 
 class _Opener:
@@ -193,7 +249,7 @@ def decrypt_chunks(path: str | os.PathLike, key: bytes, backend: str | None = No
     check_key(key)
     label = str(path)
     with open(path, "rb") as handle:
-        header = read_header(handle, label)
+        header = KpencHeader.read(handle, label)
         if header.key_id != key_id(key):
             raise KpencError(f"{label}: key id {header.key_id} does not match the key in use "
                              f"({key_id(key)}); pass the key this model was encrypted with")
@@ -207,9 +263,8 @@ def decrypt_chunks(path: str | os.PathLike, key: bytes, backend: str | None = No
             size = header.chunk_length(index) + TAG_SIZE
             view = memoryview(buffer)[:size]
             handle.readinto(view)
-            nonce = chunk_nonce(header.nonce_prefix, index, index == header.chunks - 1)
             try:
-                plain = opener.open(nonce, view, header.aad)
+                plain = opener.open(header.nonce(index), view, header.aad)
             except ValueError:
                 raise KpencError(f"{label}: chunk {index} of {header.chunks} fails "
                                  "authentication (tampered, reordered or corrupted); "

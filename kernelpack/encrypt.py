@@ -13,17 +13,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from inference_core.checkpoint import load_checkpoint
-from inference_core.kpenc import (
-    DEFAULT_CHUNK_SIZE,
-    KEY_SIZE,
-    NONCE_PREFIX_SIZE,
-    KpencError,
-    check_key,
-    chunk_nonce,
-    encode_preamble,
-    key_id,
-)
+from inference_core.kpenc import DEFAULT_CHUNK_SIZE, KEY_SIZE, KpencError, KpencHeader
+from inference_core.model_config import ModelConfig
 
 from .errors import KernelpackError
 
@@ -44,24 +35,25 @@ def keygen(path: str | os.PathLike) -> Path:
 def manifest_for(checkpoint_path: Path, name: str | None, fold: int | None) -> dict:
     """The public manifest, from the checkpoint itself (loaded with weights_only=True, so a
     checkpoint that needs pickled code is refused here)."""
+    from inference_core.checkpoint import load_checkpoint  # torch: here, so keygen starts at once
+
     checkpoint = load_checkpoint(checkpoint_path, mmap=True)  # only the config is read
-    config = checkpoint["config"]
+    config = ModelConfig.from_checkpoint(checkpoint, str(checkpoint_path))
     sha256 = hashlib.sha256()
     with open(checkpoint_path, "rb") as handle:
         for block in iter(lambda: handle.read(DEFAULT_CHUNK_SIZE), b""):
             sha256.update(block)
-    manifest = {
-        "name": name or config.get("name") or checkpoint_path.stem,
-        "fold": fold if fold is not None else config.get("fold"),
-        "arch": checkpoint["arch"],
-        "num_classes": checkpoint["num_classes"],
-        "input_size": config.get("input_size"),
-        "resize": config.get("resize"),
-        "mean": config.get("mean"),
-        "std": config.get("std"),
+    return {
+        "name": name or config.name or checkpoint_path.stem,
+        "fold": fold if fold is not None else config.fold,
+        "arch": config.arch,
+        "num_classes": config.num_classes,
+        "input_size": config.input_size,
+        "resize": config.resize,
+        "mean": list(config.mean) if config.mean else None,
+        "std": list(config.std) if config.std else None,
         "sha256": sha256.hexdigest(),
     }
-    return manifest
 
 
 def encrypt_checkpoint(checkpoint: str | os.PathLike, key: bytes, output: str | os.PathLike, *,
@@ -74,28 +66,21 @@ def encrypt_checkpoint(checkpoint: str | os.PathLike, key: bytes, output: str | 
 
 def encrypt_file(source: str | os.PathLike, key: bytes, output: str | os.PathLike,
                  manifest: dict, chunk_size: int = DEFAULT_CHUNK_SIZE) -> dict:
-    """Seal any file into a .kpenc container with `manifest`; returns the header written."""
-    check_key(key)
+    """Seal any file into a .kpenc container with `manifest`; returns the header written (its
+    JSON object)."""
     source, output = Path(source), Path(output)
-    if chunk_size < 1:
-        raise KernelpackError(f"chunk size must be positive, got {chunk_size}")
     size = source.stat().st_size
-    chunks = max(1, -(-size // chunk_size))
-    prefix = os.urandom(NONCE_PREFIX_SIZE)
-    header = {"key_id": key_id(key), "nonce_prefix": prefix.hex(), "chunk_size": chunk_size,
-              "chunks": chunks, "plaintext_size": size, "manifest": manifest}
-    preamble = encode_preamble(header)
-    aad = hashlib.sha256(preamble).digest()
+    header = KpencHeader.create(key, size, manifest, chunk_size, path=str(output))
     aead = AESGCM(key)
     partial = output.with_name(output.name + ".partial")
     with open(source, "rb") as plain_file, open(partial, "wb") as sink:
-        sink.write(preamble)
-        for index in range(chunks):
+        sink.write(header.preamble)
+        for index in range(header.chunks):
             plain = plain_file.read(chunk_size)
-            sink.write(aead.encrypt(chunk_nonce(prefix, index, index == chunks - 1), plain, aad))
-        changed = len(plain) != size - chunk_size * (chunks - 1) or plain_file.read(1)
+            sink.write(aead.encrypt(header.nonce(index), plain, header.aad))
+        changed = len(plain) != header.chunk_length(header.chunks - 1) or plain_file.read(1)
     if changed:
         partial.unlink()
         raise KpencError(f"{source}: changed while it was being encrypted; try again")
     os.replace(partial, output)
-    return header
+    return header.fields()

@@ -12,8 +12,10 @@ from inference_core.checkpoint import load_checkpoint, model_from_checkpoint, sa
 from inference_core.errors import CheckpointError
 from inference_core.kpenc import (
     MAGIC,
+    MAX_HEADER_SIZE,
     TAG_SIZE,
     KpencError,
+    KpencHeader,
     decrypt_bytes,
     decrypt_to_memory,
     inspect,
@@ -209,3 +211,37 @@ def test_cli_round_trip_and_one_line_errors(checkpoint, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not match the key in use" in err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_the_header_class_writes_what_it_reads(tmp_path):
+    header = KpencHeader.create(KEY, 10_000, {"name": "m", "fold": 1}, chunk_size=CHUNK,
+                                path="m.kpenc")
+    assert (header.chunks, header.chunk_length(2)) == (3, 10_000 - 2 * CHUNK)
+    assert header.nonce(2)[-1:] == b"\x01" and header.nonce(1)[-1:] == b"\x00"
+    path = tmp_path / "m.kpenc"
+    path.write_bytes(header.preamble)
+    with open(path, "rb") as handle:
+        read = KpencHeader.read(handle, "m.kpenc")
+    assert read == header and read.aad == header.aad and read.data_offset == len(header.preamble)
+    assert json.loads(header.preamble[14:]) == header.fields()
+
+
+def test_a_header_that_would_not_read_back_is_never_written(tmp_path):
+    source = tmp_path / "plain.bin"
+    source.write_bytes(b"x" * 100)
+    with pytest.raises(KpencError, match=r"manifest fold '2' is not an integer"):
+        encrypt_file(source, KEY, tmp_path / "x.kpenc", {"name": "x", "fold": "2"})
+    with pytest.raises(KpencError, match=r"the manifest makes the header \d+ bytes"):
+        encrypt_file(source, KEY, tmp_path / "x.kpenc", {"name": "x" * MAX_HEADER_SIZE})
+    with pytest.raises(KpencError, match=r"chunk size must be a positive integer, got 0"):
+        encrypt_file(source, KEY, tmp_path / "x.kpenc", {"name": "x"}, chunk_size=0)
+    assert not list(tmp_path.glob("x.kpenc*"))
+
+
+def test_a_header_with_inconsistent_sizes_is_named_damaged(sealed):
+    data = sealed.read_bytes().replace(b'"chunks":', b'"chunks":9', 1)
+    length = struct.unpack("<I", data[10:14])[0] + 1
+    sealed.write_bytes(data[:10] + struct.pack("<I", length) + data[14:])
+    with pytest.raises(KpencError) as info:
+        inspect(sealed)
+    assert "header fields are inconsistent" in _one_line(info) and str(sealed) in str(info.value)
