@@ -126,3 +126,15 @@ def test_weights_that_do_not_fit_the_arch_and_unknown_arch(tmp_path):
         model_from_checkpoint(renamed, "m.pt")
     message = _one_line_error(info)
     assert "missing: " in message and "unexpected: model." in message and "more" in message
+
+
+def test_the_preprocessing_fields_are_checked_together_at_save(tmp_path):
+    with pytest.raises(CheckpointError, match=r"m\.pt: unknown preprocess key 'crop'; did you mean "
+                                              r"'crop_pct'\?"):
+        save_checkpoint(tmp_path / "m.pt", "small_cnn", 5,
+                        {**CONFIG, "preprocess": {"crop": 0.9}}, _model())
+    with pytest.raises(CheckpointError, match=r"m\.pt: checkpoint config resize must be one of"):
+        save_checkpoint(tmp_path / "m.pt", "small_cnn", 5, {**CONFIG, "resize": "strech"},
+                        _model())
+    # A bare weights container, which says nothing about its input, is left for the runner.
+    save_checkpoint(tmp_path / "m.pt", "small_cnn", 5, {"name": "bare"}, _model())
