@@ -1,3 +1,8 @@
+import os
+import subprocess
+import sys
+import textwrap
+
 import pytest
 import torch
 
@@ -32,7 +37,7 @@ def test_unknown_arch_names_close_matches_and_the_fix():
     message = str(info.value)
     assert "unknown architecture 'se_resnext50'" in message
     assert "se_resnext50_32x4d" in message
-    assert "@register_model" in message
+    assert "@register_model" in message and "timm.<name>" in message and "--code" in message
     assert "\n" not in message
 
 
@@ -45,3 +50,100 @@ def test_register_model_adds_a_custom_builder_once():
     assert create_model("test_only_linear", num_classes=4)(torch.zeros(1, 3, 4, 4)).shape == (1, 4)
     with pytest.raises(ValueError, match="registered twice"):
         register_model("test_only_linear")(build)
+
+
+def test_importing_the_registry_imports_no_timm():
+    code = "import sys, inference_core.registry; print('timm' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def test_timm_arch_is_timms_model_with_the_requested_head():
+    import timm
+
+    torch.manual_seed(0)
+    model = create_model("timm.test_resnet", num_classes=5).eval()
+    reference = timm.create_model("test_resnet", pretrained=False, num_classes=5).eval()
+    reference.load_state_dict(model.state_dict(), strict=True)  # same keys and shapes
+    x = torch.randn(1, 3, 48, 64)
+    with torch.inference_mode():
+        assert torch.equal(model(x), reference(x))
+    assert model(x).shape == (1, 5)
+    small = create_model("timm.test_resnet", num_classes=5, drop_rate=0.5)
+    assert small.drop_rate == 0.5  # model_kwargs reach timm.create_model
+
+
+def test_timm_names_are_listed_and_an_unknown_one_names_close_ones():
+    names = list_models("timm.test_res*")
+    assert names == ["timm.test_resnet"]
+    assert len(list_models("timm.*")) > 500 and "timm.resnet18" in list_models("timm.*")
+    assert not any(name.startswith("timm.") for name in list_models())
+    with pytest.raises(UnknownArchError) as info:
+        create_model("timm.resnet181", num_classes=3)
+    message = str(info.value)
+    assert message.startswith("unknown architecture 'timm.resnet181'")
+    assert "timm.resnet18" in message and "\n" not in message
+
+
+def test_weight_loading_kwargs_are_refused():
+    with pytest.raises(UnknownArchError, match="model_kwargs 'pretrained' would load other"):
+        create_model("timm.test_resnet", num_classes=3, pretrained=True)
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """A module of the user's, `kp_user_archs`, importable for this test only."""
+    (tmp_path / "kp_user_archs.py").write_text(textwrap.dedent("""
+        from torch import nn
+
+
+        class Head(nn.Module):
+            def __init__(self, num_classes, width=4):
+                super().__init__()
+                self.pool = nn.AdaptiveAvgPool2d(1)
+                self.fc = nn.Linear(3, num_classes)
+                self.width = width
+
+            def forward(self, x):
+                return self.fc(self.pool(x).flatten(1))
+
+
+        def build(num_classes, width=4):
+            return Head(num_classes, width)
+
+
+        def not_a_model(num_classes):
+            return "a string"
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "kp_user_archs"
+    sys.modules.pop("kp_user_archs", None)
+
+
+def test_import_string_calls_the_users_callable_with_the_head_and_kwargs(user_module):
+    model = create_model(f"{user_module}:build", num_classes=6, width=9)
+    assert type(model).__name__ == "Head" and model.width == 9
+    assert model(torch.zeros(2, 3, 5, 7)).shape == (2, 6)
+    assert type(create_model(f"{user_module}:Head", num_classes=2)).__name__ == "Head"
+
+
+@pytest.mark.parametrize("arch, expected", [
+    ("kp_user_archs:biuld",
+     "unknown architecture 'kp_user_archs:biuld': module 'kp_user_archs' has no callable "
+     "'biuld'; close names: build"),
+    ("kp_absent_pkg.models:build",
+     "unknown architecture 'kp_absent_pkg.models:build': module 'kp_absent_pkg.models' not "
+     "found; add --code PATH, the folder of package 'kp_absent_pkg'"),
+    ("kp_user_archs:not_a_model",
+     "architecture 'kp_user_archs:not_a_model': not_a_model(num_classes=...) returned str, not a "
+     "torch.nn.Module"),
+    ("kp_user_archs:", "unknown architecture 'kp_user_archs:': not a valid import string"),
+])
+def test_a_bad_import_string_is_one_line_naming_the_arch_and_the_fix(user_module, arch,
+                                                                       expected):
+    with pytest.raises(UnknownArchError) as info:
+        create_model(arch, num_classes=3)
+    assert str(info.value).startswith(expected)
+    assert "\n" not in str(info.value)
