@@ -28,13 +28,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import metadata
 from pathlib import Path
 
 import inference_core
 from inference_core.config import BUDGET_ENV
 
-from .build import CONFIG_FILE
 from .bundler.image_packages import image_ships
 from .errors import SandboxError
 
@@ -103,6 +101,8 @@ def _canonical(distribution: str) -> str:
 def hidden_packages() -> frozenset[str]:
     """Top-level names installed here that a kernel on Kaggle could not import: this project, and
     every package neither on the Kaggle image nor required (transitively) by one that is."""
+    from importlib import metadata  # here, not at the top: `kernelpack --help` imports this module
+
     provides: dict[str, set[str]] = {}          # distribution -> its top-level names
     for name, distributions in metadata.packages_distributions().items():
         for distribution in distributions:
@@ -178,6 +178,8 @@ def hidden_test_swaps(kernel_dir: Path, test_dir: Path, root: Path) -> dict[str,
     """What to swap under input/ so that the kernel sees `test_dir` as its test set, the way
     Kaggle swaps in the hidden test set at rerun: the test folder and, when the config reads ids
     from a sample submission, a sample submission that lists the new images."""
+    from .build import CONFIG_FILE  # the bundler and YAML: only when a test set is swapped
+
     config_path = kernel_dir / CONFIG_FILE
     if not config_path.is_file():
         raise SandboxError(f"{config_path}: not found; --test-dir needs the folder written by "

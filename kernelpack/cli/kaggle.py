@@ -1,5 +1,6 @@
 """The Kaggle commands of `kernelpack`: dataset push, kernel push/status/logs/output, submit, and
-serve-kaggle (the local service). They parse, call `kaggle_client` / `kaggle_service`, print."""
+serve-kaggle (the local service). They parse, call `kernelpack.kaggle` (the client session, the
+local service; both imported when a command runs, so the parser stays light), print."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ import argparse
 import sys
 
 from ..errors import KaggleServiceError
-from ..kaggle.client import URL_ENV, KaggleSession
-from ..kaggle.service import KaggleService, add_competition, parse_fault
+from ..kaggle.constants import DATASET_METADATA, KERNEL_METADATA, URL_ENV
 
 
-def _session(args: argparse.Namespace) -> KaggleSession:
+def _session(args: argparse.Namespace):  # -> kernelpack.kaggle.client.KaggleSession
+    from ..kaggle.client import KaggleSession
+
     return KaggleSession(args.kaggle_url)
 
 
@@ -68,6 +70,8 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from ..kaggle.service import KaggleService, add_competition, parse_fault
+
     faults = [parse_fault(spec) for spec in args.fault]
     tokens = [spec.partition("=")[::2] for spec in args.token]
     for spec, (token, user) in zip(args.token, tokens, strict=True):
@@ -108,15 +112,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "push", parents=[target], help="create the dataset or add a version (skipped when "
                                        "unchanged)")
     push.add_argument("folder", help="folder of files (top level only), with or without "
-                                     "dataset-metadata.json")
+                                     f"{DATASET_METADATA}")
     push.add_argument("--public", action="store_true", help="make a new dataset public")
     push.add_argument("-m", "--message", default=None, help="version notes")
     push.add_argument("--wait", action="store_true",
                       help="wait until the version is ready and verify every file's size")
     push.add_argument("--id", default=None, metavar="OWNER/SLUG",
-                      help="dataset id when dataset-metadata.json is absent (default: "
+                      help=f"dataset id when {DATASET_METADATA} is absent (default: "
                            "USERNAME/FOLDER-NAME)")
-    push.add_argument("--title", default=None, help="title when dataset-metadata.json is absent")
+    push.add_argument("--title", default=None, help=f"title when {DATASET_METADATA} is absent")
     push.set_defaults(handler=_dataset_push)
 
     kernel = commands.add_parser("kernel", help="push a kernel, follow its run")
@@ -124,7 +128,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                                             metavar="COMMAND")
     push = kernel_commands.add_parser("push", parents=[target],
                                       help="push a folder written by `kernelpack build`")
-    push.add_argument("folder", help="folder with kernel.py and kernel-metadata.json")
+    push.add_argument("folder", help=f"folder with kernel.py and {KERNEL_METADATA}")
     push.add_argument("--wait", action="store_true", help="wait until the run ends")
     push.set_defaults(handler=_kernel_push)
     for name, handler, text in (("status", _kernel_status, "the newest version's run status"),
