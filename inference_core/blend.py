@@ -1,4 +1,5 @@
-"""Streaming blend of model (and TTA view) probabilities: weighted mean or weighted geometric mean.
+"""Blending in two levels: one model's TTA views (`combine_views`: mean, geometric mean or max),
+then the models (`BlendAccumulator`: weighted mean or weighted geometric mean, streamed).
 
 Members are added one at a time, in any order and in any row batches; the accumulator holds one
 running sum and one weight per row, so memory does not grow with the number of members, and a
@@ -8,16 +9,33 @@ member that covered only some rows (dropped late by a deadline) is re-normalised
     gmean: exp(sum_m w_m log(p_m - s_m) / sum_m w_m)
 
 where `s_m` is the member's threshold shift (0 by default); shifted probabilities are clipped to
-[eps, 1] before the log so that a zero never turns the whole row into zero.
+[eps, 1] before the log so that a zero never turns the whole row into zero. A model's views
+are combined first, each after the model's shift, with the same formulas unweighted (or their
+element-wise max); combining them with the blend's own mode gives exactly what adding every
+view with weight w_m / n_views would.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
 BLEND_EPS = 1e-7
 
 Rows = slice | np.ndarray | None
+
+
+def combine_views(views: Sequence, mode: str, threshold_shift: float = 0.0) -> np.ndarray:
+    """One model's probabilities from its TTA views (each rows x classes), after its shift."""
+    stacked = np.stack([np.asarray(view, dtype=np.float64) for view in views]) - threshold_shift
+    if mode == "mean":
+        return stacked.mean(axis=0)
+    if mode == "gmean":
+        return np.exp(np.log(np.clip(stacked, BLEND_EPS, 1.0)).mean(axis=0))
+    if mode == "max":
+        return stacked.max(axis=0)
+    raise ValueError(f"TTA blend mode must be 'mean', 'gmean' or 'max', got {mode!r}")
 
 
 class BlendAccumulator:

@@ -6,7 +6,8 @@ second model usually adds more than a second view of the first. The planner keep
 prefix of that ranking whose projected time fits what is left of the budget; the guard re-projects
 after every batch from measured times and drops units from the end of the ranking when the
 projection slips. At least one unit always runs; if even that cannot finish, the hard stop lets
-the kernel write fallback rows for the rest, so a submission is always written in time.
+the kernel write fallback rows for the rest, so a submission is always written in time. A model
+that loses views keeps its weight in the blend: the views it still runs are combined and carry it.
 """
 
 from __future__ import annotations

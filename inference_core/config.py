@@ -18,8 +18,14 @@ from .errors import ConfigError
 
 SUBMISSION_FORMATS = ("multiclass", "multilabel", "topk", "probabilities")
 BLEND_MODES = ("mean", "gmean")
+# How one model's TTA views are combined before the models are blended.
+TTA_BLEND_MODES = ("mean", "gmean", "max")
 # The TTA views `inference_core.tta` implements (named here so validating needs no torch).
 TTA_OP_NAMES = ("identity", "hflip", "vflip", "rot90", "rot180", "rot270", "transpose")
+# Views with a parameter, written `op:F`: a crop keeping the fraction F of each side (0 < F < 1),
+# resized back to the input size; `scale:F` resizes the whole input by F (0 < F <= 4).
+TTA_CROP_OPS = ("center_crop", "crop_tl", "crop_tr", "crop_bl", "crop_br")
+MAX_TTA_SCALE = 4.0
 # How long a run may take before the kernel (`run-local --budget` overrides it).
 BUDGET_ENV = "KERNELPACK_BUDGET_SECONDS"
 KAGGLE_RUN_SECONDS = 9 * 3600
@@ -130,6 +136,45 @@ def _fraction(value: Any, where: str) -> float:
     return number
 
 
+def parse_tta_op(op: Any) -> tuple[str, float | None]:
+    """(kind, parameter) of a TTA op such as `hflip` or `center_crop:0.875`; raises ValueError
+    saying what is wrong, for the caller to prefix with where the op came from."""
+    allowed = ", ".join([*TTA_OP_NAMES, *(f"{kind}:F" for kind in TTA_CROP_OPS), "scale:F"])
+    kind, sep, text = op.partition(":") if isinstance(op, str) else (op, "", "")
+    if kind in TTA_OP_NAMES and not sep:
+        return kind, None
+    if kind not in (*TTA_CROP_OPS, "scale"):
+        raise ValueError(f"must be one of {allowed}, got {op!r}")
+    example = f"{kind}:1.15" if kind == "scale" else f"{kind}:0.875"
+    try:
+        parameter = float(text)
+    except ValueError:
+        parameter = None
+    if kind == "scale":
+        if parameter is None or not 0 < parameter <= MAX_TTA_SCALE:
+            raise ValueError(f"{kind} needs a factor above 0 and at most {MAX_TTA_SCALE:g} "
+                             f"(e.g. {example}), got {op!r}")
+    elif parameter is None or not 0 < parameter < 1:
+        raise ValueError(f"{kind} needs the fraction of each side to keep, above 0 and below 1 "
+                         f"(e.g. {example}), got {op!r}")
+    return kind, parameter
+
+
+def _tta_list(value: Any, where: str) -> list[str]:
+    def check(op: Any, where: str) -> str:
+        try:
+            parse_tta_op(op)
+        except ValueError as exc:
+            raise _fail(where, str(exc)) from None
+        return op
+
+    ops = _list_of(check)(value, where)
+    for j, op in enumerate(ops):
+        if op in ops[:j]:
+            raise _fail(f"{where}[{j}]", f"{op!r} is listed twice; list each view once")
+    return ops
+
+
 def _section(section: Section) -> Callable[[Any, str], dict]:
     return lambda value, where: _validate_section(value, section, where)
 
@@ -162,7 +207,7 @@ MODEL = Section({
     "required": Field(_boolean, default=False),
     "weight": Field(_number(0.0), default=1.0),
     "threshold_shift": Field(_number(), default=0.0),
-    "tta": Field(_optional(_list_of(_choice(*TTA_OP_NAMES))), default=None),
+    "tta": Field(_optional(_tta_list), default=None),
 })
 
 TEST = Section({
@@ -200,7 +245,10 @@ CONFIG = Section({
     "submission": Field(_section(SUBMISSION), required=True,
                         hint="a section with submission.format"),
     "blend": Field(_choice(*BLEND_MODES), default="mean"),
-    "tta": Field(_list_of(_choice(*TTA_OP_NAMES)), default=["identity"]),
+    # Combining one model's views; default: the blend mode (then every view counts as 1/n of
+    # its model in the blend).
+    "tta_blend": Field(_optional(_choice(*TTA_BLEND_MODES)), default=None),
+    "tta": Field(_tta_list, default=["identity"]),
     "batch_size": Field(_integer(1), default=32),
     # fp16 autocast and channels-last on GPU under "auto"; the CPU always runs fp32.
     "precision": Field(_choice("auto", "fp32", "fp16"), default="auto"),
@@ -291,6 +339,8 @@ def validate_config(raw: Any) -> dict:
             raise _fail(f"models[{i}].name", f"duplicate model name {clash[0]!r}; names must be "
                                              "unique")
         taken |= names
+    if config["tta_blend"] is None:
+        config["tta_blend"] = config["blend"]
     if sum(model["weight"] for model in config["models"]) <= 0:
         raise _fail("models", "all weights are 0; give at least one model a weight > 0")
     return config

@@ -3,9 +3,10 @@ decodes and prepares the next batches while the models run.
 
 Models are spread round-robin over every visible GPU (Kaggle's T4 x2), run in fp16 autocast with
 channels-last tensors there, and on the CPU in fp32. Each image is decoded once per decoder and
-prepared once per input group (models with equal `Preprocess` settings); each model runs all its
-TTA views in one pass. All models of a batch are launched before any result is copied back, so
-models on different GPUs overlap.
+prepared once per input group (models with equal `Preprocess` settings); each model runs its TTA
+views in one pass per view shape, and its views are combined (`tta_blend`) before the models are
+blended. All models of a batch are launched before any result is copied back, so models on
+different GPUs overlap.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .blend import BlendAccumulator
+from .blend import BlendAccumulator, combine_views
 from .budget import Unit
 from .errors import TestSetError
 from .preprocess import Decoder, Preprocess, decode_image, to_tensor
@@ -78,8 +79,9 @@ class EnsemblePredictor:
     """Places the members on devices and runs the active units on prepared batches."""
 
     def __init__(self, members: list[Member], precision: str = "auto",
-                 devices: list[torch.device] | None = None) -> None:
+                 devices: list[torch.device] | None = None, tta_blend: str = "mean") -> None:
         self.members = members
+        self.tta_blend = tta_blend  # how each model's views are combined (`combine_views`)
         self.devices = devices or visible_devices()
         self.placement = [self.devices[i % len(self.devices)] for i in range(len(members))]
         self.fp16 = precision == "fp16" or (precision == "auto" and self.devices[0].type == "cuda")
@@ -130,10 +132,14 @@ class EnsemblePredictor:
 
     @torch.inference_mode()
     def predict(self, prepared: PreparedBatch, active: set[Unit], accumulator: BlendAccumulator,
-                timings: dict[int, float] | None = None) -> None:
-        """Add every active unit's probabilities for the decoded rows of `prepared`.
+                timings: dict[int, float] | None = None,
+                per_group: dict[str, BlendAccumulator] | None = None) -> None:
+        """Add each member's probabilities for the decoded rows of `prepared` to `accumulator`:
+        its active views combined by `tta_blend` (after its threshold shift), at its weight.
 
-        With `timings`, each member's time is measured (devices synchronised after each)."""
+        With `timings`, each member's time is measured (devices synchronised after each). With
+        `per_group`, each member's views, combined without the shift, are also added to the
+        accumulator of its group (its config entry: a model, or all folds of a folds group)."""
         active_ops = {(unit.member, unit.op) for unit in active}
         ops_of = {m: [op for op in member.tta if (m, op) in active_ops]
                   for m, member in enumerate(self.members)}
@@ -166,9 +172,12 @@ class EnsemblePredictor:
         # Copy back only now: the GPUs have all their work queued and run side by side.
         for m, rows, views in pending:
             member = self.members[m]
-            for view in views:
-                accumulator.add(view.cpu().numpy(), member.weight / len(member.tta), rows=rows,
-                                threshold_shift=member.threshold_shift)
+            probs = [view.cpu().numpy() for view in views]
+            accumulator.add(combine_views(probs, self.tta_blend, member.threshold_shift),
+                            member.weight, rows=rows)
+            if per_group is not None:
+                per_group[member.group or member.name].add(
+                    combine_views(probs, self.tta_blend), member.weight, rows=rows)
 
 
 def prefetch(items: Iterable, work: Callable, threads: int) -> Iterator[tuple]:

@@ -154,12 +154,13 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
     log(f"test set: {len(test_set)} images in {input_root / config['test']['images']}")
     loading = time.monotonic()
     members = load_members(config, discovery.matched, key, log)
-    predictor = EnsemblePredictor(members, config["precision"])
+    predictor = EnsemblePredictor(members, config["precision"], tta_blend=config["tta_blend"])
     load_seconds = time.monotonic() - loading
     classes = _classes(config, members)
     ranked = rank_units([(m.name, m.weight, m.tta) for m in members])
     log(f"ensemble: {len(members)} models, {len(ranked)} model views in "
-        f"{len(predictor.groups)} input groups, blend {config['blend']}, {predictor.describe()}")
+        f"{len(predictor.groups)} input groups, TTA {config['tta_blend']} then blend "
+        f"{config['blend']}, {predictor.describe()}")
 
     target = Path(working_dir) / config["submission"]["file"]
     total = len(test_set)

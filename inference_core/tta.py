@@ -1,17 +1,38 @@
-"""Deterministic test-time augmentation run as one concatenated batch.
+"""Deterministic test-time augmentation run as batched passes.
 
-Each op is a pair (apply, undo) on NCHW tensors. `tta_batch` stacks every view of a batch into one
-forward pass; `split_tta_outputs` cuts the output back into views and undoes the geometric op on
-spatial outputs (N, C, H, W), so every view lines up with the original image. Class scores (N, C)
-need no undo. `run_tta` does both, with one pass per view shape: on a non-square batch, rot90,
-rot270 and transpose swap height and width and cannot share a pass with the other views.
+A view is named by an op (the names and their parameters are checked by
+`inference_core.config.parse_tta_op`):
+
+    identity, hflip, vflip, rot90, rot180, rot270, transpose    the geometric views
+    center_crop:F, crop_tl:F, crop_tr:F, crop_bl:F, crop_br:F   a crop, resized back
+    scale:F                                                      the whole input, resized by F
+
+Every view is computed from the prepared input tensor (NCHW, already resized and normalised).
+A crop keeps h = round(F * H) rows and w = round(F * W) columns (at least 1 each) at the centre
+(top = (H - h) // 2, left = (W - w) // 2) or at a corner, and is resized back to H x W with
+`torch.nn.functional.interpolate(mode="bilinear", align_corners=False)`: the model sees the crop
+at its own input size, as the 2019 solutions fed a crop of an image resized to input / F.
+`scale:F` resizes the whole tensor to round(F * H) x round(F * W) the same way (anti-aliased
+when F < 1), so the model must accept that size (CNNs with global pooling do). Bilinear weights
+sum to 1, so resizing the normalised tensor equals resizing the pixels before normalising.
+
+Each op is a pair (apply, undo) on NCHW tensors. `tta_batch` stacks views of one shape into one
+forward pass; `split_tta_outputs` cuts the output back into views and undoes the op on spatial
+outputs (N, C, H, W), so every view lines up with the original image (a crop cannot be undone:
+it saw only part of the image). Class scores (N, C) need no undo. `run_tta` does both, with one
+pass per view shape (rot90, rot270 and transpose swap height and width on a non-square batch;
+each scale has its own size).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import cache
 
 import torch
+import torch.nn.functional as F
+
+from .config import TTA_CROP_OPS, parse_tta_op
 
 Op = Callable[[torch.Tensor], torch.Tensor]
 
@@ -47,15 +68,62 @@ TTA_OPS: dict[str, tuple[Op, Op]] = {
 }
 
 
-SWAPS_HEIGHT_AND_WIDTH = frozenset({"rot90", "rot270", "transpose"})
+def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    shrinking = height < x.shape[-2] or width < x.shape[-1]
+    return F.interpolate(x, size=(height, width), mode="bilinear", align_corners=False,
+                         antialias=shrinking)
+
+
+def crop_box(op: str, fraction: float, height: int, width: int) -> tuple[int, int, int, int]:
+    """(top, left, h, w) of the crop `op` keeps of a height x width input."""
+    h, w = max(1, round(fraction * height)), max(1, round(fraction * width))
+    top = {"center_crop": (height - h) // 2, "crop_tl": 0, "crop_tr": 0}.get(op, height - h)
+    left = {"center_crop": (width - w) // 2, "crop_tl": 0, "crop_bl": 0}.get(op, width - w)
+    return top, left, h, w
+
+
+def _crop(op: str, fraction: float) -> tuple[Op, Op]:
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        top, left, h, w = crop_box(op, fraction, height, width)
+        return _resize(x[..., top:top + h, left:left + w], height, width)
+
+    def undo(_: torch.Tensor) -> torch.Tensor:
+        raise ValueError(f"TTA op {op}:{fraction:g} saw only part of the image and cannot be "
+                         "mapped back onto it; use flips, rotations or scale for spatial outputs")
+
+    return apply, undo
+
+
+def _scale(factor: float) -> tuple[Op, Op]:
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        return _resize(x, max(1, round(factor * height)), max(1, round(factor * width)))
+
+    def undo(y: torch.Tensor) -> torch.Tensor:
+        height, width = y.shape[-2:]
+        return _resize(y, max(1, round(height / factor)), max(1, round(width / factor)))
+
+    return apply, undo
+
+
+@cache
+def tta_op(op: str) -> tuple[Op, Op]:
+    """(apply, undo) of a view op; raises ValueError naming a bad op."""
+    kind, parameter = parse_tta_op(op)
+    if kind in TTA_CROP_OPS:
+        return _crop(kind, parameter)
+    if kind == "scale":
+        return _scale(parameter)
+    return TTA_OPS[kind]
 
 
 def tta_batch(images: torch.Tensor, ops: Sequence[str]) -> torch.Tensor:
     """All views of an NCHW batch, concatenated op after op: (len(ops) * N, C, H', W')."""
-    views = [TTA_OPS[op][0](images) for op in ops]
+    views = [tta_op(op)[0](images) for op in ops]
     if len({view.shape for view in views}) > 1:
-        raise ValueError(f"TTA ops {list(ops)} give views of different shapes on a non-square "
-                         "batch; use run_tta, which runs one pass per shape")
+        raise ValueError(f"TTA ops {list(ops)} give views of different shapes; use run_tta, "
+                         "which runs one pass per shape")
     return torch.cat(views)
 
 
@@ -63,18 +131,19 @@ def split_tta_outputs(outputs: torch.Tensor, ops: Sequence[str]) -> list[torch.T
     """Cut a forward over `tta_batch` back into one output per op, each aligned to the input."""
     views = outputs.chunk(len(ops))
     if outputs.dim() == 4:
-        return [TTA_OPS[op][1](view) for op, view in zip(ops, views, strict=True)]
+        return [tta_op(op)[1](view) for op, view in zip(ops, views, strict=True)]
     return list(views)
 
 
 def run_tta(forward: Op, images: torch.Tensor, ops: Sequence[str]) -> list[torch.Tensor]:
     """`forward` over every view of `images`, undone, in the order of `ops`."""
-    square = images.shape[-1] == images.shape[-2]
-    passes: dict[bool, list[str]] = {}
+    views = {op: tta_op(op)[0](images) for op in ops}
+    passes: dict[torch.Size, list[str]] = {}
     for op in ops:
-        passes.setdefault(not square and op in SWAPS_HEIGHT_AND_WIDTH, []).append(op)
+        passes.setdefault(views[op].shape, []).append(op)
     outputs: dict[str, torch.Tensor] = {}
     for same_shape in passes.values():
-        views = split_tta_outputs(forward(tta_batch(images, same_shape)), same_shape)
-        outputs.update(zip(same_shape, views, strict=True))
+        batch = torch.cat([views[op] for op in same_shape])
+        outputs.update(zip(same_shape, split_tta_outputs(forward(batch), same_shape),
+                           strict=True))
     return [outputs[op] for op in ops]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from inference_core.blend import BLEND_EPS, BlendAccumulator
+from inference_core.blend import BLEND_EPS, BlendAccumulator, combine_views
 
 
 def _probs(rng, rows=50, classes=7):
@@ -89,3 +89,12 @@ def test_bad_mode_and_negative_weight_are_rejected():
         BlendAccumulator(1, 1, "median")
     with pytest.raises(ValueError, match=">= 0"):
         BlendAccumulator(1, 1).add(np.ones((1, 1)), -1.0)
+
+
+def test_views_are_combined_after_the_shift_by_mean_gmean_or_max():
+    views = [np.array([[0.2, 0.8]]), np.array([[0.6, 0.4]])]
+    np.testing.assert_allclose(combine_views(views, "mean", 0.1), [[0.3, 0.5]])
+    np.testing.assert_allclose(combine_views(views, "gmean"), [[np.sqrt(0.12), np.sqrt(0.32)]])
+    np.testing.assert_allclose(combine_views(views, "max", 0.1), [[0.5, 0.7]])
+    with pytest.raises(ValueError, match="TTA blend mode"):
+        combine_views(views, "median")

@@ -153,3 +153,33 @@ def test_bad_folds_groups_are_named_with_the_fix(entries, message):
     with pytest.raises(ConfigError) as info:
         validate_config(_with(("models",), entries))
     assert str(info.value).startswith(message)
+
+
+def test_tta_ops_with_parameters_and_the_tta_blend_default():
+    config = validate_config({**copy.deepcopy(GOOD), "blend": "gmean",
+                              "tta": ["identity", "center_crop:0.875", "crop_br:0.9",
+                                      "scale:1.15"]})
+    assert config["tta"] == ["identity", "center_crop:0.875", "crop_br:0.9", "scale:1.15"]
+    assert config["tta_blend"] == "gmean"  # the blend mode, unless given
+    assert validate_config({**copy.deepcopy(GOOD), "tta_blend": "max"})["tta_blend"] == "max"
+
+
+@pytest.mark.parametrize("tta, message", [
+    (["center_crop:1.5"], "tta[0]: center_crop needs the fraction of each side to keep, above 0 "
+                          "and below 1 (e.g. center_crop:0.875), got 'center_crop:1.5'"),
+    (["identity", "crop_tl"], "tta[1]: crop_tl needs the fraction of each side to keep"),
+    (["scale:0"], "tta[0]: scale needs a factor above 0 and at most 4 (e.g. scale:1.15), "
+                  "got 'scale:0'"),
+    (["scale:big"], "tta[0]: scale needs a factor above 0"),
+    (["crop_centre:0.8"], "tta[0]: must be one of identity, hflip, vflip, rot90, rot180, rot270, "
+                          "transpose, center_crop:F, crop_tl:F, crop_tr:F, crop_bl:F, crop_br:F, "
+                          "scale:F, got 'crop_centre:0.8'"),
+    (["hflip:2"], "tta[0]: must be one of identity"),
+    (["hflip", "identity", "hflip"], "tta[2]: 'hflip' is listed twice; list each view once"),
+])
+def test_bad_tta_ops_are_named_with_the_fix(tta, message):
+    with pytest.raises(ConfigError) as info:
+        validate_config({**copy.deepcopy(GOOD), "tta": tta})
+    assert str(info.value).startswith(message)
+    with pytest.raises(ConfigError, match=r"^tta_blend: must be one of mean, gmean, max"):
+        validate_config({**copy.deepcopy(GOOD), "tta_blend": "median"})
