@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import CheckpointError, UnknownArchError
+from .errors import CheckpointError, KernelError
 from .kpenc import decrypt_to_memory, is_kpenc, mappable_path
 from .model_config import ModelConfig
 from .registry import create_model
@@ -133,8 +133,8 @@ def build_model(config: ModelConfig, name: str) -> nn.Module:
     """The architecture of `config` with random weights; errors are prefixed with `name`."""
     try:
         return create_model(config.arch, config.num_classes, **config.model_kwargs)
-    except UnknownArchError as exc:
-        raise UnknownArchError(f"{name}: {exc}") from None
+    except KernelError as exc:  # UnknownArchError, UserCodeError: same type, named checkpoint
+        raise type(exc)(f"{name}: {exc}") from None
     except TypeError as exc:  # a model_kwargs key the builder does not take
         raise CheckpointError(
             f"{name}: cannot build arch {config.arch!r} with model_kwargs "

@@ -42,3 +42,7 @@ class KaggleServiceError(KernelpackError):
 
 class KaggleNotFoundError(KaggleError):
     """The dataset, kernel, competition or submission asked for does not exist (HTTP 404)."""
+
+
+class CheckpointImportError(KernelpackError):
+    """`kernelpack import-checkpoint` cannot turn this weights file into a kernelpack checkpoint."""
