@@ -204,7 +204,7 @@ def test_crop_pct_is_resize_to_size_over_pct_then_center_crop(pictures, crop_pct
 
 
 def test_crop_size_is_torchvision_center_crop_and_pads_when_larger(pictures):
-    for crop in ([20, 30], [40, 60]):  # inside the 32 x 45 resize, and larger than it
+    for crop in ([20, 30], [29, 30], [40, 60]):  # inside the 32 x 45 resize, and larger
         config = {"input_size": 32, "resize": "shortest", "preprocess": {"crop_size": crop}}
         reference = T.Compose([T.Resize(32), T.CenterCrop(crop), T.ToTensor(),
                                T.Normalize(MEAN, STD)])
@@ -231,6 +231,15 @@ def test_sides_round_to_the_multiple(resize, rounding, expected):
                                       "preprocess": {"multiple": 8, "rounding": rounding}}, "m")
     assert target_size(37, 53, preprocess) == expected
     assert target_size(53, 37, preprocess) == expected[::-1]
+
+
+@pytest.mark.parametrize("height, width, size", [(14, 42, 17), (49, 98, 16), (66, 110, 18)])
+def test_the_long_side_is_computed_as_torchvision_does_where_floats_are_inexact(
+        height, width, size):
+    preprocess = validate_preprocess({"input_size": size, "resize": "shortest"}, "m")
+    resized = T.Resize(size)(Image.new("RGB", (width, height)))
+    assert target_size(height, width, preprocess) == (resized.height, resized.width)
+    assert target_size(width, height, preprocess) == (resized.width, resized.height)
 
 
 # --- timm -----------------------------------------------------------------------------------
