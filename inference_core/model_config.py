@@ -46,19 +46,19 @@ ACTIVATIONS = ("softmax", "sigmoid", "none")
 _PLAIN_SCALARS = (str, int, float, bool, type(None))
 
 
-def check_plain(value: Any, where: str) -> None:
+def _check_plain(value: Any, where: str) -> None:
     """Raise ConfigError unless `value` is made of str/int/float/bool/None/list/dict only."""
     if isinstance(value, _PLAIN_SCALARS):
         return
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            check_plain(item, f"{where}[{i}]")
+            _check_plain(item, f"{where}[{i}]")
         return
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ConfigError(f"{where}: keys must be strings, got {key!r}")
-            check_plain(item, f"{where}.{key}")
+            _check_plain(item, f"{where}.{key}")
         return
     raise ConfigError(
         f"{where}: {type(value).__name__} is not a plain type; use str/int/float/bool/None/"
@@ -69,7 +69,7 @@ def check_plain(value: Any, where: str) -> None:
 def _plain_mapping(value: Any, where: str) -> dict:
     if not isinstance(value, dict):
         raise ConfigError(f"{where}: must be a mapping, got {value!r}")
-    check_plain(value, where)
+    _check_plain(value, where)
     return copy.deepcopy(value)
 
 
