@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .blend import BlendAccumulator
-from .budget import DeadlineGuard, rank_units
+from .budget import DeadlineGuard, Unit, rank_units
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import BUDGET_ENV, expand_models, validate_config
 from .data import (
@@ -28,6 +28,7 @@ from .data import (
     resolve_test_set,
 )
 from .discovery import (
+    Discovery,
     FoundModel,
     check_missing,
     describe_member,
@@ -37,7 +38,7 @@ from .discovery import (
 from .errors import CheckpointError, KernelError
 from .fallback import FallbackPrior
 from .model_config import ModelConfig
-from .predict import EnsemblePredictor, Member, prefetch
+from .predict import EnsemblePredictor, Member, PreparedBatch, prefetch
 from .preprocess import Preprocess
 from .probe import PROBE_IMAGES, batch_bounds, plan_from_probe
 from .submission import SubmissionWriter
@@ -112,6 +113,51 @@ def _classes(config: dict, members: list[Member]) -> list:
     return classes
 
 
+def discover(models: list[dict], roots: list[str], log: Log) -> Discovery:
+    """Find the config's models under `roots`, log what was found, and stop on a missing
+    required model (a missing optional one is logged and left out)."""
+    found, unreadable = scan_input_roots(roots)
+    discovery = match_models(models, found, unreadable)
+    log(discovery.report())
+    check_missing(discovery, models)
+    for member in expand_models(models):
+        if member["label"] in discovery.missing:
+            log(f"WARNING model {describe_member(member)} not found; blending without it")
+    return discovery
+
+
+@dataclass
+class Ensemble:
+    """The loaded members on their devices, the labels they predict, and their model views."""
+
+    members: list[Member]
+    predictor: EnsemblePredictor
+    classes: list
+    units: list[Unit]  # every model view, in the budget's priority order
+    load_seconds: float
+
+
+def load_ensemble(config: dict, discovery: Discovery, key: bytes | None, log: Log) -> Ensemble:
+    loading = time.monotonic()
+    members = load_members(config, discovery.matched, key, log)
+    predictor = EnsemblePredictor(members, config["precision"], tta_blend=config["tta_blend"])
+    load_seconds = time.monotonic() - loading
+    units = rank_units([(m.name, m.weight, m.tta) for m in members])
+    log(f"ensemble: {len(members)} models, {len(units)} model views in "
+        f"{len(predictor.groups)} input groups, TTA {config['tta_blend']} then blend "
+        f"{config['blend']}, {predictor.describe()}")
+    return Ensemble(members, predictor, _classes(config, members), units, load_seconds)
+
+
+def prepared_batches(predictor: EnsemblePredictor, test_set: TestSet, config: dict,
+                     first: int) -> Iterator[tuple[tuple[int, int], PreparedBatch]]:
+    """((begin, end), prepared batch) over the test set: `first` images, then full batches,
+    prepared ahead in the configured loader threads."""
+    return prefetch(batch_bounds(len(test_set), config["batch_size"], first),
+                    lambda bounds: predictor.prepare(test_set.paths[bounds[0]:bounds[1]]),
+                    predictor.loader_threads(config["loader_threads"]))
+
+
 def process_age() -> float:
     """Seconds since this process started (Linux; 0 elsewhere): a kernel's budget also pays for
     interpreter start-up and `import torch`."""
@@ -140,27 +186,14 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
     log(f"kernelpack runtime: torch {torch.__version__}, budget {budget:.0f} s "
         f"(plan within {budget * (1 - margin):.0f} s)")
 
-    found, unreadable = scan_input_roots(config["input_roots"])
-    discovery = match_models(config["models"], found, unreadable)
-    log(discovery.report())
-    check_missing(discovery, config["models"])
-    for member in expand_models(config["models"]):
-        if member["label"] in discovery.missing:
-            log(f"WARNING model {describe_member(member)} not found; blending without it")
-
+    discovery = discover(config["models"], config["input_roots"], log)
     input_root = find_input_root(config["input_roots"])
     test_set: TestSet = resolve_test_set(config["test"], input_root,
                                          config["submission"]["id_column"])
     log(f"test set: {len(test_set)} images in {input_root / config['test']['images']}")
-    loading = time.monotonic()
-    members = load_members(config, discovery.matched, key, log)
-    predictor = EnsemblePredictor(members, config["precision"], tta_blend=config["tta_blend"])
-    load_seconds = time.monotonic() - loading
-    classes = _classes(config, members)
-    ranked = rank_units([(m.name, m.weight, m.tta) for m in members])
-    log(f"ensemble: {len(members)} models, {len(ranked)} model views in "
-        f"{len(predictor.groups)} input groups, TTA {config['tta_blend']} then blend "
-        f"{config['blend']}, {predictor.describe()}")
+    ensemble = load_ensemble(config, discovery, key, log)
+    predictor, classes, ranked = ensemble.predictor, ensemble.classes, ensemble.units
+    members = ensemble.members
 
     target = Path(working_dir) / config["submission"]["file"]
     total = len(test_set)
@@ -171,10 +204,9 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
     interval = 1.0 if sys.stdout.isatty() else 30.0
     bar = tqdm(total=total, desc="predict", unit="img", file=sys.stdout, mininterval=interval,
                delay=interval, disable=not progress)
-    batches = prefetch(batch_bounds(total, config["batch_size"], PROBE_IMAGES),
-                       lambda bounds: predictor.prepare(test_set.paths[bounds[0]:bounds[1]]),
-                       predictor.loader_threads(config["loader_threads"]))
-    log(f"first batch starts; {load_seconds:.1f} s of the start-up went to loading weights")
+    batches = prepared_batches(predictor, test_set, config, first=PROBE_IMAGES)
+    log(f"first batch starts; {ensemble.load_seconds:.1f} s of the start-up went to loading "
+        "weights")
     predicting = time.monotonic()
     with torch.inference_mode(), SubmissionWriter(target, config["submission"], classes) as out:
         batch_start = time.perf_counter()
