@@ -44,6 +44,7 @@ class Member:
     num_classes: int
     classes: list | None
     group: str = ""  # the config entry it comes from: its name (a folds group's, for a fold)
+    fold: int | None = None  # its fold, when the entry is a folds group
 
 
 @dataclass
@@ -133,13 +134,13 @@ class EnsemblePredictor:
     @torch.inference_mode()
     def predict(self, prepared: PreparedBatch, active: set[Unit], accumulator: BlendAccumulator,
                 timings: dict[int, float] | None = None,
-                per_group: dict[str, BlendAccumulator] | None = None) -> None:
+                per_member: dict[int, np.ndarray] | None = None) -> None:
         """Add each member's probabilities for the decoded rows of `prepared` to `accumulator`:
         its active views combined by `tta_blend` (after its threshold shift), at its weight.
 
         With `timings`, each member's time is measured (devices synchronised after each). With
-        `per_group`, each member's views, combined without the shift, are also added to the
-        accumulator of its group (its config entry: a model, or all folds of a folds group)."""
+        `per_member` (member index -> rows x classes array of the batch), each member's views,
+        combined without its shift, are also written into its rows there."""
         active_ops = {(unit.member, unit.op) for unit in active}
         ops_of = {m: [op for op in member.tta if (m, op) in active_ops]
                   for m, member in enumerate(self.members)}
@@ -175,9 +176,8 @@ class EnsemblePredictor:
             probs = [view.cpu().numpy() for view in views]
             accumulator.add(combine_views(probs, self.tta_blend, member.threshold_shift),
                             member.weight, rows=rows)
-            if per_group is not None:
-                per_group[member.group or member.name].add(
-                    combine_views(probs, self.tta_blend), member.weight, rows=rows)
+            if per_member is not None:
+                per_member[m][rows] = combine_views(probs, self.tta_blend)
 
 
 def prefetch(items: Iterable, work: Callable, threads: int) -> Iterator[tuple]:

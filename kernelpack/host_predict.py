@@ -5,7 +5,8 @@ It reuses the runtime's pieces as the kernel runs them (`inference_core.runner.d
 blending), without a budget: every view of every model runs on every image. The result is the
 blend the kernel writes its submission from, one row per image, so a user can check it against
 their own inference code (`compare`) before spending a Kaggle run, and one array per config
-entry (a model, or all folds of a folds group) for `blend search --oof NAME=FILE`.
+entry (a model, or all folds of a folds group; out-of-fold with each row's fold) for
+`blend search --oof NAME=FILE`.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from tqdm.auto import tqdm
 
 from inference_core.blend import BlendAccumulator
 from inference_core.data import TestSet, resolve_test_set
+from inference_core.predict import Member
 from inference_core.runner import discover, load_ensemble, prepared_batches
 
 from .errors import KernelpackError
+from .search.blend import blend_probs
+from .search.oof import read_folds
 
 
 class PredictError(KernelpackError):
@@ -51,13 +55,15 @@ def _test_set(config: dict, images: Path, sample: Path | None) -> TestSet:
 
 def predict_images(config: dict, images: Path, sample: Path | None = None,
                    model_roots: Sequence[Path] = (), key: bytes | None = None,
-                   per_group: bool = False, log: Callable[[str], None] = print,
-                   progress: bool = True) -> HostPrediction:
+                   per_model: bool = False, folds: Path | None = None,
+                   log: Callable[[str], None] = print, progress: bool = True) -> HostPrediction:
     """Blend the ensemble of `config` (validated) over the images in `images`.
 
     Models are found under `model_roots`, else under the config's input roots. With
-    `per_group`, each config entry's members are also blended on their own (a folds group's
-    folds as the kernel blends them, without the threshold shift)."""
+    `per_model`, each config entry is also blended on its own, without its threshold shift (a
+    folds group's folds as the kernel blends them); with `folds` too (each row's fold), a folds
+    group's row comes from the one fold model that held it out: out-of-fold predictions.
+    `folds` is a .npy or one-column CSV of fold indices, one per row."""
     for root in model_roots:
         if not Path(root).is_dir():
             raise PredictError(f"--models {root}: not a folder; pass a folder that holds the "
@@ -65,12 +71,13 @@ def predict_images(config: dict, images: Path, sample: Path | None = None,
     roots = [str(root) for root in model_roots] or config["input_roots"]
     discovery = discover(config["models"], roots, log)
     test_set = _test_set(config, Path(images), sample)
+    fold_of_row = None if folds is None else read_folds(Path(folds), len(test_set))
     log(f"images: {len(test_set)} in {images}")
     ensemble = load_ensemble(config, discovery, key, log)
+    members = ensemble.members
     n_classes = len(ensemble.classes)
-    groups = list(dict.fromkeys(member.group for member in ensemble.members))
     probs = np.empty((len(test_set), n_classes))
-    by_group = {group: np.empty_like(probs) for group in groups} if per_group else {}
+    member_probs = [np.empty_like(probs) for _ in members] if per_model else []
     every_view = set(ensemble.units)
     bar = tqdm(total=len(test_set), desc="predict", unit="img", file=sys.stderr,
                disable=not progress)
@@ -81,16 +88,53 @@ def predict_images(config: dict, images: Path, sample: Path | None = None,
                 raise PredictError(f"{prepared.errors[0]}; the kernel would write a fallback "
                                    "row for it, which no reference matches: fix or remove it")
             blend = BlendAccumulator(end - begin, n_classes, config["blend"])
-            group_blends = {g: BlendAccumulator(end - begin, n_classes, config["blend"])
-                            for g in by_group}
+            per_member = {m: array[begin:end] for m, array in enumerate(member_probs)}
             ensemble.predictor.predict(prepared, every_view, blend,
-                                       per_group=group_blends if per_group else None)
+                                       per_member=per_member if per_model else None)
             probs[begin:end] = blend.result()
-            for group, accumulator in group_blends.items():
-                by_group[group][begin:end] = accumulator.result()
             bar.update(end - begin)
     bar.close()
+    by_group = _per_model(members, member_probs, config["blend"], fold_of_row, test_set, log) \
+        if per_model else {}
     return HostPrediction(list(test_set.ids), probs, ensemble.classes, by_group)
+
+
+def _per_model(members: list[Member], member_probs: list[np.ndarray], mode: str,
+               fold_of_row: np.ndarray | None, test_set: TestSet, log: Callable[[str], None]
+               ) -> dict[str, np.ndarray]:
+    """Each config entry's blend of its members, or its out-of-fold rows given each row's fold."""
+    by_group = {}
+    for group in dict.fromkeys(member.group for member in members):
+        indices = [m for m, member in enumerate(members) if member.group == group]
+        if fold_of_row is not None and members[indices[0]].fold is not None:
+            by_group[group] = _out_of_fold(group, [members[m] for m in indices],
+                                           [member_probs[m] for m in indices], fold_of_row,
+                                           test_set)
+            continue
+        if fold_of_row is not None:
+            log(f"WARNING {group} is not a folds group: its --per-model file predicts every row, "
+                "not out-of-fold")
+        by_group[group] = blend_probs([member_probs[m] for m in indices],
+                                      [members[m].weight for m in indices], mode)
+    return by_group
+
+
+def _out_of_fold(group: str, members: list[Member], probs: list[np.ndarray], folds: np.ndarray,
+                 test_set: TestSet) -> np.ndarray:
+    """Each row as predicted by the fold model of the group that held that row out."""
+    result = np.full_like(probs[0], np.nan)
+    for member, member_probs in zip(members, probs, strict=True):
+        rows = folds == member.fold
+        result[rows] = member_probs[rows]
+    uncovered = np.flatnonzero(np.isnan(result[:, 0]))
+    if uncovered.size:
+        first = uncovered[0]
+        have = ", ".join(str(member.fold) for member in members)
+        raise PredictError(f"--folds: row {first} (id {test_set.ids[first]}) is in fold "
+                           f"{folds[first]}, but {group} has no model of that fold (found folds "
+                           f"{have}); add it to the folds group and --models, or leave those rows "
+                           "out of --sample")
+    return result
 
 
 def per_group_path(output: Path, group: str) -> Path:

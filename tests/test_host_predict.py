@@ -98,15 +98,16 @@ def _reference(setup, ids, interpolation=cv2.INTER_AREA, mean=MEAN):
         x = torch.from_numpy(resized).permute(2, 0, 1).float() / 255.0
         batch.append((x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1))
     x = torch.stack(batch)
-    logs = {}
+    logs, each = {}, {}
     with torch.no_grad():
         for key, model in setup["models"].items():
             views = [model(x).softmax(1).double().numpy(),
                      model(x.flip(-1)).softmax(1).double().numpy()]
-            logs[key] = np.log(np.clip((views[0] + views[1]) / 2, EPS, 1.0))
+            each[key] = (views[0] + views[1]) / 2
+            logs[key] = np.log(np.clip(each[key], EPS, 1.0))
     blend = np.exp((logs[("tiny", 0)] + logs[("tiny", 1)] + logs[("solo", None)]) / 3)
     tiny = np.exp((logs[("tiny", 0)] + logs[("tiny", 1)]) / 2)
-    return blend, {"tiny": tiny, "solo": np.exp(logs[("solo", None)])}
+    return blend, {"tiny": tiny, "solo": np.exp(logs[("solo", None)]), "each": each}
 
 
 def _predict(setup, out, *extra):
@@ -136,6 +137,29 @@ def test_without_a_sample_rows_follow_the_sorted_image_names(setup, tmp_path):
     assert _predict(setup, out) == 0
     expected, _ = _reference(setup, sorted(setup["order"]))
     np.testing.assert_allclose(np.load(out), expected, atol=1e-6)
+
+
+def test_with_folds_a_groups_file_holds_out_of_fold_predictions(setup, tmp_path, capsys):
+    folds = np.array([0, 1, 1, 0, 0, 1, 0])  # of the rows in sample order
+    np.save(tmp_path / "folds.npy", folds)
+    out = tmp_path / "oof.npy"
+    assert cli.main(["predict", str(setup["config"]), "--images", str(setup["images"]),
+                     "--models", str(setup["root"] / "models"), "--code",
+                     str(setup["package"]), "--sample", str(setup["sample"]), "-o", str(out),
+                     "--per-model", "--folds", str(tmp_path / "folds.npy")]) == 0
+    assert "WARNING solo is not a folds group" in capsys.readouterr().out
+    _, groups = _reference(setup, setup["order"])
+    expected = np.where((folds == 0)[:, None], groups["each"][("tiny", 0)],
+                        groups["each"][("tiny", 1)])
+    np.testing.assert_allclose(np.load(tmp_path / "oof.tiny.npy"), expected, atol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "oof.solo.npy"), groups["solo"], atol=1e-6)
+
+    np.save(tmp_path / "folds.npy", np.array([0, 1, 2, 0, 0, 1, 0]))
+    assert _predict(setup, out, "--sample", str(setup["sample"]), "--per-model", "--folds",
+                    str(tmp_path / "folds.npy")) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "--folds: row 2 (id img6) is in fold 2, but tiny has no model of that fold" in err
 
 
 def _save_reference(setup, tmp_path, **slip):
@@ -184,3 +208,5 @@ def test_bad_inputs_get_one_line_naming_them(setup, tmp_path, capsys):
     assert _predict({**setup, "images": tmp_path / "broken"}, tmp_path / "p.npy") == 1
     err = capsys.readouterr().err
     assert "img0.png: cannot decode image" in err and "fix or remove it" in err
+    assert _predict(setup, tmp_path / "p.npy", "--folds", str(tmp_path / "folds.npy")) == 1
+    assert "out-of-fold files come with --per-model" in capsys.readouterr().err

@@ -224,16 +224,14 @@ def test_the_default_tta_blend_adds_up_to_every_view_at_weight_over_n(two_models
     np.testing.assert_allclose(accumulator.result(), view_by_view.result(), rtol=1e-6)
 
 
-def test_per_group_accumulators_get_each_group_without_its_shift(two_models):
+def test_per_member_arrays_get_each_members_views_without_its_shift(two_models):
     members, paths = two_models
-    members[1].group = "m0"  # both are folds of m0 now
     predictor = EnsemblePredictor(members, "fp32", tta_blend="max")
     prepared = predictor.prepare(paths)
-    groups = {"m0": BlendAccumulator(len(paths), 5, "gmean")}
+    per_member = {m: np.full((len(paths), 5), np.nan) for m in range(len(members))}
     predictor.predict(prepared, set(rank_units([(m.name, m.weight, m.tta) for m in members])),
-                      BlendAccumulator(len(paths), 5, "gmean"), per_group=groups)
+                      BlendAccumulator(len(paths), 5, "gmean"), per_member=per_member)
     x = torch.stack(prepared.tensors[members[0].preprocess])
-    unshifted = [Member(m.name, m.model, m.preprocess, m.weight, 0.0, m.tta, m.activation, 5,
-                        None) for m in members]
-    np.testing.assert_allclose(groups["m0"].result(),
-                               _reference_blend(unshifted, x, "max", "gmean"), rtol=1e-5)
+    for m, member in enumerate(members):
+        np.testing.assert_allclose(per_member[m],
+                                   np.stack(_reference_views(member.model, x)).max(0), rtol=1e-5)

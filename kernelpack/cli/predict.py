@@ -14,15 +14,24 @@ def _predict(args: argparse.Namespace) -> int:
     from inference_core.kpenc import load_key
 
     from ..config import load_config
-    from ..host_predict import compare_predictions, predict_images, write_predictions
+    from ..host_predict import (
+        PredictError,
+        compare_predictions,
+        predict_images,
+        write_predictions,
+    )
     from ..user_code import import_user_code
 
+    if args.folds is not None and not args.per_model:
+        raise PredictError(f"--folds {args.folds}: out-of-fold files come with --per-model; add "
+                           "--per-model, or drop --folds")
     config = load_config(args.config)
     import_user_code([args.config.parent / path for path in config["kernel"]["code"]]
                      + list(args.code))
     prediction = predict_images(config, args.images, args.sample, args.models,
                                 key=load_key(args.key) if args.key else None,
-                                per_group=args.per_model, progress=not args.quiet,
+                                per_model=args.per_model, folds=args.folds,
+                                progress=not args.quiet,
                                 log=(lambda _: None) if args.quiet else print)
     written = write_predictions(prediction, args.output)
     print(f"wrote {written[0]} ({len(prediction.ids)} rows x {len(prediction.classes)} classes)")
@@ -66,6 +75,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--per-model", action="store_true",
                          help="also write PREDS.<name>.npy for each config entry (a folds "
                               "group's folds blended together), for blend search --oof")
+    predict.add_argument("--folds", type=Path, default=None, metavar="FOLDS",
+                         help="with --per-model: each row's fold (.npy or one-column CSV, as "
+                              "for blend search); a folds group's file then holds out-of-fold "
+                              "predictions, each row from the fold model that held it out")
     predict.add_argument("--compare", type=Path, default=None, metavar="REF.npy",
                          help="your own predictions of the same rows: print the largest "
                               "difference and exit 1 above --tolerance")
