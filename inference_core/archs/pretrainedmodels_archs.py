@@ -1,11 +1,20 @@
 """Cadene's `pretrainedmodels`, imported lazily: a kernel needs the package only when one of
-these architectures is in the ensemble (the bundler vendors it, as the Kaggle image lacks it)."""
+these architectures is in the ensemble (the bundler vendors it, as the Kaggle image lacks it).
+
+They run at any input size and aspect: the fixed average pool before the head (7x7 for 224 px
+inputs, 8x8 for inceptionv4's 299, 9x9 and 11x11 for polynet's and pnasnet's 331) becomes
+adaptive, as competitors do when they train at 288, 320 or 352 px. It has no parameters, so the
+state-dict keys are those of the usual `model.avg_pool = nn.AdaptiveAvgPool2d(1)` replacement,
+and at the size the model was designed for both give the same numbers.
+"""
 
 from __future__ import annotations
 
+import types
 import warnings
 
 from torch import nn
+from torch.nn import functional
 
 from ..registry import ModelBuilder, register_model
 
@@ -25,6 +34,28 @@ def _sized_head(head: nn.Module, num_classes: int) -> nn.Module:
     return head
 
 
+# The attributes that hold the fixed pool before the head (xception and the torchvision-backed
+# resnet* pool adaptively already).
+_HEAD_POOLS = ("avg_pool", "global_pool")
+# dpn*'s eval-time head: a 7x7 average pool, the 1x1-conv classifier, then global avg+max pooling.
+_DPN_TEST_POOL = 7
+
+
+def _adaptive_head_pool(model: nn.Module) -> None:
+    for attribute in _HEAD_POOLS:
+        if isinstance(getattr(model, attribute, None), nn.AvgPool2d):
+            setattr(model, attribute, nn.AdaptiveAvgPool2d(1))
+
+
+def _dpn_logits(self: nn.Module, features):
+    """dpn's test-time pool is its own, size-independent eval head, kept as it is; only a
+    feature map smaller than its 7x7 window (inputs under 193 px) takes the training path
+    (global average pool, then the classifier) instead of failing."""
+    if min(features.shape[-2:]) >= _DPN_TEST_POOL:
+        return type(self).logits(self, features)
+    return self.last_linear(functional.adaptive_avg_pool2d(features, 1)).flatten(1)
+
+
 def _pretrainedmodels_builder(arch: str) -> ModelBuilder:
     def build(num_classes: int, **kwargs) -> nn.Module:
         import pretrainedmodels
@@ -37,6 +68,10 @@ def _pretrainedmodels_builder(arch: str) -> ModelBuilder:
             )
         # The torchvision-backed ones also ignore num_classes and keep a 1000-way head.
         model.last_linear = _sized_head(model.last_linear, num_classes)
+        _adaptive_head_pool(model)
+        if arch.startswith("dpn"):
+            # Bound to the model, so that a deep copy calls its own copy's layers.
+            model.logits = types.MethodType(_dpn_logits, model)
         return model
 
     build.__name__ = f"pretrainedmodels_{arch}"
