@@ -8,8 +8,8 @@ import pytest
 from kaggle_helpers import USER, dataset_folder, kaggle_world, tiny_kernel, write_files
 
 from kernelpack.errors import KaggleServiceError
-from kernelpack.kaggle.client import KaggleSession
 from kernelpack.kaggle.service import Fault, parse_fault
+from kernelpack.kaggle.session import KaggleSession
 
 BIG = bytes(range(256)) * 400          # 102400 bytes
 

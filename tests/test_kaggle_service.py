@@ -21,8 +21,8 @@ from kaggle_helpers import (
     write_files,
 )
 
-from kernelpack.kaggle.client import KaggleSession
 from kernelpack.kaggle.service import KaggleService, add_competition
+from kernelpack.kaggle.session import KaggleSession
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from ..errors import KaggleServiceError
 from ..kaggle.constants import DATASET_METADATA, KERNEL_METADATA, URL_ENV
 
 
-def _session(args: argparse.Namespace):  # -> kernelpack.kaggle.client.KaggleSession
-    from ..kaggle.client import KaggleSession
+def _session(args: argparse.Namespace):  # -> kernelpack.kaggle.session.KaggleSession
+    from ..kaggle.session import KaggleSession
 
     return KaggleSession(args.kaggle_url)
 

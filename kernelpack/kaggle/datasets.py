@@ -1,0 +1,169 @@
+"""Dataset calls of `KaggleSession`: push a folder (create or add a version, skipped when
+unchanged), wait until it is ready, and check that every file arrived with its size."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import KaggleError, KaggleNotFoundError, KaggleUploadError
+from .constants import DATASET_METADATA, KERNEL_METADATA, slug_of, title_of
+
+# What was last pushed and verified from a dataset folder; lets an unchanged folder skip the
+# upload. It lives in the folder and is never uploaded.
+MANIFEST_FILE = ".kernelpack-manifest.json"
+# Files the client never uploads from a dataset folder (kaggle-api.md §3.4), plus our manifest.
+_NOT_DATA = {DATASET_METADATA, "datapackage.json", KERNEL_METADATA, "model-metadata.json",
+             "model-instance-metadata.json", MANIFEST_FILE}
+
+
+@dataclass
+class DatasetPush:
+    ref: str
+    version: int | None
+    uploaded: list[str]
+    skipped: bool       # unchanged since the last verified push: nothing uploaded
+    verified: bool      # every local file is listed by the service with its size
+
+
+def file_digest(path: Path) -> dict:
+    with open(path, "rb") as stream:
+        return {"size": path.stat().st_size,
+                "sha256": hashlib.file_digest(stream, "sha256").hexdigest()}
+
+
+class DatasetCalls:
+    """Mixed into `KaggleSession`, whose `call`, `wait`, `api`, `where` and `username` it uses."""
+
+    def dataset_exists(self, ref: str) -> bool:
+        try:
+            self.call(f"{ref}: dataset status", self.api.dataset_status, ref, retry=True)
+        except KaggleNotFoundError:
+            return False
+        return True
+
+    def dataset_status(self, ref: str) -> str:
+        """`ready`, `blobs_received`, ..., as the client names DatabundleVersionStatus."""
+        return self.call(f"{ref}: dataset status", self.api.dataset_status, ref, retry=True)
+
+    def dataset_files(self, ref: str) -> dict[str, int]:
+        """Name -> size of every file the service lists for the newest ready version."""
+        files: dict[str, int] = {}
+        token = None
+        while True:
+            page = self.call(f"{ref}: dataset files", self.api.dataset_list_files, ref,
+                             page_token=token, retry=True)
+            files.update({item.name: item.total_bytes for item in page.files or []})
+            token = page.next_page_token
+            if not token:
+                return files
+
+    def wait_dataset(self, ref: str, timeout: float) -> None:
+        def ready() -> bool | None:
+            status = self.dataset_status(ref)
+            if status in ("failed", "deleted"):
+                raise KaggleError(f"{ref}: the new version ended {status} on {self.where}; "
+                                  "push again")
+            return True if status == "ready" else None
+
+        self.wait(f"{ref}: new version", ready, timeout,
+                  f"check later with `kaggle datasets status {ref}`")
+
+    def push_dataset(self, folder: str | Path, *, public: bool = False,
+                     message: str | None = None, wait: bool = False,
+                     dataset_id: str | None = None, title: str | None = None,
+                     timeout: float = 3600.0) -> DatasetPush:
+        """Create the dataset or add a version; with `wait`, wait until it is ready and check that
+        every local file is listed with its size. An unchanged folder (same files as the last
+        verified push, still listed by the service) is skipped."""
+        folder = Path(folder)
+        files = local_dataset_files(folder)
+        metadata = dataset_metadata(folder, dataset_id, title, default_owner=self.username)
+        ref = metadata["id"]
+        local = {path.name: file_digest(path) for path in files}
+        manifest_path = folder / MANIFEST_FILE
+        previous = _read_manifest(manifest_path)
+        exists = self.dataset_exists(ref)
+        if exists and previous and previous.get("id") == ref and previous["files"] == local \
+                and self.dataset_files(ref) == {n: d["size"] for n, d in local.items()}:
+            return DatasetPush(ref, previous["version"], [], skipped=True, verified=True)
+        options = {"quiet": True, "ignore_patterns": [MANIFEST_FILE]}
+        if exists:
+            answer = self.call(f"{ref}: new dataset version", self.api.dataset_create_version,
+                               str(folder), message or "pushed with kernelpack", **options)
+        else:
+            answer = self.call(f"{ref}: dataset create", self.api.dataset_create_new,
+                               str(folder), public=public, **options)
+        if (answer.status or "").lower() != "ok":
+            raise KaggleError(f"{ref}: {self.where} refused the dataset: {answer.error}; fix "
+                              f"{folder / DATASET_METADATA} and push again")
+        version = json.loads(self.call(f"{ref}: dataset version", self.api.dataset_status, ref,
+                                       format="json(current_version_number)", retry=True)
+                             )["current_version_number"]
+        push = DatasetPush(ref, version, sorted(local), skipped=False, verified=False)
+        if not wait:
+            return push
+        self.wait_dataset(ref, timeout)
+        self.verify_dataset(ref, local)
+        manifest_path.write_text(json.dumps({"id": ref, "version": version, "files": local},
+                                            indent=1, sort_keys=True) + "\n")
+        push.verified = True
+        return push
+
+    def verify_dataset(self, ref: str, local: dict[str, dict]) -> None:
+        listed = self.dataset_files(ref)
+        wrong = [f"{name} ({'missing' if name not in listed else f'{listed[name]} bytes'}, "
+                 f"expected {digest['size']})"
+                 for name, digest in sorted(local.items()) if listed.get(name) != digest["size"]]
+        if wrong:
+            raise KaggleUploadError(f"{ref}: the new version lacks or truncates "
+                                    f"{', '.join(wrong)}; push again")
+
+
+def _read_manifest(path: Path) -> dict | None:
+    """The last verified push; an unreadable manifest only means the upload is not skipped."""
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and "files" in manifest else None
+
+
+def local_dataset_files(folder: Path) -> list[Path]:
+    """The files the client will upload from `folder`; sub-folders are refused, not skipped."""
+    if not folder.is_dir():
+        raise KaggleError(f"{folder}: not a folder; pass the folder that holds the dataset files")
+    entries = sorted(p for p in folder.iterdir() if p.name not in _NOT_DATA)
+    folders = [p.name for p in entries if p.is_dir()]
+    if folders:
+        raise KaggleError(f"{folder}: holds sub-folders {folders}, which the kaggle client does "
+                          "not upload; move their files to the top level or zip them")
+    if not entries:
+        raise KaggleError(f"{folder}: no files to upload")
+    return entries
+
+
+def dataset_metadata(folder: Path, dataset_id: str | None, title: str | None, *,
+                     default_owner: str) -> dict:
+    """The folder's dataset-metadata.json; when absent, written from `dataset_id` (default:
+    OWNER/FOLDER-NAME) and `title`."""
+    path = folder / DATASET_METADATA
+    if path.is_file():
+        try:
+            metadata = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise KaggleError(f"{path}: not valid JSON ({exc}); fix it or delete it to have it "
+                              "written from --id/--title") from None
+        if "/" not in str(metadata.get("id", "")):
+            raise KaggleError(f"{path}: id must be 'owner/dataset-slug'; fix it")
+        if dataset_id and metadata["id"] != dataset_id:
+            raise KaggleError(f"{path}: id is {metadata['id']!r} but --id says {dataset_id!r}; "
+                              "drop --id or fix the file")
+        return metadata
+    dataset_id = dataset_id or f"{default_owner}/{slug_of(folder.resolve().name)}"
+    metadata = {"id": dataset_id, "title": title or title_of(dataset_id.partition("/")[2]),
+                "licenses": [{"name": "CC0-1.0"}]}
+    path.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+    return metadata
