@@ -27,7 +27,7 @@ from inference_core.runner import discover, load_ensemble, prepared_batches
 
 from .errors import KernelpackError
 from .search.blend import blend_probs
-from .search.oof import read_folds
+from .search.oof import load_npy, read_folds
 
 
 class PredictError(KernelpackError):
@@ -170,14 +170,8 @@ class Comparison:
 def compare_predictions(probs: np.ndarray, reference_path: Path) -> Comparison:
     """The largest absolute difference between `probs` and the array saved at `reference_path`,
     and where it is; a reference of another shape is refused with one line."""
-    try:
-        reference = np.load(reference_path, allow_pickle=False)
-    except FileNotFoundError:
-        raise PredictError(f"--compare {reference_path}: file not found; pass your own "
-                           "predictions saved with numpy.save") from None
-    except ValueError as exc:
-        raise PredictError(f"--compare {reference_path}: not a .npy array ({exc}); save your "
-                           "predictions with numpy.save") from None
+    reference = load_npy(reference_path, f"--compare {reference_path}",
+                         "pass your own predictions saved with numpy.save", PredictError)
     if reference.shape != probs.shape:
         raise PredictError(f"--compare {reference_path}: shape {reference.shape}, but the "
                            f"prediction is {probs.shape} (one row per image, one column per "

@@ -138,15 +138,20 @@ def read_folds(path: Path, n_rows: int) -> np.ndarray:
     return folds.astype(np.int64)
 
 
+def load_npy(path: Path, where: str, missing_fix: str,
+             error: type[Exception] = SearchError) -> np.ndarray:
+    """The array saved at `path`; a missing or unreadable file raises `error` naming `where`."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise error(f"{where}: file not found; {missing_fix}") from None
+    except ValueError as exc:
+        raise error(f"{where}: not a .npy array ({exc}); save it with numpy.save") from None
+
+
 def read_oof(name: str, path: Path, n_rows: int, n_classes: int | None) -> np.ndarray:
     where = f"{path} (--oof {name})"
-    try:
-        probs = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise SearchError(f"{where}: file not found; check the path after {name}=") from None
-    except ValueError as exc:
-        raise SearchError(f"{where}: not a .npy array ({exc}); save it with numpy.save") \
-            from None
+    probs = load_npy(path, where, f"check the path after {name}=")
     if probs.ndim != 2:
         raise SearchError(f"{where}: shape {probs.shape}; expected rows x classes")
     if probs.shape[0] != n_rows:
