@@ -25,7 +25,7 @@ from torch import nn
 
 from .blend import BlendAccumulator, combine_views
 from .budget import Unit
-from .errors import TestSetError
+from .errors import KernelError, TestSetError
 from .preprocess import Decoder, Preprocess, decode_image, to_tensor
 from .tta import run_tta
 
@@ -131,6 +131,17 @@ class EnsemblePredictor:
         return batch.pin_memory().to(device, non_blocking=True).contiguous(
             memory_format=torch.channels_last)
 
+    def _forward(self, m: int, batch: torch.Tensor, ops: list[str]) -> list[torch.Tensor]:
+        try:
+            return run_tta(self.members[m].model, batch, ops)
+        except RuntimeError as exc:
+            text = str(exc).strip()
+            first = text.splitlines()[0] if text else type(exc).__name__
+            raise KernelError(
+                f"model {self.members[m].name}: forward pass failed on TTA views {', '.join(ops)}"
+                f" of a {tuple(batch.shape)} batch ({first}); a model that needs a fixed input "
+                "size cannot take scale:F views: drop them from its tta") from None
+
     @torch.inference_mode()
     def predict(self, prepared: PreparedBatch, active: set[Unit], accumulator: BlendAccumulator,
                 timings: dict[int, float] | None = None,
@@ -163,7 +174,7 @@ class EnsemblePredictor:
                         on_device[device] = self._to_device(batch, device)
                     with torch.autocast(device.type, dtype=torch.float16,
                                         enabled=self.fp16 and device.type == "cuda"):
-                        views = run_tta(member.model, on_device[device], ops_of[m])
+                        views = self._forward(m, on_device[device], ops_of[m])
                     pending.append((m, prepared.decoded[index],
                                     [activate(view, member.activation) for view in views]))
                     if timings is not None:

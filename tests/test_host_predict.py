@@ -210,3 +210,41 @@ def test_bad_inputs_get_one_line_naming_them(setup, tmp_path, capsys):
     assert "img0.png: cannot decode image" in err and "fix or remove it" in err
     assert _predict(setup, tmp_path / "p.npy", "--folds", str(tmp_path / "folds.npy")) == 1
     assert "out-of-fold files come with --per-model" in capsys.readouterr().err
+
+
+def _config_with(setup, tmp_path, tta, tta_blend):
+    path = tmp_path / "variant.yml"
+    path.write_text(ENSEMBLE.replace("tta: [identity, hflip]", f"tta: [{', '.join(tta)}]")
+                    .replace("tta_blend: mean", f"tta_blend: {tta_blend}"))
+    return {**setup, "config": path}
+
+
+def test_crop_views_and_max_over_views_match_the_tests_own_forward(setup, tmp_path):
+    variant = _config_with(setup, tmp_path, ["identity", "center_crop:0.75"], "max")
+    assert _predict(variant, tmp_path / "preds.npy", "--sample", str(setup["sample"])) == 0
+    batch = []
+    for image_id in setup["order"]:
+        rgb = np.array(Image.open(setup["images"] / f"{image_id}.png").convert("RGB"))
+        x = torch.from_numpy(cv2.resize(rgb, (SIZE, SIZE), interpolation=cv2.INTER_AREA))
+        x = x.permute(2, 0, 1).float() / 255.0
+        batch.append((x - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1))
+    x = torch.stack(batch)
+    crop = torch.nn.functional.interpolate(x[..., 4:28, 4:28], size=(SIZE, SIZE),
+                                           mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        per_model = [np.maximum(model(x).softmax(1).double().numpy(),
+                                model(crop).softmax(1).double().numpy())
+                     for model in setup["models"].values()]
+    expected = np.exp(sum(np.log(np.clip(p, EPS, 1.0)) for p in per_model) / 3)
+    np.testing.assert_allclose(np.load(tmp_path / "preds.npy"), expected, atol=1e-6)
+    assert np.abs(expected - _reference(setup, setup["order"])[0]).max() > 1e-3
+
+
+def test_a_scale_view_on_a_fixed_size_model_is_one_line_naming_the_fix(setup, tmp_path,
+                                                                       capsys):
+    variant = _config_with(setup, tmp_path, ["identity", "scale:1.25"], "mean")
+    assert _predict(variant, tmp_path / "preds.npy") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "model tiny_f0: forward pass failed on TTA views identity, scale:1.25" in err
+    assert "cannot take scale:F views: drop them from its tta" in err
