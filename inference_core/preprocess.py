@@ -17,6 +17,7 @@ import difflib
 import json
 import math
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from functools import cache
@@ -265,7 +266,7 @@ def _canonical_json(value, key: str, fail) -> str:
 
 
 def _check_albumentations(text: str, fail) -> None:
-    _build_pipeline(_albumentations_pipeline, text, "albumentations", fail,
+    _build_pipeline(_rebuild_albumentations, text, "albumentations", fail,
                     "; save it with A.to_dict(transform) from albumentations 2.x")
 
 
@@ -311,9 +312,19 @@ def _build_pipeline(build, text: str, library: str, fail, fix: str = "") -> None
         raise fail(f"preprocess.{library} does not rebuild ({detail}){fix}") from None
 
 
-@cache
+_per_thread = threading.local()
+
+
 def _albumentations_pipeline(text: str):
-    """The pipeline rebuilt once per process (A.from_dict), shared by the loader threads."""
+    """The pipeline rebuilt (A.from_dict) once per thread that uses it: a transform keeps its
+    last call's parameters on itself, so the loader threads do not share one."""
+    pipelines = _per_thread.__dict__.setdefault("albumentations", {})
+    if text not in pipelines:
+        pipelines[text] = _rebuild_albumentations(text)
+    return pipelines[text]
+
+
+def _rebuild_albumentations(text: str):
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check on import
     import albumentations
 

@@ -18,7 +18,7 @@ from timm.data import create_transform, resolve_data_config
 from torchvision import transforms as T
 
 from inference_core.errors import CheckpointError, TestSetError
-from inference_core.predict import EnsemblePredictor, Member
+from inference_core.predict import EnsemblePredictor, Member, prefetch
 from inference_core.preprocess import (
     Preprocess,
     decode_image,
@@ -304,6 +304,19 @@ def test_each_decoder_decodes_once_and_equal_settings_share_one_tensor(pictures,
     _same(prepared.tensors[members[2].preprocess][0], fast_reference)
     _same(prepared.tensors[members[3].preprocess][0], cv2_reference)
     assert (fast_reference - exact_reference).abs().max() > 1e-3  # fast_jpeg did change pixels
+
+
+def test_an_albumentations_model_in_loader_threads_gets_the_training_pixels(pictures):
+    transform = A.Compose([A.SmallestMaxSize(max_size=24, interpolation=cv2.INTER_CUBIC),
+                           A.CenterCrop(24, 24), A.Normalize(), ToTensorV2()])
+    config = {"preprocess": {"decode": "cv2", "albumentations": A.to_dict(transform)}}
+    predictor = EnsemblePredictor([_member("alb", config)], devices=[torch.device("cpu")])
+    paths = [pictures["png"], pictures["jpg"]] * 3
+    batches = list(prefetch([paths[i:i + 2] for i in range(0, 6, 2)], predictor.prepare, 2))
+    preprocess = predictor.members[0].preprocess
+    for batch, prepared in batches:
+        for path, tensor in zip(batch, prepared.tensors[preprocess], strict=True):
+            _same(tensor, transform(image=_cv2_rgb(path))["image"])
 
 
 def test_an_image_one_decoder_cannot_read_is_left_out_for_all(tmp_path):
