@@ -133,10 +133,8 @@ def validate_preprocess(config: dict, where: str) -> Preprocess:
             raise fail(f"preprocess.{key} belongs beside preprocess; move {key} to the top level "
                        "of the checkpoint config")
         if key not in PREPROCESS_KEYS:
-            close = difflib.get_close_matches(str(key), PREPROCESS_KEYS, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise fail(f"unknown preprocess key {key!r}; {hint}known keys: "
-                       f"{', '.join(PREPROCESS_KEYS)}")
+            raise fail(f"unknown preprocess key {key!r}; {_did_you_mean(key, PREPROCESS_KEYS)}"
+                       f"known keys: {', '.join(PREPROCESS_KEYS)}")
     decode = _choice(options, "decode", DECODERS, "pil", fail)
     fast_jpeg = options.get("fast_jpeg", False)
     if not isinstance(fast_jpeg, bool):
@@ -219,10 +217,15 @@ def _builtin(config: dict, options: dict, decode: str, fast_jpeg: bool, fail) ->
 def _choice(options: dict, key: str, allowed: tuple[str, ...], default: str, fail) -> str:
     value = options.get(key, default)
     if value not in allowed:
-        close = difflib.get_close_matches(str(value), allowed, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise fail(f"preprocess.{key} {value!r} is unknown{hint}; use one of {', '.join(allowed)}")
+        hint = _did_you_mean(value, allowed).rstrip()
+        raise fail(f"preprocess.{key} {value!r} is unknown{f' ({hint})' if hint else ''}; use one "
+                   f"of {', '.join(allowed)}")
     return value
+
+
+def _did_you_mean(value, known: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(str(value), known, n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 def _floats(value, key: str, fail) -> tuple[float, float, float]:
@@ -273,9 +276,7 @@ def _check_albumentations(text: str, fail) -> None:
 def _check_timm(data_config: dict, fail) -> None:
     for key in data_config:
         if key not in TIMM_KEYS:
-            close = difflib.get_close_matches(str(key), TIMM_KEYS, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise fail(f"unknown preprocess.timm key {key!r}; {hint}save "
+            raise fail(f"unknown preprocess.timm key {key!r}; {_did_you_mean(key, TIMM_KEYS)}save "
                        "timm.data.resolve_data_config({}, model=model) (keys: "
                        f"{', '.join(TIMM_KEYS)})")
     size = data_config.get("input_size")
