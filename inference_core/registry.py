@@ -75,7 +75,7 @@ def import_modules(names: Sequence[str]) -> None:
 
     A module that fails to import raises UserCodeError naming it, the cause and the fix."""
     for name in names:
-        _import(name, f"user code {name!r}", UserCodeError)
+        _import(name, "user code", UserCodeError)
 
 
 def _register_families() -> None:
