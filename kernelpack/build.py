@@ -15,10 +15,11 @@ from . import read_template
 from .bundler.bundle import Entry, bundle
 from .config import load_config
 from .errors import BuildError
+from .kaggle.constants import KERNEL_METADATA, slug_of, title_of
 from .user_code import code_locations
 
 KERNEL_FILE = "kernel.py"
-METADATA_FILE = "kernel-metadata.json"
+METADATA_FILE = KERNEL_METADATA
 CONFIG_FILE = "kernel-config.json"
 ENTRY_NAME = "kernel_entry.py"
 # First line of a kernel.py that carries a key: the entry is compressed inside kernel.py, so this
@@ -62,7 +63,7 @@ def kernel_metadata(kernel: dict, default_slug: str) -> dict:
     slug = kernel_id.split("/", 1)[1]
     metadata = {
         "id": kernel_id,
-        "title": kernel["title"] or slug.replace("-", " ").title(),
+        "title": kernel["title"] or title_of(slug),
         "code_file": KERNEL_FILE,
         "language": "python",
         "kernel_type": "script",
@@ -113,7 +114,7 @@ def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None 
     kernel_text = bundled.text
     if key is not None:
         kernel_text = f"{KEY_MARKER}\n{kernel_text}"
-    slug = config_path.stem.lower().replace("_", "-")
+    slug = slug_of(config_path.stem)
     metadata = kernel_metadata(config["kernel"], slug)
     outdir.mkdir(parents=True, exist_ok=True)
     kernel_path = outdir / KERNEL_FILE

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from kernelpack.cli import main
+from kernelpack.kaggle.constants import DATASET_METADATA, KERNEL_METADATA, title_of
 from kernelpack.kaggle.service import KaggleService
 
 USER = "tester"
@@ -106,8 +107,8 @@ def write_files(folder: Path, files: dict[str, bytes]) -> Path:
 def dataset_folder(folder: Path, slug: str, files: dict[str, bytes]) -> Path:
     """A folder the `kaggle` command can push as dataset USER/slug."""
     write_files(folder, files)
-    (folder / "dataset-metadata.json").write_text(json.dumps(
-        {"id": f"{USER}/{slug}", "title": slug.replace("-", " ").title(),
+    (folder / DATASET_METADATA).write_text(json.dumps(
+        {"id": f"{USER}/{slug}", "title": title_of(slug),
          "licenses": [{"name": "CC0-1.0"}]}))
     return folder
 
@@ -117,8 +118,8 @@ def tiny_kernel(folder: Path, slug: str, body: str, **metadata: object) -> Path:
     """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "kernel.py").write_text(body)
-    (folder / "kernel-metadata.json").write_text(json.dumps({
-        "id": f"{USER}/{slug}", "title": slug.replace("-", " ").title(), "code_file": "kernel.py",
+    (folder / KERNEL_METADATA).write_text(json.dumps({
+        "id": f"{USER}/{slug}", "title": title_of(slug), "code_file": "kernel.py",
         "language": "python", "kernel_type": "script", "is_private": True,
         "enable_internet": False, **metadata}))
     return folder

@@ -17,9 +17,11 @@ from kaggle_helpers import (
     write_files,
 )
 
-from kernelpack.build import KEY_MARKER
+from kernelpack.build import KEY_MARKER, kernel_metadata
+from kernelpack.config import KERNEL
 from kernelpack.errors import KaggleAuthError
-from kernelpack.kaggle.datasets import MANIFEST_FILE
+from kernelpack.kaggle.constants import slug_of, title_of
+from kernelpack.kaggle.datasets import MANIFEST_FILE, dataset_metadata
 from kernelpack.kaggle.service import add_competition
 from kernelpack.kaggle.session import KaggleSession
 
@@ -228,3 +230,15 @@ def test_an_untested_kaggle_version_is_refused_naming_the_tested_ones_and_the_pi
                            capture_output=True, text=True, timeout=60)
     assert tried.returncode == 1 and "installed, but" not in tried.stderr
     assert "no Kaggle credentials found" in tried.stderr
+
+
+def test_slugs_and_titles_follow_one_rule_for_datasets_and_kernels(tmp_path):
+    assert slug_of("My_Models.v2") == "my-models-v2" and slug_of("--a  b--") == "a-b"
+    assert title_of("my-models-v2") == "My Models V2"
+    folder = write_files(tmp_path / "Se50_Weights.v2", {"w.bin": b"w"})
+    metadata = dataset_metadata(folder, None, None, default_owner=USER)
+    assert metadata["id"] == f"{USER}/se50-weights-v2" and metadata["title"] == "Se50 Weights V2"
+    kernel = {name: field.default for name, field in KERNEL.fields.items()}
+    metadata = kernel_metadata(kernel, slug_of("ensemble.final"))
+    assert (metadata["id"], metadata["title"]) == ("INSERT_USERNAME/ensemble-final",
+                                                   "Ensemble Final")

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inference_core.config import KAGGLE_RUN_SECONDS
+
 from ..build import embeds_key
 from ..errors import KaggleError
-from .constants import KERNEL_METADATA, RUN_SECONDS
+from .constants import KERNEL_METADATA
 
 _FINISHED = {"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"}
 
@@ -33,7 +35,7 @@ class KernelCalls:
     """Mixed into `KaggleSession`, whose `call`, `wait`, `api` and `where` it uses."""
 
     def push_kernel(self, folder: str | Path, *, wait: bool = False,
-                    timeout: float = RUN_SECONDS) -> KernelPush:
+                    timeout: float = KAGGLE_RUN_SECONDS) -> KernelPush:
         """Push a folder written by `kernelpack build`; with `wait`, wait for the run to end."""
         folder = Path(folder)
         metadata_path = folder / KERNEL_METADATA

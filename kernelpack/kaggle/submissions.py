@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from inference_core.config import KAGGLE_RUN_SECONDS
+
 from ..errors import KaggleError
-from .constants import RUN_SECONDS
 
 
 @dataclass
@@ -24,7 +25,7 @@ class SubmissionCalls:
 
     def submit(self, competition: str, kernel: str, *, version: int | None = None,
                file_name: str = "submission.csv", message: str | None = None,
-               wait: bool = False, timeout: float = RUN_SECONDS) -> Submission:
+               wait: bool = False, timeout: float = KAGGLE_RUN_SECONDS) -> Submission:
         """Submit a kernel version's output to a code competition; with `wait`, wait for the
         rerun on the hidden test set and its score."""
         version = version or self.kernel_version(kernel)

@@ -10,11 +10,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from inference_core.config import KAGGLE_RUN_SECONDS
+
 from ...errors import SandboxError
 from ...sandbox import run_local
-
-# Kaggle's limit for a batch session; a pushed `sessionTimeoutSeconds` overrides it.
-DEFAULT_BUDGET_SECONDS = 9 * 3600
 
 
 class Runner:
@@ -48,7 +47,8 @@ class Runner:
 def run_in_sandbox(kernel: Path, input_dir: Path, root: Path, budget: float | None) -> str | None:
     """Run offline under `root` (log in `kernel.log`, outputs in `working/`); returns why the
     run failed, or None."""
-    budget = budget or DEFAULT_BUDGET_SECONDS
+    # Kaggle's limit for a batch session, unless the push set `sessionTimeoutSeconds`.
+    budget = budget or KAGGLE_RUN_SECONDS
     try:
         result = run_local(kernel, input_dir, root=root, budget=budget)
     except SandboxError as exc:
