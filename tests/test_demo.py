@@ -18,13 +18,21 @@ def test_demo_fits_runs_and_scores_both_competitions_end_to_end(tmp_path):
     lines = []
     out = tmp_path / "demo"
     report = run_demo(out, archs=("small_cnn",), folds=2, epochs=5, limit=400, log=lines.append)
-    assert list(report.stages) == ["data", "train", "fit (blend + thresholds on OOF)", "build",
+    assert list(report.stages) == ["data", "train", "own model (train, import-checkpoint)",
+                                   "OOF through the kernel (predict)",
+                                   "fit (blend + thresholds on OOF)", "build",
                                    "run-local (offline kernels)", "score"]
     assert [row.name for row in report.digits.rows] == [
-        "small_cnn_f0", "small_cnn_f1", "small_cnn (2 folds)", "blend, equal weights",
-        "blend, fitted (kernel.py)"]
+        "small_cnn_f0", "small_cnn_f1", "digitnet_f0", "digitnet_f1", "small_cnn (2 folds)",
+        "digitnet (2 folds)", "blend, equal weights", "blend, fitted (kernel.py)"]
     log = "\n".join(lines)
     assert "$ kernelpack blend search" in log and "$ kernelpack threshold search" in log
+    # The own model came in through import-checkpoint, and the kernel's predictions of its
+    # held-out folds match the user's own validation code.
+    assert log.count("$ kernelpack import-checkpoint") == 2
+    assert log.count("matches ") >= 2 and "predictions differ" not in log
+    # The blend search read OOF predictions made by the kernel's own code.
+    assert "--oof=digitnet=" in log and "kernel-oof" in log
     assert "network cut" in log or "kernelpack runtime" in log
 
     # Multiclass: the fitted weights sum to 1, and the blend's accuracy is the file's.

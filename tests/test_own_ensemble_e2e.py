@@ -16,17 +16,16 @@ import sys
 import textwrap
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-import albumentations as A  # noqa: E402
-import cv2  # noqa: E402
-from albumentations.pytorch import ToTensorV2  # noqa: E402
+import albumentations as A
+import cv2
+from albumentations.pytorch import ToTensorV2
 
-from kernelpack.cli import main  # noqa: E402
+from kernelpack.cli import main
 
 SIZE = 48
 CLASSES = 10

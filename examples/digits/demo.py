@@ -1,10 +1,14 @@
 """The end-to-end demo (`make demo`): a real little competition, from images to a scored kernel.
 
-Stages: make the digits competitions -> train archs x folds on CPU -> fit the blend weights (and,
-for the multilabel attributes, the thresholds) on the out-of-fold predictions with `kernelpack
-blend search` / `kernelpack threshold search` -> `kernelpack build` -> `kernelpack run-local`
-(offline sandbox) -> score the submissions against the held-back labels, beside each single
-model, each architecture and the equal-weight blend, all run through the same runtime.
+Stages: make the digits competitions -> train archs x folds on CPU, and the example's own model
+(`own_model/digitnet`, albumentations + cv2, Lightning-style checkpoints) brought in with
+`kernelpack import-checkpoint` -> the digits OOF predictions made by the kernel's own code
+(`kernelpack predict`, checked against the user's own validation output with `--compare`) -> fit
+the blend weights (and, for the multilabel attributes, the thresholds) on the out-of-fold
+predictions with `kernelpack blend search` / `kernelpack threshold search` -> `kernelpack build`
+-> `kernelpack run-local` (offline sandbox) -> score the submissions against the held-back
+labels, beside each single model, each architecture and the equal-weight blend, all run through
+the same runtime.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ from examples.digits.train import (
     oof_filename,
     train_ensemble,
 )
+from examples.digits.train_own import ARCH as OWN_ARCH
+from examples.digits.train_own import PACKAGE as OWN_PACKAGE
+from examples.digits.train_own import STEM as OWN_STEM
+from examples.digits.train_own import OwnTraining, train_own
 from inference_core.runner import run_kernel
 from kernelpack import cli
 from kernelpack.config import load_config
@@ -40,6 +48,7 @@ from kernelpack.search.blend import blend_probs
 from kernelpack.search.fitted_config import oof_weights
 from kernelpack.search.metrics import accuracy, f2, label_mask
 from kernelpack.search.oof import truth_mask
+from kernelpack.user_code import import_user_code
 
 COMPETITION = "digits"
 ATTRIBUTES_COMPETITION = "digits-attributes"
@@ -142,6 +151,54 @@ def _oof_args(trained: Sequence[TrainedModel], oof_dir: Path, multilabel: bool) 
             str(oof_dir / "folds.npy")]
 
 
+def _import_own(own: OwnTraining, models_dir: Path, log: Log) -> list[TrainedModel]:
+    """Each Lightning-style fold of the own model becomes a kernelpack checkpoint."""
+    imported = []
+    for fold, source in enumerate(own.checkpoints):
+        name = f"{OWN_STEM}_f{fold}"
+        target = models_dir / f"{name}.pt"
+        _kernelpack(["import-checkpoint", str(source), "-o", str(target), "--arch", OWN_ARCH,
+                     "--num-classes", "10", "--name", name, "--fold", str(fold),
+                     "--config", str(own.model_config), "--code", str(OWN_PACKAGE),
+                     "--strip-prefix", "model."], log)
+        imported.append(TrainedModel(name, OWN_STEM, fold, target, own.val_scores[fold],
+                                     own.seconds[fold]))
+    return imported
+
+
+def _oof_through_the_kernel(trained: Sequence[TrainedModel], own: OwnTraining,
+                            competition_dir: Path, out_dir: Path, log: Log) -> Path:
+    """The digits OOF predictions, made by `kernelpack predict` (the kernel's own discovery,
+    preprocessing, TTA and blend) rather than by the training code; the own model's folds are
+    first checked against the user's own validation output with `--compare`."""
+    oof_dir, models_dir = out_dir / "kernel-oof", out_dir / "models"
+    oof_dir.mkdir()
+    images = competition_dir / "train"
+    base = {"test": {"images": "digits/train"}, "submission": {"format": "multiclass"},
+            "tta": ["identity"], "batch_size": 64}
+    for fold, (ids, user) in enumerate(zip(own.fold_ids, own.user_oof, strict=True)):
+        parity = oof_dir / f"parity_{OWN_STEM}_f{fold}.yml"
+        parity.write_text(yaml.safe_dump({**base, "models": [{"name": f"{OWN_STEM}_f{fold}"}]}))
+        _kernelpack(["predict", str(parity), "--images", str(images), "--sample", str(ids),
+                     "--models", str(models_dir), "-o", str(oof_dir / f"parity_f{fold}.npy"),
+                     "--code", str(OWN_PACKAGE), "--compare", str(user), "--quiet"], log)
+    stems = list(dict.fromkeys(model_stem(m.arch) for m in trained))
+    folds = sorted({m.fold for m in trained})
+    config = oof_dir / "oof.yml"
+    config.write_text(yaml.safe_dump(
+        {**base, "models": [{"name": stem, "folds": folds} for stem in stems]}))
+    _kernelpack(["predict", str(config), "--images", str(images),
+                 "--sample", str(out_dir / "oof" / "labels.csv"), "--models", str(models_dir),
+                 "-o", str(oof_dir / "blend.npy"), "--per-model",
+                 "--folds", str(out_dir / "oof" / "folds.npy"), "--code", str(OWN_PACKAGE),
+                 "--quiet"], log)
+    for stem in stems:
+        (oof_dir / f"blend.{stem}.npy").rename(oof_dir / f"{stem}.npy")
+    for name in ("labels.csv", "folds.npy"):
+        shutil.copy(out_dir / "oof" / name, oof_dir / name)
+    return oof_dir
+
+
 def _only(config: dict, names: Sequence[str]) -> dict:
     """`config` with just the entries in `names`, equally weighted."""
     models = [{**m, "weight": 1.0} for m in config["models"] if m["name"] in names]
@@ -223,6 +280,17 @@ def run_demo(out_dir: Path, *, archs: Sequence[str] = DEFAULT_ARCHS,
         archs=attribute_archs, folds=folds, epochs=epochs, classes=ATTRIBUTES, log=log)
     stage("train", start)
 
+    start = time.perf_counter()
+    own = train_own(digits.competition_dir, out_dir / "oof" / "folds.npy", out_dir / "own-training",
+                    epochs=epochs, log=log)
+    trained = [*trained, *_import_own(own, out_dir / "models", log)]
+    import_user_code([OWN_PACKAGE])  # for the in-process scoring runs below
+    stage("own model (train, import-checkpoint)", start)
+
+    start = time.perf_counter()
+    kernel_oof = _oof_through_the_kernel(trained, own, digits.competition_dir, out_dir, log)
+    stage("OOF through the kernel (predict)", start)
+
     # Fit on the out-of-fold predictions only: the test labels stay out of every choice.
     start = time.perf_counter()
     digits_base = out_dir / "ensemble.base.yml"
@@ -230,7 +298,7 @@ def run_demo(out_dir: Path, *, archs: Sequence[str] = DEFAULT_ARCHS,
         trained, COMPETITION, f"{COMPETITION}-models", {"format": "multiclass"}, "gmean"),
         sort_keys=False))
     digits_yml = out_dir / "ensemble.yml"
-    _kernelpack(["blend", "search", *_oof_args(trained, out_dir / "oof", False),
+    _kernelpack(["blend", "search", *_oof_args(trained, kernel_oof, False),
                  "--metric", "logloss", "--base", str(digits_base), "-o", str(digits_yml)], log)
     attributes_base = out_dir / "attributes.base.yml"
     attributes_base.write_text(yaml.safe_dump(base_config(
@@ -248,8 +316,9 @@ def run_demo(out_dir: Path, *, archs: Sequence[str] = DEFAULT_ARCHS,
 
     start = time.perf_counter()
     kernels = {}
-    for config_path, folder in ((digits_yml, "kernel"), (attributes_yml, "kernel-attributes")):
-        _kernelpack(["build", str(config_path), "-o", str(out_dir / folder)], log)
+    for config_path, folder, code in ((digits_yml, "kernel", ["--code", str(OWN_PACKAGE)]),
+                                      (attributes_yml, "kernel-attributes", [])):
+        _kernelpack(["build", str(config_path), "-o", str(out_dir / folder), *code], log)
         kernels[folder] = out_dir / folder
     stage("build", start)
 
@@ -264,7 +333,7 @@ def run_demo(out_dir: Path, *, archs: Sequence[str] = DEFAULT_ARCHS,
 
     start = time.perf_counter()
     run = _Runner(out_dir, input_dir)
-    digits_task = _Task(trained, out_dir / "oof", digits.test_labels, list(range(10)), False)
+    digits_task = _Task(trained, kernel_oof, digits.test_labels, list(range(10)), False)
     digits_table = _digits_table(digits_task, digits_yml, digits_base, submissions["kernel"],
                                  run)
     attributes_task = _Task(attribute_models, out_dir / "attribute-oof",
