@@ -103,6 +103,23 @@ class Preprocess:
             return self.input_size, self.input_size
         return self.crop_size
 
+    def describe(self) -> str:
+        """One line for the kernel log: what this input group's images go through."""
+        steps = [f"{self.decode} decode" + (" (fast_jpeg)" if self.fast_jpeg else "")]
+        if self.albumentations is not None:
+            names = [t.get("__class_fullname__", "?").rsplit(".", 1)[-1] for t in
+                     json.loads(self.albumentations).get("transform", {}).get("transforms", [])]
+            return ", ".join([*steps, f"albumentations {' > '.join(names) or 'pipeline'}"])
+        if self.timm is not None:
+            return ", ".join([*steps, f"timm eval transform {self.timm}"])
+        steps.append(f"resize {self.resize} {self.resize_size} {self.interpolation} "
+                     f"({self.resize_backend})")
+        if self.crop is not None:
+            steps.append(f"center crop {self.crop[0]}x{self.crop[1]}")
+        if self.pad is not None:
+            steps.append(f"pad to {self.pad[0]}x{self.pad[1]} with {list(self.pad_fill)}")
+        return ", ".join([*steps, f"mean {list(self.mean)} std {list(self.std)}"])
+
     @property
     def decoder(self) -> Decoder:
         if not self.fast_jpeg:

@@ -242,6 +242,17 @@ def test_the_long_side_is_computed_as_torchvision_does_where_floats_are_inexact(
     assert target_size(width, height, preprocess) == (resized.width, resized.height)
 
 
+def test_the_log_line_names_each_step():
+    built_in = validate_preprocess({"input_size": 28, "resize": "shortest", "preprocess": {
+        "decode": "cv2", "interpolation": "area", "crop_pct": 0.875, "pad": 30}}, "m")
+    assert built_in.describe() == ("cv2 decode, resize shortest 32 area (cv2), center crop 28x28, "
+                                   "pad to 30x30 with [0, 0, 0], mean [0.485, 0.456, 0.406] "
+                                   "std [0.229, 0.224, 0.225]")
+    pipeline = A.to_dict(A.Compose([A.Resize(8, 8), A.Normalize(), ToTensorV2()]))
+    assert validate_preprocess({"preprocess": {"albumentations": pipeline}}, "m").describe() == \
+        "pil decode, albumentations Resize > Normalize > ToTensorV2"
+
+
 # --- timm -----------------------------------------------------------------------------------
 
 
