@@ -32,7 +32,7 @@ TIMM_PREFIX = "timm."
 # `package.module:callable` (the callable may be an attribute path, `module:Class.build`).
 _IMPORT_STRING = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 # Keyword arguments that would fetch or read weights: a checkpoint brings its own.
-_WEIGHT_KWARGS = ("pretrained", "checkpoint_path", "pretrained_cfg_overlay")
+_WEIGHT_KWARGS = ("pretrained", "checkpoint_path")
 
 
 def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
