@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, KernelError
+from .files import atomic_write
 from .kpenc import decrypt_to_memory, is_kpenc, mappable_path
 from .model_config import ModelConfig
 from .registry import create_model
@@ -45,9 +46,8 @@ def save_checkpoint(path: str | os.PathLike, arch: str, num_classes: int, config
         {"arch": arch, "num_classes": num_classes, "config": config}, str(path))
     checkpoint = make_checkpoint(model_config, model)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as handle:
+        torch.save(checkpoint, handle)
     return path
 
 

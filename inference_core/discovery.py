@@ -11,7 +11,6 @@ that fold. Missing, duplicate and unused files are reported in one readable bloc
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 from .checkpoint import load_checkpoint
 from .config import expand_models
 from .errors import KernelError
+from .files import sha256_file
 from .kpenc import inspect, is_kpenc
 from .model_config import ModelConfig
 
@@ -42,11 +42,7 @@ class FoundModel:
     def sha256(self) -> str:
         """SHA-256 of the plaintext checkpoint (from the manifest, or hashed on first use)."""
         if self._sha256 is None:
-            digest = hashlib.sha256()
-            with open(self.path, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 22), b""):
-                    digest.update(block)
-            self._sha256 = digest.hexdigest()
+            self._sha256 = sha256_file(self.path)
         return self._sha256
 
 

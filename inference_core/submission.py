@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
+from .files import atomic_write
 
 
 def multiclass_labels(probs: np.ndarray, classes: Sequence) -> list:
@@ -78,12 +79,13 @@ class SubmissionWriter:
                 f"submission.threshold has {len(threshold)} values but the models have "
                 f"{len(self.classes)} classes; give one per class or a single one"
             )
-        self._tmp = self.path.with_name(f".{self.path.name}.partial")
+        self._output = None
         self._handle = None
         self._writer = None
 
     def __enter__(self) -> SubmissionWriter:
-        self._handle = open(self._tmp, "w", newline="")
+        self._output = atomic_write(self.path, "w", newline="")
+        self._handle = self._output.__enter__()
         self._writer = csv.writer(self._handle)
         self._writer.writerow(self._header())
         return self
@@ -111,8 +113,5 @@ class SubmissionWriter:
             self._writer.writerows(zip(ids, labels, strict=True))
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._handle.close()
-        if exc_type is None:
-            os.replace(self._tmp, self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
+        # Renames the whole file into place, or removes it when writing failed.
+        self._output.__exit__(exc_type, exc, tb)

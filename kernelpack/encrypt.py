@@ -7,12 +7,12 @@ encrypt it), so memory stays at one chunk whatever the size of the checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from inference_core.files import atomic_write, sha256_file
 from inference_core.kpenc import DEFAULT_CHUNK_SIZE, KEY_SIZE, KpencError, KpencHeader
 from inference_core.model_config import ModelConfig
 
@@ -39,10 +39,6 @@ def manifest_for(checkpoint_path: Path, name: str | None, fold: int | None) -> d
 
     checkpoint = load_checkpoint(checkpoint_path, mmap=True)  # only the config is read
     config = ModelConfig.from_checkpoint(checkpoint, str(checkpoint_path))
-    sha256 = hashlib.sha256()
-    with open(checkpoint_path, "rb") as handle:
-        for block in iter(lambda: handle.read(DEFAULT_CHUNK_SIZE), b""):
-            sha256.update(block)
     return {
         "name": name or config.name or checkpoint_path.stem,
         "fold": fold if fold is not None else config.fold,
@@ -52,7 +48,7 @@ def manifest_for(checkpoint_path: Path, name: str | None, fold: int | None) -> d
         "resize": config.resize,
         "mean": list(config.mean) if config.mean else None,
         "std": list(config.std) if config.std else None,
-        "sha256": sha256.hexdigest(),
+        "sha256": sha256_file(checkpoint_path),
     }
 
 
@@ -72,15 +68,11 @@ def encrypt_file(source: str | os.PathLike, key: bytes, output: str | os.PathLik
     size = source.stat().st_size
     header = KpencHeader.create(key, size, manifest, chunk_size, path=str(output))
     aead = AESGCM(key)
-    partial = output.with_name(output.name + ".partial")
-    with open(source, "rb") as plain_file, open(partial, "wb") as sink:
+    with open(source, "rb") as plain_file, atomic_write(output) as sink:
         sink.write(header.preamble)
         for index in range(header.chunks):
             plain = plain_file.read(chunk_size)
             sink.write(aead.encrypt(header.nonce(index), plain, header.aad))
-        changed = len(plain) != header.chunk_length(header.chunks - 1) or plain_file.read(1)
-    if changed:
-        partial.unlink()
-        raise KpencError(f"{source}: changed while it was being encrypted; try again")
-    os.replace(partial, output)
+        if len(plain) != header.chunk_length(header.chunks - 1) or plain_file.read(1):
+            raise KpencError(f"{source}: changed while it was being encrypted; try again")
     return header.fields()

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from inference_core.files import atomic_write
 from inference_core.kpenc import VERSION as KPENC_VERSION
 from inference_core.kpenc import decrypt_bytes, load_key
 from inference_core.kpenc import inspect as inspect_kpenc
@@ -34,9 +35,8 @@ def _encrypt(args: argparse.Namespace) -> int:
 def _decrypt(args: argparse.Namespace) -> int:
     plaintext = decrypt_bytes(args.input, load_key(args.key))
     output = Path(args.output)
-    partial = output.with_name(output.name + ".partial")
-    partial.write_bytes(plaintext)
-    partial.replace(output)
+    with atomic_write(output) as handle:
+        handle.write(plaintext)
     print(f"wrote {output} ({len(plaintext)} bytes)")
     return 0
 

@@ -3,10 +3,11 @@ unchanged), wait until it is ready, and check that every file arrived with its s
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from inference_core.files import sha256_file
 
 from ..errors import KaggleError, KaggleNotFoundError, KaggleUploadError
 from .constants import DATASET_METADATA, KERNEL_METADATA, slug_of, title_of
@@ -29,9 +30,7 @@ class DatasetPush:
 
 
 def file_digest(path: Path) -> dict:
-    with open(path, "rb") as stream:
-        return {"size": path.stat().st_size,
-                "sha256": hashlib.file_digest(stream, "sha256").hexdigest()}
+    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
 
 
 class DatasetCalls:

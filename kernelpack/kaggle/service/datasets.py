@@ -6,18 +6,14 @@ sha256) and `ROOT/datasets/OWNER/SLUG/N/` (the files of version N).
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
+
+from inference_core.files import sha256_file
 
 from .blobs import BlobStore
 from .store import Store
 from .wire import ApiError, check_name, timestamp
-
-
-def sha256_of(path: Path) -> str:
-    with open(path, "rb") as stream:
-        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 class Datasets:
@@ -52,7 +48,7 @@ class Datasets:
         entries = []
         for token in tokens:
             name, path = self.blobs.claim(token, folder)
-            entries.append({"name": name, "size": path.stat().st_size, "sha256": sha256_of(path)})
+            entries.append({"name": name, "size": path.stat().st_size, "sha256": sha256_file(path)})
         now = time.time()
         record["versions"].append({"number": number, "created": now, "notes": notes or "",
                                    "readyAt": now + self.processing_seconds, "files": entries})

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
 from typing import Any
+
+from inference_core.files import atomic_write
 
 from .wire import ApiError, check_name
 
@@ -40,10 +41,9 @@ class Store:
     def write(self, data: Any, *parts: str) -> None:
         path = self.path(*parts)
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename, so a crash never leaves half a record behind.
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, path)
+        # A crash never leaves half a record behind.
+        with atomic_write(path, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True)
 
     def next_id(self, name: str) -> int:
         with self.lock:
