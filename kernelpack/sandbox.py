@@ -43,23 +43,33 @@ _BOOT = r"""
 import runpy, sys
 from importlib.machinery import PathFinder
 
-class _KernelpackHide:
-    hidden = frozenset({hidden!r})
-    host_paths = frozenset(sys.path)
+HIDDEN = frozenset({hidden!r})
+HOST_PATHS = frozenset(sys.path)
 
-    @classmethod
-    def find_spec(cls, name, path=None, target=None):
-        if path is not None or name not in cls.hidden:
+class _KernelOwnPaths:
+    # A hidden name is looked up on the paths the kernel added (its bundle, a wheel dataset).
+    @staticmethod
+    def find_spec(name, path=None, target=None):
+        if path is not None or name not in HIDDEN:
             return None
-        own = [entry for entry in sys.path if entry not in cls.host_paths]
-        spec = PathFinder.find_spec(name, own)
-        if spec is None:
-            raise ModuleNotFoundError(f"No module named {{name!r}} (kernelpack sandbox: the "
-                                      "Kaggle image lacks it and the kernel does not bundle it)",
-                                      name=name)
-        return spec
+        return PathFinder.find_spec(name, [p for p in sys.path if p not in HOST_PATHS])
 
-sys.meta_path.insert(0, _KernelpackHide)
+class _HostHidden:
+    # Wraps each finder of this installation: it does not see hidden names, so a probe such as
+    # importlib.util.find_spec answers None, as on Kaggle.
+    def __init__(self, finder):
+        self.finder = finder
+
+    def find_spec(self, name, path=None, target=None):
+        if path is None and name in HIDDEN:
+            return None
+        find = getattr(self.finder, "find_spec", None)
+        return find(name, path, target) if find else None
+
+    def __getattr__(self, attribute):
+        return getattr(self.finder, attribute)
+
+sys.meta_path[:] = [_KernelOwnPaths, *map(_HostHidden, sys.meta_path)]
 if {socket_guard!r}:
     import socket
     def _offline(*args, **kwargs):
