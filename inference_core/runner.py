@@ -91,6 +91,7 @@ def load_members(config: dict, found: dict[str, FoundModel], key: bytes | None, 
             num_classes=model_config.num_classes,
             classes=list(model_config.classes) if model_config.classes else None,
             group=entry["group"],
+            # Only a fold of a folds group (labelled NAME_f<k>) is one of its group's folds.
             fold=entry["fold"] if entry["label"] != entry["group"] else None,
         ))
         log(f"loaded {entry['label']} ({model_config.arch}, {model_config.num_classes} classes"
