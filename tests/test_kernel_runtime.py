@@ -124,7 +124,7 @@ def test_a_budget_that_fits_part_of_the_ensemble_still_writes_a_valid_submission
     assert "wide_0:identity" in kept  # the heaviest weight's first view is always kept
 
 
-def _run_in_process(models, digits_input, work, required=False):
+def _run_in_process(models, digits_input, work):
     config = {"models": models, "input_roots": [str(digits_input)],
               "test": {"images": "digits/test",
                        "sample_submission": "digits/sample_submission.csv"},
