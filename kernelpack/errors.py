@@ -46,3 +46,7 @@ class KaggleNotFoundError(KaggleError):
 
 class CheckpointImportError(KernelpackError):
     """`kernelpack import-checkpoint` cannot turn this weights file into a kernelpack checkpoint."""
+
+
+class PredictError(KernelpackError):
+    """`kernelpack predict` cannot run on these inputs, or its output cannot be compared."""

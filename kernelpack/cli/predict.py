@@ -14,8 +14,8 @@ def _predict(args: argparse.Namespace) -> int:
     from inference_core.kpenc import load_key
 
     from ..config import load_config
+    from ..errors import PredictError
     from ..host_predict import (
-        PredictError,
         compare_predictions,
         predict_images,
         write_predictions,
