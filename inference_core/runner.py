@@ -148,6 +148,9 @@ def load_ensemble(config: dict, discovery: Discovery, key: bytes | None, log: Lo
     log(f"ensemble: {len(members)} models, {len(units)} model views in "
         f"{len(predictor.groups)} input groups, TTA {config['tta_blend']} then blend "
         f"{config['blend']}, {predictor.describe()}")
+    for preprocess, indices in predictor.groups.items():
+        names = ", ".join(members[m].name for m in indices)
+        log(f"input group [{names}]: {preprocess.describe()}")
     return Ensemble(members, predictor, _classes(config, members), units, load_seconds)
 
 

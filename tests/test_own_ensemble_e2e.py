@@ -206,6 +206,8 @@ def test_own_ensemble_runs_in_the_kernel_as_trained(tmp_path):
     assert main(["build", str(config), "-o", str(tmp_path / "out")]) == 0
     assert main(["run-local", str(tmp_path / "out"), "--input", str(input_dir)]) == 0
 
+    log = (tmp_path / "out" / "sandbox" / "kernel.log").read_text()
+    assert "input group [own_f0, own_f1, own_f2]: cv2 decode, albumentations LongestMaxSize" in log
     submission = tmp_path / "out" / "sandbox" / "working" / "submission.csv"
     with open(submission, newline="") as handle:
         rows = list(csv.reader(handle))
