@@ -16,6 +16,7 @@ from inference_core.files import atomic_write, sha256_file
 from inference_core.kpenc import DEFAULT_CHUNK_SIZE, KEY_SIZE, KpencError, KpencHeader
 from inference_core.model_config import ModelConfig
 
+from .checkpoint_fields import checkpoint_fields
 from .errors import KernelpackError
 
 
@@ -33,11 +34,9 @@ def keygen(path: str | os.PathLike) -> Path:
 
 
 def manifest_for(checkpoint_path: Path, name: str | None, fold: int | None) -> dict:
-    """The public manifest, from the checkpoint itself (loaded with weights_only=True, so a
-    checkpoint that needs pickled code is refused here)."""
-    from inference_core.checkpoint import load_checkpoint  # torch: here, so keygen starts at once
-
-    checkpoint = load_checkpoint(checkpoint_path, mmap=True)  # only the config is read
+    """The public manifest, from the checkpoint itself (its plain fields, read without torch; a
+    checkpoint that needs pickled code is refused here, as torch.load(weights_only=True) does)."""
+    checkpoint = checkpoint_fields(checkpoint_path)  # only the config is read
     config = ModelConfig.from_checkpoint(checkpoint, str(checkpoint_path))
     return {
         "name": name or config.name or checkpoint_path.stem,

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from kaggle_helpers import USER, kaggle_world, tiny_kernel, write_files
 
+from inference_core.checkpoint import save_checkpoint
+from inference_core.registry import create_model
 from kernelpack.cli.main import make_parser
-from kernelpack.encrypt import encrypt_file
 
 # Runs `kernelpack ARGS` and says on its last stderr line whether torch got imported.
 DRIVER = """\
@@ -70,7 +71,7 @@ def test_help_of_every_command_imports_no_torch(tmp_path):
     assert not torch and "serve-kaggle" in out
 
 
-def test_keys_and_bundle_run_without_torch(tmp_path):
+def test_keys_encrypt_and_bundle_run_without_torch(tmp_path):
     script = tmp_path / "app.py"
     script.write_text("import json\n" + "\n".join(f"X{i} = {i} * 2  # filler" for i in range(150))
                       + "\nprint(json.dumps(X149))\n")
@@ -79,14 +80,16 @@ def test_keys_and_bundle_run_without_torch(tmp_path):
     torch, _ = _kernelpack("keygen", "-o", tmp_path / "k.key", cwd=tmp_path)
     assert not torch and (tmp_path / "k.key").is_file()
 
-    key = bytes.fromhex((tmp_path / "k.key").read_text().strip())
-    (tmp_path / "weights.bin").write_bytes(b"\x07" * 5000)
-    encrypt_file(tmp_path / "weights.bin", key, tmp_path / "w.kpenc", {"name": "w", "fold": 0})
-    torch, out = _kernelpack("inspect", tmp_path / "w.kpenc", cwd=tmp_path)
-    assert not torch and json.loads(out)["plaintext_size"] == 5000
-    torch, _ = _kernelpack("decrypt", tmp_path / "w.kpenc", "--key", tmp_path / "k.key", "-o",
-                           tmp_path / "back.bin", cwd=tmp_path)
-    assert not torch and (tmp_path / "back.bin").read_bytes() == b"\x07" * 5000
+    save_checkpoint(tmp_path / "m.pt", "small_cnn", 3, {"name": "m", "fold": 1},
+                    create_model("small_cnn", num_classes=3, width=4))
+    torch, out = _kernelpack("encrypt", tmp_path / "m.pt", "--key", tmp_path / "k.key", "-o",
+                             tmp_path / "m.kpenc", cwd=tmp_path)
+    assert not torch and "model 'm' fold 1" in out
+    torch, out = _kernelpack("inspect", tmp_path / "m.kpenc", cwd=tmp_path)
+    assert not torch and json.loads(out)["manifest"]["arch"] == "small_cnn"
+    torch, _ = _kernelpack("decrypt", tmp_path / "m.kpenc", "--key", tmp_path / "k.key", "-o",
+                           tmp_path / "back.pt", cwd=tmp_path)
+    assert not torch and (tmp_path / "back.pt").read_bytes() == (tmp_path / "m.pt").read_bytes()
 
 
 def test_blend_and_threshold_search_run_without_torch(tmp_path):
