@@ -3,13 +3,18 @@
 Two places are searched: folders of the user's own code (the entry's folder and `--path` dirs),
 and the packages installed in this environment (for vendoring). A package is carried whole:
 every module and every data file under its folder, so dynamic imports inside it and files read
-with `importlib.resources` or `Path(__file__).parent` work unpacked.
+with `importlib.resources` or `Path(__file__).parent` work unpacked. A namespace package (PEP
+420: folders without `__init__.py`) is carried as the union of its portions, merged into one
+folder, the first portion winning a file both have, as the import system resolves it.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,18 +28,31 @@ MAX_FILE_BYTES = 1 << 20
 
 @dataclass(frozen=True)
 class Location:
-    """Top-level module `name` is the package folder or module file `path`."""
+    """Top-level module `name` is the package folder or module file `path`; for a namespace
+    package, `portions` are all its folders in path order (`path` is the first)."""
 
     name: str
     path: Path
+    portions: tuple[Path, ...] = ()
 
     @property
     def is_package(self) -> bool:
         return self.path.is_dir()
 
+    @property
+    def is_namespace(self) -> bool:
+        return bool(self.portions)
+
+    def holds(self, path: Path) -> bool:
+        """True when `path` is this module's file or lies under one of its folders."""
+        return any(path == folder or folder in path.parents
+                   for folder in self.portions or (self.path,))
+
 
 def find_in_folders(name: str, folders: Sequence[Path]) -> Location | None:
-    """`name` in the first folder that has it, probed the way Python's path finder does."""
+    """`name` probed in `folders` the way Python's path finder does: the first regular package
+    or module wins; otherwise the folders named `name` in all of them make a namespace package."""
+    portions = []
     for folder in folders:
         if (folder / name / "__init__.py").is_file():
             return Location(name, folder / name)
@@ -44,24 +62,39 @@ def find_in_folders(name: str, folders: Sequence[Path]) -> Location | None:
             return Location(name, compiled[0])
         if (folder / f"{name}.py").is_file():
             return Location(name, folder / f"{name}.py")
-    return None
+        if (folder / name).is_dir():
+            portions.append(folder / name)
+    return Location(name, portions[0], tuple(portions)) if portions else None
+
+
+@contextmanager
+def _without_pythonpath() -> Iterator[None]:
+    """sys.path as `python -E` has it: PYTHONPATH folders are a shell's setting, not what is
+    installed, so they never decide what gets vendored (pass such folders with --path)."""
+    extra = {os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
+    saved = sys.path[:]
+    if not sys.flags.ignore_environment:
+        sys.path[:] = [p for p in saved if not p or os.path.abspath(p) not in extra]
+    try:
+        yield
+    finally:
+        sys.path[:] = saved
 
 
 def find_installed(name: str) -> Location | None:
-    """`name` as installed in the environment that runs kernelpack, or None."""
+    """`name` as installed in the environment that runs kernelpack (PYTHONPATH aside), or None.
+    An installed namespace package comes with all its portions."""
     try:
-        spec = importlib.util.find_spec(name)
+        with _without_pythonpath():
+            spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):
         return None
-    if spec is None or spec.origin in (None, "built-in", "frozen"):
+    if spec is None or spec.origin in ("built-in", "frozen"):
         return None
-    locations = list(spec.submodule_search_locations or [])
-    if spec.origin == "namespace" or len(locations) > 1:
-        raise BundleError(
-            f"{name}: an installed namespace package spread over {len(locations)} folders "
-            f"({', '.join(locations)}) cannot be vendored; pass its folder with --path instead"
-        )
-    return Location(name, Path(locations[0]) if locations else Path(spec.origin))
+    locations = [Path(p) for p in spec.submodule_search_locations or []]
+    if spec.origin in (None, "namespace"):  # a namespace package (origin None since 3.7)
+        return Location(name, locations[0], tuple(locations)) if locations else None
+    return Location(name, locations[0] if locations else Path(spec.origin))
 
 
 def _compiled_error(path: Path, module: str, top: str) -> BundleError:
@@ -87,9 +120,13 @@ def files_of(location: Location) -> dict[str, bytes]:
     if not location.is_package:
         files = {location.path.name: location.path}
     else:
-        paths = sorted(p for p in location.path.rglob("*") if p.is_file()
-                       and _carried(p.relative_to(location.path)))
-        files = {f"{location.name}/{p.relative_to(location.path).as_posix()}": p for p in paths}
+        files = {}
+        for folder in location.portions or (location.path,):
+            paths = sorted(p for p in folder.rglob("*") if p.is_file()
+                           and _carried(p.relative_to(folder)))
+            for path in paths:  # an earlier portion's file wins, as on import
+                files.setdefault(f"{location.name}/{path.relative_to(folder).as_posix()}", path)
+        files = dict(sorted(files.items()))
     for relative, path in files.items():  # check everything before reading anything
         if path.name.endswith(EXTENSION_SUFFIXES):
             module = ".".join([*relative.split("/")[:-1], path.name.split(".")[0]])

@@ -20,6 +20,8 @@ def _bundle(args: argparse.Namespace) -> int:
                          ("expected from the Kaggle image", result.from_image)):
         if names:
             print(f"  {label}: {', '.join(names)}")
+    for warning in result.warnings:
+        print(f"kernelpack: warning: {warning}", file=sys.stderr)
     if result.missing:
         print("kernelpack: warning: imported but found nowhere and not on the Kaggle image "
               f"list (the kernel fails if it reaches them): {', '.join(result.missing)}",
@@ -31,9 +33,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     """Add `bundle` to the `kernelpack` command's subparsers."""
     command = commands.add_parser(
         "bundle", help="bundle a script and the packages it imports into one .py file")
-    command.add_argument("entry", help="the script to run (inside a package it runs like "
-                                       "`python -m package.script`)")
-    command.add_argument("-o", "--output", required=True, help="the single-file script to write")
+    command.add_argument("entry", help="the script to run, as `python ENTRY` runs it (with "
+                                       "relative imports: as `python -m package.entry`)")
+    command.add_argument("-o", "--output", required=True,
+                         help="the single-file script to write (never the entry or a file "
+                              "inside the code it bundles)")
     command.add_argument("--path", action="append", default=[], metavar="DIR",
                          help="a folder holding your top-level packages or modules (repeatable; "
                               "the entry's own folder is searched first)")
