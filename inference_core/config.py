@@ -192,6 +192,12 @@ def _probability(value: Any, where: str) -> float:
     return number
 
 
+def _value(value: Any, where: str) -> float | list[float]:
+    if isinstance(value, list):
+        return _list_of(_number())(value, where)
+    return _number()(value, where)
+
+
 MODEL = Section({
     # Identity: a model is found under the input roots by the name (and fold, and sha256 of the
     # plaintext checkpoint, when given) in its checkpoint config or .kpenc manifest.
@@ -208,6 +214,10 @@ MODEL = Section({
     "weight": Field(_number(0.0), default=1.0),
     "threshold_shift": Field(_number(), default=0.0),
     "tta": Field(_optional(_tta_list), default=None),
+    # What the blended OOF score loses without this model (written by `blend search`; the
+    # budget planner keeps the most value per second): a number, or on a folds group one per
+    # fold in the order of `folds` (a number there is split evenly, as the weight is).
+    "value": Field(_optional(_value), default=None),
 })
 
 TEST = Section({
@@ -287,7 +297,14 @@ def _validate_section(value: Any, section: Section, where: str) -> dict:
 
 def _check_folds_group(model: dict, where: str) -> None:
     if model["folds"] is None:
+        if isinstance(model["value"], list):
+            raise _fail(f"{where}.value", "a list of values is for a folds group (one per "
+                                          "fold); give this model one number")
         return
+    if isinstance(model["value"], list) and len(model["value"]) != len(model["folds"]):
+        raise _fail(f"{where}.value", f"{len(model['value'])} values for "
+                                      f"{len(model['folds'])} folds; give one per fold, in the "
+                                      "order of folds")
     for key in ("fold", "path", "sha256"):
         if model[key] is not None:
             raise _fail(f"{where}.{key}", f"a folds group has one file per fold; drop {key} "
@@ -309,19 +326,24 @@ def expand_models(models: list[dict], present: set[str] | None = None) -> list[d
     fold), `group` (the entry's name) and `index` (the entry's position in `models`). A group's
     weight is split evenly over its folds; with `present` (the labels found), only those members
     are returned and a group's weight is split over the folds present, so that a missing fold
-    leaves the group's share of the blend unchanged."""
+    leaves the group's share of the blend unchanged. A fold's `value` is its own number from a
+    group's list of values; a single number is split like the weight."""
     members = []
     for index, entry in enumerate(models):
         base = {**entry, "folds": None, "group": entry["name"], "index": index}
+        value = entry.get("value")
         if entry["folds"] is None:
             group = [{**base, "label": entry["name"]}]
         else:
-            group = [{**base, "fold": fold, "label": fold_member_name(entry["name"], fold)}
-                     for fold in entry["folds"]]
+            group = [{**base, "fold": fold, "label": fold_member_name(entry["name"], fold),
+                      "value": value[k] if isinstance(value, list) else value}
+                     for k, fold in enumerate(entry["folds"])]
         if present is not None:
             group = [member for member in group if member["label"] in present]
         for member in group:
             member["weight"] = entry["weight"] / len(group)
+            if entry["folds"] is not None and isinstance(value, (int, float)):
+                member["value"] = value / len(group)
         members += group
     return members
 

@@ -45,6 +45,7 @@ class Member:
     classes: list | None
     group: str = ""  # the config entry it comes from: its name (a folds group's, for a fold)
     fold: int | None = None  # its fold, when the entry is a folds group
+    value: float | None = None  # its recorded OOF value (`budget` plans with it)
 
 
 @dataclass

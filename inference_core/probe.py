@@ -38,4 +38,4 @@ def plan_from_probe(predictor: EnsemblePredictor, ranked: list[Unit], prepared: 
     base_cost = prepared.seconds / max(decoded, 1)
     plan = choose_units(ranked, cost, base_cost, images_left, deadline - time.monotonic())
     log(plan.describe())
-    return DeadlineGuard(plan, cost, base_cost, deadline, hard_stop)
+    return DeadlineGuard(plan, deadline, hard_stop)

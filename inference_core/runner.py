@@ -53,7 +53,8 @@ class RunSummary:
     members: list[str]
     seconds: float
     fallback_rows: int = 0
-    dropped: tuple[str, ...] = ()
+    dropped: tuple[str, ...] = ()  # model views left out at the end
+    added: tuple[str, ...] = ()  # model views the deadline guard added back during the run
     predict_seconds: float = 0.0  # from the first batch to the written submission
 
 
@@ -93,6 +94,7 @@ def load_members(config: dict, found: dict[str, FoundModel], key: bytes | None, 
             group=entry["group"],
             # Only a fold of a folds group (labelled NAME_f<k>) is one of its group's folds.
             fold=entry["fold"] if entry["label"] != entry["group"] else None,
+            value=entry["value"],
         ))
         log(f"loaded {entry['label']} ({model_config.arch}, {model_config.num_classes} classes"
             f", {'decrypted in memory' if location.encrypted else 'plain'})")
@@ -144,7 +146,7 @@ def load_ensemble(config: dict, discovery: Discovery, key: bytes | None, log: Lo
     members = load_members(config, discovery.matched, key, log)
     predictor = EnsemblePredictor(members, config["precision"], tta_blend=config["tta_blend"])
     load_seconds = time.monotonic() - loading
-    units = rank_units([(m.name, m.weight, m.tta) for m in members])
+    units = rank_units([(m.name, m.weight, m.tta, m.group, m.value) for m in members])
     log(f"ensemble: {len(members)} models, {len(units)} model views in "
         f"{len(predictor.groups)} input groups, TTA {config['tta_blend']} then blend "
         f"{config['blend']}, {predictor.describe()}")
@@ -205,6 +207,7 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
     fallback = FallbackPrior(len(classes))
     guard: DeadlineGuard | None = None
     stopped = False
+    added: list[str] = []
     # Outside a terminal (Kaggle's log viewer) one progress line every 30 s is plenty.
     interval = 1.0 if sys.stdout.isatty() else 30.0
     bar = tqdm(total=total, desc="predict", unit="img", file=sys.stdout, mininterval=interval,
@@ -229,11 +232,16 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
                                         hard_stop, total - end, log)
             elif prepared.decoded.size:
                 predictor.predict(prepared, set(guard.active), accumulator)
-                newly = guard.after_batch(end - begin, time.perf_counter() - batch_start,
-                                          total - end)
-                if newly:
+                change = guard.after_batch(end - begin, time.perf_counter() - batch_start,
+                                           total - end)
+                if change.dropped:
                     log(f"deadline guard: projection slipped, dropping "
-                        f"{', '.join(u.label for u in newly)}")
+                        f"{', '.join(u.label for u in change.dropped)}")
+                if change.added:
+                    added += [u.label for u in change.added]
+                    log(f"deadline guard: ahead of the projection, adding "
+                        f"{', '.join(u.label for u in change.added)} for the last "
+                        f"{total - end} images")
             out.write(test_set.ids[begin:end], fallback.complete(accumulator))
             bar.update(end - begin)
             batch_start = time.perf_counter()
@@ -244,7 +252,7 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
         f"{budget:.0f} s budget")
     dropped = tuple(u.label for u in ranked if guard is None or u not in guard.active)
     return RunSummary(target, total, [m.name for m in members], seconds, fallback_rows, dropped,
-                      time.monotonic() - predicting)
+                      tuple(added), time.monotonic() - predicting)
 
 
 def main(config: dict, key: bytes | None = None) -> int:

@@ -118,8 +118,12 @@ def test_a_budget_that_fits_part_of_the_ensemble_still_writes_a_valid_submission
     assert not result.timed_out and result.returncode == 0, log
     assert result.seconds < 30
     assert len(_ids(result.submission)) == 450
-    plan = next(line for line in log.splitlines() if "plan:" in line)
-    kept, dropped = plan.split("dropped:")
+    lines = log.splitlines()
+    start = next(i for i, line in enumerate(lines) if "plan:" in line)
+    rows = [line.split() for line in lines[start + 1:start + 25]]  # one row per model view
+    kept = [row[1] for row in rows if row[0] == "runs"]
+    dropped = [row[2] for row in rows if row[:2] == ["left", "out"]]
+    assert len(kept) + len(dropped) == 24
     assert "wide_5:rot180" in dropped  # the last of the ranking goes first
     assert "wide_0:identity" in kept  # the heaviest weight's first view is always kept
 

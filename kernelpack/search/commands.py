@@ -11,10 +11,21 @@ from inference_core.config import SUBMISSION
 
 from ..errors import SearchError
 from .blend import BlendSearch, blend_probs, search_blend
-from .fitted_config import oof_weights, read_base, with_thresholds, with_weights, write_config
+from .fitted_config import (
+    oof_weights,
+    read_base,
+    with_thresholds,
+    with_values,
+    with_weights,
+    write_config,
+)
 from .metrics import get_metric
 from .oof import OofSet, load_oof_set, parse_oof_args
 from .thresholds import Rule, ThresholdSearch, search_thresholds
+from .values import format_values, oof_values
+
+VALUE_NOTE = ("value: how much the OOF {metric} worsens without the model (one per fold on a "
+              "folds group); the kernel's budget plan keeps the most value per second")
 
 
 def _load(args: argparse.Namespace, submission: dict) -> OofSet:
@@ -39,10 +50,13 @@ def blend_search_command(args: argparse.Namespace) -> int:
     shifts = oof_weights(base, oof.names, str(args.base))[1] if base is not None else None
     result = search_blend(oof, metric, mode, submission, shifts, args.restarts, args.seed)
     print(format_blend_search(result))
+    values = oof_values(oof, result.weights, mode, shifts, metric, submission)
+    print(format_values(values, metric.name))
     header = (f"blend weights fitted by `kernelpack blend search` on {len(oof.truth)} OOF rows: "
               f"{metric.name} {result.score:.4f} ({mode}; equal weights "
-              f"{result.equal_score:.4f})")
+              f"{result.equal_score:.4f})\n{VALUE_NOTE.format(metric=metric.name)}")
     config = with_weights(raw, oof.names, result.weights, mode, submission, str(args.base))
+    config = with_values(config, values, str(args.base))
     write_config(config, args.output, header)
     print(f"wrote {args.output}" + ("" if "test" in config else
                                     " (add a test section with test.images before building)"))
@@ -85,9 +99,13 @@ def threshold_search_command(args: argparse.Namespace) -> int:
         chosen.threshold
     header = (f"thresholds fitted by `kernelpack threshold search` on {len(oof.truth)} OOF "
               f"rows: {metric.name} {_chosen_score(result):.4f} (was "
-              f"{result.baseline_score:.4f})")
-    write_config(with_thresholds(raw, threshold, chosen.min_labels, chosen.max_labels),
-                 args.output, header)
+              f"{result.baseline_score:.4f})\n{VALUE_NOTE.format(metric=metric.name)}")
+    fitted = with_thresholds(raw, threshold, chosen.min_labels, chosen.max_labels)
+    values = oof_values(oof, weights, config["blend"], shifts, metric,
+                        {**config["submission"], "threshold": threshold,
+                         "min_labels": chosen.min_labels, "max_labels": chosen.max_labels})
+    print(format_values(values, metric.name))
+    write_config(with_values(fitted, values, str(args.base)), args.output, header)
     print(f"wrote {args.output}")
     return 0
 

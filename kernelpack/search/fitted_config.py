@@ -1,4 +1,5 @@
-"""Fitted weights and thresholds written into an ensemble config, and read back out of one.
+"""Fitted weights, thresholds and OOF values written into an ensemble config, and read back out
+of one.
 
 An OOF file stands for one model or for all folds of one model: with a base config, the entries
 of `--oof NAME=...` are the one named NAME (a plain model, or a `folds:` group, which takes the
@@ -14,12 +15,14 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from inference_core.errors import ConfigError
 
 from ..config import load_config, validate_host_config
 from ..errors import SearchError
+from .values import VALUE_DECIMALS, OofValues
 
 
 def entries_of(models: list[dict], names: Sequence[str], source: str) -> dict[str, list[int]]:
@@ -69,6 +72,36 @@ def with_weights(raw: dict, names: Sequence[str], weights: Sequence[float], mode
             for i in groups[name]:
                 config["models"][i]["weight"] = float(weight) / len(groups[name])
     config["blend"] = mode
+    return config
+
+
+def with_values(config: dict, values: OofValues, source: str) -> dict:
+    """`config` (raw, as written) with each model's OOF value (`kernelpack.search.values`): an
+    entry named NAME gets NAME's value, a `folds:` group one value per fold, and a NAME_f<k>
+    entry the value of fold k. A fold with no OOF rows (fold indices that do not match the
+    models') cannot be measured: its entries then share NAME's value evenly, as one number."""
+    config = copy.deepcopy(config)
+    groups = entries_of(config["models"], values.names, source)
+    for name, value, per_fold in zip(values.names, values.values, values.fold_values,
+                                     strict=True):
+        folds_of = {}
+        for i in groups[name]:
+            entry = config["models"][i]
+            folds = entry.get("folds")
+            if folds is None and entry["name"] != name:
+                fold = entry.get("fold")
+                folds = int(entry["name"].rsplit("_f", 1)[1]) if fold is None else fold
+            folds_of[i] = folds
+        measured = all(int(f) in per_fold for folds in folds_of.values() if folds is not None
+                       for f in np.atleast_1d(folds))
+        for i, folds in folds_of.items():
+            entry = config["models"][i]
+            if folds is None or not measured:
+                entry["value"] = round(value / len(folds_of), VALUE_DECIMALS)
+            elif isinstance(folds, list):
+                entry["value"] = [per_fold[int(f)] for f in folds]
+            else:
+                entry["value"] = per_fold[int(folds)]
     return config
 
 

@@ -1,0 +1,86 @@
+"""Marginal values on OOF: how much the blended OOF score worsens without each model.
+
+The kernel's budget planner keeps the model views with the most value per second, so the
+searches write each model's value into the fitted config (`value:` on a model entry; one per
+fold on a `folds:` group). Values are in the units of the search's metric, positive when the
+model helps:
+
+    value(NAME)         score(blend of every name) - score(blend without NAME)
+    value(NAME fold k)  the same, with NAME left out only on fold k's rows
+
+(sign flipped for log loss, where lower is better). A fold's rows are the OOF rows its model
+predicted, so leaving NAME out there is what the blend loses without that fold model. Blends are
+the kernel's own (`BlendAccumulator`, the fitted weights and shifts, per-row weights), and a row
+left with no model gets the kernel's fallback row (`FallbackPrior`). For scores averaged over
+rows (log loss, accuracy, f2) a name's fold values add up to its value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from inference_core.blend import BlendAccumulator
+from inference_core.fallback import FallbackPrior
+
+from .metrics import Metric
+from .oof import OofSet
+
+# Values are written with 6 decimals (they reproduce the score drop to that precision).
+VALUE_DECIMALS = 6
+
+
+@dataclass
+class OofValues:
+    names: list[str]
+    values: list[float]  # per name
+    fold_values: list[dict[int, float]]  # per name: fold index -> value (empty without folds)
+
+
+def blended_score(oof: OofSet, weights: Sequence[float], mode: str, shifts: Sequence[float],
+                  metric: Metric, submission: dict, left_out: int | None = None,
+                  rows: np.ndarray | None = None) -> float:
+    """The metric of the kernel's blend of the OOF set, with name `left_out` (an index)
+    missing on `rows` (a boolean mask; every row when None)."""
+    accumulator = BlendAccumulator(*oof.probs[0].shape, mode=mode)
+    for i, (probs, weight, shift) in enumerate(zip(oof.probs, weights, shifts, strict=True)):
+        if i != left_out:
+            accumulator.add(probs, float(weight), threshold_shift=shift)
+        elif rows is not None:
+            accumulator.add(probs[~rows], float(weight), rows=np.flatnonzero(~rows),
+                            threshold_shift=shift)
+    return metric.score(FallbackPrior(oof.probs[0].shape[1]).complete(accumulator), oof.truth,
+                        submission)
+
+
+def oof_values(oof: OofSet, weights: Sequence[float], mode: str, shifts: Sequence[float] | None,
+               metric: Metric, submission: dict) -> OofValues:
+    """Every name's value and, with folds, every fold's value (rounded as written)."""
+    shifts = list(shifts) if shifts is not None else [0.0] * len(oof.names)
+    sign = 1.0 if metric.greater_is_better else -1.0
+
+    def drop(left_out: int, rows: np.ndarray | None = None) -> float:
+        without = blended_score(oof, weights, mode, shifts, metric, submission, left_out, rows)
+        return round(sign * (full - without), VALUE_DECIMALS) + 0.0  # no -0.0 in the YAML
+
+    full = blended_score(oof, weights, mode, shifts, metric, submission)
+    folds = [] if oof.folds is None else [int(f) for f in np.unique(oof.folds)]
+    return OofValues(list(oof.names), [drop(i) for i in range(len(oof.names))],
+                     [{f: drop(i, oof.folds == f) for f in folds}
+                      for i in range(len(oof.names))])
+
+
+def format_values(values: OofValues, metric: str) -> str:
+    """The report's table: each name's value and its folds' values."""
+    width = max(len(name) for name in values.names) + 2
+    folds = sorted({f for per_name in values.fold_values for f in per_name})
+    lines = [f"value: how much the OOF {metric} worsens without the model (or fold)",
+             f"{'model':<{width}}{'value':>10}" + "".join(f"{'fold ' + str(f):>10}"
+                                                        for f in folds)]
+    for name, value, per_fold in zip(values.names, values.values, values.fold_values,
+                                     strict=True):
+        lines.append(f"{name:<{width}}{value:>10.5f}"
+                     + "".join(f"{per_fold[f]:>10.5f}" for f in folds))
+    return "\n".join(lines)
