@@ -262,6 +262,9 @@ CONFIG = Section({
     "batch_size": Field(_integer(1), default=32),
     # fp16 autocast and channels-last on GPU under "auto"; the CPU always runs fp32.
     "precision": Field(_choice("auto", "fp32", "fp16"), default="auto"),
+    # torch.compile per model: "auto" only where the projected remaining work pays back the
+    # compile time (long test sets; see inference_core/optimize.py); "off" never.
+    "compile": Field(_choice("auto", "off"), default="off"),
     # Threads that decode and prepare the next batches while the models run (0: none). "auto":
     # 2 beside a GPU; none on a CPU, where the models already keep every core busy and a loader
     # thread only competes with them (measured: benchmarks/pipeline.py).

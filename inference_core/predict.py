@@ -1,9 +1,11 @@
 """Running the ensemble on batches: devices, precision, input groups, TTA, and a loader that
 decodes and prepares the next batches while the models run.
 
-Models are spread round-robin over every visible GPU (Kaggle's T4 x2), run in fp16 autocast with
-channels-last tensors there, and on the CPU in fp32. Each image is decoded once per decoder and
-prepared once per input group (models with equal `Preprocess` settings); each model runs its TTA
+Models are spread round-robin over every visible GPU (Kaggle's T4 x2), run in fp16 autocast
+there, and on the CPU in fp32. Before the probe batch is timed, `optimize` makes each model
+faster by exact steps (BatchNorm folding, channels-last; see `optimize`), each checked on real
+test images against the model's own unoptimised outputs. Each image is decoded once per decoder
+and prepared once per input group (models with equal `Preprocess` settings); each model runs its TTA
 views in one pass per view shape, and its views are combined (`tta_blend`) before the models are
 blended. All models of a batch are launched before any result is copied back, so models on
 different GPUs overlap.
@@ -26,6 +28,7 @@ from torch import nn
 from .blend import BlendAccumulator, combine_views
 from .budget import Unit
 from .errors import KernelError, TestSetError
+from .optimize import TOLERANCE, CompileBudget, optimize_model
 from .preprocess import Decoder, Preprocess, decode_image, to_tensor
 from .tta import run_tta
 
@@ -81,19 +84,20 @@ class EnsemblePredictor:
     """Places the members on devices and runs the active units on prepared batches."""
 
     def __init__(self, members: list[Member], precision: str = "auto",
-                 devices: list[torch.device] | None = None, tta_blend: str = "mean") -> None:
+                 devices: list[torch.device] | None = None, tta_blend: str = "mean",
+                 compile_mode: str = "off") -> None:
         self.members = members
         self.tta_blend = tta_blend  # how each model's views are combined (`combine_views`)
         self.devices = devices or visible_devices()
         self.placement = [self.devices[i % len(self.devices)] for i in range(len(members))]
         self.fp16 = precision == "fp16" or (precision == "auto" and self.devices[0].type == "cuda")
+        self.compile_mode = compile_mode  # "auto": `optimize` may compile what pays back
+        self.channels_last = [False] * len(members)  # per member, set by `optimize`
+        self.optimized = False
         self.groups: dict[Preprocess, list[int]] = {}
         for index, member in enumerate(members):
             self.groups.setdefault(member.preprocess, []).append(index)
-            device = self.placement[index]
-            member.model.to(device)
-            if device.type == "cuda":
-                member.model.to(memory_format=torch.channels_last)
+            member.model.to(self.placement[index])
 
     def loader_threads(self, setting: int | str) -> int:
         """The configured number, or for "auto": 2 beside a GPU, 0 on a CPU."""
@@ -103,8 +107,7 @@ class EnsemblePredictor:
 
     def describe(self) -> str:
         names = sorted({str(d) for d in self.placement})
-        return (f"devices {', '.join(names)}, "
-                f"{'fp16 autocast, channels-last' if self.fp16 else 'fp32'}")
+        return f"devices {', '.join(names)}, {'fp16 autocast' if self.fp16 else 'fp32'}"
 
     def prepare(self, paths: list[Path]) -> PreparedBatch:
         """Decode each image once per decoder and prepare it once per input group (runs in
@@ -126,11 +129,30 @@ class EnsemblePredictor:
         return PreparedBatch(np.array(decoded, dtype=int), tensors, errors,
                              time.perf_counter() - started)
 
-    def _to_device(self, batch: torch.Tensor, device: torch.device) -> torch.Tensor:
-        if device.type != "cuda":
-            return batch
-        return batch.pin_memory().to(device, non_blocking=True).contiguous(
-            memory_format=torch.channels_last)
+    @staticmethod
+    def _to_device(batch: torch.Tensor, device: torch.device, channels_last: bool
+                   ) -> torch.Tensor:
+        if device.type == "cuda":
+            batch = batch.pin_memory().to(device, non_blocking=True)
+        return batch.contiguous(memory_format=torch.channels_last) if channels_last else batch
+
+    @staticmethod
+    def _same_shape_batches(tensors: list[torch.Tensor]) -> Iterator[tuple[np.ndarray,
+                                                                            torch.Tensor]]:
+        """(rows, stacked batch) per input shape: keep_aspect gives several shapes."""
+        order = sorted(range(len(tensors)), key=lambda r: tuple(tensors[r].shape))
+        for _, same_shape in groupby(order, key=lambda r: tuple(tensors[r].shape)):
+            rows = np.array(list(same_shape))
+            yield rows, torch.stack([tensors[r] for r in rows])
+
+    def _views(self, m: int, batch: torch.Tensor, ops: list[str],
+               model: nn.Module | None = None) -> list[torch.Tensor]:
+        """Member `m`'s TTA views of `batch` (already on its device), under its precision; by
+        its own model (a failure is one KernelError line), or by `model` (errors as raised)."""
+        device = self.placement[m]
+        with torch.autocast(device.type, dtype=torch.float16,
+                            enabled=self.fp16 and device.type == "cuda"):
+            return self._forward(m, batch, ops) if model is None else run_tta(model, batch, ops)
 
     def _forward(self, m: int, batch: torch.Tensor, ops: list[str]) -> list[torch.Tensor]:
         try:
@@ -142,6 +164,39 @@ class EnsemblePredictor:
                 f"model {self.members[m].name}: forward pass failed on TTA views {', '.join(ops)}"
                 f" of a {tuple(batch.shape)} batch ({first}); a model that needs a fixed input "
                 "size cannot take scale:F views: drop them from its tta") from None
+
+    @torch.inference_mode()
+    def optimize(self, check: PreparedBatch, log: Callable[[str], None],
+                 images_left: int = 0, seconds_left: float = 0.0) -> None:
+        """Make each member faster by the exact steps of `optimize_model`, checked on `check`
+        (real test images, every TTA view of the member) against its unoptimised outputs; one
+        model at a time, so only one extra copy of a model is ever held. Runs once, before the
+        probe is timed, so that the budget plans with the optimised costs. With `compile:
+        auto`, `images_left` and `seconds_left` decide whether compiling pays back."""
+        if self.optimized:
+            return
+        self.optimized = True
+        for m, member in enumerate(self.members):
+            tensors = check.tensors.get(member.preprocess, [])
+            if not tensors:
+                log(f"optimise {member.name}: no decoded image to check on; runs as loaded")
+                continue
+            device = self.placement[m]
+            batches = [batch for _, batch in self._same_shape_batches(tensors)]
+
+            def run(model: nn.Module | None, channels_last: bool, m: int = m, device=device,
+                    batches=batches) -> list[torch.Tensor]:
+                return [activate(view, self.members[m].activation).cpu() for batch in batches
+                        for view in self._views(m, self._to_device(batch, device, channels_last),
+                                                self.members[m].tta, model)]
+
+            budget = (CompileBudget(images_left, seconds_left, len(tensors))
+                      if self.compile_mode == "auto" else None)
+            tolerance = TOLERANCE["fp16" if self.fp16 and device.type == "cuda" else "fp32"]
+            result = optimize_model(member.model, run, tolerance, budget,
+                                    reference=run(None, False))
+            member.model, self.channels_last[m] = result.model, result.channels_last
+            log(f"optimise {member.name}: {result.describe()}")
 
     @torch.inference_mode()
     def predict(self, prepared: PreparedBatch, active: set[Unit], accumulator: BlendAccumulator,
@@ -162,20 +217,15 @@ class EnsemblePredictor:
             tensors = prepared.tensors[preprocess]
             if not indices or not tensors:
                 continue
-            # keep_aspect gives several shapes: run each shape as its own sub-batch.
-            order = sorted(range(len(tensors)), key=lambda r: tuple(tensors[r].shape))
-            for _, same_shape in groupby(order, key=lambda r: tuple(tensors[r].shape)):
-                index = np.array(list(same_shape))
-                batch = torch.stack([tensors[r] for r in index])
-                on_device: dict[torch.device, torch.Tensor] = {}
+            for index, batch in self._same_shape_batches(tensors):
+                on_device: dict[tuple[torch.device, bool], torch.Tensor] = {}
                 for m in indices:
                     member, device, started = self.members[m], self.placement[m], \
                         time.perf_counter()
-                    if device not in on_device:
-                        on_device[device] = self._to_device(batch, device)
-                    with torch.autocast(device.type, dtype=torch.float16,
-                                        enabled=self.fp16 and device.type == "cuda"):
-                        views = self._forward(m, on_device[device], ops_of[m])
+                    layout = (device, self.channels_last[m])
+                    if layout not in on_device:
+                        on_device[layout] = self._to_device(batch, *layout)
+                    views = self._views(m, on_device[layout], ops_of[m])
                     pending.append((m, prepared.decoded[index],
                                     [activate(view, member.activation) for view in views]))
                     if timings is not None:

@@ -31,6 +31,9 @@ def plan_from_probe(predictor: EnsemblePredictor, ranked: list[Unit], prepared: 
     decoded = prepared.decoded.size
     half = decoded // 2
     timings: dict[int, float] = {}
+    # Optimise first (checked on the first half), so that the plan uses the optimised costs.
+    predictor.optimize(prepared.part(0, max(half, 1)), log, images_left + decoded,
+                       deadline - time.monotonic())
     predictor.predict(prepared.part(0, half), set(ranked), accumulator)
     predictor.predict(prepared.part(half, decoded), set(ranked), accumulator, timings)
     timed = max(decoded - half, 1)
