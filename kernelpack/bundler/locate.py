@@ -87,11 +87,12 @@ def find_installed(name: str) -> Location | None:
     try:
         with _without_pythonpath():
             spec = importlib.util.find_spec(name)
+            # read inside: a namespace package's path is recomputed when sys.path changes
+            locations = [Path(p) for p in (spec and spec.submodule_search_locations) or []]
     except (ImportError, ValueError):
         return None
     if spec is None or spec.origin in ("built-in", "frozen"):
         return None
-    locations = [Path(p) for p in spec.submodule_search_locations or []]
     if spec.origin in (None, "namespace"):  # a namespace package (origin None since 3.7)
         return Location(name, locations[0], tuple(locations)) if locations else None
     return Location(name, locations[0] if locations else Path(spec.origin))
