@@ -124,6 +124,41 @@ CASES = [
         stickytape=("--python-binary", sys.executable), run_on_312=True,
         stickytape_fails="inlines the build's typing, pathlib, dataclasses, ... (#23)"),
     Case(
+        "namespace_package", "a namespace package (a folder without `__init__.py`, PEP 420), with "
+        "`--include` of one of its modules",
+        {"greetings/greeting.py": "message = 'Hello'\n",
+         "models/cbamresnet.py": "from .common import NAME\n",
+         "models/common.py": "NAME = 'cbam'\n",
+         "hello.py": "import importlib\n\nimport greetings.greeting\nfrom greetings import "
+                     "greeting\n\nprint(greetings.greeting.message, greeting.message, "
+                     "greetings.__file__,\n      importlib.import_module('models.cbam' + "
+                     "'resnet').NAME)\n"},
+        "hello.py", expected="Hello Hello None cbam\n",
+        ours=("--include", "models.cbamresnet"), stickytape=("--add-python-module",
+                                                             "models.cbamresnet"),
+        stickytape_fails="greetings.__file__ is not None: it adds an empty __init__.py"),
+    Case(
+        "entry_imported_back", "a module imports the entry back by name (`from main import "
+        "SCALE`), as `python main.py` allows",
+        {"helper.py": "from main import SCALE\n\n\ndef scaled(x):\n    return x * SCALE\n",
+         "main.py": "SCALE = 3\n\n\ndef run():\n    from helper import scaled\n\n"
+                    "    print(scaled(2))\n\n\nif __name__ == '__main__':\n    run()\n"},
+        "main.py", expected="6\n"),
+    Case(
+        "script_in_package_folder", "`python tools/predict.py` in a folder with `__init__.py`: "
+        "its siblings are top-level modules, `sys.argv[0]` is its name",
+        {"tools/__init__.py": "raise RuntimeError('not run by python tools/predict.py')\n",
+         "tools/common.py": "NAME = 'sibling'\n",
+         "tools/predict.py": "import argparse\n\nfrom common import NAME\n\n"
+                             "print(NAME, argparse.ArgumentParser().prog)\n"},
+        "tools/predict.py", expected="sibling predict.py\n",
+        stickytape_fails="`sys.argv[0]` is the bundle's own name"),
+    Case(
+        "entry_without_suffix", "an entry file without `.py` inside a package folder",
+        {"pkg/__init__.py": "", "pkg/helpers.py": "def twice(x):\n    return 2 * x\n",
+         "pkg/run2": "from helpers import twice\n\nprint(twice(21))\n"},
+        "pkg/run2", expected="42\n"),
+    Case(
         "c_extension", "a C extension (`.so`): refused with a wheel-dataset hint",
         {"fastmath/__init__.py": "from ._bisect import bisect_left\n",
          f"fastmath/{_BISECT_SO.name}": _BISECT_SO.read_bytes(),
