@@ -4,9 +4,10 @@ Each step is kept only when the model still runs on the check batch (real test i
 view of the model, every image shape the batch has) and its outputs stay within `TOLERANCE` of
 its own unoptimised outputs; otherwise the model runs without that step, and a log line says why:
 
-- fold: every BatchNorm that directly follows a convolution (or a Linear) is folded into its
-  weights (torch.fx trace + `fuse`), which saves a pass over each activation. A model whose
-  forward cannot be traced (control flow on tensor values, ...) runs unfolded.
+- fold: every eval-mode BatchNorm that is the only user of a convolution's output is folded into
+  that convolution's weights (found by a torch.fx trace), which saves a pass over each
+  activation. A model whose forward cannot be traced (control flow on tensor values, ...) runs
+  unfolded.
 - channels_last: 4-D weights and inputs in NHWC, the layout oneDNN (CPU) and cuDNN (GPU) convolve
   fastest. A model that needs NCHW strides (`.view` on a conv output) runs without it.
 - compile (only with `compile: auto`): `torch.compile`, when the model's remaining work, projected
@@ -19,12 +20,13 @@ its outputs are compared with the unoptimised model under the same autocast.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 TOLERANCE = {"fp32": 1e-4, "fp16": 5e-3}  # max |probability difference| to the unoptimised model
 
@@ -71,14 +73,54 @@ def compile_pays_back(projected_seconds: float, seconds_left: float) -> bool:
         cost <= COMPILE_BUDGET_SHARE * seconds_left
 
 
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of `model` (an fx GraphModule) with each eval-mode BatchNorm that is the only user
-    of a convolution's output folded into it; raises when torch.fx cannot trace the model."""
-    from torch.fx.experimental.optimization import fuse
+_CONV_OF_BATCHNORM = {nn.BatchNorm1d: nn.Conv1d, nn.BatchNorm2d: nn.Conv2d,
+                      nn.BatchNorm3d: nn.Conv3d}
+
+
+def fold_batchnorm(model: nn.Module) -> fx.GraphModule:
+    """`model` traced by torch.fx, with each eval-mode BatchNorm that is the only user of a
+    convolution's output folded into a new copy of that convolution; raises when the model
+    cannot be traced. `model` is not changed: the result shares its other modules and weights
+    (no copy of the whole model), and only the folded convolutions get new weights."""
+    traced = fx.symbolic_trace(model)
+    modules = dict(traced.named_modules())
+    calls: dict[str, int] = {}
+    for node in traced.graph.nodes:
+        if node.op == "call_module":
+            calls[node.target] = calls.get(node.target, 0) + 1
+    for node in list(traced.graph.nodes):
+        batchnorm = modules.get(node.target) if node.op == "call_module" else None
+        source = node.args[0] if node.args else None
+        if (type(batchnorm) not in _CONV_OF_BATCHNORM or batchnorm.training
+                or batchnorm.running_mean is None or not isinstance(source, fx.Node)
+                or source.op != "call_module" or len(source.users) != 1
+                or type(modules.get(source.target)) is not _CONV_OF_BATCHNORM[type(batchnorm)]
+                or calls[source.target] != 1 or calls[node.target] != 1):
+            continue  # folding here would change another use of the convolution or its output
+        parent, _, name = source.target.rpartition(".")
+        if parent and traced.get_submodule(parent) is model.get_submodule(parent):
+            continue  # the trace shares this container with `model`: never change the original
+        setattr(traced.get_submodule(parent), name,
+                _folded(modules[source.target], batchnorm))
+        node.replace_all_uses_with(source)
+        traced.graph.erase_node(node)
+    traced.recompile()
+    traced.delete_all_unused_submodules()  # the folded BatchNorms (from the trace's containers)
+    return traced
+
+
+def _folded(conv: nn.Module, batchnorm: nn.Module) -> nn.Module:
+    """A shallow copy of `conv` with `batchnorm` (eval mode) folded into new weights."""
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
 
     # Plain tensors (not inference tensors), so the folded model also runs outside inference mode.
     with torch.inference_mode(False), torch.no_grad():
-        return fuse(model, inplace=False)
+        weight, bias = fuse_conv_bn_weights(
+            conv.weight, conv.bias, batchnorm.running_mean, batchnorm.running_var,
+            batchnorm.eps, batchnorm.weight, batchnorm.bias)
+    folded = copy.copy(conv)
+    folded._parameters = {**conv._parameters, "weight": weight, "bias": bias}
+    return folded
 
 
 def _layout(model: nn.Module, channels_last: bool) -> nn.Module:
@@ -112,28 +154,35 @@ def optimize_model(model: nn.Module, run: Run, tolerance: float,
         reference = run(model, False)
     best = Optimized(model, False)
 
-    def attempt(step: str, build: Callable[[], tuple[nn.Module, bool]],
-                undo: Callable[[], None] = lambda: None) -> bool:
+    def attempt(steps: list[str], build: Callable[[], tuple[nn.Module, bool]],
+                undo: Callable[[], None] = lambda: None) -> str | None:
+        """Keep what `build` gives if it is equal; else undo and say why not."""
         try:
             candidate, channels_last = build()
             difference = _difference(reference, run(candidate, channels_last))
         except Exception as exc:  # any failure means: run without this step
             undo()
-            best.notes.append(f"{step} left out ({_reason(exc)})")
-            return False
+            return _reason(exc)
         if difference > tolerance:
             undo()
-            best.notes.append(f"{step} left out (outputs differ by {difference:.1e} > "
-                              f"{tolerance:g})")
-            return False
+            return f"outputs differ by {difference:.1e} > {tolerance:g}"
         best.model, best.channels_last = candidate, channels_last
         best.max_difference = max(best.max_difference, difference)
-        best.steps.append(step)
-        return True
+        best.steps += steps
+        return None
 
-    attempt("fold", lambda: (fold_batchnorm(best.model), best.channels_last))
-    attempt("channels-last", lambda: (_layout(best.model, True), True),
-            undo=lambda: _layout(best.model, False))
+    # Most models take both steps, checked in one pass; otherwise one step at a time, so that
+    # the model keeps what works and the log says which step was left out and why.
+    both = attempt(["fold", "channels-last"], lambda: (_layout(fold_batchnorm(model), True), True),
+                   undo=lambda: _layout(model, False))
+    if both is not None:
+        for step, build, undo in (
+                ("fold", lambda: (fold_batchnorm(best.model), False), lambda: None),
+                ("channels-last", lambda: (_layout(best.model, True), True),
+                 lambda: _layout(best.model, False))):
+            reason = attempt([step], build, undo)
+            if reason is not None:
+                best.notes.append(f"{step} left out ({reason})")
     if compile_budget is not None:
         _maybe_compile(best, run, attempt, compile_budget)
     return best
@@ -157,7 +206,9 @@ def _maybe_compile(best: Optimized, run: Run, attempt: Callable, budget: Compile
         return
     previous, channels_last = best.model, best.channels_last
     started = time.perf_counter()
-    if not attempt("compile", lambda: (torch.compile(previous), channels_last)):
+    reason = attempt(["compile"], lambda: (torch.compile(previous), channels_last))
+    if reason is not None:
+        best.notes.append(f"compile left out ({reason})")
         return
     compile_seconds = time.perf_counter() - started
     compiled = _timed(run, best.model, channels_last)

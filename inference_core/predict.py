@@ -93,7 +93,6 @@ class EnsemblePredictor:
         self.fp16 = precision == "fp16" or (precision == "auto" and self.devices[0].type == "cuda")
         self.compile_mode = compile_mode  # "auto": `optimize` may compile what pays back
         self.channels_last = [False] * len(members)  # per member, set by `optimize`
-        self.optimized = False
         self.groups: dict[Preprocess, list[int]] = {}
         for index, member in enumerate(members):
             self.groups.setdefault(member.preprocess, []).append(index)
@@ -167,34 +166,37 @@ class EnsemblePredictor:
 
     @torch.inference_mode()
     def optimize(self, check: PreparedBatch, log: Callable[[str], None],
-                 images_left: int = 0, seconds_left: float = 0.0) -> None:
+                 images_left: int = 0, seconds_left: float = 0.0,
+                 accumulator: BlendAccumulator | None = None) -> None:
         """Make each member faster by the exact steps of `optimize_model`, checked on `check`
-        (real test images, every TTA view of the member) against its unoptimised outputs; one
-        model at a time, so only one extra copy of a model is ever held. Runs once, before the
-        probe is timed, so that the budget plans with the optimised costs. With `compile:
-        auto`, `images_left` and `seconds_left` decide whether compiling pays back."""
-        if self.optimized:
-            return
-        self.optimized = True
+        (real test images, every TTA view of the member) against its unoptimised outputs, one
+        model at a time. Run before the probe is timed, so that the budget plans with the
+        optimised costs; the check also warms the optimised model up. With `accumulator`, the
+        unoptimised outputs (every view) are blended into it: they are `check`'s predictions.
+        With `compile: auto`, `images_left` and `seconds_left` decide if compiling pays back."""
         for m, member in enumerate(self.members):
             tensors = check.tensors.get(member.preprocess, [])
             if not tensors:
                 log(f"optimise {member.name}: no decoded image to check on; runs as loaded")
                 continue
             device = self.placement[m]
-            batches = [batch for _, batch in self._same_shape_batches(tensors)]
+            batches = list(self._same_shape_batches(tensors))
 
             def run(model: nn.Module | None, channels_last: bool, m: int = m, device=device,
                     batches=batches) -> list[torch.Tensor]:
-                return [activate(view, self.members[m].activation).cpu() for batch in batches
+                return [activate(view, self.members[m].activation).cpu() for _, batch in batches
                         for view in self._views(m, self._to_device(batch, device, channels_last),
                                                 self.members[m].tta, model)]
 
+            reference = run(None, False)
+            if accumulator is not None:
+                views = len(member.tta)  # run_tta gives one output per view, in order
+                self._add([(m, check.decoded[rows], reference[i * views:(i + 1) * views])
+                           for i, (rows, _) in enumerate(batches)], accumulator)
             budget = (CompileBudget(images_left, seconds_left, len(tensors))
                       if self.compile_mode == "auto" else None)
             tolerance = TOLERANCE["fp16" if self.fp16 and device.type == "cuda" else "fp32"]
-            result = optimize_model(member.model, run, tolerance, budget,
-                                    reference=run(None, False))
+            result = optimize_model(member.model, run, tolerance, budget, reference)
             member.model, self.channels_last[m] = result.model, result.channels_last
             log(f"optimise {member.name}: {result.describe()}")
 
@@ -233,6 +235,12 @@ class EnsemblePredictor:
                             torch.cuda.synchronize(device)
                         timings[m] = timings.get(m, 0.0) + time.perf_counter() - started
         # Copy back only now: the GPUs have all their work queued and run side by side.
+        self._add(pending, accumulator, per_member)
+
+    def _add(self, pending: list[tuple[int, np.ndarray, list[torch.Tensor]]],
+             accumulator: BlendAccumulator, per_member: dict[int, np.ndarray] | None = None
+             ) -> None:
+        """Blend each (member, rows, views): its views combined (after its threshold shift)."""
         for m, rows, views in pending:
             member = self.members[m]
             probs = [view.cpu().numpy() for view in views]

@@ -25,16 +25,15 @@ def plan_from_probe(predictor: EnsemblePredictor, ranked: list[Unit], prepared: 
                     images_left: int, log: Callable[[str], None]) -> DeadlineGuard:
     """Run the probe batch with every unit, time it, and plan the remaining images.
 
-    The first half of the probe pays the models' one-time set-up costs; the second half, of the
-    same shape, is timed. Both halves' predictions are kept."""
+    On the first half each model is optimised, checked against its unoptimised outputs (which
+    are that half's predictions) and warmed up, paying its one-time set-up costs; the second half,
+    of the same shape, is timed with the optimised models. Both halves' predictions are kept."""
     members = predictor.members
     decoded = prepared.decoded.size
     half = decoded // 2
     timings: dict[int, float] = {}
-    # Optimise first (checked on the first half), so that the plan uses the optimised costs.
-    predictor.optimize(prepared.part(0, max(half, 1)), log, images_left + decoded,
-                       deadline - time.monotonic())
-    predictor.predict(prepared.part(0, half), set(ranked), accumulator)
+    predictor.optimize(prepared.part(0, half), log, images_left + decoded - half,
+                       deadline - time.monotonic(), accumulator)
     predictor.predict(prepared.part(half, decoded), set(ranked), accumulator, timings)
     timed = max(decoded - half, 1)
     cost = {u: timings.get(u.member, 0.0) / timed / len(members[u.member].tta) for u in ranked}
