@@ -35,14 +35,14 @@ def test_imports_of_modules_removed_in_312_are_warned_with_file_line_and_fix(tmp
     assert main(["bundle", str(src / "old.py"), "-o", str(tmp_path / "out.py")]) == 0
     lines = capsys.readouterr().err.splitlines()
     assert lines == [
-        "kernelpack: warning: old.py:2: `import imp`: imp was removed in Python 3.12, which "
-        "Kaggle runs, so this import fails there; use importlib (importlib.util."
+        "kernelpack: warning: old.py:2: `import imp`: imp was removed from the standard library "
+        "in Python 3.12, which Kaggle runs; use importlib (importlib.util."
         "spec_from_file_location and module_from_spec for imp.load_source, importlib.reload for "
         "imp.reload)",
-        "kernelpack: warning: old.py:4: `import distutils.version`: distutils was removed in "
-        "Python 3.12, which Kaggle runs, so this import fails there; use setuptools, packaging."
-        "version.Version for LooseVersion/StrictVersion, shutil.which for find_executable, "
-        "sysconfig for paths",
+        "kernelpack: warning: old.py:4: `import distutils.version`: distutils was removed from "
+        "the standard library in Python 3.12, which Kaggle runs; use setuptools (whose copy of "
+        "distutils is all that is left there), packaging.version.Version for LooseVersion/"
+        "StrictVersion, shutil.which for find_executable, sysconfig for paths",
     ]  # asyncore has a fallback: no warning
     assert bundle(Entry("e.py", b"import imp\n")).files == ("e.py",)  # never inlined
 

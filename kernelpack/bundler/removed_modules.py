@@ -10,8 +10,9 @@ from __future__ import annotations
 REMOVED_IN_312 = {
     "imp": "use importlib (importlib.util.spec_from_file_location and module_from_spec for "
            "imp.load_source, importlib.reload for imp.reload)",
-    "distutils": "use setuptools, packaging.version.Version for LooseVersion/StrictVersion, "
-                 "shutil.which for find_executable, sysconfig for paths",
+    "distutils": "use setuptools (whose copy of distutils is all that is left there), "
+                 "packaging.version.Version for LooseVersion/StrictVersion, shutil.which for "
+                 "find_executable, sysconfig for paths",
     "asynchat": "use asyncio",
     "asyncore": "use asyncio",
     "smtpd": "use asyncio, or the aiosmtpd package",
@@ -23,5 +24,5 @@ def removal_warning(name: str, where: str) -> str | None:
     top = name.split(".")[0]
     if top not in REMOVED_IN_312:
         return None
-    return (f"{where}: `import {name}`: {top} was removed in Python 3.12, which Kaggle runs, so "
-            f"this import fails there; {REMOVED_IN_312[top]}")
+    return (f"{where}: `import {name}`: {top} was removed from the standard library in Python "
+            f"3.12, which Kaggle runs; {REMOVED_IN_312[top]}")
