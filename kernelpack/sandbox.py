@@ -215,13 +215,15 @@ def hidden_test_swaps(kernel_dir: Path, test_dir: Path, root: Path) -> dict[str,
 def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | None = None,
               budget: float | None = None, network: str = "auto",
               test_dir: str | Path | None = None,
-              on_line: Callable[[str], None] | None = None) -> SandboxResult:
+              on_line: Callable[[str], None] | None = None,
+              launcher: list[str] | None = None) -> SandboxResult:
     """Run `kernel` (a kernel.py, or the folder holding it) offline against `input_dir`.
 
     `network` picks how the network is cut: "unshare" (a new, empty network namespace), "guard"
     (sockets refuse to connect, in-process) or "auto" (unshare where it works, else guard).
     `test_dir` swaps in another test set, as Kaggle does at rerun (it needs the
-    kernel-config.json that `build` writes beside kernel.py).
+    kernel-config.json that `build` writes beside kernel.py). `launcher` is put before the
+    command (the local Kaggle service runs each kernel in its own container through it).
     """
     kernel, input_dir = Path(kernel), Path(input_dir)
     if kernel.is_dir():
@@ -253,6 +255,7 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
     command = [sys.executable, "-I", "-c", boot, str(script)]
     if namespace:
         command = ["unshare", "-n", "--", *command]
+    command = [*(launcher or ()), *command]
     env = {key: os.environ[key] for key in _PASS_ENV if key in os.environ}
     env.update(HOME=str(root / "temp"), TMPDIR=str(root / "temp"), PYTHONUNBUFFERED="1",
                NO_ALBUMENTATIONS_UPDATE="1", KAGGLE_KERNEL_RUN_TYPE="Batch")
