@@ -204,3 +204,16 @@ def test_a_bare_folder_named_like_the_stdlib_does_not_shadow_it(tmp_path):
                                         "run.py": "import email.utils\n\nprint('ok')\n"})
     result = write_bundle(src / "run.py", tmp_path / "out.py")
     assert result.files == ("run.py",) and result.local == ()
+
+
+def test_an_executable_entry_with_a_shebang_gives_an_executable_bundle_with_it(tmp_path):
+    src = write_tree(tmp_path / "src", {"hello": f"#!{sys.executable} -E\nimport sys\n\n"
+                                                 "print(sys.flags.ignore_environment)\n"})
+    (src / "hello").chmod(0o755)
+    unbundled = subprocess.run([src / "hello"], capture_output=True, text=True, cwd=src)
+    write_bundle(src / "hello", tmp_path / "out.py")
+    work, temp = empty_dirs(tmp_path)
+    done = subprocess.run([tmp_path / "out.py"], capture_output=True, text=True, cwd=work,
+                          env={"TMPDIR": str(temp)})
+    assert (done.returncode, done.stdout) == (unbundled.returncode, unbundled.stdout) == (0, "1\n")
+    assert (tmp_path / "out.py").read_text().startswith(f"#!{sys.executable} -E\n# Generated")

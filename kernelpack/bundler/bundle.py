@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -230,7 +231,10 @@ def render(entry: Entry, files: dict[str, bytes], on_disk: bool = False,
                       for i in range(0, len(payload), PAYLOAD_LINE))
     bootstrap = read_template("bundle_bootstrap.py")
     name = entry.path.rsplit("/", 1)[-1].replace("\n", " ")
-    return (bootstrap.replace("__KERNELPACK_ENTRY_NAME__", name)
+    # The entry's `#!` line leads the bundle too, so `./bundle.py` runs as `./entry` did.
+    first = entry.source.split(b"\n", 1)[0].rstrip(b"\r")
+    shebang = first.decode("utf-8", "replace") + "\n" if first.startswith(b"#!") else ""
+    return shebang + (bootstrap.replace("__KERNELPACK_ENTRY_NAME__", name)
             .replace("__KERNELPACK_ENTRY__", repr((entry.path, entry.module, on_disk)))
             .replace("__KERNELPACK_VENDORED__", repr(tuple(vendored)))
             .replace("__KERNELPACK_NAMESPACES__", repr(tuple(namespaces)))
@@ -320,4 +324,6 @@ def write_bundle(entry_path: str | Path, output: str | Path, paths: Sequence[str
     _check_output(output, Path(entry_path), result)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(result.text, encoding="utf-8")
+    if result.text.startswith("#!") and os.access(entry_path, os.X_OK):  # runnable as the entry
+        output.chmod(output.stat().st_mode | 0o111)
     return result
