@@ -78,17 +78,20 @@ def test_output_onto_the_entry_or_into_the_bundled_code_is_refused(tmp_path, cap
     assert main(["bundle", str(src / "run.py"), "-o", str(src / "out.py")]) == 0  # beside: fine
 
 
-def test_an_installed_namespace_package_is_vendored_and_pythonpath_is_ignored(tmp_path):
+def test_an_installed_namespace_package_is_vendored_and_pythonpath_only_fills_gaps(tmp_path):
     # The interpreter reaches `greetings` (a folder without __init__.py) through a .pth file, as
     # an installed namespace package; PYTHONPATH offers an empty impostor portion first.
     src = write_tree(tmp_path / "src", {
         "hello": "import greetings.greeting\n\nprint(greetings.greeting.message)\n",
         "packages/greetings/greeting.py": "message = 'Hello'\n",
-        "bad/greetings/greeting.py": ""})
+        "bad/greetings/greeting.py": "",
+        "only/onlyhere.py": "X = 'found through PYTHONPATH alone'\n",
+        "uses_pythonpath.py": "import greetings.greeting\nimport onlyhere\n\n"
+                              "print(greetings.greeting.message, onlyhere.X)\n"})
     python = python_without(set(), tmp_path / "env")
     (_site_packages(python) / "kp.pth").write_text(f"{REPO}\n")
     (_site_packages(python) / "greetings.pth").write_text(f"{src / 'packages'}\n")
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(src / "bad"),
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{src / 'bad'}{os.pathsep}{src / 'only'}",
            "NO_ALBUMENTATIONS_UPDATE": "1"}
     built = subprocess.run([python, "-m", "kernelpack", "bundle", str(src / "hello"), "-o",
                             str(tmp_path / "out.py")], capture_output=True, text=True,
@@ -104,6 +107,14 @@ def test_an_installed_namespace_package_is_vendored_and_pythonpath_is_ignored(tm
         done = run_offline(tmp_path / "out.py", work, interpreter, temp)
         assert (done.returncode, done.stdout) == (0, unbundled.stdout) == (0, "Hello\n"), \
             done.stderr
+    # A module found only through PYTHONPATH is still taken from there.
+    built = subprocess.run([python, "-m", "kernelpack", "bundle", str(src / "uses_pythonpath.py"),
+                            "-o", str(tmp_path / "out2.py")], capture_output=True, text=True,
+                           timeout=120, env=env, cwd=tmp_path)
+    assert "vendored: greetings, onlyhere" in built.stdout, built.stderr
+    work, temp = empty_dirs(tmp_path / "run2")
+    done = run_offline(tmp_path / "out2.py", work, tmpdir=temp)
+    assert done.stdout == "Hello found through PYTHONPATH alone\n", done.stderr
 
 
 def test_warnings_compiling_vendored_code_are_silenced_but_not_the_users(tmp_path):

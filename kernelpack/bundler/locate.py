@@ -68,12 +68,11 @@ def find_in_folders(name: str, folders: Sequence[Path]) -> Location | None:
 
 
 @contextmanager
-def _without_pythonpath() -> Iterator[None]:
-    """sys.path as `python -E` has it: PYTHONPATH folders are a shell's setting, not what is
-    installed, so they never decide what gets vendored (pass such folders with --path)."""
+def _search_path(pythonpath: bool) -> Iterator[None]:
+    """sys.path, or without `pythonpath` as `python -E` has it (no PYTHONPATH folders)."""
     extra = {os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
     saved = sys.path[:]
-    if not sys.flags.ignore_environment:
+    if not pythonpath and not sys.flags.ignore_environment:
         sys.path[:] = [p for p in saved if not p or os.path.abspath(p) not in extra]
     try:
         yield
@@ -81,11 +80,9 @@ def _without_pythonpath() -> Iterator[None]:
         sys.path[:] = saved
 
 
-def find_installed(name: str) -> Location | None:
-    """`name` as installed in the environment that runs kernelpack (PYTHONPATH aside), or None.
-    An installed namespace package comes with all its portions."""
+def _find_spec(name: str, pythonpath: bool) -> Location | None:
     try:
-        with _without_pythonpath():
+        with _search_path(pythonpath):
             spec = importlib.util.find_spec(name)
             # read inside: a namespace package's path is recomputed when sys.path changes
             locations = [Path(p) for p in (spec and spec.submodule_search_locations) or []]
@@ -96,6 +93,13 @@ def find_installed(name: str) -> Location | None:
     if spec.origin in (None, "namespace"):  # a namespace package (origin None since 3.7)
         return Location(name, locations[0], tuple(locations)) if locations else None
     return Location(name, locations[0] if locations else Path(spec.origin))
+
+
+def find_installed(name: str) -> Location | None:
+    """`name` as installed in the environment that runs kernelpack, or None. An installed
+    namespace package comes with all its portions. PYTHONPATH is a shell's setting, not what is
+    installed: it is searched only for a name found nowhere else."""
+    return _find_spec(name, pythonpath=False) or _find_spec(name, pythonpath=True)
 
 
 def _compiled_error(path: Path, module: str, top: str) -> BundleError:
