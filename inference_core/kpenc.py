@@ -49,6 +49,10 @@ TAG_SIZE = 16
 NONCE_PREFIX_SIZE = 7
 DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
 MAX_HEADER_SIZE = 1024 * 1024
+# Decryption holds one chunk in memory: a header claiming more is damaged or hostile, refused
+# before anything is allocated.
+MAX_CHUNK_SIZE = 256 * 1024 * 1024
+_HEX = frozenset("0123456789abcdef")
 _PREAMBLE = struct.Struct("<8sHI")
 
 
@@ -84,6 +88,9 @@ class KpencHeader:
         check_key(key)
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
             raise KpencError(f"{path}: chunk size must be a positive integer, got {chunk_size!r}")
+        if chunk_size > MAX_CHUNK_SIZE:
+            raise KpencError(f"{path}: chunk size {chunk_size} is above the {MAX_CHUNK_SIZE} "
+                             "bytes a reader allows; pick a smaller one")
         return cls(key_id=key_id(key), nonce_prefix=os.urandom(NONCE_PREFIX_SIZE),
                    chunk_size=chunk_size, chunks=max(1, -(-plaintext_size // chunk_size)),
                    plaintext_size=plaintext_size, manifest=dict(manifest), path=path)
@@ -105,14 +112,18 @@ class KpencHeader:
             raise KpencError(f"{label}: header length {length} is implausible; the file is "
                              "damaged")
         body = handle.read(length)
+        if len(body) < length:
+            raise KpencError(f"{label}: header is cut short ({len(body)} of {length} bytes); the "
+                             "file is truncated, re-download it")
         try:
-            fields = json.loads(body.decode("utf-8"))
+            fields = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
             return cls(key_id=fields["key_id"], nonce_prefix=bytes.fromhex(fields["nonce_prefix"]),
                        chunk_size=fields["chunk_size"], chunks=fields["chunks"],
                        plaintext_size=fields["plaintext_size"], manifest=fields["manifest"],
                        path=label, preamble=fixed + body)
-        except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-            raise KpencError(f"{label}: header is damaged ({type(exc).__name__}: {exc}); "
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as exc:
+            problem = str(exc)[:200]  # a hostile header can make a long message
+            raise KpencError(f"{label}: header is damaged ({type(exc).__name__}: {problem}); "
                              "re-download or re-encrypt the file") from None
 
     def __post_init__(self) -> None:
@@ -128,14 +139,17 @@ class KpencHeader:
         def count(value) -> bool:
             return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
-        if not isinstance(self.key_id, str) or len(self.key_id) != 16:
-            return f"key_id {self.key_id!r} is not 16 hex digits"
+        if not isinstance(self.key_id, str) or len(self.key_id) != 16 \
+                or not _HEX.issuperset(self.key_id):
+            return f"key_id {str(self.key_id)[:40]!r} is not 16 hex digits"
         if len(self.nonce_prefix) != NONCE_PREFIX_SIZE:
             return f"nonce_prefix is {len(self.nonce_prefix)} bytes, not {NONCE_PREFIX_SIZE}"
         if not all(count(v) for v in (self.chunk_size, self.chunks, self.plaintext_size)):
             return "chunk_size, chunks and plaintext_size must be non-negative integers"
         if self.chunk_size < 1 or self.chunks < 1:
             return "chunk_size and chunks must be at least 1"
+        if self.chunk_size > MAX_CHUNK_SIZE:
+            return f"chunk_size {self.chunk_size} is above the {MAX_CHUNK_SIZE} bytes allowed"
         if not 0 <= self.chunk_length(self.chunks - 1) <= self.chunk_size:
             return (f"{self.chunks} chunks of {self.chunk_size} bytes cannot hold "
                     f"{self.plaintext_size} bytes")
@@ -143,9 +157,9 @@ class KpencHeader:
             return "manifest is not a JSON object"
         name, fold = self.manifest.get("name"), self.manifest.get("fold")
         if name is not None and not isinstance(name, str):
-            return f"manifest name {name!r} is not a string"
+            return f"manifest name {str(name)[:40]!r} is not a string"
         if fold is not None and (isinstance(fold, bool) or not isinstance(fold, int)):
-            return f"manifest fold {fold!r} is not an integer"
+            return f"manifest fold {str(fold)[:40]!r} is not an integer"
         return None
 
     def fields(self) -> dict:
@@ -187,9 +201,27 @@ class KpencHeader:
         return self.data_offset + self.plaintext_size + self.chunks * TAG_SIZE
 
 
+def _no_constant(name: str):
+    """json.loads would read NaN and Infinity; a header holds finite numbers only."""
+    raise ValueError(f"{name} is not a finite number")
+
+
+def _open(path: str | os.PathLike) -> BinaryIO:
+    """The .kpenc file opened for reading; a missing or unreadable file is one KpencError."""
+    try:
+        return open(path, "rb")
+    except FileNotFoundError:
+        raise KpencError(f"{path}: file not found; pass the path of a .kpenc file") from None
+    except IsADirectoryError:
+        raise KpencError(f"{path}: is a folder; pass the path of a .kpenc file") from None
+    except OSError as exc:
+        raise KpencError(f"{path}: cannot be read ({exc.strerror}); check the path and its "
+                         "permissions") from None
+
+
 def inspect(path: str | os.PathLike) -> KpencHeader:
     """The header of a .kpenc file (no key needed)."""
-    with open(path, "rb") as handle:
+    with _open(path) as handle:
         return KpencHeader.read(handle, str(path))
 
 
@@ -248,7 +280,7 @@ def decrypt_chunks(path: str | os.PathLike, key: bytes, backend: str | None = No
     """Yield (header, plaintext chunk) pairs, each chunk authenticated before it is yielded."""
     check_key(key)
     label = str(path)
-    with open(path, "rb") as handle:
+    with _open(path) as handle:
         header = KpencHeader.read(handle, label)
         if header.key_id != key_id(key):
             raise KpencError(f"{label}: key id {header.key_id} does not match the key in use "
@@ -258,7 +290,8 @@ def decrypt_chunks(path: str | os.PathLike, key: bytes, backend: str | None = No
             raise KpencError(f"{label}: file is {actual_size} bytes but its header promises "
                              f"{header.file_size}; it is truncated or padded, re-download it")
         opener = _Opener(key, backend)
-        buffer = bytearray(header.chunk_size + TAG_SIZE)
+        # The first chunk is the largest; the size check above bounds it by the file's size.
+        buffer = bytearray(header.chunk_length(0) + TAG_SIZE)
         for index in range(header.chunks):
             size = header.chunk_length(index) + TAG_SIZE
             view = memoryview(buffer)[:size]
@@ -315,17 +348,30 @@ def is_kpenc(path: str | os.PathLike) -> bool:
 
 
 def load_key(path: str | os.PathLike) -> bytes:
-    """A key file as written by `kernelpack keygen`: 64 hex digits (and a newline)."""
+    """A key file as written by `kernelpack keygen`: 64 hex digits (and a newline), readable by
+    its owner only (as ssh refuses a private key that others can read)."""
+    path = Path(path)
     try:
-        text = Path(path).read_text(encoding="ascii").strip()
+        with open(path, "rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            text = handle.read(4 * KEY_SIZE).decode("ascii").strip()  # never a huge read
         key = bytes.fromhex(text)
     except FileNotFoundError:
         raise KpencError(f"{path}: key file not found; create one with `kernelpack keygen -o "
                          f"{path}`") from None
+    except IsADirectoryError:
+        raise KpencError(f"{path}: is a folder, not a key file; pass the file written by "
+                         "`kernelpack keygen`") from None
+    except OSError as exc:
+        raise KpencError(f"{path}: key file cannot be read ({exc.strerror}); check the path "
+                         "and its permissions") from None
     except (UnicodeDecodeError, ValueError):
         raise KpencError(f"{path}: not a key file (expected {2 * KEY_SIZE} hex digits); create "
                          "one with `kernelpack keygen`") from None
     if len(key) != KEY_SIZE:
         raise KpencError(f"{path}: key is {len(key)} bytes, expected {KEY_SIZE}; create one "
                          "with `kernelpack keygen`")
+    if os.name == "posix" and mode & 0o077:
+        raise KpencError(f"{path}: key file is open to group or others (mode {mode & 0o777:o}); "
+                         f"run `chmod 600 {path}` so that only you can read it")
     return key

@@ -1,4 +1,5 @@
-"""Host side of the .kpenc container: keys, and streaming encryption with `cryptography`.
+"""Host side of the .kpenc container: keys, streaming encryption with `cryptography`, and
+decryption to a private file (`kernelpack decrypt`).
 
 The format itself (layout, nonces, header) is defined once, in `inference_core.kpenc`; this module
 only writes it. Plaintext is read twice, chunk by chunk (once to hash it for the manifest, once to
@@ -13,21 +14,44 @@ from pathlib import Path
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from inference_core.files import atomic_write, sha256_file
-from inference_core.kpenc import DEFAULT_CHUNK_SIZE, KEY_SIZE, KpencError, KpencHeader
+from inference_core.kpenc import (
+    DEFAULT_CHUNK_SIZE,
+    KEY_SIZE,
+    KpencError,
+    KpencHeader,
+    decrypt_chunks,
+)
 from inference_core.model_config import ModelConfig
 
 from .checkpoint_fields import checkpoint_fields
 from .errors import KernelpackError
 
 
+def check_output_file(path: str | os.PathLike, option: str = "-o") -> Path:
+    """`path` as a file to write: its folder must exist and it must not be a folder itself."""
+    path = Path(path)
+    if path.is_dir():
+        raise KernelpackError(f"{option} {path}: is a folder; pass the path of the file to "
+                              "write (e.g. inside that folder)")
+    if not path.parent.is_dir():
+        raise KernelpackError(f"{option} {path}: folder {path.parent} does not exist; create it "
+                              "first (mkdir -p) or pick another path")
+    return path
+
+
 def keygen(path: str | os.PathLike) -> Path:
     """Write 32 random bytes as hex to a new file readable only by its owner (mode 0600)."""
     path = Path(path)
+    if not path.is_dir():  # a folder "already exists", said below
+        check_output_file(path)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         raise KernelpackError(f"{path}: already exists; a key is never overwritten (the models "
                               "it encrypted would be lost), pick another path") from None
+    except OSError as exc:
+        raise KernelpackError(f"-o {path}: cannot create the key file ({exc.strerror}); pick "
+                              "a path in a folder you can write") from None
     with os.fdopen(fd, "w") as handle:
         handle.write(os.urandom(KEY_SIZE).hex() + "\n")
     return path
@@ -56,18 +80,22 @@ def encrypt_checkpoint(checkpoint: str | os.PathLike, key: bytes, output: str | 
                        chunk_size: int = DEFAULT_CHUNK_SIZE) -> dict:
     """Encrypt a kernelpack checkpoint into `output`; returns the header written."""
     checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise KernelpackError(f"{checkpoint}: checkpoint not found (or not a file); pass a "
+                              "kernelpack checkpoint (.pt)")
+    check_output_file(output)
     return encrypt_file(checkpoint, key, output, manifest_for(checkpoint, name, fold), chunk_size)
 
 
 def encrypt_file(source: str | os.PathLike, key: bytes, output: str | os.PathLike,
                  manifest: dict, chunk_size: int = DEFAULT_CHUNK_SIZE) -> dict:
     """Seal any file into a .kpenc container with `manifest`; returns the header written (its
-    JSON object)."""
+    JSON object). The container is written mode 0600 and appears only once complete."""
     source, output = Path(source), Path(output)
     size = source.stat().st_size
     header = KpencHeader.create(key, size, manifest, chunk_size, path=str(output))
     aead = AESGCM(key)
-    with open(source, "rb") as plain_file, atomic_write(output) as sink:
+    with open(source, "rb") as plain_file, atomic_write(output, private=True) as sink:
         sink.write(header.preamble)
         for index in range(header.chunks):
             plain = plain_file.read(chunk_size)
@@ -75,3 +103,16 @@ def encrypt_file(source: str | os.PathLike, key: bytes, output: str | os.PathLik
         if len(plain) != header.chunk_length(header.chunks - 1) or plain_file.read(1):
             raise KpencError(f"{source}: changed while it was being encrypted; try again")
     return header.fields()
+
+
+def decrypt_file(source: str | os.PathLike, key: bytes, output: str | os.PathLike) -> int:
+    """Decrypt a .kpenc file into `output` (mode 0600), chunk by chunk, each authenticated
+    before it is written; the file appears under its name only once every chunk is in, and
+    nothing is left on any failure. Returns the plaintext size."""
+    output = check_output_file(output)
+    size = 0
+    with atomic_write(output, private=True) as sink:
+        for _, plain in decrypt_chunks(source, key):
+            sink.write(plain)
+            size += len(plain)
+    return size

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from inference_core.files import atomic_write
 from inference_core.kpenc import VERSION as KPENC_VERSION
-from inference_core.kpenc import decrypt_bytes, load_key
 from inference_core.kpenc import inspect as inspect_kpenc
+from inference_core.kpenc import load_key
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -33,11 +31,10 @@ def _encrypt(args: argparse.Namespace) -> int:
 
 
 def _decrypt(args: argparse.Namespace) -> int:
-    plaintext = decrypt_bytes(args.input, load_key(args.key))
-    output = Path(args.output)
-    with atomic_write(output) as handle:
-        handle.write(plaintext)
-    print(f"wrote {output} ({len(plaintext)} bytes)")
+    from ..encrypt import decrypt_file
+
+    size = decrypt_file(args.input, load_key(args.key), args.output)
+    print(f"wrote {args.output} ({size} bytes, mode 0600)")
     return 0
 
 
