@@ -3,7 +3,10 @@ kernel-config.json (a readable copy of the config embedded in kernel.py)."""
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +28,13 @@ ENTRY_NAME = "kernel_entry.py"
 # First line of a kernel.py that carries a key: the entry is compressed inside kernel.py, so this
 # says so in clear text, for `embeds_key` and for anyone reading the file.
 KEY_MARKER = "# kernelpack: this kernel embeds a decryption key; keep it private"
+# How render_entry writes a key (and any hand-made `bytes.fromhex` of 32 bytes), and the entry's
+# KEY set to anything but None.
+_KEY_LITERAL = re.compile(r"fromhex\(\s*[rbuRBU]*['\"]\s*(?:[0-9a-fA-F]\s*){64}['\"]\s*\)")
+_ENTRY_KEY = re.compile(r"^KEY[ \t]*=[ \t]*(?![ \t]|None[ \t]*(?:#.*)?$)", re.M)
+# The payload tuple of bundler/bundle.py's render (lines of base64 string literals).
+_PAYLOAD = re.compile(r"^_KP_PAYLOAD = \(\n(.*?)^\)", re.M | re.S)
+_PAYLOAD_PIECE = re.compile(r"'([A-Za-z0-9+/=]*)'")
 
 
 @dataclass
@@ -51,10 +61,40 @@ def render_entry(config: dict, key: bytes | None = None, user_code: Sequence[str
             .replace("__KERNELPACK_USER_CODE__", repr(list(user_code))))
 
 
+def _payload_files(text: str, where: str) -> dict[str, bytes]:
+    """The files inside a bundled kernel.py's compressed payload (none for a plain script)."""
+    found = _PAYLOAD.search(text)
+    if found is None:
+        return {}
+    try:
+        data = gzip.decompress(base64.b64decode("".join(_PAYLOAD_PIECE.findall(found[1]))))
+        index, _, blob = data.partition(b"\n")
+        files, offset = {}, 0
+        for name, size in json.loads(index):
+            files[name] = blob[offset:offset + size]
+            offset += size
+    except (ValueError, TypeError, OSError, EOFError) as exc:
+        raise BuildError(f"{where}: its bundled payload cannot be read ({type(exc).__name__}); "
+                         "it was edited or damaged, build the kernel again") from None
+    return files
+
+
 def embeds_key(kernel_path: str | Path) -> bool:
-    """True when a built kernel.py carries a decryption key (it must then stay private)."""
-    text = Path(kernel_path).read_text(encoding="utf-8")
-    return text.startswith(KEY_MARKER)
+    """True when a built kernel.py carries a decryption key (it must then stay private).
+
+    Decided from the content, not from the marker line alone (which anyone can delete): the
+    script itself and every file in its compressed payload are searched for a key literal, and
+    the entry's KEY for anything but None."""
+    text = Path(kernel_path).read_text(encoding="utf-8", errors="replace")
+    if text.startswith(KEY_MARKER) or _KEY_LITERAL.search(text):
+        return True
+    for name, content in _payload_files(text, str(kernel_path)).items():
+        source = content.decode("utf-8", errors="replace")
+        if _KEY_LITERAL.search(source):
+            return True
+        if name.rsplit("/", 1)[-1] == ENTRY_NAME and _ENTRY_KEY.search(source):
+            return True
+    return False
 
 
 def kernel_metadata(kernel: dict, default_slug: str) -> dict:

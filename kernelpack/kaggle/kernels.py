@@ -53,7 +53,8 @@ class KernelCalls:
                               "kernel.id: your-username/kernel-slug in the config's kernel "
                               "section and build again")
         code = folder / metadata.get("code_file", "kernel.py")
-        if code.is_file() and embeds_key(code) and not _is_true(metadata.get("is_private", True)):
+        # Read from the kernel's content (its decompressed payload), not from a marker line.
+        if not _is_true(metadata.get("is_private", True)) and code.is_file() and embeds_key(code):
             raise KaggleError(f"{code}: embeds a decryption key but {metadata_path} has "
                               "is_private: false; set kernel.is_private: true and build again")
         answer = self.call(f"{ref}: kernel push", self.api.kernels_push, str(folder))
