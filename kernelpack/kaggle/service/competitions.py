@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ...errors import KaggleServiceError
 from .kernels import Kernels
-from .run_queue import Runner, run_in_sandbox
+from .run_queue import Runner
 from .scoring import score
 from .sources import COMPLETE, Sources, competition_dir
 from .store import Store
@@ -111,9 +111,8 @@ class Competitions:
         submission = self.store.read("submissions", f"{ref}.json")
         folder = self.store.path("submissions", str(ref))
         kernel = self.kernels.folder(submission["kernel"], version["number"]) / "kernel.py"
-        self.sources.mount_for_rerun(version, folder / "input")
-        failure = run_in_sandbox(kernel, folder / "input", folder / "run",
-                             version.get("sessionTimeoutSeconds"))
+        failure = self.runner.run(kernel, folder, self.sources.rerun_mounts(version),
+                                  version.get("sessionTimeoutSeconds"))
         update: dict = {"status": "ERROR"}
         output = folder / "run" / "working" / submission["fileName"]
         if failure:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from .run_queue import Runner, log_as_json, run_in_sandbox
+from .run_queue import Runner, log_as_json
 from .sources import COMPLETE, INVALID_FIELDS, Sources
 from .store import Store
 from .wire import ApiError, check_name, timestamp
@@ -94,10 +94,10 @@ class Kernels:
     def _run(self, owner: str, slug: str, number: int, user: str) -> None:
         version = self.record(owner, slug, user)["versions"][number - 1]
         folder = self.folder(f"{owner}/{slug}", number)
-        mounts = self.sources.mount(version, user, folder / "input")
-        self._set(owner, slug, number, status="RUNNING", mounts=mounts)
-        failure = run_in_sandbox(folder / "kernel.py", folder / "input", folder / "run",
-                             version.get("sessionTimeoutSeconds"))
+        mounts, relative = self.sources.mounts(version, user)
+        self._set(owner, slug, number, status="RUNNING", mounts=relative)
+        failure = self.runner.run(folder / "kernel.py", folder, mounts,
+                                  version.get("sessionTimeoutSeconds"))
         if failure:
             self._set(owner, slug, number, status="ERROR", failureMessage=failure)
         else:

@@ -1,25 +1,62 @@
 """Kernel runs, one at a time on a worker thread: each waits `processing_seconds` in the queue
-(the QUEUED state a client sees), then runs offline in the sandbox."""
+(the QUEUED state a client sees), then runs offline in the sandbox, inside its own container
+(see `jail.py`) where this machine allows it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import queue
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 from inference_core.config import KAGGLE_RUN_SECONDS
 
 from ...errors import SandboxError
 from ...sandbox import run_local
+from . import jail
+
+ISOLATED = "container: own mount, pid and network namespaces, a root holding only the system, " \
+           "Python and the run's folders, user nobody"
+
+
+class RunStopped(Exception):
+    """The service stopped while a run was going: its version is left as it was on disk, to be
+    run again when the service next starts."""
+
+
+@cache
+def isolation() -> tuple[bool, str]:
+    """(whether runs get their own container, how they run), decided once per process."""
+    if not sys.platform.startswith("linux") or os.geteuid() != 0:
+        return False, "NOT isolated (a container needs root on Linux): kernels can read " \
+                      "everything this user can"
+    try:
+        probe = subprocess.run(["unshare", "--mount", "--pid", "--net", "--fork", "true"],
+                               capture_output=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return False, f"NOT isolated (unshare failed: {exc}): kernels can read everything"
+    if probe.returncode != 0:
+        return False, (f"NOT isolated (unshare: {probe.stderr.decode(errors='replace').strip()})"
+                       ": kernels can read everything")
+    return True, ISOLATED
 
 
 class Runner:
-    def __init__(self, processing_seconds: float) -> None:
+    def __init__(self, processing_seconds: float, state_root: Path) -> None:
         self.processing_seconds = processing_seconds
+        self.state_root = state_root      # hidden from every run
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._stopping = threading.Event()
+        self._pid_file: Path | None = None
         self._thread = threading.Thread(target=self._work, name="kaggle-service-runner",
                                         daemon=True)
         self._thread.start()
@@ -32,33 +69,94 @@ class Runner:
         self._jobs.join()
 
     def stop(self) -> None:
+        """Stop taking runs and kill the one going, with every process it started."""
+        self._stopping.set()
+        self._kill_current()
         self._jobs.put(None)
         self._thread.join()
+
+    def _kill_current(self) -> None:
+        pid_file = self._pid_file
+        try:
+            pid = int(pid_file.read_text()) if pid_file else 0
+        except (OSError, ValueError):
+            return
+        if pid > 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)   # the run's group: the container's pid 1 with it
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
             try:
-                time.sleep(self.processing_seconds)
-                job()
+                if not self._stopping.is_set():
+                    time.sleep(self.processing_seconds)
+                    job()
+            except RunStopped:
+                pass
             finally:
                 self._jobs.task_done()
 
+    def run(self, kernel: Path, folder: Path, mounts: dict[str, Path], budget: float | None
+            ) -> str | None:
+        """Run `kernel` offline in `folder/run` (log in `kernel.log`, outputs in `working/`)
+        with `mounts` (mount point under input/ -> folder) read-only at `folder/input`; returns
+        why the run failed, or None."""
+        if self._stopping.is_set():
+            raise RunStopped
+        # Kaggle's limit for a batch session, unless the push set `sessionTimeoutSeconds`.
+        budget = budget or KAGGLE_RUN_SECONDS
+        isolated, _ = isolation()
+        folder.mkdir(parents=True, exist_ok=True)
+        binds = _lay_out_input(folder / "input", mounts, isolated)
+        root = folder / "run"
+        spec = {"isolate": isolated, "pid_file": str(folder / "run.pid"),
+                "new_root": str(folder / "container"), "state": str(self.state_root),
+                "python": _python_prefixes(), "writable": [str(root)],
+                "read_only": [[str(folder / "input")] * 2, *binds]}
+        (folder / "container").mkdir(exist_ok=True)
+        (folder / "run.json").write_text(json.dumps(spec), encoding="utf-8")
+        launcher = [sys.executable, "-I", jail.__file__, str(folder / "run.json"), "--"]
+        self._pid_file = folder / "run.pid"
+        try:
+            result = run_local(kernel, folder / "input", root=root, budget=budget,
+                               network="guard" if isolated else "auto", launcher=launcher)
+        except SandboxError as exc:
+            return str(exc)
+        finally:
+            self._pid_file = None
+        if self._stopping.is_set():
+            raise RunStopped
+        if result.timed_out:
+            return f"the kernel ran past its {budget:g} s limit"
+        if result.returncode != 0:
+            last = result.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+            return f"the kernel exited with code {result.returncode}: {''.join(last[-1:])}"
+        return None
 
-def run_in_sandbox(kernel: Path, input_dir: Path, root: Path, budget: float | None) -> str | None:
-    """Run offline under `root` (log in `kernel.log`, outputs in `working/`); returns why the
-    run failed, or None."""
-    # Kaggle's limit for a batch session, unless the push set `sessionTimeoutSeconds`.
-    budget = budget or KAGGLE_RUN_SECONDS
-    try:
-        result = run_local(kernel, input_dir, root=root, budget=budget)
-    except SandboxError as exc:
-        return str(exc)
-    if result.timed_out:
-        return f"the kernel ran past its {budget:g} s limit"
-    if result.returncode != 0:
-        last = result.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-1:]
-        return f"the kernel exited with code {result.returncode}: {''.join(last)}"
-    return None
+
+@cache
+def _python_prefixes() -> list[str]:
+    prefixes = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    return sorted({os.path.realpath(p) for p in prefixes} | prefixes)
+
+
+def _lay_out_input(input_dir: Path, mounts: dict[str, Path], isolated: bool) -> list[list[str]]:
+    """The run's input/ as Kaggle lays out /kaggle/input: in a container an empty folder per
+    source, each bound read-only over it (returned as [mount point, source] pairs); without one,
+    symlinks."""
+    if input_dir.exists():
+        shutil.rmtree(input_dir)     # unlinks symlinks, never follows them
+    input_dir.mkdir(parents=True)
+    binds = []
+    for point, source in sorted(mounts.items()):
+        target = input_dir / point
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isolated:
+            target.mkdir()
+            binds.append([str(target), str(source.resolve())])
+        else:
+            target.symlink_to(source.resolve(), target_is_directory=True)
+    return binds
 
 
 def log_as_json(log: Path) -> str:

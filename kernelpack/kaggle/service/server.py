@@ -46,7 +46,7 @@ class KaggleService:
         self.store = Store(root)
         self.faults = FaultPlan()
         self.blobs = BlobStore(self.store)
-        self.runner = Runner(processing_seconds)
+        self.runner = Runner(processing_seconds, self.store.root)
         self.datasets = Datasets(self.store, self.blobs, processing_seconds)
         sources = Sources(self.store, self.datasets)
         self.kernels = Kernels(self.store, sources, self.runner)

@@ -1,5 +1,5 @@
 """A kernel's data sources: checked at push (the real service drops invalid ones and says so) and
-mounted for a run as symlinks under `input/`, the way Kaggle lays out /kaggle/input:
+mounted read-only for a run under `input/` (see run_queue), the way Kaggle lays out /kaggle/input:
 
 - dataset `owner/slug` -> `input/slug` (its newest READY version);
 - competition `slug` -> `input/slug` (`ROOT/competitions/slug/data`; a code submission's rerun
@@ -11,7 +11,6 @@ mounted for a run as symlinks under `input/`, the way Kaggle lays out /kaggle/in
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from .datasets import Datasets
@@ -90,15 +89,14 @@ class Sources:
                     mounts[mount_point(ref)] = folder
         return mounts, invalid
 
-    def mount(self, version: dict, user: str, input_dir: Path) -> dict[str, str]:
-        """Link a run's sources under `input_dir`; returns what was mounted (mount point ->
-        folder relative to the service root), so a rerun can use the very same folders."""
+    def mounts(self, version: dict, user: str) -> tuple[dict[str, Path], dict[str, str]]:
+        """A run's sources (mount point -> folder) and the same relative to the service root,
+        kept with the version so that a rerun uses the very same folders."""
         mounts, _ = self.resolve(version, user)
-        _link(mounts, input_dir)
-        return {point: str(folder.relative_to(self.store.root))
-                for point, folder in mounts.items()}
+        return mounts, {point: str(folder.relative_to(self.store.root))
+                        for point, folder in mounts.items()}
 
-    def mount_for_rerun(self, version: dict, input_dir: Path) -> None:
+    def rerun_mounts(self, version: dict) -> dict[str, Path]:
         """The folders the version ran with, each competition's hidden test set in place of its
         data: a code submission reruns the kernel as it ran, on the hidden test set."""
         mounts = {point: self.store.root / folder for point, folder in version["mounts"].items()}
@@ -106,14 +104,4 @@ class Sources:
             folder = competition_dir(self.store, slug)
             if folder is not None and (folder / "hidden").is_dir():
                 mounts[slug] = folder / "hidden"
-        _link(mounts, input_dir)
-
-
-def _link(mounts: dict[str, Path], input_dir: Path) -> None:
-    if input_dir.exists():
-        shutil.rmtree(input_dir)
-    input_dir.mkdir(parents=True)
-    for point, folder in sorted(mounts.items()):
-        link = input_dir / point
-        link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(folder.resolve(), target_is_directory=True)
+        return mounts
