@@ -94,8 +94,8 @@ def test_an_installed_namespace_package_is_vendored_and_pythonpath_only_fills_ga
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": f"{src / 'bad'}{os.pathsep}{src / 'only'}",
            "NO_ALBUMENTATIONS_UPDATE": "1"}
     built = subprocess.run([python, "-m", "kernelpack", "bundle", str(src / "hello"), "-o",
-                            str(tmp_path / "out.py")], capture_output=True, text=True,
-                           timeout=120, env=env, cwd=tmp_path)
+                            str(tmp_path / "out.py"), "--vendor", "greetings"],
+                           capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert built.returncode == 0, built.stderr
     assert "vendored: greetings" in built.stdout and built.stderr == ""
     unbundled = subprocess.run([python, "-E", "hello"], cwd=src, capture_output=True, text=True)
