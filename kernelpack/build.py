@@ -132,6 +132,9 @@ def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None 
     those of `kernel.code` (relative to the config file) and imported before the models."""
     start = time.perf_counter()
     config_path, outdir = Path(config_path), Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise BuildError(f"-o {outdir}: exists and is not a folder; pass the folder to write "
+                         "kernel.py into (a new or existing folder)")
     config = load_config(config_path)
     if key is not None and not config["kernel"]["is_private"]:
         raise BuildError(

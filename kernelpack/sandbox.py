@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import re
 import shutil
@@ -25,7 +26,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -70,6 +72,16 @@ class _HostHidden:
         return getattr(self.finder, attribute)
 
 sys.meta_path[:] = [_KernelOwnPaths, *map(_HostHidden, sys.meta_path)]
+if {parent!r} is not None:
+    # Started by run-local itself (no launcher between): die with it, even if it is killed
+    # outright (SIGKILL); checked after, in case it died before.
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
+    except (OSError, AttributeError):
+        pass
+    if __import__("os").getppid() != {parent!r}:
+        raise SystemExit("kernelpack run-local has gone; not running the kernel")
 if {socket_guard!r}:
     import socket
     def _offline(*args, **kwargs):
@@ -82,6 +94,8 @@ runpy.run_path(script, run_name="__main__")
 """
 
 NETWORK_MODES = ("auto", "unshare", "guard")
+# In every sandbox root: run-local wipes a non-empty root only when it finds this file there.
+SANDBOX_MARKER = ".kernelpack-sandbox"
 
 # Variables passed through from the host; everything else is dropped, as on a fresh machine.
 _PASS_ENV = ("PATH", "LANG", "LC_ALL", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
@@ -147,15 +161,44 @@ def network_namespace_available() -> bool:
     return probe.returncode == 0
 
 
+def _overlaps(a: Path, b: Path) -> bool:
+    """True when resolved paths `a` and `b` are equal or one holds the other."""
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
+
+
+def check_root(root: Path, keep: dict[str, Path]) -> None:
+    """Refuse a sandbox root that would destroy what kernelpack did not make: a non-empty folder
+    without the sandbox marker, a file, or a root overlapping one of `keep` (the input, the
+    kernel, a swapped-in test set: `{"--input": path, ...}`, all resolved)."""
+    for option, path in keep.items():
+        if _overlaps(root, path):
+            raise SandboxError(f"--root {root}: overlaps {option} {path} (the sandbox is wiped "
+                               "before each run); pick a folder outside it, e.g. the default "
+                               "KERNEL_DIR/sandbox")
+    if root.is_symlink() or (root.exists() and not root.is_dir()):
+        raise SandboxError(f"--root {root}: exists and is not a folder; pick a new folder")
+    if root.is_dir() and any(root.iterdir()) and not (root / SANDBOX_MARKER).is_file():
+        raise SandboxError(f"--root {root}: folder is not empty and was not made by run-local "
+                           f"(no {SANDBOX_MARKER} in it), so it is not wiped; pick a new or "
+                           "empty folder")
+
+
+def fresh_root(root: Path) -> None:
+    """Empty (or create) the checked root and mark it as run-local's own."""
+    if root.exists():
+        shutil.rmtree(root)     # unlinks the input symlinks, never follows them
+    root.mkdir(parents=True)
+    (root / SANDBOX_MARKER).write_text("made by kernelpack run-local; wiped at each run\n",
+                                       encoding="utf-8")
+    for name in ("working", "temp", "src"):
+        (root / name).mkdir()
+
+
 def prepare_root(root: Path, input_dir: Path, kernel: Path,
                  swaps: dict[str, Path] | None = None) -> Path:
-    """A fresh Kaggle-like tree under `root`; returns the kernel script's path inside it.
-
-    `swaps` maps paths under input/ (e.g. `digits/test`) to what should appear there instead."""
-    if root.exists():
-        shutil.rmtree(root)
-    for name in ("working", "temp", "src"):
-        (root / name).mkdir(parents=True)
+    """Lay out the Kaggle-like tree under a `fresh_root`; returns the kernel script's path inside
+    it. `swaps` maps paths under input/ (e.g. `digits/test`) to what should appear there
+    instead."""
     if swaps:
         _overlay(input_dir.resolve(), root / "input", swaps)
     else:
@@ -184,10 +227,11 @@ def _overlay(source: Path, target: Path, swaps: dict[str, Path]) -> None:
         _overlay(source / head, target / head, inner)
 
 
-def hidden_test_swaps(kernel_dir: Path, test_dir: Path, root: Path) -> dict[str, Path]:
+def hidden_test_swaps(kernel_dir: Path, test_dir: Path, root: Path | None) -> dict[str, Path]:
     """What to swap under input/ so that the kernel sees `test_dir` as its test set, the way
     Kaggle swaps in the hidden test set at rerun: the test folder and, when the config reads ids
-    from a sample submission, a sample submission that lists the new images."""
+    from a sample submission, a sample submission that lists the new images (written into
+    `root`; with None, the inputs are only checked)."""
     from .build import CONFIG_FILE  # the bundler and YAML: only when a test set is swapped
 
     config_path = kernel_dir / CONFIG_FILE
@@ -203,6 +247,8 @@ def hidden_test_swaps(kernel_dir: Path, test_dir: Path, root: Path) -> dict[str,
         images = sorted(p for p in test_dir.glob(test["pattern"]) if p.is_file())
         if not images:
             raise SandboxError(f"{test_dir}: no files match {test['pattern']!r} (test.pattern)")
+        if root is None:  # only checking
+            return swaps
         sample = root / "swapped_sample_submission.csv"
         with open(sample, "w", newline="") as handle:
             writer = csv.writer(handle)
@@ -239,19 +285,25 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
     if network == "unshare" and not network_namespace_available():
         raise SandboxError("`unshare -n` does not work here (needs root or user namespaces); "
                            "use network 'guard' or 'auto'")
-    if budget is not None and budget <= 0:
-        raise SandboxError(f"--budget must be a positive number of seconds, got {budget}")
+    if budget is not None and not (math.isfinite(budget) and budget > 0):
+        raise SandboxError(f"--budget must be a positive, finite number of seconds, got {budget}")
     root = (Path(root) if root else kernel.parent / "sandbox").resolve()
+    keep = {"--input": input_dir.resolve(), "kernel": kernel.resolve()}
+    if test_dir is not None:
+        keep["--test-dir"] = Path(test_dir).resolve()
+    check_root(root, keep)
     swaps = None
     if test_dir is not None:
-        # Beside the sandbox, which prepare_root wipes and rebuilds.
-        swap_file_dir = root.parent / f".{root.name}-swaps"
-        swap_file_dir.mkdir(parents=True, exist_ok=True)
-        swaps = hidden_test_swaps(kernel.parent, Path(test_dir), swap_file_dir)
+        hidden_test_swaps(kernel.parent, Path(test_dir), None)  # bad input fails before the wipe
+        fresh_root(root)
+        swaps = hidden_test_swaps(kernel.parent, Path(test_dir), root)
+    else:
+        fresh_root(root)
     script = prepare_root(root, input_dir, kernel, swaps)
 
     namespace = network == "unshare" or (network == "auto" and network_namespace_available())
-    boot = _BOOT.format(hidden=sorted(hidden_packages()), socket_guard=not namespace)
+    boot = _BOOT.format(hidden=sorted(hidden_packages()), socket_guard=not namespace,
+                        parent=None if launcher else os.getpid())
     command = [sys.executable, "-I", "-c", boot, str(script)]
     if namespace:
         command = ["unshare", "-n", "--", *command]
@@ -269,18 +321,53 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
         reader = threading.Thread(target=_copy_lines, args=(process.stdout, log, on_line))
         reader.start()
+        timed_out = False
         try:
-            process.wait(timeout=budget)
-            timed_out = False
+            with _stopped_with_this_process(process):
+                process.wait(timeout=budget)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            _kill_group(process)
             timed_out = True
         reader.join()
     seconds = time.monotonic() - start
     outputs = sorted(p for p in (root / "working").rglob("*") if p.is_file())
     return SandboxResult(root, process.returncode, seconds, timed_out,
                          "unshare -n" if namespace else "socket guard", log_path, outputs)
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL the kernel's process group (it leads its own session) and reap it."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+class RunInterrupted(SandboxError):
+    """run-local was asked to stop (SIGTERM, SIGHUP); the kernel has been stopped."""
+
+
+@contextmanager
+def _stopped_with_this_process(process: subprocess.Popen) -> Iterator[None]:
+    """While the kernel runs, anything that ends this process ends the kernel's process group
+    first: Ctrl-C, SIGTERM and SIGHUP here (handlers only exist in the main thread), any error.
+    When this process is killed outright, the kernel's own parent-death signal (set up by the
+    boot code) kills it."""
+    def stop(signum: int, frame) -> None:
+        raise RunInterrupted(f"run-local stopped by {signal.Signals(signum).name}; the kernel "
+                             "was stopped with it")
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {number: signal.signal(number, stop)
+                    for number in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    except BaseException:
+        _kill_group(process)
+        raise
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _copy_lines(stream, log, on_line: Callable[[str], None] | None) -> None:

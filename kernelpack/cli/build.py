@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ..sandbox import NETWORK_MODES
+from .numbers import finite_float
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -23,9 +24,14 @@ def _build(args: argparse.Namespace) -> int:
 def _run_local(args: argparse.Namespace) -> int:
     from ..sandbox import run_local
 
-    result = run_local(args.kernel, args.input, root=args.root, budget=args.budget,
-                       network=args.network, test_dir=args.test_dir,
-                       on_line=lambda line: print(f"  | {line}", flush=True))
+    try:
+        result = run_local(args.kernel, args.input, root=args.root, budget=args.budget,
+                           network=args.network, test_dir=args.test_dir,
+                           on_line=lambda line: print(f"  | {line}", flush=True))
+    except KeyboardInterrupt:
+        print("kernelpack: run-local interrupted (Ctrl-C); the kernel was stopped with it",
+              file=sys.stderr)
+        return 130
     where = f"sandbox {result.root} (network cut: {result.network_cut}), log {result.log}"
     if result.timed_out:
         print(f"kernelpack: kernel killed at the {args.budget:g} s budget; {where}",
@@ -59,7 +65,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser("run-local", help="run a built kernel offline, as Kaggle would")
     run.add_argument("kernel", help="folder written by `kernelpack build` (or its kernel.py)")
     run.add_argument("--input", required=True, help="folder laid out like /kaggle/input")
-    run.add_argument("--budget", type=float, default=None,
+    run.add_argument("--budget", type=finite_float(0.0, exclusive=True), default=None,
                      help="wall-clock budget in seconds (kill the kernel after it)")
     run.add_argument("--root", default=None,
                      help="sandbox folder (default: KERNEL_DIR/sandbox, recreated each run)")

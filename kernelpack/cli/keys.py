@@ -9,6 +9,8 @@ from inference_core.kpenc import VERSION as KPENC_VERSION
 from inference_core.kpenc import inspect as inspect_kpenc
 from inference_core.kpenc import load_key
 
+from .numbers import int_at_least
+
 
 def _keygen(args: argparse.Namespace) -> int:
     from ..encrypt import keygen
@@ -57,7 +59,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     encrypt.add_argument("--key", required=True, help="key file from `kernelpack keygen`")
     encrypt.add_argument("-o", "--output", required=True, help="the .kpenc file to write")
     encrypt.add_argument("--name", default=None, help="model name (default: from the checkpoint)")
-    encrypt.add_argument("--fold", type=int, default=None,
+    encrypt.add_argument("--fold", type=int_at_least(0), default=None,
                          help="fold (default: from the checkpoint)")
     encrypt.set_defaults(handler=_encrypt)
 
