@@ -144,6 +144,11 @@ SCRIPTS = [
         "app/main.py": "from . import util\nfrom .util import double\n\n"
                        "print(double(21), util.double(1), __name__, __package__)\n"},
         "-m app.main"),
+    Script("imports_of_its_own_package_by_name_run_it_as_a_module", {
+        "app/__init__.py": "",
+        "app/util.py": "def double(x):\n    return 2 * x\n",
+        "app/main.py": "from app.util import double\n\nprint(double(21), __name__, __package__)\n"},
+        "-m app.main"),
     Script("argv_zero_is_the_entry_name", {
         "train.py": "import argparse\nimport sys\n\nprint(sys.argv[0])\n"
                     "print(argparse.ArgumentParser().format_usage().strip())\n"},

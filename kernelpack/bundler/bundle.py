@@ -78,25 +78,28 @@ def _scan(source: bytes, filename: str) -> list[ImportRef]:
 def read_entry(path: str | Path) -> Entry:
     """The entry script at `path`, to run as its author runs it.
 
-    Without relative imports it runs as `python PATH` does: its own folder first on the path, so
-    the modules beside it are top-level and can import it back by name (even inside a folder
-    with `__init__.py`, and whatever the file's suffix). With relative imports it needs its
-    package and runs as `python -m package.module` does, from the folder above the package."""
+    It runs as `python PATH` does: its own folder first on the path, so the modules beside it are
+    top-level and can import it back by name (even inside a folder with `__init__.py`, and
+    whatever the file's suffix). An entry inside a package that imports relatively, or imports
+    its own package by name, runs as `python -m package.module` does, from the folder above the
+    package: that is the only way its author can have run it."""
     path = Path(path)
     if not path.is_file():
         raise BundleError(f"{path}: entry script not found; pass the .py file to bundle")
     source = path.read_bytes()
-    relative = [ref for ref in _scan(source, str(path)) if ref.level]
-    parts, folder = [path.stem], path.parent.resolve()
-    if not relative:
-        return Entry(path.name, source, None, folder)
+    refs = _scan(source, str(path))
+    relative = [ref for ref in refs if ref.level]
+    script = Entry(path.name, source, None, path.parent.resolve())
+    parts, folder = [path.stem], script.folder
     while (folder / "__init__.py").is_file():
         parts.insert(0, folder.name)
         folder = folder.parent
-    if len(parts) == 1:  # not in a package: bundle() names the line and the fix
-        return Entry(path.name, source, None, folder)
-    if path.suffix != ".py" or path.stem == "__init__" \
-            or not all(part.isidentifier() for part in parts):
+    as_module = path.suffix == ".py" and path.stem != "__init__" \
+        and all(part.isidentifier() for part in parts)
+    imports_itself = as_module and any(ref.level == 0 and ref.top == parts[0] for ref in refs)
+    if len(parts) == 1 or not (relative or imports_itself):
+        return script  # a relative import outside a package: bundle() names the line and fix
+    if not as_module:
         raise BundleError(f"{path}:{relative[0].line}: a relative import needs the entry to run "
                           f"as a module of its package, and {path.name!r} cannot be one; use a "
                           ".py file with an identifier name inside the package (e.g. "
