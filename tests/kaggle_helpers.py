@@ -22,6 +22,7 @@ from kernelpack.kaggle.constants import DATASET_METADATA, KERNEL_METADATA, title
 from kernelpack.kaggle.service import KaggleService
 
 USER = "tester"
+KEY = "not-a-real-key"       # USER's API key, in kaggle.json and known to the service
 KAGGLE = Path(sys.executable).with_name("kaggle")
 _PROXY_VARIABLES = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY",
                     "no_proxy", "ALL_PROXY", "all_proxy")
@@ -67,7 +68,7 @@ def kaggle_account(tmp_path: Path) -> tuple[Path, Path]:
     (home / "config").mkdir(parents=True)
     tmp.mkdir(mode=0o700)
     credentials = home / "config" / "kaggle.json"
-    credentials.write_text(json.dumps({"username": USER, "key": "not-a-real-key"}))
+    credentials.write_text(json.dumps({"username": USER, "key": KEY}))
     credentials.chmod(0o600)
     return home, tmp
 
@@ -93,7 +94,8 @@ def kaggle_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(home / "config"))
     # The client keeps upload resume state under tempfile.gettempdir(), cached per process.
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
-    with KaggleService(tmp_path / "service", processing_seconds=processing_seconds) as service:
+    with KaggleService(tmp_path / "service", processing_seconds=processing_seconds,
+                       users={USER: KEY}) as service:
         yield World(service, service.store.root, home, tmp)
 
 

@@ -83,6 +83,7 @@ def test_missing_credentials_is_one_line_naming_where_to_put_them(world, tmp_pat
 
 def test_credentials_from_environment_variables_name_the_user(world, tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "empty"))
+    world.service.add_user("someone", "k")               # a user the service knows
     monkeypatch.setenv("KAGGLE_USERNAME", "someone")
     monkeypatch.setenv("KAGGLE_KEY", "k")
     pushed = world.kernelpack("dataset", "push", str(write_files(tmp_path / "env-data",
@@ -97,6 +98,7 @@ def test_someone_elses_private_dataset_reads_as_missing(world, tmp_path, monkeyp
     assert world.kernelpack("dataset", "push", str(folders["private-data"])).returncode == 0
     assert world.kernelpack("dataset", "push", str(folders["public-data"]),
                             "--public").returncode == 0
+    world.service.add_user("someone", "k")               # a user the service knows
     monkeypatch.setenv("KAGGLE_USERNAME", "someone")     # overrides kaggle.json
     monkeypatch.setenv("KAGGLE_KEY", "k")
     session = KaggleSession(world.url)

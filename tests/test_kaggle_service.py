@@ -11,6 +11,7 @@ import sys
 import pytest
 import requests
 from kaggle_helpers import (
+    KEY,
     PREDICT_ONES,
     USER,
     dataset_folder,
@@ -181,7 +182,7 @@ def test_serve_kaggle_command_serves_competitions_and_faults_until_interrupted(t
     server = subprocess.Popen(
         [sys.executable, "-m", "kernelpack.cli", "serve-kaggle", "--root", str(tmp_path / "s"),
          "--port", "0", "--competition", f"tinycomp:{data}:{solution}:{hidden}",
-         "--fault", "429:ListSubmissions"],
+         "--fault", "429:ListSubmissions", "--user", f"{USER}:{KEY}"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         banner = server.stdout.readline()
@@ -201,7 +202,7 @@ def test_names_that_would_climb_out_of_the_state_folder_are_refused(world):
     # The client validates names itself, so this request is sent by hand.
     answer = requests.post(f"{world.url}/v1/datasets.DatasetApiService/GetDatasetStatus",
                            json={"ownerSlug": "..", "datasetSlug": "datasets"},
-                           auth=(USER, "k"), timeout=10)
+                           auth=(USER, KEY), timeout=10)
     assert answer.status_code == 400
     assert answer.json() == {"code": 400, "message": "invalid name '..': must be a plain file "
                                                      "or slug name"}

@@ -5,6 +5,7 @@ local service; both imported when a command runs, so the parser stays light), pr
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from ..errors import KaggleServiceError
@@ -69,27 +70,67 @@ def _submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _competition_spec(spec: str) -> tuple[str, str, str, str | None]:
+    parts = spec.split(":")
+    if len(parts) not in (3, 4) or not all(parts):
+        raise KaggleServiceError(f"--competition {spec!r}: expected "
+                                 "SLUG:DATA_DIR:SOLUTION_CSV[:HIDDEN_DIR], e.g. "
+                                 "digits:input/digits:heldout/labels.csv")
+    return parts[0], parts[1], parts[2], parts[3] if len(parts) == 4 else None
+
+
+def _pairs(specs: list[str], option: str, separator: str, form: str) -> list[tuple[str, str]]:
+    pairs = [spec.partition(separator)[::2] for spec in specs]
+    for spec, (left, right) in zip(specs, pairs, strict=True):
+        if not left or not right:
+            raise KaggleServiceError(f"{option} {spec!r}: expected {form}")
+    return pairs
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM stops the service as Ctrl-C does, so the kernel runs it started are killed."""
+    import signal
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def _serve(args: argparse.Namespace) -> int:
     from ..kaggle.service import KaggleService, add_competition, parse_fault
+    from ..kaggle.service.run_queue import isolation
 
     faults = [parse_fault(spec) for spec in args.fault]
-    tokens = [spec.partition("=")[::2] for spec in args.token]
-    for spec, (token, user) in zip(args.token, tokens, strict=True):
-        if not token or not user:
-            raise KaggleServiceError(f"--token {spec!r}: expected TOKEN=USERNAME")
-    for spec in args.competition:
-        slug, data, solution, *hidden = spec.split(":")
-        add_competition(args.root, slug, data, solution, hidden[0] if hidden else None)
-    service = KaggleService(args.root, host=args.host, port=args.port,
-                            processing_seconds=args.processing_seconds)
+    tokens = _pairs(args.token, "--token", "=", "TOKEN=USERNAME")
+    users = dict(_pairs(args.user, "--user", ":", "USERNAME:KEY (as in kaggle.json)"))
+    competitions = [_competition_spec(spec) for spec in args.competition]
+    for slug, data, solution, hidden in competitions:
+        add_competition(args.root, slug, data, solution, hidden)
+    if not math.isfinite(args.processing_seconds) or args.processing_seconds < 0:
+        raise KaggleServiceError(f"--processing-seconds {args.processing_seconds}: must be a "
+                                 "finite number of seconds, 0 or more")
+    try:
+        service = KaggleService(args.root, host=args.host, port=args.port,
+                                processing_seconds=args.processing_seconds, users=users)
+    except (OSError, OverflowError) as exc:
+        raise KaggleServiceError(f"serve-kaggle on {args.host}:{args.port}: "
+                                 f"{getattr(exc, 'strerror', None) or exc}; pick another --host "
+                                 "or --port (0: any free port)") from None
     for fault in faults:
         service.faults.add(fault)
     for token, user in tokens:
         service.add_token(token, user)
+    _stop_on_sigterm()
     print(f"local Kaggle service at {service.url} (state in {args.root})\n"
           f"  kernelpack:  --kaggle-url {service.url}   or   export {URL_ENV}={service.url}\n"
           f"  kaggle:      KAGGLE_API_ENVIRONMENT=LOCALHOST HTTP_PROXY={service.url} kaggle ...",
           flush=True)
+    print(f"kernel runs: {isolation()[1]}", file=sys.stderr, flush=True)
+    if not service.accounts.has_anyone():
+        print("no users yet: every call is refused until you restart with --user NAME:KEY "
+              "(the username and key of your kaggle.json) or --token TOKEN=USERNAME",
+              file=sys.stderr, flush=True)
     try:
         service.serve_forever()
     except KeyboardInterrupt:
@@ -166,6 +207,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--fault", action="append", default=[], metavar="KIND:TARGET[:COUNT]",
                        help="inject a fault: KIND an HTTP status (429 adds Retry-After) or "
                             "'drop'; TARGET an RPC name (SaveKernel, ...) or 'upload'")
+    serve.add_argument("--user", action="append", default=[], metavar="USERNAME:KEY",
+                       help="accept this user with this API key (as in kaggle.json); kept in "
+                            "the state folder, so once is enough")
     serve.add_argument("--token", action="append", default=[], metavar="TOKEN=USERNAME",
                        help="accept this access token (KAGGLE_API_TOKEN) for USERNAME")
     serve.set_defaults(handler=_serve)

@@ -4,12 +4,16 @@
 with `Content-Range: bytes */N` and no body asks how much arrived: 200 when all of it, else 308
 with `Range: bytes=0-LAST` (no Range when nothing arrived). A PUT with `Content-Range:
 bytes S-E/N` appends from S. Partial bytes live in `ROOT/blobs/TOKEN.part` and survive restarts.
+A PUT that would carry more than the upload declared is refused whole. An upload left unclaimed
+(never finished, or refused after it arrived) is deleted `upload_seconds` after its last byte.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -18,6 +22,10 @@ from .wire import ApiError, check_name
 
 _RANGE = re.compile(r"^bytes (?:\*|(\d+)-(\d+))/(\d+)$")
 _CHUNK = 1 << 20
+# Kaggle's limit for a dataset's total size is far below this; a declared size above it is a lie.
+MAX_UPLOAD_BYTES = 1 << 40
+# Kaggle's upload links last about a week; a rehearsal needs far less.
+UNCLAIMED_UPLOAD_SECONDS = 24 * 3600
 
 
 def _drain(body: BinaryIO, length: int) -> None:
@@ -27,15 +35,44 @@ def _drain(body: BinaryIO, length: int) -> None:
 
 
 class BlobStore:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, upload_seconds: float = UNCLAIMED_UPLOAD_SECONDS) -> None:
         self.store = store
+        self.upload_seconds = upload_seconds
+
+    def clean(self) -> list[str]:
+        """Delete the uploads nobody claimed within `upload_seconds` of their last byte (and
+        stray halves of a crash); returns their tokens."""
+        folder = self.store.path("blobs")
+        if not folder.is_dir():
+            return []
+        cutoff = time.time() - self.upload_seconds
+        gone = []
+        with self.store.lock:
+            for token in sorted({p.name.split(".")[0] for p in folder.iterdir()}):
+                files = [folder / f"{token}.json", folder / f"{token}.part"]
+                times = [p.stat().st_mtime for p in files if p.exists()]
+                if len(times) < 2 or max(times) < cutoff:
+                    for path in files:
+                        with contextlib.suppress(FileNotFoundError):
+                            path.unlink()
+                    gone.append(token)
+        return gone
+
+    def max_put(self, token: str) -> int:
+        """The most bytes one PUT to this upload may carry."""
+        return self._record(token)["length"]
 
     def _part(self, token: str) -> Path:
         return self.store.path("blobs", f"{token}.part")
 
     def start(self, request: dict, base_url: str) -> dict:
         name = check_name(request.get("name", ""), "file name")
-        length = int(request.get("contentLength", 0))
+        length = request.get("contentLength", 0)
+        if isinstance(length, str) and length.isascii() and length.isdigit():
+            length = int(length)         # protobuf's JSON form sends 64-bit numbers as strings
+        if type(length) is not int or not 0 <= length <= MAX_UPLOAD_BYTES:
+            raise ApiError(400, f"bad contentLength {length!r} for {name}: a whole number of "
+                                f"bytes up to {MAX_UPLOAD_BYTES}")
         token = secrets.token_hex(12)
         with self.store.lock:
             self.store.write({"name": name, "length": length}, "blobs", f"{token}.json")
@@ -43,7 +80,7 @@ class BlobStore:
         return {"token": token, "createUrl": f"{base_url}/upload/{token}"}
 
     def _record(self, token: str) -> dict:
-        if not re.fullmatch(r"[0-9a-f]+", token):
+        if not re.fullmatch(r"[0-9a-f]{1,64}", token):
             raise ApiError(404, f"upload {token!r} not found")
         record = self.store.read("blobs", f"{token}.json")
         if record is None:
@@ -69,10 +106,17 @@ class BlobStore:
             if match[1] is None:     # a probe: how much arrived?
                 return self._progress(token, record)
             start = int(match[1])
+            if int(match[2]) - start + 1 != length:
+                raise ApiError(400, f"Content-Range {content_range!r} does not match the "
+                                    f"{length}-byte body")
             if start != have:        # the client resumes from what we said we have
                 _drain(body, length)
                 return self._progress(token, record)
-        wanted = min(length, record["length"] - start, length if keep is None else keep)
+        if start + length > record["length"]:
+            raise ApiError(400, f"upload {token} ({record['name']}): {length} bytes from byte "
+                                f"{start} go past the declared {record['length']}; nothing was "
+                                "kept from this request")
+        wanted = length if keep is None else min(length, keep)
         with open(self._part(token), "r+b" if start else "wb") as out:
             out.seek(start)
             out.truncate()

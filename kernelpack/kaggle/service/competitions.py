@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from ...errors import KaggleServiceError
-from .kernels import Kernels
+from .kernels import Kernels, regular_file_in
 from .run_queue import Runner
 from .scoring import score
 from .sources import COMPLETE, Sources, competition_dir
@@ -28,25 +28,42 @@ DAILY_SUBMISSIONS = 5
 def add_competition(root: str | Path, slug: str, data_dir: str | Path, solution: str | Path,
                     hidden_dir: str | Path | None = None) -> Path:
     """Copy a competition into a service root; the solution's first two columns are id, label."""
-    check_name(slug, "competition slug")
+    try:
+        check_name(slug, "competition slug")
+    except ApiError as exc:
+        raise KaggleServiceError(f"competition {exc.message}") from None
     data_dir, solution = Path(data_dir), Path(solution)
     for path, what in ((data_dir, "data folder"), (hidden_dir, "hidden test folder")):
         if path is not None and not Path(path).is_dir():
             raise KaggleServiceError(f"{path}: {what} not found; pass an existing folder")
     if not solution.is_file():
         raise KaggleServiceError(f"{solution}: solution CSV not found; pass the held-back labels")
-    with open(solution, newline="", encoding="utf-8") as stream:
-        header = next(csv.reader(stream), [])
+    try:
+        with open(solution, newline="", encoding="utf-8") as stream:
+            header = next(csv.reader(stream), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise KaggleServiceError(f"{solution}: cannot be read as a UTF-8 CSV ({exc}); pass the "
+                                 "held-back labels as CSV") from None
     if len(header) < 2:
         raise KaggleServiceError(f"{solution}: needs an id column and a label column, "
                                  f"got {header}")
+    state = Path(root).resolve()
+    for path in (data_dir, hidden_dir, solution):
+        if path is not None and (Path(path).resolve().is_relative_to(state)
+                                 or state.is_relative_to(Path(path).resolve())):
+            raise KaggleServiceError(f"{path}: inside or around the service's --root {root}; "
+                                     "keep the competition's files outside the state folder")
     folder = Path(root) / "competitions" / slug
-    if folder.exists():
-        shutil.rmtree(folder)
-    shutil.copytree(data_dir, folder / "data")
-    if hidden_dir is not None:
-        shutil.copytree(hidden_dir, folder / "hidden")
-    shutil.copyfile(solution, folder / "solution.csv")
+    try:
+        if folder.exists():
+            shutil.rmtree(folder)
+        shutil.copytree(data_dir, folder / "data")
+        if hidden_dir is not None:
+            shutil.copytree(hidden_dir, folder / "hidden")
+        shutil.copyfile(solution, folder / "solution.csv")
+    except (OSError, shutil.Error) as exc:
+        raise KaggleServiceError(f"competition {slug}: copying it into {folder} failed: "
+                                 f"{exc}") from None
     store = Store(root)
     store.write({"idColumn": header[0], "labelColumn": header[1]},
                 "competitions", slug, "competition.json")
@@ -72,7 +89,7 @@ class Competitions:
         owner, kernel_slug = request.get("kernelOwner", ""), request.get("kernelSlug", "")
         record = self.kernels.record(owner, kernel_slug, user)
         version = self.kernels.version(record, request.get("kernelVersion"))
-        file_name = request.get("fileName") or "submission.csv"
+        file_name = check_name(request.get("fileName") or "submission.csv", "file name")
         ref_text = f"{owner}/{kernel_slug} version {version['number']}"
         if self.limits(user, request, base_url)["numAllowedNow"] == 0:
             raise ApiError(429, f"daily limit of {DAILY_SUBMISSIONS} submissions to {slug} "
@@ -85,7 +102,7 @@ class Competitions:
         if slug not in version.get("competitionDataSources", []):
             raise ApiError(400, f"{ref_text} does not have competition {slug} as a data source")
         output = self.kernels.folder(record["ref"], version["number"]) / "run" / "working"
-        if not (output / file_name).is_file():
+        if not regular_file_in(output, output / file_name):
             raise ApiError(400, f"{ref_text} did not write {file_name}")
         ref = self.store.next_id("submission")
         self.store.write({"ref": ref, "competition": slug, "user": user, "date": time.time(),
@@ -117,7 +134,7 @@ class Competitions:
         output = folder / "run" / "working" / submission["fileName"]
         if failure:
             update["errorDescription"] = f"rerun on the hidden test set failed: {failure}"
-        elif not output.is_file():
+        elif not regular_file_in(output.parent, output):
             update["errorDescription"] = f"the rerun wrote no {submission['fileName']}"
         else:
             columns = self.store.read("competitions", submission["competition"],

@@ -16,6 +16,13 @@ from .store import Store
 from .wire import ApiError, check_name, timestamp
 
 
+def _text(request: dict, key: str, default: str | None) -> str | None:
+    value = request.get(key, default)
+    if value is not None and not isinstance(value, str):
+        raise ApiError(400, f"{key} must be a string, got {type(value).__name__}")
+    return value
+
+
 class Datasets:
     def __init__(self, store: Store, blobs: BlobStore, processing_seconds: float) -> None:
         self.store = store
@@ -63,11 +70,12 @@ class Datasets:
             if self.store.read("datasets", owner, slug, "dataset.json") is not None:
                 return {"status": "error", "error": f"The requested slug {slug!r} is already in "
                                                     "use by a dataset"}
-            record = {"id": self.store.next_id("dataset"), "title": request.get("title", slug),
-                      "licenseName": request.get("licenseName", ""),
+            record = {"id": self.store.next_id("dataset"),
+                      "title": _text(request, "title", slug),
+                      "licenseName": _text(request, "licenseName", ""),
                       "isPrivate": bool(request.get("isPrivate", False)),
-                      "subtitle": request.get("subtitle"),
-                      "description": request.get("description"),
+                      "subtitle": _text(request, "subtitle", None),
+                      "description": _text(request, "description", None),
                       "versions": []}
             self._add_version(owner, slug, record, request.get("files", []), None)
         return {"ref": f"{owner}/{slug}", "url": f"{base_url}/datasets/{owner}/{slug}",
@@ -77,6 +85,9 @@ class Datasets:
         owner = check_name(request.get("ownerSlug", ""), "owner")
         slug = check_name(request.get("datasetSlug", ""), "dataset slug")
         body = request.get("body", {})
+        if not isinstance(body, dict):
+            raise ApiError(400, "CreateDatasetVersion: body must be a JSON object")
+        _text(body, "versionNotes", None)
         with self.store.lock:
             record = self.record(owner, slug, user)
             if owner != user:

@@ -7,8 +7,14 @@ Layout: `ROOT/kernels/OWNER/SLUG/kernel.json` (versions, their settings, sources
 
 from __future__ import annotations
 
+import math
+import sys
 import time
+import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
+
+from inference_core.config import KAGGLE_RUN_SECONDS
 
 from .run_queue import Runner, log_as_json
 from .sources import COMPLETE, INVALID_FIELDS, Sources
@@ -32,11 +38,42 @@ def version_label(request: dict) -> int | None:
     return int(digits)
 
 
+def regular_file_in(folder: Path, path: Path) -> bool:
+    """A file the run wrote in `folder`: not a link (a kernel could point one at anything the
+    service can read), not outside it."""
+    try:
+        inside = path.resolve().is_relative_to(folder.resolve())
+        return inside and not any(p.is_symlink() for p in (path, *path.parents)
+                                  if p.is_relative_to(folder)) and path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _check_save_request(request: dict) -> None:
+    """The fields a run depends on have the types and ranges the real service allows."""
+    for key in ("slug", "text", "language", "kernelType", "newTitle"):
+        if request.get(key) is not None and not isinstance(request[key], str):
+            raise ApiError(400, f"SaveKernel: {key} must be a string")
+    for key in ("datasetDataSources", "competitionDataSources", "kernelDataSources",
+                "modelDataSources"):
+        refs = request.get(key, [])
+        if not isinstance(refs, list) or not all(isinstance(ref, str) for ref in refs):
+            raise ApiError(400, f"SaveKernel: {key} must be a list of strings")
+    timeout = request.get("sessionTimeoutSeconds")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
+                                or not math.isfinite(timeout)
+                                or not 0 <= timeout <= KAGGLE_RUN_SECONDS):
+        raise ApiError(400, f"SaveKernel: sessionTimeoutSeconds {timeout!r} must be a number of "
+                            f"seconds from 0 to {KAGGLE_RUN_SECONDS}")
+
+
 class Kernels:
-    def __init__(self, store: Store, sources: Sources, runner: Runner) -> None:
+    def __init__(self, store: Store, sources: Sources, runner: Runner,
+                 sign: Callable[[str], str]) -> None:
         self.store = store
         self.sources = sources
         self.runner = runner
+        self.sign = sign        # output links work without credentials, as signed links do
 
     def record(self, owner: str, slug: str, user: str) -> dict:
         return self.store.record("kernel", owner, slug, user)
@@ -54,6 +91,7 @@ class Kernels:
         return self.store.path("kernels", *ref.split("/"), str(number))
 
     def save(self, user: str, request: dict, base_url: str) -> dict:
+        _check_save_request(request)
         owner, _, slug = request.get("slug", "").partition("/")
         if request.get("id") is not None and not slug:
             raise ApiError(400, "pushing by id_no is not supported here; set id: owner/slug")
@@ -92,6 +130,15 @@ class Kernels:
             self.store.write(record, "kernels", owner, slug, "kernel.json")
 
     def _run(self, owner: str, slug: str, number: int, user: str) -> None:
+        try:
+            self._run_version(owner, slug, number, user)
+        except (OSError, ValueError, KeyError, TypeError) as exc:     # the queue goes on
+            print(f"kaggle service: run of {owner}/{slug} version {number} failed: {exc!r}",
+                  file=sys.stderr)
+            self._set(owner, slug, number, status="ERROR",
+                      failureMessage=f"the service could not run it: {exc}")
+
+    def _run_version(self, owner: str, slug: str, number: int, user: str) -> None:
         version = self.record(owner, slug, user)["versions"][number - 1]
         folder = self.folder(f"{owner}/{slug}", number)
         mounts, relative = self.sources.mounts(version, user)
@@ -125,17 +172,20 @@ class Kernels:
         version = self.version(self.record(owner, slug, user), version_label(request))
         run = self.folder(f"{owner}/{slug}", version["number"]) / "run"
         working = run / "working"
-        files = sorted(p for p in working.rglob("*") if p.is_file()) if working.is_dir() else []
+        files = [p for p in sorted(working.rglob("*")) if regular_file_in(working, p)] \
+            if working.is_dir() else []
         return {"files": [{"fileName": p.relative_to(working).as_posix(),
-                           "url": f"{base_url}/files/kernels/{owner}/{slug}/{version['number']}/"
-                                  f"{p.relative_to(working).as_posix()}"} for p in files],
+                           "url": base_url + self.sign(
+                               f"/files/kernels/{owner}/{slug}/{version['number']}/"
+                               f"{urllib.parse.quote(p.relative_to(working).as_posix())}")}
+                          for p in files],
                 "log": log_as_json(run / "kernel.log")}
 
     def output_file(self, owner: str, slug: str, number: str, name: str) -> Path:
-        working = (self.store.path("kernels", owner, slug, number, "run", "working")).resolve()
-        path = (working / name).resolve()
-        if not path.is_file() or working not in path.parents:
-            raise ApiError(404, f"output file {name} not found")
+        working = self.store.path("kernels", owner, slug, number, "run", "working")
+        path = working / name
+        if not regular_file_in(working, path):
+            raise ApiError(404, f"output file {name[:200]} not found")
         return path
 
     def get(self, user: str, request: dict, base_url: str) -> dict:

@@ -20,8 +20,18 @@ def timestamp(epoch: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{millis:03d}Z"
 
 
-def check_name(name: str, what: str) -> str:
-    """A single path segment sent by a client; anything that could escape a folder is refused."""
+# Most file systems take 255 bytes per name; room is left for the service's own suffixes.
+MAX_NAME_BYTES = 200
+
+
+def check_name(name: object, what: str) -> str:
+    """A single path segment sent by a client; anything that could escape a folder, or that the
+    file system could not hold, is refused."""
+    if not isinstance(name, str):
+        raise ApiError(400, f"invalid {what} {name!r}: must be a string")
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
         raise ApiError(400, f"invalid {what} {name!r}: must be a plain file or slug name")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        raise ApiError(400, f"invalid {what} {name[:40]!r}...: longer than {MAX_NAME_BYTES} "
+                            "bytes")
     return name
