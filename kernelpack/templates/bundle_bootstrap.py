@@ -45,7 +45,7 @@ def _kp_unpack(entry, keep_entry):
     working = _kp_os.path.join(_kp_os.path.realpath(_kp_os.getcwd()), "")
     if _kp_os.path.realpath(root).startswith(working):
         _kp_os.rmdir(root)
-        raise RuntimeError(
+        raise SystemExit(  # one line and exit code 1, not a traceback
             "kernelpack: the temporary directory is inside the working directory, which Kaggle "
             "publishes; unset TMPDIR or point it elsewhere (e.g. /tmp)")
     data = _kp_gzip.decompress(_kp_base64.b64decode("".join(_KP_PAYLOAD)))
@@ -96,7 +96,7 @@ def _kp_exec_entry(root, path, module, source):
     if module is None:
         filename = _kp_os.path.join(root, *path.split("/"))
         encoding = _kp_tokenize.detect_encoding(_kp_io.BytesIO(source).readline)[0]
-        lines = source.decode(encoding).splitlines(True)
+        lines = source.decode(encoding, "replace").splitlines(True)
         _kp_linecache.cache[filename] = (len(source), None, lines, filename)
         spec, package = None, None
         code = compile(source, filename, "exec", dont_inherit=True)
