@@ -72,7 +72,8 @@ class _HostHidden:
         return getattr(self.finder, attribute)
 
 sys.meta_path[:] = [_KernelOwnPaths, *map(_HostHidden, sys.meta_path)]
-if {parent!r} is not None:
+PARENT = {parent!r}
+if PARENT is not None:
     # Started by run-local itself (no launcher between): die with it, even if it is killed
     # outright (SIGKILL); checked after, in case it died before.
     try:
@@ -80,7 +81,7 @@ if {parent!r} is not None:
         ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
     except (OSError, AttributeError):
         pass
-    if __import__("os").getppid() != {parent!r}:
+    if __import__("os").getppid() != PARENT:
         raise SystemExit("kernelpack run-local has gone; not running the kernel")
 if {socket_guard!r}:
     import socket
