@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,10 @@ MAX_TTA_SCALE = 4.0
 BUDGET_ENV = "KERNELPACK_BUDGET_SECONDS"
 KAGGLE_RUN_SECONDS = 9 * 3600
 DEFAULT_INPUT_ROOTS = ["/kaggle/input", "../input"]
+# Sanity bounds: beyond them a value is a typo, and would only exhaust memory or threads.
+MAX_BATCH_SIZE = 65536
+MAX_LOADER_THREADS = 64
+MAX_COUNT = 1_000_000  # folds, label counts, k
 
 
 @dataclass(frozen=True)
@@ -53,14 +58,14 @@ def _fail(where: str, problem: str) -> ConfigError:
 
 def _string(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise _fail(where, f"must be a non-empty string, got {value!r}")
+        raise _fail(where, f"must be a non-empty string, got {_shown(value)}")
     return value
 
 
 def _choice(*allowed: str) -> Callable[[Any, str], str]:
     def check(value: Any, where: str) -> str:
         if value not in allowed:
-            raise _fail(where, f"must be one of {', '.join(allowed)}, got {value!r}")
+            raise _fail(where, f"must be one of {', '.join(allowed)}, got {_shown(value)}")
         return value
 
     return check
@@ -69,24 +74,54 @@ def _choice(*allowed: str) -> Callable[[Any, str], str]:
 def _number(minimum: float | None = None, exclusive: bool = False) -> Callable[[Any, str], float]:
     def check(value: Any, where: str) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _fail(where, f"must be a number, got {value!r}")
-        if minimum is not None and (value <= minimum if exclusive else value < minimum):
+            raise _fail(where, f"must be a number, got {_shown(value)}")
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            number = math.inf
+        if not math.isfinite(number):  # YAML's .nan and .inf, 1e999
+            raise _fail(where, f"must be a finite number, got {_shown(value)}")
+        if minimum is not None and (number <= minimum if exclusive else number < minimum):
             sign = ">" if exclusive else ">="
-            raise _fail(where, f"must be {sign} {minimum:g}, got {value!r}")
-        return float(value)
+            raise _fail(where, f"must be {sign} {minimum:g}, got {_shown(value)}")
+        return number
 
     return check
 
 
-def _integer(minimum: int) -> Callable[[Any, str], int]:
+def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any, str], int]:
     def check(value: Any, where: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise _fail(where, f"must be an integer, got {value!r}")
+            raise _fail(where, f"must be an integer, got {_shown(value)}")
         if value < minimum:
-            raise _fail(where, f"must be >= {minimum}, got {value!r}")
+            raise _fail(where, f"must be >= {minimum}, got {_shown(value)}")
+        if maximum is not None and value > maximum:
+            raise _fail(where, f"must be <= {maximum}, got {_shown(value)}")
         return value
 
     return check
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message shows it: repr, cut short (a hostile config can hold a huge
+    one)."""
+    if isinstance(value, int) and abs(value) >= 10 ** 60:
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # a huge integer or deep nesting inside
+        return f"a {type(value).__name__} too large to show"
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _output_file(value: Any, where: str) -> str:
+    """A file name in the working folder (the kernel's published output): no folder parts, so a
+    config cannot write anywhere else."""
+    name = _string(value, where)
+    if "/" in name or "\\" in name or name in (".", "..") or "\0" in name:
+        raise _fail(where, f"must be a file name in the working folder (e.g. submission.csv), "
+                           f"got {_shown(value)}")
+    return name
 
 
 def _auto_or(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
@@ -103,7 +138,7 @@ Check = Callable[[Any, str], Any]
 def _list_of(check: Check, non_empty: bool = True) -> Check:
     def check_list(value: Any, where: str) -> list:
         if not isinstance(value, list):
-            raise _fail(where, f"must be a list, got {value!r}")
+            raise _fail(where, f"must be a list, got {_shown(value)}")
         if non_empty and not value:
             raise _fail(where, "must not be empty")
         return [check(item, f"{where}[{i}]") for i, item in enumerate(value)]
@@ -113,26 +148,26 @@ def _list_of(check: Check, non_empty: bool = True) -> Check:
 
 def _label(value: Any, where: str) -> str | int:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise _fail(where, f"must be a string or an integer, got {value!r}")
+        raise _fail(where, f"must be a string or an integer, got {_shown(value)}")
     return value
 
 
 def _boolean(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
-        raise _fail(where, f"must be true or false, got {value!r}")
+        raise _fail(where, f"must be true or false, got {_shown(value)}")
     return value
 
 
 def _sha256(value: Any, where: str) -> str:
     if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
-        raise _fail(where, f"must be 64 lower-case hex digits, got {value!r}")
+        raise _fail(where, f"must be 64 lower-case hex digits, got {_shown(value)}")
     return value
 
 
 def _fraction(value: Any, where: str) -> float:
     number = _number(0.0)(value, where)
     if number >= 1.0:
-        raise _fail(where, f"must be at least 0 and below 1, got {value!r}")
+        raise _fail(where, f"must be at least 0 and below 1, got {_shown(value)}")
     return number
 
 
@@ -144,7 +179,7 @@ def parse_tta_op(op: Any) -> tuple[str, float | None]:
     if kind in TTA_OP_NAMES and not sep:
         return kind, None
     if kind not in (*TTA_CROP_OPS, "scale"):
-        raise ValueError(f"must be one of {allowed}, got {op!r}")
+        raise ValueError(f"must be one of {allowed}, got {_shown(op)}")
     example = f"{kind}:1.15" if kind == "scale" else f"{kind}:0.875"
     try:
         parameter = float(text)
@@ -153,10 +188,10 @@ def parse_tta_op(op: Any) -> tuple[str, float | None]:
     if kind == "scale":
         if parameter is None or not 0 < parameter <= MAX_TTA_SCALE:
             raise ValueError(f"{kind} needs a factor above 0 and at most {MAX_TTA_SCALE:g} "
-                             f"(e.g. {example}), got {op!r}")
+                             f"(e.g. {example}), got {_shown(op)}")
     elif parameter is None or not 0 < parameter < 1:
         raise ValueError(f"{kind} needs the fraction of each side to keep, above 0 and below 1 "
-                         f"(e.g. {example}), got {op!r}")
+                         f"(e.g. {example}), got {_shown(op)}")
     return kind, parameter
 
 
@@ -188,7 +223,7 @@ def _threshold(value: Any, where: str) -> float | list[float]:
 def _probability(value: Any, where: str) -> float:
     number = _number(0.0)(value, where)
     if number > 1.0:
-        raise _fail(where, f"must be between 0 and 1, got {value!r}")
+        raise _fail(where, f"must be between 0 and 1, got {_shown(value)}")
     return number
 
 
@@ -203,9 +238,9 @@ MODEL = Section({
     # plaintext checkpoint, when given) in its checkpoint config or .kpenc manifest.
     "name": Field(_string, required=True,
                   hint="the model's name, as stored in its checkpoint config (e.g. small_cnn_f0)"),
-    "fold": Field(_optional(_integer(0)), default=None),
+    "fold": Field(_optional(_integer(0, MAX_COUNT)), default=None),
     # All folds of one model in one entry: one member per fold, the weight split evenly.
-    "folds": Field(_optional(_list_of(_integer(0))), default=None),
+    "folds": Field(_optional(_list_of(_integer(0, MAX_COUNT))), default=None),
     "sha256": Field(_optional(_sha256), default=None),
     # Optional hint: the file, relative to an input root; it must then hold this identity.
     "path": Field(_optional(_string), default=None),
@@ -236,10 +271,10 @@ SUBMISSION = Section({
     "label_column": Field(_string, default="label"),
     "classes": Field(_optional(_list_of(_label)), default=None),
     "threshold": Field(_threshold, default=0.5),
-    "min_labels": Field(_integer(0), default=1),
-    "max_labels": Field(_optional(_integer(1)), default=None),
-    "k": Field(_integer(1), default=5),  # topk: the k best labels, best first
-    "file": Field(_string, default="submission.csv"),
+    "min_labels": Field(_integer(0, MAX_COUNT), default=1),
+    "max_labels": Field(_optional(_integer(1, MAX_COUNT)), default=None),
+    "k": Field(_integer(1, MAX_COUNT), default=5),  # topk: the k best labels, best first
+    "file": Field(_output_file, default="submission.csv"),
 })
 
 BUDGET = Section({
@@ -259,7 +294,7 @@ CONFIG = Section({
     # its model in the blend).
     "tta_blend": Field(_optional(_choice(*TTA_BLEND_MODES)), default=None),
     "tta": Field(_tta_list, default=["identity"]),
-    "batch_size": Field(_integer(1), default=32),
+    "batch_size": Field(_integer(1, MAX_BATCH_SIZE), default=32),
     # fp16 autocast and channels-last on GPU under "auto"; the CPU always runs fp32.
     "precision": Field(_choice("auto", "fp32", "fp16"), default="auto"),
     # torch.compile per model: "auto" only where the projected remaining work pays back the
@@ -268,7 +303,7 @@ CONFIG = Section({
     # Threads that decode and prepare the next batches while the models run (0: none). "auto":
     # 2 beside a GPU; none on a CPU, where the models already keep every core busy and a loader
     # thread only competes with them (measured: benchmarks/pipeline.py).
-    "loader_threads": Field(_auto_or(_integer(0)), default="auto"),
+    "loader_threads": Field(_auto_or(_integer(0, MAX_LOADER_THREADS)), default="auto"),
     "budget": Field(_section(BUDGET), default=BUDGET),
     "input_roots": Field(_list_of(_string), default=DEFAULT_INPUT_ROOTS),
 })
@@ -276,14 +311,15 @@ CONFIG = Section({
 
 def _validate_section(value: Any, section: Section, where: str) -> dict:
     if not isinstance(value, dict):
-        raise _fail(where or "config", f"must be a mapping, got {value!r}")
+        raise _fail(where or "config", f"must be a mapping, got {_shown(value)}")
     prefix = f"{where}." if where else ""
     for key in value:
         if key not in section.fields:
-            close = difflib.get_close_matches(str(key), section.fields, n=1)
+            name = key if isinstance(key, str) and len(key) <= 80 else _shown(key)
+            close = difflib.get_close_matches(name, section.fields, n=1)
             fix = f"did you mean {close[0]!r}?" if close else \
                 f"allowed fields: {', '.join(section.fields)}"
-            raise _fail(f"{prefix}{key}", f"unknown field; {fix}")
+            raise _fail(f"{prefix}{name}", f"unknown field; {fix}")
     result = {}
     for key, spec in section.fields.items():
         if key not in value:
@@ -366,6 +402,10 @@ def validate_config(raw: Any) -> dict:
         taken |= names
     if config["tta_blend"] is None:
         config["tta_blend"] = config["blend"]
-    if sum(model["weight"] for model in config["models"]) <= 0:
+    total = sum(model["weight"] for model in config["models"])
+    if total <= 0:
         raise _fail("models", "all weights are 0; give at least one model a weight > 0")
+    if not math.isfinite(total):
+        raise _fail("models", "the weights add up beyond any float; use relative weights such as "
+                              "0.6 and 0.4")
     return config

@@ -22,6 +22,7 @@ from inference_core.config import (
     _fail,
     _list_of,
     _optional,
+    _shown,
     _string,
     _validate_section,
     validate_config,
@@ -34,7 +35,7 @@ KERNEL_ID = re.compile(r"^[A-Za-z0-9_-]+/[a-z0-9-]+$")
 def _kernel_id(value: Any, where: str) -> str:
     if not isinstance(value, str) or not KERNEL_ID.match(value):
         raise _fail(where, f"must look like 'username/kernel-slug' (lower-case slug), "
-                           f"got {value!r}")
+                           f"got {_shown(value)}")
     return value
 
 
@@ -64,19 +65,70 @@ def validate_host_config(raw: Any) -> dict:
     return config
 
 
-def load_config(path: str | Path) -> dict:
-    """Read and validate an ensemble YAML; ConfigError messages start with the file name."""
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        super().__init__(key, line, first)
+        self.key, self.line, self.first = key, line, first
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error (plain YAML
+    keeps the last one silently). Merged keys (`<<: *base`) may still be overridden."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, line, seen[key])
+            except TypeError:  # unhashable: the constructor reports it
+                continue
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The YAML file at `path` as plain data; every problem (missing, a folder, not UTF-8, bad
+    syntax, a duplicate key, nesting too deep) is one ConfigError naming the file."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found; pass the path of your ensemble YAML")\
+            from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; pass the path of your ensemble YAML file")\
+            from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); save the config as "
+                          "UTF-8") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror}); check the path and its "
+                          "permissions") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: plain data only
+    except _DuplicateKey as dup:
+        raise ConfigError(f"{path}: line {dup.line}: key {_shown(dup.key)} is given twice (first "
+                          f"at line {dup.first}); YAML would keep only the last, remove one")\
             from None
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
         raise ConfigError(f"{path}: not valid YAML{at} ({getattr(exc, 'problem', exc)}); "
                           "fix the syntax") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to read; a config is a few levels of "
+                          "mappings and lists") from None
+
+
+def load_config(path: str | Path) -> dict:
+    """Read and validate an ensemble YAML; ConfigError messages start with the file name."""
+    path = Path(path)
+    raw = read_yaml(path)
     try:
         config = validate_host_config(raw if raw is not None else {})
     except ConfigError as exc:
