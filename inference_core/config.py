@@ -387,6 +387,22 @@ def expand_models(models: list[dict], present: set[str] | None = None) -> list[d
     return members
 
 
+def budget_seconds(config: dict, environ: dict[str, str]) -> float:
+    """The run's budget: `BUDGET_ENV` when set (run-local --budget), else budget.seconds; the
+    variable must hold a positive, finite number of seconds."""
+    text = environ.get(BUDGET_ENV)
+    if text is None:
+        return config["budget"]["seconds"]
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"{BUDGET_ENV}={text[:40]!r}: must be a positive, finite number of "
+                          "seconds; unset it or fix it")
+    return seconds
+
+
 def validate_config(raw: Any) -> dict:
     """Return the config with defaults filled in; raise ConfigError naming the first bad field."""
     config = _validate_section(raw, CONFIG, "")

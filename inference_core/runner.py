@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from .blend import BlendAccumulator
 from .budget import DeadlineGuard, Unit, rank_units
 from .checkpoint import load_checkpoint, model_from_checkpoint
-from .config import BUDGET_ENV, expand_models, validate_config
+from .config import budget_seconds, expand_models, validate_config
 from .data import (
     TestSet,
     find_input_root,
@@ -188,7 +188,7 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
     start = time.monotonic() if started is None else started
     log = log or make_log(start)
     config = validate_config(config)
-    budget = float(os.environ.get(BUDGET_ENV, config["budget"]["seconds"]))
+    budget = budget_seconds(config, os.environ)
     margin = config["budget"]["margin"]
     deadline, hard_stop = start + budget * (1 - margin), start + budget * (1 - margin / 2)
     log(f"kernelpack runtime: torch {torch.__version__}, budget {budget:.0f} s "
