@@ -58,6 +58,18 @@ class BlobStore:
                     gone.append(token)
         return gone
 
+    def discard(self, files: object) -> None:
+        """Delete the uploads a refused request named (`[{"token": ...}, ...]`): the client
+        forgets them once it has an answer, so nobody would ever claim them."""
+        tokens = [entry.get("token") for entry in files if isinstance(entry, dict)] \
+            if isinstance(files, list) else []
+        with self.store.lock:
+            for token in tokens:
+                if isinstance(token, str) and re.fullmatch(r"[0-9a-f]{1,64}", token):
+                    for suffix in (".json", ".part"):
+                        with contextlib.suppress(FileNotFoundError):
+                            self.store.path("blobs", token + suffix).unlink()
+
     def max_put(self, token: str) -> int:
         """The most bytes one PUT to this upload may carry."""
         return self._record(token)["length"]

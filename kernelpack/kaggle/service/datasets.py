@@ -68,8 +68,12 @@ class Datasets:
             raise ApiError(403, f"user {user} cannot create datasets for {owner}")
         with self.store.lock:
             if self.store.read("datasets", owner, slug, "dataset.json") is not None:
+                # Answered, not raised: the client then drops its uploads, and so do we.
+                self.blobs.discard(request.get("files"))
                 return {"status": "error", "error": f"The requested slug {slug!r} is already in "
-                                                    "use by a dataset"}
+                                                    "use by a dataset (another push created it "
+                                                    "first); push again to add your files as a "
+                                                    "new version"}
             record = {"id": self.store.next_id("dataset"),
                       "title": _text(request, "title", slug),
                       "licenseName": _text(request, "licenseName", ""),
