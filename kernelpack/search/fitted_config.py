@@ -75,6 +75,15 @@ def with_weights(raw: dict, names: Sequence[str], weights: Sequence[float], mode
     return config
 
 
+def entry_folds(entry: dict, name: str) -> int | list[int] | None:
+    """The fold(s) whose OOF rows an entry of `--oof NAME` predicted: a `folds:` group's list,
+    a NAME_f<k> entry's `fold` (or k); None for the entry named NAME itself."""
+    if entry.get("folds") is not None or entry["name"] == name:
+        return entry.get("folds")
+    fold = entry.get("fold")
+    return int(entry["name"].rsplit("_f", 1)[1]) if fold is None else fold
+
+
 def with_values(config: dict, values: OofValues, source: str) -> dict:
     """`config` (raw, as written) with each model's OOF value (`kernelpack.search.values`): an
     entry named NAME gets NAME's value, a `folds:` group one value per fold, and a NAME_f<k>
@@ -84,14 +93,7 @@ def with_values(config: dict, values: OofValues, source: str) -> dict:
     groups = entries_of(config["models"], values.names, source)
     for name, value, per_fold in zip(values.names, values.values, values.fold_values,
                                      strict=True):
-        folds_of = {}
-        for i in groups[name]:
-            entry = config["models"][i]
-            folds = entry.get("folds")
-            if folds is None and entry["name"] != name:
-                fold = entry.get("fold")
-                folds = int(entry["name"].rsplit("_f", 1)[1]) if fold is None else fold
-            folds_of[i] = folds
+        folds_of = {i: entry_folds(config["models"][i], name) for i in groups[name]}
         measured = all(int(f) in per_fold for folds in folds_of.values() if folds is not None
                        for f in np.atleast_1d(folds))
         for i, folds in folds_of.items():

@@ -40,16 +40,17 @@ class OofValues:
 
 
 def blended_score(oof: OofSet, weights: Sequence[float], mode: str, shifts: Sequence[float],
-                  metric: Metric, submission: dict, left_out: int | None = None,
-                  rows: np.ndarray | None = None) -> float:
-    """The metric of the kernel's blend of the OOF set, with name `left_out` (an index)
-    missing on `rows` (a boolean mask; every row when None)."""
+                  metric: Metric, submission: dict,
+                  present: Sequence[np.ndarray | None] | None = None) -> float:
+    """The metric of the kernel's blend of the OOF set; with `present`, name i is in the blend
+    only on the rows where `present[i]` (a boolean mask; None: every row) is true."""
     accumulator = BlendAccumulator(*oof.probs[0].shape, mode=mode)
-    for i, (probs, weight, shift) in enumerate(zip(oof.probs, weights, shifts, strict=True)):
-        if i != left_out:
+    present = present if present is not None else [None] * len(oof.probs)
+    for probs, weight, shift, rows in zip(oof.probs, weights, shifts, present, strict=True):
+        if rows is None:
             accumulator.add(probs, float(weight), threshold_shift=shift)
-        elif rows is not None:
-            accumulator.add(probs[~rows], float(weight), rows=np.flatnonzero(~rows),
+        elif rows.any():
+            accumulator.add(probs[rows], float(weight), rows=np.flatnonzero(rows),
                             threshold_shift=shift)
     return metric.score(FallbackPrior(oof.probs[0].shape[1]).complete(accumulator), oof.truth,
                         submission)
@@ -61,13 +62,16 @@ def oof_values(oof: OofSet, weights: Sequence[float], mode: str, shifts: Sequenc
     shifts = list(shifts) if shifts is not None else [0.0] * len(oof.names)
     sign = 1.0 if metric.greater_is_better else -1.0
 
-    def drop(left_out: int, rows: np.ndarray | None = None) -> float:
-        without = blended_score(oof, weights, mode, shifts, metric, submission, left_out, rows)
+    def drop(left_out: int, rows: np.ndarray) -> float:
+        present = [None] * len(oof.names)
+        present[left_out] = ~rows
+        without = blended_score(oof, weights, mode, shifts, metric, submission, present)
         return round(sign * (full - without), VALUE_DECIMALS) + 0.0  # no -0.0 in the YAML
 
     full = blended_score(oof, weights, mode, shifts, metric, submission)
+    everywhere = np.ones(len(oof.truth), dtype=bool)
     folds = [] if oof.folds is None else [int(f) for f in np.unique(oof.folds)]
-    return OofValues(list(oof.names), [drop(i) for i in range(len(oof.names))],
+    return OofValues(list(oof.names), [drop(i, everywhere) for i in range(len(oof.names))],
                      [{f: drop(i, oof.folds == f) for f in folds}
                       for i in range(len(oof.names))])
 
