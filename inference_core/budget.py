@@ -134,6 +134,13 @@ class Plan:
         return [u for u in self.order if u not in self.kept]
 
     @property
+    def _first_op(self) -> dict[int, str]:
+        first: dict[int, str] = {}
+        for unit in self.order:
+            first.setdefault(unit.member, unit.op)
+        return first
+
+    @property
     def by_value(self) -> bool:
         return has_values(self.order)
 
@@ -147,10 +154,13 @@ class Plan:
 
     def describe(self) -> str:
         """The plan as one log block: what runs, what is left out, value and seconds of each."""
+        unvalued = sorted({u.label[:-len(u.op) - 1] for u in self.order
+                           if u.value is None and u.op == self._first_op[u.member]})
         rule = ("by recorded OOF value per second, then the views without a value"
                 if self.by_value else
-                "no recorded values: one fold of every model first, then further folds, then "
-                "TTA views")
+                ("no recorded values" if len(unvalued) == len(self._first_op) else
+                 f"no recorded value for {', '.join(unvalued)}")
+                + ": one fold of every model first, then further folds, then TTA views")
         lines = [f"plan: {len(self.kept)} of {len(self.order)} model views run on the "
                  f"{self.images} images left, projected {self.projected:.1f} s of "
                  f"{self.available:.1f} s ({rule}); decoding {self.images * self.base_cost:.1f} s"]

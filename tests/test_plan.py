@@ -85,6 +85,7 @@ def test_a_model_without_a_value_plans_everything_in_the_diverse_order():
     ranked = rank_units(members)
     plan = choose_units(ranked, {u: 1.0 for u in ranked}, 0.0, 1, 1.0)
     assert not plan.by_value and [u.label for u in plan.kept] == ["b:identity"]
+    assert "(no recorded value for b: one fold of every model first" in plan.describe()
 
 
 class Clock:
