@@ -121,13 +121,13 @@ class BlobStore:
             if int(match[2]) - start + 1 != length:
                 raise ApiError(400, f"Content-Range {content_range!r} does not match the "
                                     f"{length}-byte body")
-            if start != have:        # the client resumes from what we said we have
-                _drain(body, length)
-                return self._progress(token, record)
         if start + length > record["length"]:
             raise ApiError(400, f"upload {token} ({record['name']}): {length} bytes from byte "
                                 f"{start} go past the declared {record['length']}; nothing was "
                                 "kept from this request")
+        if start != have:            # the client resumes from what we said we have
+            _drain(body, length)
+            return self._progress(token, record)
         wanted = length if keep is None else min(length, keep)
         with open(self._part(token), "r+b" if start else "wb") as out:
             out.seek(start)

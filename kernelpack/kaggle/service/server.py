@@ -194,6 +194,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, payload: object, headers: dict | None = None) -> None:
         body = json.dumps(payload).encode()
+        self._never_http_0_9()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -203,6 +204,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
+
+    def _never_http_0_9(self) -> None:
+        """http.server takes a request line without a version for HTTP/0.9 and would answer
+        without status or headers, which no client can read: answer as HTTP/1.0 and close."""
+        if self.request_version == "HTTP/0.9":
+            self.request_version = "HTTP/1.0"
+            self.close_connection = True
 
     def _error(self, error: ApiError) -> None:
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if error.code == 429 else None
@@ -305,6 +313,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
             self.service.kernels.record(match[1], match[2], user)
         file = self.service.kernels.output_file(match[1], match[2], match[3],
                                                 urllib.parse.unquote(match[4]))
+        self._never_http_0_9()
         self.send_response(200)
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(file.stat().st_size))
