@@ -6,6 +6,7 @@ import pytest
 from inference_core.budget import ADD_HEADROOM, DeadlineGuard, choose_units, rank_units
 from inference_core.config import expand_models, validate_config
 from inference_core.errors import ConfigError
+from inference_core.runner import run_kernel
 
 # The demo's digits kernel: small_cnn x 3 folds at weight 0.2 each, ResNet-18 x 3 folds at 0.13.
 SMALL, RESNET = 0.001, 0.004  # seconds per image of one fold
@@ -149,3 +150,24 @@ def test_config_values_one_number_per_member():
         with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
             validate_config({"models": [bad], "test": {"images": "t"},
                              "submission": {"format": "multiclass"}})
+
+
+def test_the_kernel_plans_with_the_values_in_its_config(digits_input, tmp_path):
+    config = {"models": [{"name": "cnn", "folds": [0, 1], "value": [0.02, 0.01]}],
+              "input_roots": [str(digits_input)],
+              "test": {"images": "digits/test",
+                       "sample_submission": "digits/sample_submission.csv"},
+              "submission": {"format": "multiclass"}, "tta": ["identity", "hflip"],
+              "batch_size": 16}
+    lines = []
+    summary = run_kernel(config, working_dir=tmp_path, log=lines.append, progress=False)
+    plan = next(line for line in lines if line.startswith("plan:")).splitlines()
+    assert "4 of 4 model views run" in plan[0] and "by recorded OOF value per second" in plan[0]
+    # Each fold carries its own value on its first view (their order depends on the measured
+    # seconds); the further views carry none and come after them.
+    assert sorted(row.split()[:4] for row in plan[1:3]) == [
+        ["runs", "cnn_f0:identity", "value", "0.02"], ["runs", "cnn_f1:identity", "value", "0.01"]]
+    assert [row.split()[:4] for row in plan[3:5]] == [
+        ["runs", "cnn_f0:hflip", "value", "-"], ["runs", "cnn_f1:hflip", "value", "-"]]
+    assert plan[5] == "  value kept 0.03 of 0.03"
+    assert summary.dropped == () and summary.added == ()
