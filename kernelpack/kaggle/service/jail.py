@@ -132,6 +132,8 @@ def _enter(spec: dict, command: list[str]) -> None:
     os.setgid(_NOBODY)
     os.setuid(_NOBODY)
     _check(_libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    # Changing user cleared the signal unshare --kill-child set: die with unshare again.
+    _check(_libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "parent-death signal")
     os.execvp(command[0], command)
 
 
@@ -148,8 +150,11 @@ def main(argv: list[str]) -> None:
             os._exit(1)
     with open(spec["pid_file"], "w", encoding="utf-8") as stream:
         stream.write(str(os.getpid()))
-    # If the service dies without stopping the run, the run dies with it.
+    # If the service dies without stopping the run, the run dies with it (and if it died
+    # before this line, the run does not start).
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != spec["parent"]:
+        os._exit(1)
     if not spec["isolate"]:
         os.execvp(command[0], command)
     os.execvp("unshare", ["unshare", "--mount", "--pid", "--net", "--fork", "--kill-child",

@@ -71,9 +71,11 @@ class Runner:
     def stop(self) -> None:
         """Stop taking runs and kill the one going, with every process it started."""
         self._stopping.set()
-        self._kill_current()
         self._jobs.put(None)
-        self._thread.join()
+        # A run may be starting right now, before its pid file exists: kill until it is over.
+        while self._thread.is_alive():
+            self._kill_current()
+            self._thread.join(0.1)
 
     def _kill_current(self) -> None:
         pid_file = self._pid_file
@@ -109,7 +111,7 @@ class Runner:
         folder.mkdir(parents=True, exist_ok=True)
         binds = _lay_out_input(folder / "input", mounts, isolated)
         root = folder / "run"
-        spec = {"isolate": isolated, "pid_file": str(folder / "run.pid"),
+        spec = {"isolate": isolated, "pid_file": str(folder / "run.pid"), "parent": os.getpid(),
                 "new_root": str(folder / "container"), "state": str(self.state_root),
                 "python": _python_prefixes(), "writable": [str(root)],
                 "read_only": [[str(folder / "input")] * 2, *binds]}
@@ -117,6 +119,7 @@ class Runner:
         (folder / "run.json").write_text(json.dumps(spec), encoding="utf-8")
         launcher = [sys.executable, "-I", jail.__file__, str(folder / "run.json"), "--"]
         self._pid_file = folder / "run.pid"
+        self._pid_file.unlink(missing_ok=True)      # a past run's pid may be someone else's now
         try:
             result = run_local(kernel, folder / "input", root=root, budget=budget,
                                network="guard" if isolated else "auto", launcher=launcher)

@@ -1,0 +1,149 @@
+"""Concurrency and crashes on the local service: racing pushes of one new dataset, uploads nobody
+claims, and stopping `serve-kaggle` (Ctrl-C, SIGTERM, or killed) with a kernel still running."""
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from kaggle_helpers import (
+    KEY,
+    USER,
+    kaggle_account,
+    kaggle_world,
+    run_kaggle,
+    tiny_kernel,
+    write_files,
+)
+
+from kernelpack.cli import main
+from kernelpack.errors import KernelpackError
+from kernelpack.kaggle.service import Fault
+from kernelpack.kaggle.session import KaggleSession
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    yield from kaggle_world(tmp_path, monkeypatch)
+
+
+def _versions(world, slug: str) -> list[dict[str, str]]:
+    record = json.loads(world.stored("datasets", USER, slug, "dataset.json").read_text())
+    return [{f["name"]: f["sha256"][:8] for f in v["files"]} for v in record["versions"]]
+
+
+def test_two_racing_pushes_of_one_new_dataset_lose_nothing_silently(world, tmp_path,
+                                                                    monkeypatch):
+    # Both pushes ask "does it exist?" before either creates it: the race, made certain.
+    both_asked = threading.Barrier(2, timeout=30)
+    exists = KaggleSession.dataset_exists
+
+    def exists_then_wait(self, ref):
+        answer = exists(self, ref)
+        both_asked.wait()
+        return answer
+
+    monkeypatch.setattr(KaggleSession, "dataset_exists", exists_then_wait)
+    outcomes = {}
+
+    def push(side: str) -> None:
+        folder = write_files(tmp_path / side / "shared-data", {f"{side}.bin": side.encode() * 99})
+        try:
+            outcomes[side] = KaggleSession(world.url).push_dataset(folder, wait=True).version
+        except KernelpackError as exc:
+            outcomes[side] = str(exc)
+
+    threads = [threading.Thread(target=push, args=(side,)) for side in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    [won] = [side for side, outcome in outcomes.items() if outcome == 1]
+    [lost] = {"a", "b"} - {won}
+    # The loser is told, in one line, that another push created the dataset first.
+    assert "already in use by a dataset (another push created it first); push again to add " \
+           "your files as a new version" in outcomes[lost]
+    assert len(_versions(world, "shared-data")) == 1
+    assert set(_versions(world, "shared-data")[0]) == {f"{won}.bin"}
+    # Its upload is not left behind, and pushing again lands its files as version 2.
+    assert list(world.stored("blobs").iterdir()) == []
+    monkeypatch.setattr(KaggleSession, "dataset_exists", exists)
+    again = KaggleSession(world.url).push_dataset(tmp_path / lost / "shared-data", wait=True)
+    assert again.version == 2 and set(_versions(world, "shared-data")[1]) == {f"{lost}.bin"}
+
+
+def test_uploads_nobody_claims_are_deleted_after_their_time(world, tmp_path):
+    folder = write_files(tmp_path / "orphan-data", {"w.bin": b"w" * 1000})
+    # The upload arrives, then the create is refused (the service answers 500 for it).
+    world.service.faults.add(Fault("500", "CreateDataset"))
+    refused = world.kernelpack("dataset", "push", str(folder))
+    assert refused.returncode == 1 and world.service.faults.pending() == []
+    assert len(list(world.stored("blobs").glob("*.part"))) == 1
+    world.service.blobs.upload_seconds = 0.5
+    time.sleep(1)
+    # The next upload that starts sweeps it away; uploads in use are untouched.
+    fresh = write_files(tmp_path / "fresh-data", {"f.bin": b"f"})
+    assert world.kernelpack("dataset", "push", str(fresh), "--wait").returncode == 0
+    assert list(world.stored("blobs").iterdir()) == []
+    assert _versions(world, "fresh-data") and not world.stored("datasets", USER,
+                                                                 "orphan-data").exists()
+
+
+def _kernel_processes(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker.encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
+                         ids=lambda number: number.name)
+def test_stopping_serve_kaggle_stops_the_kernels_it_started(tmp_path, stop):
+    home, tmp = kaggle_account(tmp_path)
+    root = tmp_path / f"state-{stop.name}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "kernelpack.cli", "serve-kaggle", "--root", str(root), "--port",
+         "0", "--user", f"{USER}:{KEY}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, env={**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"})
+    try:
+        url = server.stdout.readline().split(" at ")[1].split()[0]
+        kernel = tiny_kernel(tmp_path / "k", "sleepy-kernel", "import time\ntime.sleep(120)\n")
+        assert run_kaggle(home, tmp, url, "kernels", "push", "-p", str(kernel)).returncode == 0
+        marker = f"{root}/kernels/{USER}/sleepy-kernel/1/run/src/kernel.py"
+        deadline = time.monotonic() + 30
+        while not _kernel_processes(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _kernel_processes(marker), "the kernel never started"
+        server.send_signal(stop)
+        server.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while _kernel_processes(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _kernel_processes(marker) == []
+    finally:
+        server.kill()
+        server.wait()
+        for pid in _kernel_processes(str(root / "kernels")):
+            os.kill(pid, signal.SIGKILL)
+    record = json.loads((root / "kernels" / USER / "sleepy-kernel" / "kernel.json").read_text())
+    assert record["versions"][0]["status"] == "RUNNING"       # run again at the next start
+
+
+@pytest.mark.parametrize("spec", ["digits", "digits:data", "a:b:c:d:e", "::", "../x:d:s.csv"])
+def test_a_malformed_competition_spec_is_one_line(tmp_path, spec):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = main(["serve-kaggle", "--root", str(tmp_path / "s"), "--competition", spec])
+    assert code == 1 and len(err.getvalue().splitlines()) == 1, err.getvalue()
+    assert err.getvalue().startswith("kernelpack: error: ") and "competition" in err.getvalue()
