@@ -308,6 +308,9 @@ def _check_output(output: Path, entry_path: Path, result: Bundle) -> None:
     """`-o` must not overwrite the entry or land inside the code it bundles (the next bundle
     would carry it, or the source would be lost)."""
     target = output.resolve()
+    if target.is_dir():
+        raise BundleError(f"-o {output}: is a folder; pass the file to write (e.g. -o "
+                          f"{output / 'kernel.py'})")
     if target == entry_path.resolve():
         raise BundleError(f"-o {output}: is the entry script itself; write the bundle to "
                           "another file (e.g. -o build/kernel.py)")

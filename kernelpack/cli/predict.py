@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .numbers import finite_float
+
 DEFAULT_TOLERANCE = 1e-4  # of --compare: float32 models on another machine agree to ~1e-6
 
 
@@ -82,7 +84,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--compare", type=Path, default=None, metavar="REF.npy",
                          help="your own predictions of the same rows: print the largest "
                               "difference and exit 1 above --tolerance")
-    predict.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+    predict.add_argument("--tolerance", type=finite_float(0.0), default=DEFAULT_TOLERANCE,
                          help=f"largest absolute difference accepted (default "
                               f"{DEFAULT_TOLERANCE:g})")
     predict.add_argument("--code", action="append", default=[], metavar="PATH",

@@ -1,5 +1,5 @@
 """run-local never destroys what it did not make, never leaves its kernel running, and refuses a
-budget that is not a positive finite number; build -o and TMPDIR mistakes are one line."""
+budget that is not a positive finite number; TMPDIR inside the working folder is one line."""
 
 from __future__ import annotations
 
@@ -161,12 +161,3 @@ def test_tmpdir_inside_the_working_folder(tmp_path, monkeypatch):
         "publishes; unset TMPDIR or point it elsewhere (e.g. /tmp)"]
     assert list(work.iterdir()) == []
 
-
-def test_build_onto_an_existing_file_is_one_line(tmp_path):
-    config = tmp_path / "ensemble.yml"
-    config.write_text("models: [{name: a}]\ntest: {images: x}\nsubmission: {format: multiclass}\n")
-    target = tmp_path / "kernel-out"
-    target.write_text("not a folder")
-    assert_one_line_error(kernelpack("build", config, "-o", target), f"-o {target}",
-                          "not a folder")
-    assert target.read_text() == "not a folder"
