@@ -25,7 +25,7 @@ from kaggle_helpers import (
 
 from kernelpack.cli import main
 from kernelpack.errors import KernelpackError
-from kernelpack.kaggle.service import Fault
+from kernelpack.kaggle.service import Fault, add_competition
 from kernelpack.kaggle.session import KaggleSession
 
 
@@ -147,3 +147,38 @@ def test_a_malformed_competition_spec_is_one_line(tmp_path, spec):
         code = main(["serve-kaggle", "--root", str(tmp_path / "s"), "--competition", spec])
     assert code == 1 and len(err.getvalue().splitlines()) == 1, err.getvalue()
     assert err.getvalue().startswith("kernelpack: error: ") and "competition" in err.getvalue()
+
+
+def test_without_namespaces_a_run_falls_back_to_linked_sources(world, tmp_path, monkeypatch):
+    from kernelpack.kaggle.service import run_queue
+
+    monkeypatch.setattr(run_queue, "isolation", lambda: (False, "NOT isolated (no unshare)"))
+    data = write_files(tmp_path / "fallback-data", {"d.txt": b"data"})
+    KaggleSession(world.url).push_dataset(data, wait=True)
+    kernel = tiny_kernel(tmp_path / "k", "fallback-kernel",
+                         'print(open("../input/fallback-data/d.txt").read())\n',
+                         dataset_sources=[f"{USER}/fallback-data"])
+    assert KaggleSession(world.url).push_kernel(kernel, wait=True).status == "COMPLETE"
+    assert world.kernelpack("kernel", "logs", f"{USER}/fallback-kernel").stdout == "data\n"
+    assert world.stored("kernels", USER, "fallback-kernel", "1", "input",
+                        "fallback-data").is_symlink()
+
+
+def test_an_output_link_is_neither_listed_nor_served_nor_scored(world, tmp_path):
+    labels = tmp_path / "solution.csv"
+    labels.write_text("id,label\na,1\n")
+    data = write_files(tmp_path / "data", {"sample_submission.csv": b"id,label\na,0\n"})
+    add_competition(world.root, "tinycomp", data, labels)
+    # Where the held-back labels are kept, as a kernel outside a container could find them.
+    kept = world.stored("competitions", "tinycomp", "solution.csv")
+    kernel = tiny_kernel(tmp_path / "k", "link-kernel",
+                         f'import os\nos.symlink({str(kept)!r}, "submission.csv")\n'
+                         'os.symlink("/etc/hostname", "host.txt")\n',
+                         competition_sources=["tinycomp"])
+    KaggleSession(world.url).push_kernel(kernel, wait=True)
+    out = tmp_path / "out"
+    assert world.kernelpack("kernel", "output", f"{USER}/link-kernel", "-p", str(out)) \
+        .returncode == 0
+    assert not (out / "submission.csv").exists() and not (out / "host.txt").exists()
+    submitted = world.kernelpack("submit", "tinycomp", "--kernel", f"{USER}/link-kernel")
+    assert submitted.returncode == 1 and "did not write submission.csv" in submitted.stderr
