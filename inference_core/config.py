@@ -11,6 +11,7 @@ import copy
 import difflib
 import math
 import re
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -102,14 +103,19 @@ def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any, str], i
     return check
 
 
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict = 3, 4, 4
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 60
+
+
 def _shown(value: Any) -> str:
     """A value as an error message shows it: repr, cut short (a hostile config can hold a huge
     one)."""
     if isinstance(value, int) and abs(value) >= 10 ** 60:
         return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
     try:
-        text = repr(value)
-    except (ValueError, RecursionError):  # a huge integer or deep nesting inside
+        text = _SHORT_REPR.repr(value)  # bounded work, even for YAML aliases nested 9 deep
+    except (ValueError, RecursionError):  # a huge integer inside
         return f"a {type(value).__name__} too large to show"
     return text if len(text) <= 80 else f"{text[:77]}..."
 
@@ -227,6 +233,14 @@ def _probability(value: Any, where: str) -> float:
     return number
 
 
+def _shift(value: Any, where: str) -> float:
+    number = _number()(value, where)
+    if not -1.0 < number < 1.0:
+        raise _fail(where, f"must be above -1 and below 1 (a shift of probabilities), got "
+                           f"{_shown(value)}")
+    return number
+
+
 def _value(value: Any, where: str) -> float | list[float]:
     if isinstance(value, list):
         return _list_of(_number())(value, where)
@@ -247,7 +261,8 @@ MODEL = Section({
     # A required model that cannot be found stops the kernel; any other is skipped with a warning.
     "required": Field(_boolean, default=False),
     "weight": Field(_number(0.0), default=1.0),
-    "threshold_shift": Field(_number(), default=0.0),
+    # Subtracted from the model's probabilities before the blend, so within (-1, 1).
+    "threshold_shift": Field(_shift, default=0.0),
     "tta": Field(_optional(_tta_list), default=None),
     # What the blended OOF score loses without this model (written by `blend search`; the
     # budget planner keeps the most value per second): a number, or on a folds group one per

@@ -108,6 +108,7 @@ def test_a_hostile_value_anywhere_in_a_valid_config_is_caught_by_name(path, valu
     ("models:\n  - {name: a, weight: 1.5e+308}\n  - {name: b, weight: 1.5e+308}\n",
      ["models", "beyond any float"]),
     ("models:\n  - {name: a, threshold_shift: -.inf}\n", ["threshold_shift", "finite"]),
+    ("models:\n  - {name: a, threshold_shift: 3}\n", ["threshold_shift", "below 1"]),
     ("models:\n  - {name: a}\nsubmission: {format: multilabel, threshold: .nan}\n",
      ["submission.threshold", "finite"]),
     ("models:\n  - {name: a}\nsubmission: {format: multilabel, threshold: [0.5, .nan]}\n",
@@ -165,6 +166,17 @@ def test_a_non_utf8_config_a_folder_and_deep_nesting_are_one_line(tmp_path):
     deep = tmp_path / "deep.yml"
     deep.write_text("models: " + "[" * 3000 + "]" * 3000 + "\n")
     assert_one_line_error(kernelpack("build", deep, "-o", tmp_path / "out"), str(deep))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_billion_laughs_config_fails_at_once_in_one_short_line(tmp_path):
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    config = tmp_path / "laughs.yml"
+    config.write_text("\n".join(["x:", *(f"  {line}" for line in lines),
+                                 "models: *a9", "test: *a9", "submission: *a9"]) + "\n")
+    error = assert_one_line_error(kernelpack("build", config, "-o", tmp_path / "out"), str(config))
+    assert len(error) < 400
     assert not (tmp_path / "out").exists()
 
 
