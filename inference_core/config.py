@@ -120,6 +120,17 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else f"{text[:77]}..."
 
 
+def _inside_pattern(value: Any, where: str) -> str:
+    """A glob pattern that stays inside the folder it is matched in (pathlib refuses absolute
+    patterns with an exception, and `..` would read the files beside the test set)."""
+    pattern = _string(value, where)
+    parts = pattern.replace("\\", "/").split("/")
+    if pattern.startswith(("/", "\\")) or ".." in parts or "\0" in pattern:
+        raise _fail(where, f"must be a pattern inside the test folder (e.g. *.png or **/*.jpg), "
+                           f"got {_shown(value)}")
+    return pattern
+
+
 def _output_file(value: Any, where: str) -> str:
     """A file name in the working folder (the kernel's published output): no folder parts, so a
     config cannot write anywhere else."""
@@ -275,7 +286,7 @@ TEST = Section({
                     hint="the folder of test images, relative to an input root "
                          "(e.g. my-competition/test)"),
     "sample_submission": Field(_optional(_string), default=None),
-    "pattern": Field(_string, default="*.png"),
+    "pattern": Field(_inside_pattern, default="*.png"),
     "extension": Field(_string, default=".png"),
 })
 

@@ -33,7 +33,8 @@ from functools import cache
 from pathlib import Path
 
 import inference_core
-from inference_core.config import BUDGET_ENV
+from inference_core.config import BUDGET_ENV, validate_config
+from inference_core.errors import ConfigError
 
 from .bundler.image_packages import image_ships
 from .errors import SandboxError
@@ -186,13 +187,17 @@ def check_root(root: Path, keep: dict[str, Path]) -> None:
 
 def fresh_root(root: Path) -> None:
     """Empty (or create) the checked root and mark it as run-local's own."""
-    if root.exists():
-        shutil.rmtree(root)     # unlinks the input symlinks, never follows them
-    root.mkdir(parents=True)
-    (root / SANDBOX_MARKER).write_text("made by kernelpack run-local; wiped at each run\n",
-                                       encoding="utf-8")
-    for name in ("working", "temp", "src"):
-        (root / name).mkdir()
+    try:
+        if root.exists():
+            shutil.rmtree(root)     # unlinks the input symlinks, never follows them
+        root.mkdir(parents=True)
+        (root / SANDBOX_MARKER).write_text("made by kernelpack run-local; wiped at each run\n",
+                                           encoding="utf-8")
+        for name in ("working", "temp", "src"):
+            (root / name).mkdir()
+    except OSError as exc:
+        raise SandboxError(f"--root {root}: cannot be prepared ({exc.strerror}: "
+                           f"{exc.filename}); pick a folder you can write") from None
 
 
 def prepare_root(root: Path, input_dir: Path, kernel: Path,
@@ -239,7 +244,11 @@ def hidden_test_swaps(kernel_dir: Path, test_dir: Path, root: Path | None) -> di
     if not config_path.is_file():
         raise SandboxError(f"{config_path}: not found; --test-dir needs the folder written by "
                            "`kernelpack build` (rebuild the kernel)")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+    try:
+        config = validate_config(json.loads(config_path.read_text(encoding="utf-8")))
+    except (ValueError, ConfigError) as exc:  # JSONDecodeError is a ValueError
+        raise SandboxError(f"{config_path}: not the config `kernelpack build` writes ({exc}); "
+                           "rebuild the kernel") from None
     test, submission = config["test"], config["submission"]
     if not test_dir.is_dir():
         raise SandboxError(f"{test_dir}: test folder not found; pass a folder of test images")

@@ -122,13 +122,17 @@ def test_a_hostile_value_anywhere_in_a_valid_config_is_caught_by_name(path, valu
      ["submission.file", "working folder"]),
     ("models:\n  - {name: a}\nsubmission: {format: multiclass, file: /tmp/x.csv}\n",
      ["submission.file", "working folder"]),
+    ("models:\n  - {name: a}\ntest: {images: x, pattern: ../*}\n", ["test.pattern", "inside"]),
+    ("models:\n  - {name: a}\ntest: {images: x, pattern: /etc/*}\n", ["test.pattern", "inside"]),
 ])
 def test_build_refuses_non_finite_and_escaping_values_in_one_line(tmp_path, yaml_text,
                                                                   fragments):
     if "submission:" not in yaml_text:
         yaml_text += "submission: {format: multiclass}\n"
     config = tmp_path / "ensemble.yml"
-    config.write_text(yaml_text + "test: {images: comp/test}\n")
+    if "test:" not in yaml_text:
+        yaml_text += "test: {images: comp/test}\n"
+    config.write_text(yaml_text)
     done = kernelpack("build", config, "-o", tmp_path / "out")
     assert_one_line_error(done, str(config), *fragments)
     assert not (tmp_path / "out").exists()

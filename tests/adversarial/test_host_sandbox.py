@@ -161,3 +161,12 @@ def test_tmpdir_inside_the_working_folder(tmp_path, monkeypatch):
         "publishes; unset TMPDIR or point it elsewhere (e.g. /tmp)"]
     assert list(work.iterdir()) == []
 
+
+def test_a_damaged_kernel_config_with_test_dir_is_one_line(tmp_path):
+    kernel, inputs = _kernel(tmp_path / "k"), _input(tmp_path / "input")
+    (tmp_path / "swap").mkdir()
+    for text in ("{not json", '{"test": {"images": "x"}}', "[]"):
+        (kernel / "kernel-config.json").write_text(text)
+        done = kernelpack("run-local", kernel, "--input", inputs, "--test-dir", tmp_path / "swap")
+        assert_one_line_error(done, "kernel-config.json", "rebuild the kernel")
+        assert not (kernel / "sandbox").exists()
