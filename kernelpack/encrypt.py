@@ -27,15 +27,23 @@ from .checkpoint_fields import checkpoint_fields
 from .errors import KernelpackError
 
 
-def check_output_file(path: str | os.PathLike, option: str = "-o") -> Path:
-    """`path` as a file to write: its folder must exist and it must not be a folder itself."""
+def check_output_file(path: str | os.PathLike, option: str = "-o",
+                      source: str | os.PathLike | None = None) -> Path:
+    """`path` as a file to write: its folder must exist, it must not be a folder or a device,
+    nor the `source` file being read (which it would replace)."""
     path = Path(path)
     if path.is_dir():
         raise KernelpackError(f"{option} {path}: is a folder; pass the path of the file to "
                               "write (e.g. inside that folder)")
+    if path.exists() and not path.is_file():
+        raise KernelpackError(f"{option} {path}: exists and is not a regular file; pass the "
+                              "path of a file to write")
     if not path.parent.is_dir():
         raise KernelpackError(f"{option} {path}: folder {path.parent} does not exist; create it "
                               "first (mkdir -p) or pick another path")
+    if source is not None and path.exists() and path.samefile(source):
+        raise KernelpackError(f"{option} {path}: is the input file itself, which would be "
+                              "replaced; write to another file")
     return path
 
 
@@ -83,7 +91,7 @@ def encrypt_checkpoint(checkpoint: str | os.PathLike, key: bytes, output: str | 
     if not checkpoint.is_file():
         raise KernelpackError(f"{checkpoint}: checkpoint not found (or not a file); pass a "
                               "kernelpack checkpoint (.pt)")
-    check_output_file(output)
+    check_output_file(output, source=checkpoint)
     return encrypt_file(checkpoint, key, output, manifest_for(checkpoint, name, fold), chunk_size)
 
 
@@ -109,7 +117,7 @@ def decrypt_file(source: str | os.PathLike, key: bytes, output: str | os.PathLik
     """Decrypt a .kpenc file into `output` (mode 0600), chunk by chunk, each authenticated
     before it is written; the file appears under its name only once every chunk is in, and
     nothing is left on any failure. Returns the plaintext size."""
-    output = check_output_file(output)
+    output = check_output_file(output, source=source if Path(source).is_file() else None)
     size = 0
     with atomic_write(output, private=True) as sink:
         for _, plain in decrypt_chunks(source, key):

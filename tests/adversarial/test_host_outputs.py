@@ -19,6 +19,41 @@ def test_build_onto_an_existing_file_is_one_line(tmp_path):
     assert target.read_text() == "not a folder"
 
 
+def test_build_never_overwrites_a_kernel_py_it_did_not_write_nor_writes_into_the_code(tmp_path):
+    config = tmp_path / "ensemble.yml"
+    config.write_text(CONFIG)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "kernel.py").write_text("# my own notebook export\nprint('weeks of work')\n")
+    assert_one_line_error(kernelpack("build", config, "-o", mine), "not written by kernelpack")
+    assert (mine / "kernel.py").read_text().startswith("# my own notebook export")
+    assert sorted(p.name for p in mine.iterdir()) == ["kernel.py"]
+    package = tmp_path / "mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    done = kernelpack("build", config, "-o", package / "out", "--code", package)
+    assert_one_line_error(done, "lies inside your code mypkg")
+    assert sorted(p.name for p in package.iterdir()) == ["__init__.py"]
+    # Its own output is rebuilt in place.
+    assert kernelpack("build", config, "-o", tmp_path / "out").code == 0
+    assert kernelpack("build", config, "-o", tmp_path / "out").code == 0
+
+
+def test_encrypt_or_decrypt_onto_their_own_input_is_refused(tmp_path):
+    key = tmp_path / "k.key"
+    assert kernelpack("keygen", "-o", key).code == 0
+    plain = tmp_path / "blob.bin"
+    plain.write_bytes(b"weights")
+    assert_one_line_error(kernelpack("encrypt", plain, "--key", key, "-o", plain),
+                          "is the input file itself")
+    assert plain.read_bytes() == b"weights"
+    assert_one_line_error(kernelpack("decrypt", plain, "--key", key, "-o", plain),
+                          "is the input file itself")
+    assert plain.read_bytes() == b"weights"
+    assert_one_line_error(kernelpack("decrypt", plain, "--key", key, "-o", "/dev/null"),
+                          "not a regular file")
+
+
 def test_bundle_onto_a_folder_is_one_line(tmp_path):
     entry = tmp_path / "main.py"
     entry.write_text("print('hi')\n")
