@@ -341,7 +341,8 @@ def _validate_section(value: Any, section: Section, where: str) -> dict:
     prefix = f"{where}." if where else ""
     for key in value:
         if key not in section.fields:
-            name = key if isinstance(key, str) and len(key) <= 80 else _shown(key)
+            name = key if isinstance(key, str) and key.isprintable() and len(key) <= 80 \
+                else _shown(key)
             close = difflib.get_close_matches(name, section.fields, n=1)
             fix = f"did you mean {close[0]!r}?" if close else \
                 f"allowed fields: {', '.join(section.fields)}"

@@ -118,11 +118,17 @@ def read_yaml(path: str | Path) -> Any:
     except yaml.YAMLError as exc:
         where = getattr(exc, "problem_mark", None)
         at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
-        raise ConfigError(f"{path}: not valid YAML{at} ({getattr(exc, 'problem', exc)}); "
-                          "fix the syntax") from None
+        problem = str(getattr(exc, "problem", None) or exc).splitlines()[0][:200]
+        raise ConfigError(f"{path}: not valid YAML{at} ({problem}); fix the syntax") from None
     except RecursionError:
         raise ConfigError(f"{path}: nested too deeply to read; a config is a few levels of "
                           "mappings and lists") from None
+    except Exception as exc:
+        # PyYAML's constructors raise plain errors on well-formed nonsense: ValueError for a 13th
+        # month or `!!int "0x"`, IndexError for an empty `!!int`.
+        problem = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{path}: a value cannot be read ({problem}); fix it or quote it as "
+                          "a string") from None
 
 
 def load_config(path: str | Path) -> dict:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from inference_core.config import validate_config
 from inference_core.errors import ConfigError
-from kernelpack.config import validate_host_config
+from kernelpack.config import load_config, validate_host_config
 
 VALID = {
     "models": [{"name": "a", "weight": 0.6, "fold": 0}, {"name": "b", "folds": [0, 1]}],
@@ -100,6 +100,25 @@ def test_a_hostile_value_anywhere_in_a_valid_config_is_caught_by_name(path, valu
     _validated_or_config_error(raw)
 
 
+YAML_PIECES = [*"abc:-[]{},&*!|>'\"#%@ \n\t0123456789.eE+", "!!int ", "!!float ", "!!binary ",
+               "!!timestamp ", "!!set ", "!!omap ", "<<: ", "? ", "--- ", "...", ".nan", ".inf",
+               "2024-13-45", "0x", "!!python/object:os.system ", "&a ", "*a", "models:",
+               "weight: ", "name: ", "\n  - ", "\x00", "\x85", "\ufeff", "\x1b", "\t- "]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.booleans(), st.lists(st.sampled_from(YAML_PIECES), max_size=30).map("".join))
+def test_any_yaml_text_loads_as_a_config_or_one_config_error(tmp_path_factory, prefix, text):
+    path = tmp_path_factory.mktemp("yaml") / "ensemble.yml"
+    path.write_text((GOOD_YAML if prefix else "") + text)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        assert str(exc).startswith(str(path)) and "\n" not in str(exc), str(exc)
+    else:
+        assert _finite_everywhere(config)
+
+
 @pytest.mark.parametrize(("yaml_text", "fragments"), [
     ("models:\n  - {name: a, weight: .nan}\n", ["models[0].weight", "finite", "nan"]),
     ("models:\n  - {name: a, weight: .inf}\n", ["models[0].weight", "finite", "inf"]),
@@ -123,6 +142,8 @@ def test_a_hostile_value_anywhere_in_a_valid_config_is_caught_by_name(path, valu
     ("models:\n  - {name: a}\nsubmission: {format: multiclass, file: /tmp/x.csv}\n",
      ["submission.file", "working folder"]),
     ("models:\n  - {name: a}\ntest: {images: x, pattern: ../*}\n", ["test.pattern", "inside"]),
+    ("models:\n  - {name: a}\nblend: 2024-13-45\n", ["cannot be read", "month"]),
+    ("models:\n  - {name: a, weight: !!float x}\n", ["cannot be read"]),
     ("models:\n  - {name: a}\ntest: {images: x, pattern: /etc/*}\n", ["test.pattern", "inside"]),
 ])
 def test_build_refuses_non_finite_and_escaping_values_in_one_line(tmp_path, yaml_text,
