@@ -48,7 +48,7 @@ def test_a_keyed_kernel_without_its_marker_line_is_still_refused_public(world, t
     stripped = text.split("\n", 1)[1]
     for name, edited in [("no-marker", stripped),
                          ("blank-first", "\n" + stripped),
-                         ("reformatted", stripped.replace("import ", "import  ", 1))]:
+                         ("reformatted", stripped.replace("'", '"'))]:
         folder = _public_copy(keyed, tmp_path / name, edited)
         assert embeds_key(folder / "kernel.py")
         pushed = world.kernelpack("kernel", "push", str(folder))
