@@ -9,9 +9,12 @@ the best subset of the same model views found by trying every subset that fits:
 
     kept = (prior - plan) / (prior - best)
 
-where each score is the OOF log loss of the fitted blend of the views kept (a fold model
-predicts the OOF rows of its fold; a row no kept model predicted gets the kernel's fallback
-row) and `prior` is the fallback row on every row. The figure is the lowest of the three.
+where each score is the OOF log loss of the fitted blend of the models with at least one fold
+kept (one fold model predicts unseen images as the model's OOF file, made by all its folds,
+predicted its rows; what averaging more folds adds is not visible on OOF, so a second fold counts
+for nothing here), and `prior` is the kernel's fallback row on every row. The figure is the
+lowest of the three; `kept_without_values` is the same for the diverse order the kernel uses
+when the config has no values.
 
     .venv/bin/python -m benchmarks.budget_value [--epochs 3] [--cache DIR]
 
@@ -42,7 +45,7 @@ from inference_core.config import expand_models
 from inference_core.runner import discover, load_ensemble
 from kernelpack import cli
 from kernelpack.config import load_config
-from kernelpack.search.fitted_config import entries_of, entry_folds, oof_weights
+from kernelpack.search.fitted_config import entries_of, oof_weights
 from kernelpack.search.metrics import get_metric
 from kernelpack.search.oof import load_oof_set
 from kernelpack.search.values import blended_score
@@ -126,20 +129,17 @@ def measure(epochs: int = BENCH_EPOCHS, cache: Path | None = None) -> dict:
         oof = load_oof_set({s: oof_dir / f"{s}.npy" for s in stems}, oof_dir / "labels.csv",
                            oof_dir / "folds.npy", None, False)
         weights, shifts = oof_weights(config, oof.names, str(fitted))
-        # Each fold model's OOF name and the rows it predicted.
-        owner = {}
-        for name, indices in entries_of(config["models"], oof.names, str(fitted)).items():
-            owner.update({config["models"][i]["name"]: (
-                oof.names.index(name), oof.folds == entry_folds(config["models"][i], name))
-                for i in indices})
+        # Each fold model's OOF name.
+        owner = {config["models"][i]["name"]: oof.names.index(name)
+                 for name, indices in entries_of(config["models"], oof.names,
+                                                 str(fitted)).items() for i in indices}
         metric = get_metric("logloss")
 
         def score(kept) -> float:
-            """OOF log loss of the fitted blend with only the `kept` fold models."""
+            """OOF log loss of the fitted blend of the models with a fold in `kept`."""
             present = [np.zeros(len(oof.truth), dtype=bool) for _ in oof.names]
             for unit in kept:
-                name, rows = owner[members[unit.member]["name"]]
-                present[name] |= rows
+                present[owner[members[unit.member]["name"]]][:] = True
             return blended_score(oof, weights, config["blend"], shifts, metric, submission,
                                  present)
 
@@ -147,11 +147,12 @@ def measure(epochs: int = BENCH_EPOCHS, cache: Path | None = None) -> dict:
         full_cost = sum(cost.values())
         no_values = rank_units([(m["label"], m["weight"], ["identity"], m["group"])
                                 for m in members])
+        by_member = {u.member: cost[u] for u in units}
         rows = []
         for fraction in FRACTIONS:
             room = fraction * full_cost
             plan = choose_units(units, cost, 0.0, 1, room)
-            diverse = choose_units(no_values, {u: cost[units[u.member]] for u in no_values},
+            diverse = choose_units(no_values, {u: by_member[u.member] for u in no_values},
                                    0.0, 1, room)
             fitting = [subset for r in range(1, len(units) + 1)
                        for subset in itertools.combinations(units, r)

@@ -1,32 +1,37 @@
 """Fit the ensemble into the time budget: plan on a probe batch, then guard the deadline.
 
-Work comes in units: one TTA view of one model (each fold of a folds group is a model). The plan
+Work comes in units: one TTA view of one model. Each fold of a model is a model of its own, and
+the folds of one model form its group (a `folds:` entry, or entries named NAME_f<k>). The plan
 chooses the units that run on the images left:
 
 - With recorded values (every model has a `value`, written by `blend search`: what the blended
-  OOF score loses without it), a model's first view carries its value. The planner keeps the
-  units with the most value that fit: greedy by value per second, first fit (a unit that does
-  not fit is skipped, and a cheaper one after it that still fits is taken), then a swap repair
-  (a left-out unit replaces kept ones of lower value per second when that gains value). Units
-  without a value (further TTA views, or a value <= 0) then fill the time left, in the order
-  below.
-- Without values, the diverse order: one fold of every model, heaviest weight first, before any
-  second fold of any model; then further folds; then every model's further TTA views; first fit.
+  OOF score loses without that fold on its OOF rows), a group's value is the sum of its folds'
+  values: what the blend loses without the whole model. One fold model predicts every test image
+  as the OOF file's fold models predicted theirs, so the group's first fold is credited with
+  the whole group value; further folds and further TTA views get no credit (OOF
+  predictions cannot show what averaging folds or views adds). The plan keeps the credited units
+  with the most value that fit: greedy by value per second, first fit (a unit that does not fit
+  is skipped, and a cheaper one after it that still fits is taken), then a swap repair (a
+  left-out unit replaces kept ones of lower value per second when that gains value). The other
+  units then fill the time left, in the order below.
+- Without values, the diverse order: one fold of every group, heaviest weight first, before any
+  second fold of any group; then further folds; then every model's further TTA views; first fit.
 
 The guard re-projects after every batch from measured times: when the projection slips it drops
-kept units, lowest priority first; when the run is ahead by enough for a left-out unit on the
-images left (with some headroom), that unit joins. Rows are blended with per-row weights, so a
-model that runs on only part of the images counts only there, and a model that loses views keeps
-its weight: the views it still runs are combined and carry it. At least one unit always runs; if
-even that cannot finish, the hard stop lets the kernel write fallback rows for the rest, so a
-submission is always written in time.
+kept units, the last in the plan's order first; when the run is ahead by enough for a left-out
+unit on the images left (with some headroom), that unit joins. Rows are blended with per-row
+weights, so a model that runs on only part of the images counts only there, and a model that
+loses views keeps its weight: the views it still runs are combined and carry it. At least one
+unit always runs; if even that cannot finish, the hard stop lets the kernel write fallback rows
+for the rest, so a submission is always written in time.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 # A left-out unit joins only when the projection stays this much inside the deadline with it,
@@ -41,6 +46,7 @@ class Unit:
     op: str  # TTA op
     label: str  # "<model name>:<op>", for logs
     value: float | None = None  # the model's recorded OOF value, on its first view only
+    group: str = ""  # the model's group: the name its folds share
 
 
 class ViewSource(NamedTuple):
@@ -54,6 +60,12 @@ class ViewSource(NamedTuple):
     value: float | None = None
 
 
+def model_group(source: ViewSource) -> str:
+    """The name a model's folds share: a folds group's name, or NAME for an entry NAME_f<k>
+    (the naming `config.fold_member_name` gives a group's folds)."""
+    return re.sub(r"_f\d+$", "", source.group or source.name)
+
+
 def rank_units(members: Sequence[tuple]) -> list[Unit]:
     """Every unit of `members` (`ViewSource` fields, as tuples) in the diverse order: the first
     fold of every group (heaviest group first, ties in config order), then every group's second
@@ -61,36 +73,51 @@ def rank_units(members: Sequence[tuple]) -> list[Unit]:
     sources = [ViewSource(*member) for member in members]
     groups: dict[str, list[int]] = {}
     for m, source in enumerate(sources):
-        groups.setdefault(source.group or source.name, []).append(m)
+        groups.setdefault(model_group(source), []).append(m)
     heaviest = sorted(groups.values(), key=lambda ms: -sum(sources[m].weight for m in ms))
     by_fold = [ms[rank] for rank in range(max(map(len, heaviest))) for ms in heaviest
                if rank < len(ms)]
     depth = max(len(source.tta) for source in sources)
     return [Unit(m, sources[m].tta[view], f"{sources[m].name}:{sources[m].tta[view]}",
-                 sources[m].value if view == 0 else None)
+                 sources[m].value if view == 0 else None, model_group(sources[m]))
             for view in range(depth) for m in by_fold if view < len(sources[m].tta)]
 
 
-def _valued(unit: Unit) -> bool:
-    return unit.value is not None and unit.value > 0
+def _first_views(ranked: Sequence[Unit]) -> list[Unit]:
+    first: dict[int, Unit] = {}
+    for unit in ranked:
+        first.setdefault(unit.member, unit)
+    return list(first.values())
 
 
 def has_values(ranked: Sequence[Unit]) -> bool:
     """Whether every model's first view carries a recorded value."""
-    first = {}
-    for unit in ranked:
-        first.setdefault(unit.member, unit)
-    return bool(first) and all(unit.value is not None for unit in first.values())
+    first = _first_views(ranked)
+    return bool(first) and all(unit.value is not None for unit in first)
 
 
-def priority_order(ranked: Sequence[Unit], cost: dict[Unit, float]) -> list[Unit]:
-    """Units in the order the plan considers them (and the guard adds them back): with values,
-    valued units by value per second, then the rest in `ranked` order; else `ranked`."""
+def credits(ranked: Sequence[Unit]) -> dict[Unit, float]:
+    """With values: each group's value (the sum of its models' values) on its first fold's
+    first view, for groups worth more than nothing; without values, none."""
     if not has_values(ranked):
-        return list(ranked)
-    valued = sorted((u for u in ranked if _valued(u)),
-                    key=lambda u: -u.value / max(cost[u], _EPS))  # stable: ranked order
-    return valued + [u for u in ranked if not _valued(u)]
+        return {}
+    groups: dict[str, list[Unit]] = {}
+    for unit in _first_views(ranked):
+        groups.setdefault(unit.group, []).append(unit)
+    credit = {}
+    for units in groups.values():
+        value = sum(unit.value for unit in units)
+        if value > 0:
+            credit[units[0]] = value
+    return credit
+
+
+def priority_order(ranked: Sequence[Unit], cost: dict[Unit, float],
+                   credit: dict[Unit, float]) -> list[Unit]:
+    """Units in the order the plan considers them (and the guard adds them back): credited
+    units by value per second, then the rest in `ranked` order."""
+    valued = sorted(credit, key=lambda u: -credit[u] / max(cost[u], _EPS))
+    return valued + [u for u in ranked if u not in credit]
 
 
 def _first_fit(order: Sequence[Unit], cost: dict[Unit, float], room: float,
@@ -103,11 +130,11 @@ def _first_fit(order: Sequence[Unit], cost: dict[Unit, float], room: float,
     return kept
 
 
-def _swap_repair(order: Sequence[Unit], cost: dict[Unit, float], room: float,
-                 kept: list[Unit]) -> list[Unit]:
-    """Let each left-out valued unit (most valuable first) replace the kept units of lowest
+def _swap_repair(order: Sequence[Unit], cost: dict[Unit, float], credit: dict[Unit, float],
+                 room: float, kept: list[Unit]) -> list[Unit]:
+    """Let each left-out credited unit (most valuable first) replace the kept units of lowest
     value per second that make room for it, when it is worth more than they are together."""
-    for unit in sorted((u for u in order if _valued(u) and u not in kept), key=lambda u: -u.value):
+    for unit in sorted((u for u in credit if u not in kept), key=lambda u: -credit[u]):
         free = room - sum(cost[u] for u in kept)
         removed: list[Unit] = []
         for victim in reversed(kept):  # kept is in priority order: lowest value per second last
@@ -115,7 +142,7 @@ def _swap_repair(order: Sequence[Unit], cost: dict[Unit, float], room: float,
                 break
             removed.append(victim)
             free += cost[victim]
-        if free + _EPS >= cost[unit] and sum(v.value for v in removed) < unit.value:
+        if free + _EPS >= cost[unit] and sum(credit[v] for v in removed) < credit[unit]:
             kept = [u for u in order if (u in kept and u not in removed) or u == unit]
     return kept
 
@@ -128,17 +155,11 @@ class Plan:
     base_cost: float  # seconds per image of decoding and preparing
     images: int  # images left to predict
     available: float  # seconds left before the planning deadline
+    credit: dict[Unit, float] = field(default_factory=dict)  # value credited to units
 
     @property
     def dropped(self) -> list[Unit]:
         return [u for u in self.order if u not in self.kept]
-
-    @property
-    def _first_op(self) -> dict[int, str]:
-        first: dict[int, str] = {}
-        for unit in self.order:
-            first.setdefault(unit.member, unit.op)
-        return first
 
     @property
     def by_value(self) -> bool:
@@ -150,15 +171,15 @@ class Plan:
         return self.images * (self.base_cost + sum(self.cost[u] for u in self.kept))
 
     def value(self, units: Sequence[Unit] | None = None) -> float:
-        return sum(u.value for u in (self.kept if units is None else units) if _valued(u))
+        return sum(self.credit.get(u, 0.0) for u in (self.kept if units is None else units))
 
     def describe(self) -> str:
         """The plan as one log block: what runs, what is left out, value and seconds of each."""
-        unvalued = sorted({u.label[:-len(u.op) - 1] for u in self.order
-                           if u.value is None and u.op == self._first_op[u.member]})
-        rule = ("by recorded OOF value per second, then the views without a value"
-                if self.by_value else
-                ("no recorded values" if len(unvalued) == len(self._first_op) else
+        first = _first_views(self.order)
+        unvalued = [u.label[:-len(u.op) - 1] for u in first if u.value is None]
+        rule = ("by OOF value per second (a model's value on its first fold), then the other "
+                "views" if self.by_value else
+                ("no recorded values" if len(unvalued) == len(first) else
                  f"no recorded value for {', '.join(unvalued)}")
                 + ": one fold of every model first, then further folds, then TTA views")
         lines = [f"plan: {len(self.kept)} of {len(self.order)} model views run on the "
@@ -167,7 +188,7 @@ class Plan:
         width = max(len(u.label) for u in self.order)
         for status, units in (("runs", self.kept), ("left out", self.dropped)):
             for u in units:
-                value = "-" if u.value is None else f"{u.value:.5g}"
+                value = f"{self.credit[u]:.5g}" if u in self.credit else "-"
                 lines.append(f"  {status:<9}{u.label:<{width}}  value {value:>9}  "
                              f"{self.images * self.cost[u]:8.1f} s")
         if self.by_value:
@@ -179,19 +200,18 @@ def choose_units(ranked: Sequence[Unit], cost: dict[Unit, float], base_cost: flo
                  images: int, available: float) -> Plan:
     """The units of `ranked` (in `rank_units` order) that run on `images` in `available`
     seconds (per image: `base_cost` for decoding plus `cost[unit]` per unit); never empty."""
-    order = priority_order(ranked, cost)
+    credit = credits(ranked)
+    order = priority_order(ranked, cost, credit)
     if images <= 0:
-        return Plan(order, list(order), cost, base_cost, images, available)
+        return Plan(order, list(order), cost, base_cost, images, available, credit)
     room = available / images - base_cost
-    if has_values(ranked):
-        kept = _first_fit([u for u in order if _valued(u)], cost, room, [])
-        kept = _swap_repair(order, cost, room, kept)
-    else:
-        kept = []
+    kept = _first_fit([u for u in order if u in credit], cost, room, [])
+    kept = _swap_repair(order, cost, credit, room, kept)
     kept = _first_fit(order, cost, room, kept)
     if not kept:
         kept = [order[0]]
-    return Plan(order, [u for u in order if u in kept], cost, base_cost, images, available)
+    return Plan(order, [u for u in order if u in kept], cost, base_cost, images, available,
+                credit)
 
 
 @dataclass

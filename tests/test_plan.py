@@ -43,18 +43,33 @@ def test_without_values_one_fold_of_every_model_comes_before_second_folds():
     assert _kept(plan) == ["small_cnn_f0", "resnet18_f0", "small_cnn_f1"]
 
 
-def test_values_choose_the_most_value_per_second_and_the_log_shows_it():
-    ranked, cost = _demo({"small_cnn": 0.010, "resnet18": 0.030})
-    # ResNet folds: 7.5 value per second, small ones 10: all small folds first, then the
-    # ResNet fold that fits.
+def test_a_group_is_worth_its_folds_values_on_its_first_fold_and_the_log_shows_it():
+    ranked, cost = _demo({"small_cnn": 0.010, "resnet18": 0.036})
+    # The groups are worth 0.03 (30 per second) and 0.108 (27 per second): both run, then the
+    # other folds fill what is left in the diverse order.
     plan = choose_units(ranked, cost, DECODE, IMAGES, available=9.0)
-    assert _kept(plan) == ["small_cnn_f0", "small_cnn_f1", "small_cnn_f2", "resnet18_f0"]
+    assert _kept(plan) == ["small_cnn_f0", "resnet18_f0", "small_cnn_f1", "small_cnn_f2"]
     block = plan.describe().splitlines()
-    assert "by recorded OOF value per second" in block[0]
-    assert block[4].split() == ["runs", "resnet18_f0:identity", "value", "0.03", "4.0", "s"]
-    assert block[5].split() == ["left", "out", "resnet18_f1:identity", "value", "0.03", "4.0",
-                                "s"]
-    assert block[-1] == "  value kept 0.06 of 0.12"
+    assert "by OOF value per second (a model's value on its first fold)" in block[0]
+    assert [row.split()[:4] for row in block[1:7]] == [
+        ["runs", "small_cnn_f0:identity", "value", "0.03"],
+        ["runs", "resnet18_f0:identity", "value", "0.108"],
+        ["runs", "small_cnn_f1:identity", "value", "-"],
+        ["runs", "small_cnn_f2:identity", "value", "-"],
+        ["left", "out", "resnet18_f1:identity", "value"],
+        ["left", "out", "resnet18_f2:identity", "value"]]
+    assert block[5].split()[4:] == ["-", "4.0", "s"]
+    assert block[-1] == "  value kept 0.138 of 0.138"
+
+
+def test_the_more_valuable_group_wins_when_only_one_fits():
+    ranked, cost = _demo({"small_cnn": 0.001, "resnet18": 0.030})
+    # 4.5 s: one ResNet fold (worth 0.09) or up to four small ones (worth 0.003 together).
+    plan = choose_units(ranked, cost, DECODE, IMAGES, available=4.5)
+    assert _kept(plan) == ["resnet18_f0"]
+    ranked, cost = _demo()
+    assert _kept(choose_units(ranked, cost, DECODE, IMAGES, available=4.5)) == [
+        "small_cnn_f0", "small_cnn_f1", "small_cnn_f2"]
 
 
 def test_the_swap_repair_trades_cheap_views_for_a_more_valuable_one():
@@ -112,12 +127,15 @@ def test_a_run_that_is_ahead_adds_left_out_views_back():
     # The third fold does not fit: 5.55 + 900 x 4 ms x 0.5 x (1 + headroom) > 7.
     assert 0.375 + 900 * 0.0115 * 0.5 + 900 * RESNET * 0.5 * (1 + ADD_HEADROOM) > 7.0
     # On track after that: nothing changes; then slower (slowdown 0.65, projected 7.1 s): the
-    # added fold, the lowest in priority, goes first, and that is enough.
+    # last of the plan's order (the third small fold) goes first, and that is enough.
     clock.now = 0.95
     assert guard.after_batch(100, 0.575, images_left=800) == type(change)([], [])
     clock.now = 1.87
     change = guard.after_batch(100, 0.92, images_left=700)
-    assert [u.label for u in change.dropped] == ["resnet18_f1:identity"] and change.added == []
+    assert [u.label for u in change.dropped] == ["small_cnn_f2:identity"] and change.added == []
+    assert [u.label for u in guard.active] == [
+        "small_cnn_f0:identity", "resnet18_f0:identity", "small_cnn_f1:identity",
+        "resnet18_f1:identity"]
 
 
 def test_the_guard_adds_nothing_before_it_has_measured_a_batch():
@@ -162,12 +180,10 @@ def test_the_kernel_plans_with_the_values_in_its_config(digits_input, tmp_path):
     lines = []
     summary = run_kernel(config, working_dir=tmp_path, log=lines.append, progress=False)
     plan = next(line for line in lines if line.startswith("plan:")).splitlines()
-    assert "4 of 4 model views run" in plan[0] and "by recorded OOF value per second" in plan[0]
-    # Each fold carries its own value on its first view (their order depends on the measured
-    # seconds); the further views carry none and come after them.
-    assert sorted(row.split()[:4] for row in plan[1:3]) == [
-        ["runs", "cnn_f0:identity", "value", "0.02"], ["runs", "cnn_f1:identity", "value", "0.01"]]
-    assert [row.split()[:4] for row in plan[3:5]] == [
+    assert "4 of 4 model views run" in plan[0] and "by OOF value per second" in plan[0]
+    # The group's value (0.02 + 0.01) sits on its first fold; the other views carry none.
+    assert [row.split()[:4] for row in plan[1:5]] == [
+        ["runs", "cnn_f0:identity", "value", "0.03"], ["runs", "cnn_f1:identity", "value", "-"],
         ["runs", "cnn_f0:hflip", "value", "-"], ["runs", "cnn_f1:hflip", "value", "-"]]
     assert plan[5] == "  value kept 0.03 of 0.03"
     assert summary.dropped == () and summary.added == ()
