@@ -1,7 +1,7 @@
 """`budget_use`: with a budget that fits about half the ensemble, how much of it goes to model
 work, and whether the run ends inside it (`make bench`).
 
-Six random-weight ResNet-18 at 96 px x two TTA views (12 model views) on real JPEG test images,
+Six random-weight ResNet-18 at 64 px x two TTA views (12 model views) on real JPEG test images,
 through `inference_core.run_kernel` in this process. A first run with an unlimited budget
 measures the start-up (discovery, loading) and the model work of the whole ensemble; the second
 run gets the budget that fits the start-up and half that work, with the default 10 % margin:
@@ -12,7 +12,7 @@ where model work is the time from the first batch to the written submission (the
 batch, the blend and the file), the same span for both runs. The goal is >= 0.85, inside the
 budget, without fallback rows.
 
-    .venv/bin/python -m benchmarks.budget_use [--images 500]
+    .venv/bin/python -m benchmarks.budget_use [--images 240]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 from benchmarks.common import write_checkpoints, write_test_images
 from inference_core.runner import run_kernel
 
-MODELS, ARCH, SIZE, MARGIN = 6, "torchvision.resnet18", 96, 0.1
+MODELS, ARCH, SIZE, MARGIN = 6, "torchvision.resnet18", 64, 0.1
 
 
 def _run(root: Path, names: list[str], budget: float, name: str) -> tuple[dict, list[str]]:
@@ -45,7 +45,7 @@ def _run(root: Path, names: list[str], budget: float, name: str) -> tuple[dict, 
             "added_back": list(summary.added)}, lines
 
 
-def measure(images: int = 500) -> dict:
+def measure(images: int = 240) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_test_images(root / "input" / "comp" / "test", images, side=256)
@@ -75,7 +75,7 @@ def measure(images: int = 500) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--images", type=int, default=240)
     print(json.dumps(measure(parser.parse_args().images), indent=2))
 
 
