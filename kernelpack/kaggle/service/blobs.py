@@ -125,7 +125,7 @@ class BlobStore:
             raise ApiError(400, f"upload {token} ({record['name']}): {length} bytes from byte "
                                 f"{start} go past the declared {record['length']}; nothing was "
                                 "kept from this request")
-        if start != have:            # the client resumes from what we said we have
+        if content_range and start != have:     # a resume starts where we said we are
             _drain(body, length)
             return self._progress(token, record)
         wanted = length if keep is None else min(length, keep)
