@@ -41,6 +41,15 @@ for path in ["../input/my-data/mine.txt", "../input/my-data/new.txt"]:
         found["written"].append(path)
     except OSError:
         pass
+# The log the service reads back, and the folder around the working folder, are not its own.
+for name, change in [("../kernel.log", lambda: os.remove("../kernel.log")),
+                     ("../link.log", lambda: os.symlink("/etc/hostname", "../link.log")),
+                     ("../src/kernel.py", lambda: open("../src/kernel.py", "a").write("x"))]:
+    try:
+        change()
+        found["written"].append(name)
+    except OSError:
+        pass
 found["mine"] = open("../input/my-data/mine.txt").read()
 found["processes"] = [pid for pid in os.listdir("/proc") if pid.isdigit()]
 json.dump(found, open("found.json", "w"))

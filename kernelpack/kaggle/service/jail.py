@@ -121,7 +121,9 @@ def _build_root(spec: dict) -> str:
 
 def _enter(spec: dict, command: list[str]) -> None:
     cwd = os.getcwd()
-    for path in spec["writable"]:          # the run writes as nobody
+    # The run writes as nobody, only in these (its working and temp folders): the folders
+    # around them, with the log the service reads back, stay root's, so it cannot swap in links.
+    for path in spec["owned_by_run"]:
         for folder, _, files in os.walk(path):
             for name in [folder, *(os.path.join(folder, f) for f in files)]:
                 os.lchown(name, _NOBODY, _NOBODY)

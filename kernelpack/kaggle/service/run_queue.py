@@ -40,7 +40,8 @@ def isolation() -> tuple[bool, str]:
         return False, "NOT isolated (a container needs root on Linux): kernels can read " \
                       "everything this user can"
     try:
-        probe = subprocess.run(["unshare", "--mount", "--pid", "--net", "--fork", "true"],
+        probe = subprocess.run(["unshare", "--mount", "--pid", "--net", "--fork", "--kill-child",
+                                "--propagation", "private", "true"],
                                capture_output=True, timeout=10)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"NOT isolated (unshare failed: {exc}): kernels can read everything"
@@ -114,6 +115,7 @@ class Runner:
         spec = {"isolate": isolated, "pid_file": str(folder / "run.pid"), "parent": os.getpid(),
                 "new_root": str(folder / "container"), "state": str(self.state_root),
                 "python": _python_prefixes(), "writable": [str(root)],
+                "owned_by_run": [str(root / "working"), str(root / "temp")],
                 "read_only": [[str(folder / "input")] * 2, *binds]}
         (folder / "container").mkdir(exist_ok=True)
         (folder / "run.json").write_text(json.dumps(spec), encoding="utf-8")
@@ -164,7 +166,7 @@ def _lay_out_input(input_dir: Path, mounts: dict[str, Path], isolated: bool) -> 
 
 def log_as_json(log: Path) -> str:
     """The kernel log in the form the real service sends: a JSON array of stream records."""
-    if not log.is_file():
+    if log.is_symlink() or not log.is_file():
         return ""
     lines = log.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
     return json.dumps([{"stream_name": "stdout", "time": 0, "data": line} for line in lines])
