@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 
 from ..errors import KaggleServiceError
 from ..kaggle.constants import DATASET_METADATA, KERNEL_METADATA, URL_ENV
@@ -101,6 +102,12 @@ def _serve(args: argparse.Namespace) -> int:
     from ..kaggle.service import KaggleService, add_competition, parse_fault
     from ..kaggle.service.run_queue import isolation
 
+    root = Path(args.root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise KaggleServiceError(f"--root {root}: {exc.strerror}; pass a folder (new or one "
+                                 "this command made before)") from None
     faults = [parse_fault(spec) for spec in args.fault]
     tokens = _pairs(args.token, "--token", "=", "TOKEN=USERNAME")
     users = dict(_pairs(args.user, "--user", ":", "USERNAME:KEY (as in kaggle.json)"))

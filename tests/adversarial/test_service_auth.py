@@ -6,7 +6,18 @@ import json
 import urllib.parse
 
 import pytest
-from kaggle_helpers import KEY, USER, kaggle_world, run_kaggle, tiny_kernel
+from kaggle_helpers import (
+    KEY,
+    PREDICT_ONES,
+    USER,
+    kaggle_world,
+    run_kaggle,
+    tiny_kernel,
+    write_files,
+)
+
+from kernelpack.kaggle.service import add_competition
+from kernelpack.kaggle.session import KaggleSession
 
 NO_AUTH_NEEDED = {"IntrospectToken"}       # how a client signs in with a token
 
@@ -100,3 +111,21 @@ def test_kernel_output_files_need_credentials_or_the_signed_link(world, tmp_path
     world.service.add_user("someone", "k")
     someone = {"Authorization": "Basic c29tZW9uZTpr"}                    # someone:k
     assert _request(world, "GET", plain, headers=someone)[0] == 404
+
+
+def test_someone_elses_public_kernel_cannot_be_submitted_as_ones_own(world, tmp_path,
+                                                                     monkeypatch):
+    data = write_files(tmp_path / "data", {"sample_submission.csv": b"id,label\na,0\n"})
+    (tmp_path / "solution.csv").write_text("id,label\na,1\n")
+    add_competition(world.root, "tinycomp", data, tmp_path / "solution.csv")
+    world.service.add_user("someone", "k")
+    monkeypatch.setenv("KAGGLE_USERNAME", "someone")
+    monkeypatch.setenv("KAGGLE_KEY", "k")
+    kernel = tiny_kernel(tmp_path / "k", "public-kernel", PREDICT_ONES, id="someone/public-kernel",
+                         is_private=False, competition_sources=["tinycomp"])
+    assert KaggleSession(world.url).push_kernel(kernel, wait=True).status == "COMPLETE"
+    monkeypatch.delenv("KAGGLE_USERNAME")
+    monkeypatch.delenv("KAGGLE_KEY")
+    taken = world.kernelpack("submit", "tinycomp", "--kernel", "someone/public-kernel")
+    assert taken.returncode == 1 and "is not yours" in taken.stderr, taken
+    assert not world.stored("submissions").exists()

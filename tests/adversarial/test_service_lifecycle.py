@@ -140,13 +140,23 @@ def test_stopping_serve_kaggle_stops_the_kernels_it_started(tmp_path, stop):
     assert record["versions"][0]["status"] == "RUNNING"       # run again at the next start
 
 
-@pytest.mark.parametrize("spec", ["digits", "digits:data", "a:b:c:d:e", "::", "../x:d:s.csv"])
-def test_a_malformed_competition_spec_is_one_line(tmp_path, spec):
+@pytest.mark.parametrize("args, problem", [
+    (["--competition", "digits"], "competition"), (["--competition", "digits:data"], "competition"),
+    (["--competition", "a:b:c:d:e"], "competition"), (["--competition", "::"], "competition"),
+    (["--competition", "../x:d:s.csv"], "competition"), (["--user", "name-only"], "--user"),
+    (["--user", ":key"], "--user"), (["--token", "=user"], "--token"),
+    (["--processing-seconds", "nan"], "--processing-seconds"), (["--port", "70000"], "--port"),
+    (["--root-is-a-file"], "--root")])
+def test_a_malformed_serve_kaggle_option_is_one_line(tmp_path, args, problem):
+    root = tmp_path / "s"
+    if args == ["--root-is-a-file"]:
+        root.write_text("not a folder")
+        args = []
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        code = main(["serve-kaggle", "--root", str(tmp_path / "s"), "--competition", spec])
+        code = main(["serve-kaggle", "--root", str(root), "--port", "0", *args])
     assert code == 1 and len(err.getvalue().splitlines()) == 1, err.getvalue()
-    assert err.getvalue().startswith("kernelpack: error: ") and "competition" in err.getvalue()
+    assert err.getvalue().startswith("kernelpack: error: ") and problem in err.getvalue()
 
 
 def test_without_namespaces_a_run_falls_back_to_linked_sources(world, tmp_path, monkeypatch):

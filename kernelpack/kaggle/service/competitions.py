@@ -88,6 +88,9 @@ class Competitions:
         self._competition(slug)
         owner, kernel_slug = request.get("kernelOwner", ""), request.get("kernelSlug", "")
         record = self.kernels.record(owner, kernel_slug, user)
+        if owner != user:
+            raise ApiError(403, f"{owner}/{kernel_slug} is not yours; copy it to your account "
+                                "and submit your own version")
         version = self.kernels.version(record, request.get("kernelVersion"))
         file_name = check_name(request.get("fileName") or "submission.csv", "file name")
         ref_text = f"{owner}/{kernel_slug} version {version['number']}"
