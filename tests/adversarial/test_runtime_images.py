@@ -17,6 +17,10 @@ from inference_core.errors import TestSetError
 from inference_core.preprocess import MAX_IMAGE_PIXELS, decode_image
 from inference_core.runner import run_kernel
 
+# The kernel silences PIL's bomb warning once (its own check says more); pytest resets warning
+# filters around each test, so it is silenced here too.
+pytestmark = pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+
 
 def bomb_png(path: Path, width: int, height: int) -> Path:
     """A tiny grayscale PNG whose header claims width x height pixels."""
