@@ -177,8 +177,8 @@ class Plan:
         """The plan as one log block: what runs, what is left out, value and seconds of each."""
         first = _first_views(self.order)
         unvalued = [u.label[:-len(u.op) - 1] for u in first if u.value is None]
-        rule = ("by OOF value per second (a model's value on its first fold), then the other "
-                "views" if self.by_value else
+        rule = ("by OOF value per second: a model's value on its first fold, the other views "
+                "after" if self.by_value else
                 ("no recorded values" if len(unvalued) == len(first) else
                  f"no recorded value for {', '.join(unvalued)}")
                 + ": one fold of every model first, then further folds, then TTA views")
@@ -246,9 +246,11 @@ class DeadlineGuard:
             ratio = seconds / images / self.estimated_per_image()
             self.slowdown = ratio if self.slowdown is None else 0.5 * (self.slowdown + ratio)
         change = GuardChange([], [])
+        if images_left <= 0:  # nothing left to plan for
+            return change
         while len(self.active) > 1 and self.projected_finish(images_left) > self.deadline:
             change.dropped.append(self.active.pop())
-        if change.dropped or self.slowdown is None or images_left <= 0:
+        if change.dropped or self.slowdown is None:
             return change
         for unit in self.order:
             extra = images_left * self.cost[unit] * self.slowdown * (1 + ADD_HEADROOM)

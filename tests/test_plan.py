@@ -50,7 +50,8 @@ def test_a_group_is_worth_its_folds_values_on_its_first_fold_and_the_log_shows_i
     plan = choose_units(ranked, cost, DECODE, IMAGES, available=9.0)
     assert _kept(plan) == ["small_cnn_f0", "resnet18_f0", "small_cnn_f1", "small_cnn_f2"]
     block = plan.describe().splitlines()
-    assert "by OOF value per second (a model's value on its first fold)" in block[0]
+    assert "by OOF value per second: a model's value on its first fold, the other views " \
+        "after); decoding 0.5 s" in block[0]
     assert [row.split()[:4] for row in block[1:7]] == [
         ["runs", "small_cnn_f0:identity", "value", "0.03"],
         ["runs", "resnet18_f0:identity", "value", "0.108"],
@@ -136,6 +137,10 @@ def test_a_run_that_is_ahead_adds_left_out_views_back():
     assert [u.label for u in guard.active] == [
         "small_cnn_f0:identity", "resnet18_f0:identity", "small_cnn_f1:identity",
         "resnet18_f1:identity"]
+    # After the last batch there is nothing left to drop views for, however late it is.
+    clock.now = 8.5
+    assert guard.after_batch(100, 6.0, images_left=0) == type(change)([], [])
+    assert len(guard.active) == 4
 
 
 def test_the_guard_adds_nothing_before_it_has_measured_a_batch():
