@@ -18,8 +18,16 @@ from ..errors import KernelpackError
 COMMAND_GROUPS = ("build", "keys", "search", "bundle", "kaggle", "checkpoints", "predict")
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """A bad argument is one line (what is wrong, and where the help is), not the usage block;
+    sub-commands inherit the class."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def make_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="kernelpack",
         description="Bundle a PyTorch ensemble into one offline Kaggle kernel and rehearse it.",
     )

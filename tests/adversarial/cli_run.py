@@ -1,5 +1,5 @@
-"""`kernelpack ARGS` in-process for the adversarial tests: exit code, stdout, stderr (argparse's
-usage errors included, which exit through SystemExit)."""
+"""`kernelpack ARGS` in-process for the adversarial tests: exit code, stdout, stderr (argument
+errors included, which exit through SystemExit with code 2)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,6 @@ class Done:
     code: int
     out: str
     err: str
-
-    @property
-    def error_lines(self) -> list[str]:
-        """stderr without argparse's usage block: the lines that say what is wrong."""
-        lines = self.err.strip().splitlines()
-        return [line for line in lines if "error" in line] if lines else []
 
 
 def kernelpack(*args: object) -> Done:
@@ -38,9 +32,8 @@ def assert_one_line_error(done: Done, *fragments: str, code: int = 1) -> str:
     assert done.code == code, done
     assert "Traceback" not in done.err, done.err
     lines = done.err.strip().splitlines()
-    if code == 1:
-        assert len(lines) == 1, lines
-    error = done.error_lines[-1]
+    assert len(lines) == 1, lines  # usage errors too: no usage block
+    error = lines[0]
     for fragment in fragments:
         assert fragment in error, (fragment, error)
     return error
