@@ -46,6 +46,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KernelpackError, KernelError) as exc:
         print(f"kernelpack: error: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # the system refused (disk full, no permission) where no check did
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"kernelpack: error: {where}{exc.strerror or exc}; check the path, its permissions "
+              "and the free space", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("kernelpack: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

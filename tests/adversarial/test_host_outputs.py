@@ -54,6 +54,19 @@ def test_encrypt_or_decrypt_onto_their_own_input_is_refused(tmp_path):
                           "not a regular file")
 
 
+def test_an_output_under_a_file_is_one_line_from_the_system(tmp_path):
+    config = tmp_path / "ensemble.yml"
+    config.write_text(CONFIG)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep")
+    assert_one_line_error(kernelpack("build", config, "-o", blocker / "out"), "a-file",
+                          "Not a directory")
+    entry = tmp_path / "main.py"
+    entry.write_text("print('hi')\n")
+    assert_one_line_error(kernelpack("bundle", entry, "-o", blocker / "k.py"), "a-file")
+    assert blocker.read_text() == "keep"
+
+
 def test_bundle_onto_a_folder_is_one_line(tmp_path):
     entry = tmp_path / "main.py"
     entry.write_text("print('hi')\n")
