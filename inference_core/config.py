@@ -60,6 +60,8 @@ def _fail(where: str, problem: str) -> ConfigError:
 def _string(value: Any, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise _fail(where, f"must be a non-empty string, got {_shown(value)}")
+    if "\0" in value:  # no file name, column or label holds one; paths would raise on it
+        raise _fail(where, f"must not contain a NUL character, got {_shown(value)}")
     return value
 
 
@@ -125,7 +127,7 @@ def _inside_pattern(value: Any, where: str) -> str:
     patterns with an exception, and `..` would read the files beside the test set)."""
     pattern = _string(value, where)
     parts = pattern.replace("\\", "/").split("/")
-    if pattern.startswith(("/", "\\")) or ".." in parts or "\0" in pattern:
+    if pattern.startswith(("/", "\\")) or ".." in parts:
         raise _fail(where, f"must be a pattern inside the test folder (e.g. *.png or **/*.jpg), "
                            f"got {_shown(value)}")
     return pattern
@@ -135,7 +137,7 @@ def _output_file(value: Any, where: str) -> str:
     """A file name in the working folder (the kernel's published output): no folder parts, so a
     config cannot write anywhere else."""
     name = _string(value, where)
-    if "/" in name or "\\" in name or name in (".", "..") or "\0" in name:
+    if "/" in name or "\\" in name or name in (".", ".."):
         raise _fail(where, f"must be a file name in the working folder (e.g. submission.csv), "
                            f"got {_shown(value)}")
     return name

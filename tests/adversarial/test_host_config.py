@@ -143,6 +143,7 @@ def test_any_yaml_text_loads_as_a_config_or_one_config_error(tmp_path_factory, p
      ["submission.file", "working folder"]),
     ("models:\n  - {name: a}\ntest: {images: x, pattern: ../*}\n", ["test.pattern", "inside"]),
     ("models:\n  - {name: a}\nblend: 2024-13-45\n", ["cannot be read", "month"]),
+    ('models:\n  - {name: a}\ntest: {images: "comp\\0test"}\n', ["test.images", "NUL"]),
     ("models:\n  - {name: a, weight: !!float x}\n", ["cannot be read"]),
     ("models:\n  - {name: a}\ntest: {images: x, pattern: /etc/*}\n", ["test.pattern", "inside"]),
 ])
