@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from inference_core.errors import TestSetError
@@ -55,6 +57,24 @@ def test_damaged_files_of_every_kind_are_test_set_errors(tmp_path):
         for decoder in ("pil", "cv2"):
             with pytest.raises(TestSetError, match=name):
                 decode_image(tmp_path / name, decoder)
+
+
+MAGICS = [b"", b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"II*\x00",
+          b"RIFF\x00\x00\x00\x00WEBP", b"P6\n"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(MAGICS), st.binary(max_size=400), st.sampled_from(["pil", "cv2"]))
+def test_any_bytes_decode_to_an_rgb_image_or_a_test_set_error(tmp_path_factory, magic, body,
+                                                              decoder):
+    path = tmp_path_factory.mktemp("fuzz") / "x.img"
+    path.write_bytes(magic + body)
+    try:
+        image = decode_image(path, decoder)
+    except TestSetError as exc:
+        assert str(exc).startswith(str(path)) and "\n" not in str(exc)
+    else:
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
 
 
 @pytest.fixture
