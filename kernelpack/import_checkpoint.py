@@ -100,26 +100,39 @@ def _model_config(arch: str, num_classes: int, name: str, fold: int | None,
     return config
 
 
+def _no_duplicate_keys(path: Path):
+    def pairs_to_dict(pairs: list) -> dict:
+        fields: dict = {}
+        for key, value in pairs:
+            if key in fields:
+                raise CheckpointImportError(f"{path}: key {key!r} is given twice; JSON would keep "
+                                            "only the last, remove one")
+            fields[key] = value
+        return fields
+
+    return pairs_to_dict
+
+
 def read_config_file(path: Path) -> dict:
-    """The checkpoint config fields in a .json or .yml/.yaml file (a mapping)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CheckpointImportError(f"{path}: --config file not found") from None
-    if path.suffix == ".json":
+    """The checkpoint config fields in a .json or .yml/.yaml file (a mapping); YAML is read as
+    strictly as an ensemble config (a duplicate key is an error), JSON likewise."""
+    if path.suffix in (".yml", ".yaml"):
+        from .config import read_yaml
+
+        fields = read_yaml(path)
+    elif path.suffix == ".json":
         try:
-            fields = json.loads(text)
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise CheckpointImportError(f"{path}: --config file not found") from None
+        except (UnicodeDecodeError, OSError) as exc:
+            raise CheckpointImportError(f"{path}: --config cannot be read as UTF-8 text "
+                                        f"({type(exc).__name__}); pass a JSON file") from None
+        try:
+            fields = json.loads(text, object_pairs_hook=_no_duplicate_keys(path))
         except json.JSONDecodeError as exc:
             raise CheckpointImportError(f"{path}: not valid JSON (line {exc.lineno}: {exc.msg}); "
                                         "fix the syntax") from None
-    elif path.suffix in (".yml", ".yaml"):
-        import yaml
-
-        try:
-            fields = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise CheckpointImportError(f"{path}: not valid YAML ({getattr(exc, 'problem', exc)})"
-                                        "; fix the syntax") from None
     else:
         raise CheckpointImportError(f"{path}: --config must be a .json, .yml or .yaml file")
     if not isinstance(fields, dict):

@@ -230,3 +230,16 @@ def test_a_timm_safetensors_file_with_timm_preprocessing(tmp_path):
     x = torch.randn(2, *data_config["input_size"])
     with torch.no_grad():
         assert torch.allclose(imported(x), reference(x), rtol=0, atol=1e-6)
+
+
+def test_a_config_key_given_twice_is_an_error_not_the_last_one(original, tmp_path, capsys):
+    source, _ = _write("state_dict", original, tmp_path)
+    twice_yml = tmp_path / "twice.yml"
+    twice_yml.write_text("input_size: 16\nactivation: softmax\ninput_size: 32\n")
+    err = _error(capsys, _cli(source, tmp_path / "x.pt", twice_yml))
+    assert f"{twice_yml}: line 3: key 'input_size' is given twice (first at line 1)" in err
+    twice_json = tmp_path / "twice.json"
+    twice_json.write_text('{"input_size": 16, "input_size": 32}')
+    err = _error(capsys, _cli(source, tmp_path / "x.pt", twice_json))
+    assert f"{twice_json}: key 'input_size' is given twice" in err
+    assert not (tmp_path / "x.pt").exists()
