@@ -214,8 +214,8 @@ def _maybe_compile(best: Optimized, run: Run, attempt: Callable, budget: Compile
     compiled = _timed(run, best.model, channels_last)
     if compiled >= uncompiled:
         best.model, best.steps = previous, best.steps[:-1]
-        best.notes.append(f"compile left out (not faster on the check batch: {compiled:.2f} s "
-                          f"vs {uncompiled:.2f} s)")
+        best.notes.append(f"compile left out (compiled in {compile_seconds:.0f} s but not faster"
+                          f" on the check batch: {compiled:.2f} s vs {uncompiled:.2f} s)")
         return
     best.notes.append(f"compiled in {compile_seconds:.0f} s, {uncompiled / compiled:.2f}x faster "
                       "on the check batch")
