@@ -7,7 +7,7 @@ chooses the units that run on the images left:
 - With recorded values (every model has a `value`, written by `blend search`: what the blended
   OOF score loses without that fold on its OOF rows), a group's value is the sum of its folds'
   values: what the blend loses without the whole model. One fold model predicts every test image
-  as the OOF file's fold models predicted theirs, so the group's first fold is credited with
+  as the OOF file's fold models predicted theirs, so the group's cheapest fold is credited with
   the whole group value; further folds and further TTA views get no credit (OOF
   predictions cannot show what averaging folds or views adds). The plan keeps the credited units
   with the most value that fit: greedy by value per second, first fit (a unit that does not fit
@@ -96,9 +96,10 @@ def has_values(ranked: Sequence[Unit]) -> bool:
     return bool(first) and all(unit.value is not None for unit in first)
 
 
-def credits(ranked: Sequence[Unit]) -> dict[Unit, float]:
-    """With values: each group's value (the sum of its models' values) on its first fold's
-    first view, for groups worth more than nothing; without values, none."""
+def credits(ranked: Sequence[Unit], cost: dict[Unit, float]) -> dict[Unit, float]:
+    """With values: each group's value (the sum of its models' values) on its cheapest fold's
+    first view (ties: the first in config order), for groups worth more than nothing; without
+    values, none."""
     if not has_values(ranked):
         return {}
     groups: dict[str, list[Unit]] = {}
@@ -108,16 +109,33 @@ def credits(ranked: Sequence[Unit]) -> dict[Unit, float]:
     for units in groups.values():
         value = sum(unit.value for unit in units)
         if value > 0:
-            credit[units[0]] = value
+            credit[min(units, key=lambda u: cost[u])] = value
     return credit
 
 
 def priority_order(ranked: Sequence[Unit], cost: dict[Unit, float],
                    credit: dict[Unit, float]) -> list[Unit]:
     """Units in the order the plan considers them (and the guard adds them back): credited
-    units by value per second, then the rest in `ranked` order."""
+    units by value per second, then the rest in the diverse order of `ranked`, where a group's
+    credited fold counts as its first."""
     valued = sorted(credit, key=lambda u: -credit[u] / max(cost[u], _EPS))
-    return valued + [u for u in ranked if u not in credit]
+    views: dict[int, int] = {}  # member -> views seen so far
+    folds: dict[str, list[int]] = {}  # group -> its members, credited first
+    groups: dict[str, int] = {}  # group -> rank
+    key = {}
+    for unit in ranked:
+        view = views[unit.member] = views.get(unit.member, -1) + 1
+        groups.setdefault(unit.group, len(groups))
+        if view == 0:
+            folds.setdefault(unit.group, []).append(unit.member)
+    for unit in credit:
+        folds[unit.group].remove(unit.member)
+        folds[unit.group].insert(0, unit.member)
+    views.clear()
+    for unit in ranked:
+        view = views[unit.member] = views.get(unit.member, -1) + 1
+        key[unit] = (view, folds[unit.group].index(unit.member), groups[unit.group])
+    return valued + sorted((u for u in ranked if u not in credit), key=key.__getitem__)
 
 
 def _first_fit(order: Sequence[Unit], cost: dict[Unit, float], room: float,
@@ -177,8 +195,8 @@ class Plan:
         """The plan as one log block: what runs, what is left out, value and seconds of each."""
         first = _first_views(self.order)
         unvalued = [u.label[:-len(u.op) - 1] for u in first if u.value is None]
-        rule = ("by OOF value per second: a model's value on its first fold, the other views "
-                "after" if self.by_value else
+        rule = ("by OOF value per second: a model's value on its cheapest fold, the other "
+                "views after" if self.by_value else
                 ("no recorded values" if len(unvalued) == len(first) else
                  f"no recorded value for {', '.join(unvalued)}")
                 + ": one fold of every model first, then further folds, then TTA views")
@@ -200,7 +218,7 @@ def choose_units(ranked: Sequence[Unit], cost: dict[Unit, float], base_cost: flo
                  images: int, available: float) -> Plan:
     """The units of `ranked` (in `rank_units` order) that run on `images` in `available`
     seconds (per image: `base_cost` for decoding plus `cost[unit]` per unit); never empty."""
-    credit = credits(ranked)
+    credit = credits(ranked, cost)
     order = priority_order(ranked, cost, credit)
     if images <= 0:
         return Plan(order, list(order), cost, base_cost, images, available, credit)

@@ -45,19 +45,21 @@ def test_without_values_one_fold_of_every_model_comes_before_second_folds():
 
 def test_a_group_is_worth_its_folds_values_on_its_first_fold_and_the_log_shows_it():
     ranked, cost = _demo({"small_cnn": 0.010, "resnet18": 0.036})
-    # The groups are worth 0.03 (30 per second) and 0.108 (27 per second): both run, then the
-    # other folds fill what is left in the diverse order.
+    cost[next(u for u in ranked if u.label == "resnet18_f1:identity")] = 0.003
+    # The groups are worth 0.03 (30 per second) and 0.108, credited to the cheapest ResNet fold
+    # (36 per second): both run, then the other folds fill what is left in the diverse order,
+    # where resnet18_f1 counts as its group's first fold.
     plan = choose_units(ranked, cost, DECODE, IMAGES, available=9.0)
-    assert _kept(plan) == ["small_cnn_f0", "resnet18_f0", "small_cnn_f1", "small_cnn_f2"]
+    assert _kept(plan) == ["resnet18_f1", "small_cnn_f0", "small_cnn_f1", "small_cnn_f2"]
     block = plan.describe().splitlines()
-    assert "by OOF value per second: a model's value on its first fold, the other views " \
+    assert "by OOF value per second: a model's value on its cheapest fold, the other views " \
         "after); decoding 0.5 s" in block[0]
     assert [row.split()[:4] for row in block[1:7]] == [
+        ["runs", "resnet18_f1:identity", "value", "0.108"],
         ["runs", "small_cnn_f0:identity", "value", "0.03"],
-        ["runs", "resnet18_f0:identity", "value", "0.108"],
         ["runs", "small_cnn_f1:identity", "value", "-"],
         ["runs", "small_cnn_f2:identity", "value", "-"],
-        ["left", "out", "resnet18_f1:identity", "value"],
+        ["left", "out", "resnet18_f0:identity", "value"],
         ["left", "out", "resnet18_f2:identity", "value"]]
     assert block[5].split()[4:] == ["-", "4.0", "s"]
     assert block[-1] == "  value kept 0.138 of 0.138"
@@ -186,9 +188,13 @@ def test_the_kernel_plans_with_the_values_in_its_config(digits_input, tmp_path):
     summary = run_kernel(config, working_dir=tmp_path, log=lines.append, progress=False)
     plan = next(line for line in lines if line.startswith("plan:")).splitlines()
     assert "4 of 4 model views run" in plan[0] and "by OOF value per second" in plan[0]
-    # The group's value (0.02 + 0.01) sits on its first fold; the other views carry none.
-    assert [row.split()[:4] for row in plan[1:5]] == [
-        ["runs", "cnn_f0:identity", "value", "0.03"], ["runs", "cnn_f1:identity", "value", "-"],
-        ["runs", "cnn_f0:hflip", "value", "-"], ["runs", "cnn_f1:hflip", "value", "-"]]
+    # The group's value (0.02 + 0.01) sits on its cheaper fold (which one depends on the
+    # measured seconds), then the other fold; the further views carry none.
+    rows = [row.split()[:4] for row in plan[1:5]]
+    assert rows[0][2:] == ["value", "0.03"] and rows[1][2:] == ["value", "-"]
+    assert sorted(row[1] for row in rows[:2]) == ["cnn_f0:identity", "cnn_f1:identity"]
+    first = rows[0][1].split(":")[0]
+    assert rows[2:] == [["runs", f"{first}:hflip", "value", "-"],
+                        ["runs", f"{rows[1][1].split(':')[0]}:hflip", "value", "-"]]
     assert plan[5] == "  value kept 0.03 of 0.03"
     assert summary.dropped == () and summary.added == ()
