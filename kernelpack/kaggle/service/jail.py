@@ -88,6 +88,10 @@ def _build_root(spec: dict) -> str:
     for path in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.lexists(path):
             _link_like_host(path, new_root)
+    # /tmp before the Python prefixes: a virtual environment may live under /tmp (a CI clone).
+    for name, fstype, mode in (("tmp", "tmpfs", "mode=1777"), ("proc", "proc", None)):
+        os.makedirs(_inside(new_root, name), exist_ok=True)
+        _mount(fstype, _inside(new_root, name), fstype, _MS_NOSUID | _MS_NODEV, mode)
     for prefix in spec["python"]:
         _bind(prefix, new_root)
     # A prefix may hold the state folder; hide it again before the run's own binds go on top.
@@ -107,9 +111,6 @@ def _build_root(spec: dict) -> str:
     for number, name in enumerate(("stdin", "stdout", "stderr")):
         os.symlink(f"/proc/self/fd/{number}", os.path.join(dev, name))
     os.symlink("/proc/self/fd", os.path.join(dev, "fd"))
-    for name, fstype, mode in (("tmp", "tmpfs", "mode=1777"), ("proc", "proc", None)):
-        os.makedirs(_inside(new_root, name), exist_ok=True)
-        _mount(fstype, _inside(new_root, name), fstype, _MS_NOSUID | _MS_NODEV, mode)
     _bind("/sys", new_root)
     # Last, so that no tmpfs above (/tmp, the state folder) covers them.
     for path in spec["writable"]:
