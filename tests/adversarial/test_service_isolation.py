@@ -87,7 +87,7 @@ def test_a_kernel_reaches_only_its_own_sources_read_only(world, tmp_path, monkey
                world.stored("competitions", "tinycomp", "solution.csv"),
                world.stored("users.json"), world.stored("signing.json"), labels,
                world.home / "config" / "kaggle.json"]
-    assert all(path.is_file() for path in secrets[:4])
+    assert all(path.is_file() for path in secrets[:3])
     kernel = tiny_kernel(tmp_path / "k", "snoop-kernel",
                          f"PATHS = {[str(p) for p in secrets]!r}\n" + SNOOP,
                          dataset_sources=[f"{USER}/my-data"], competition_sources=["tinycomp"])
