@@ -45,6 +45,7 @@ class BuildResult:
     metadata: Path
     size_bytes: int
     seconds: float
+    warnings: tuple[str, ...] = ()  # the bundler's, each naming a file, a line and the fix
 
 
 def runtime_config(config: dict) -> dict:
@@ -195,4 +196,4 @@ def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None 
     (outdir / CONFIG_FILE).write_text(json.dumps(runtime_config(config), indent=2) + "\n",
                                       encoding="utf-8")
     return BuildResult(kernel_path, metadata_path, len(kernel_text.encode("utf-8")),
-                       time.perf_counter() - start)
+                       time.perf_counter() - start, tuple(bundled.warnings))

@@ -129,3 +129,14 @@ def test_cli_build_reports_a_config_missing_a_field_in_one_line(ensemble_yml, tm
     assert not (tmp_path / "out").exists()
     with pytest.raises(ConfigError):
         build_kernel(ensemble_yml, tmp_path / "out")
+
+
+def test_build_prints_the_bundlers_warnings_for_the_users_code(ensemble_yml, tmp_path, capsys):
+    """`build --code` carries the user's code through the bundler: its warnings reach the user."""
+    package = tmp_path / "oldcode"
+    package.mkdir()
+    (package / "__init__.py").write_text("import imp  # gone in Python 3.12\n")
+    assert main(["build", str(ensemble_yml), "-o", str(tmp_path / "out"),
+                 "--code", str(package)]) == 0
+    err = capsys.readouterr().err
+    assert "kernelpack: warning:" in err and "imp" in err and "__init__.py" in err

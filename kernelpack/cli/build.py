@@ -18,6 +18,8 @@ def _build(args: argparse.Namespace) -> int:
     result = build_kernel(args.config, args.output, key=key, code=args.code)
     print(f"wrote {result.kernel} ({result.size_bytes / 1024:.1f} KiB, built in "
           f"{result.seconds:.2f} s) and {result.metadata}")
+    for warning in result.warnings:
+        print(f"kernelpack: warning: {warning}", file=sys.stderr)
     return 0
 
 
