@@ -133,10 +133,12 @@ def read_yaml(path: str | Path) -> Any:
 
 def load_config(path: str | Path) -> dict:
     """Read and validate an ensemble YAML; ConfigError messages start with the file name."""
-    path = Path(path)
-    raw = read_yaml(path)
+    return validate_loaded(read_yaml(path), path)
+
+
+def validate_loaded(raw: Any, path: str | Path) -> dict:
+    """Validate what `read_yaml(path)` returned (it is left as it is); errors name the file."""
     try:
-        config = validate_host_config(raw if raw is not None else {})
+        return validate_host_config(raw if raw is not None else {})
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    return config

@@ -20,7 +20,7 @@ import yaml
 
 from inference_core.errors import ConfigError
 
-from ..config import load_config, validate_host_config
+from ..config import read_yaml, validate_host_config, validate_loaded
 from ..errors import SearchError
 from .values import VALUE_DECIMALS, OofValues
 
@@ -51,8 +51,8 @@ def read_base(path: Path | None) -> tuple[dict, dict | None]:
     """The base config as written (to keep the user's file) and validated (for its values)."""
     if path is None:
         return {}, None
-    validated = load_config(path)
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8")), validated
+    raw = read_yaml(path)
+    return raw, validate_loaded(raw, path)
 
 
 def with_weights(raw: dict, names: Sequence[str], weights: Sequence[float], mode: str,
