@@ -102,6 +102,9 @@ def _serve(args: argparse.Namespace) -> int:
     from ..kaggle.service import KaggleService, add_competition, parse_fault
     from ..kaggle.service.run_queue import isolation
 
+    if not math.isfinite(args.processing_seconds) or args.processing_seconds < 0:
+        raise KaggleServiceError(f"--processing-seconds {args.processing_seconds}: must be a "
+                                 "finite number of seconds, 0 or more")
     root = Path(args.root)
     try:
         root.mkdir(parents=True, exist_ok=True)
@@ -114,9 +117,6 @@ def _serve(args: argparse.Namespace) -> int:
     competitions = [_competition_spec(spec) for spec in args.competition]
     for slug, data, solution, hidden in competitions:
         add_competition(args.root, slug, data, solution, hidden)
-    if not math.isfinite(args.processing_seconds) or args.processing_seconds < 0:
-        raise KaggleServiceError(f"--processing-seconds {args.processing_seconds}: must be a "
-                                 "finite number of seconds, 0 or more")
     try:
         service = KaggleService(args.root, host=args.host, port=args.port,
                                 processing_seconds=args.processing_seconds, users=users)
