@@ -22,7 +22,6 @@ from .kaggle.constants import KERNEL_METADATA, slug_of, title_of
 from .user_code import code_locations
 
 KERNEL_FILE = "kernel.py"
-METADATA_FILE = KERNEL_METADATA
 CONFIG_FILE = "kernel-config.json"
 ENTRY_NAME = "kernel_entry.py"
 # First line of a kernel.py that carries a key: the entry is compressed inside kernel.py, so this
@@ -190,7 +189,7 @@ def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None 
     outdir.mkdir(parents=True, exist_ok=True)
     kernel_path = outdir / KERNEL_FILE
     kernel_path.write_text(kernel_text, encoding="utf-8")
-    metadata_path = outdir / METADATA_FILE
+    metadata_path = outdir / KERNEL_METADATA
     metadata_path.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
     # A readable copy of the embedded config (never the key), for people and `run-local`.
     (outdir / CONFIG_FILE).write_text(json.dumps(runtime_config(config), indent=2) + "\n",
