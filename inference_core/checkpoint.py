@@ -19,10 +19,8 @@ from torch import nn
 from .errors import CheckpointError, KernelError
 from .files import atomic_write
 from .kpenc import decrypt_to_memory, is_kpenc, mappable_path
-from .model_config import ModelConfig
+from .model_config import CHECKPOINT_KEYS, ModelConfig
 from .registry import create_model
-
-CHECKPOINT_KEYS = ("arch", "num_classes", "config", "state_dict")
 
 
 def _first_line(exc: BaseException) -> str:

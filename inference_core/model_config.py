@@ -40,6 +40,10 @@ from .config import (
 )
 from .errors import CheckpointError, ConfigError
 
+# The top-level keys of a kernelpack checkpoint (here, not in `checkpoint`, so that reading them
+# needs no torch: `kernelpack encrypt` reads a checkpoint's fields without it).
+CHECKPOINT_KEYS = ("arch", "num_classes", "config", "state_dict")
+
 # How the runtime turns a model's outputs into probabilities (`predict.activate`).
 ACTIVATIONS = ("softmax", "sigmoid", "none")
 

@@ -16,9 +16,8 @@ import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
-# The keys `load_checkpoint` requires (inference_core.checkpoint.CHECKPOINT_KEYS; importing that
-# module imports torch).
-_REQUIRED = ("arch", "num_classes", "config", "state_dict")
+from inference_core.model_config import CHECKPOINT_KEYS
+
 _TENSOR_CALLS = {("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter")}
 
 
@@ -53,7 +52,7 @@ def _plain_fields(path: Path) -> dict | None:
                 checkpoint = _FieldsUnpickler(stream).load()
     except Exception:  # anything unexpected: torch.load reads the file and reports
         return None
-    if not isinstance(checkpoint, dict) or not all(key in checkpoint for key in _REQUIRED):
+    if not isinstance(checkpoint, dict) or not all(key in checkpoint for key in CHECKPOINT_KEYS):
         return None
     return {key: checkpoint[key] for key in ("arch", "num_classes", "config")}
 
