@@ -92,3 +92,11 @@ def test_an_unknown_metric_is_named_with_the_known_ones():
     assert "\n" not in message
     with pytest.raises(SearchError, match="format 'ranked': the label metrics"):
         METRICS["f2"].score(np.eye(2), np.eye(2, dtype=bool), {"format": "ranked"})
+
+
+def test_the_cli_help_lists_exactly_the_metrics_there_are():
+    """`kernelpack blend search --help` names the metrics without importing numpy: its list must
+    stay the registry's."""
+    from kernelpack.cli.search import METRIC_NAMES
+
+    assert tuple(METRICS) == METRIC_NAMES
