@@ -36,6 +36,11 @@ class KaggleUploadError(KaggleError):
     """A file did not arrive whole; nothing is reported as pushed that is not there."""
 
 
+class KaggleModelHandleError(KaggleError):
+    """A Kaggle Model handle (OWNER/MODEL/FRAMEWORK/VARIATION) is malformed; found before any
+    call is sent."""
+
+
 class KaggleServiceError(KernelpackError):
     """The local Kaggle service cannot start with these settings (competition, fault, port)."""
 
