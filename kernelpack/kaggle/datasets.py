@@ -4,6 +4,7 @@ unchanged), wait until it is ready, and check that every file arrived with its s
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,15 +50,13 @@ class DatasetCalls:
 
     def dataset_files(self, ref: str) -> dict[str, int]:
         """Name -> size of every file the service lists for the newest ready version."""
-        files: dict[str, int] = {}
-        token = None
-        while True:
-            page = self.call(f"{ref}: dataset files", self.api.dataset_list_files, ref,
-                             page_token=token, retry=True)
-            files.update({item.name: item.total_bytes for item in page.files or []})
-            token = page.next_page_token
-            if not token:
-                return files
+        def page(token: str | None) -> tuple[dict[str, int], str | None]:
+            answer = self.call(f"{ref}: dataset files", self.api.dataset_list_files, ref,
+                               page_token=token, retry=True)
+            return ({item.name: item.total_bytes for item in answer.files or []},
+                    answer.next_page_token)
+
+        return all_pages(page)
 
     def wait_dataset(self, ref: str, timeout: float) -> None:
         def ready() -> bool | None:
@@ -82,11 +81,9 @@ class DatasetCalls:
         metadata = dataset_metadata(folder, dataset_id, title, default_owner=self.username)
         ref = metadata["id"]
         local = {path.name: file_digest(path) for path in files}
-        manifest_path = folder / MANIFEST_FILE
-        previous = _read_manifest(manifest_path)
+        previous = unchanged_since(folder, ref, local)
         exists = self.dataset_exists(ref)
-        if exists and previous and previous.get("id") == ref and previous["files"] == local \
-                and self.dataset_files(ref) == {n: d["size"] for n, d in local.items()}:
+        if exists and previous and self.dataset_files(ref) == sizes_of(local):
             return DatasetPush(ref, previous["version"], [], skipped=True, verified=True)
         options = {"quiet": True, "ignore_patterns": [MANIFEST_FILE]}
         if exists:
@@ -106,19 +103,52 @@ class DatasetCalls:
             return push
         self.wait_dataset(ref, timeout)
         self.verify_dataset(ref, local)
-        manifest_path.write_text(json.dumps({"id": ref, "version": version, "files": local},
-                                            indent=1, sort_keys=True) + "\n")
+        record_push(folder, ref, version, local)
         push.verified = True
         return push
 
     def verify_dataset(self, ref: str, local: dict[str, dict]) -> None:
-        listed = self.dataset_files(ref)
-        wrong = [f"{name} ({'missing' if name not in listed else f'{listed[name]} bytes'}, "
-                 f"expected {digest['size']})"
-                 for name, digest in sorted(local.items()) if listed.get(name) != digest["size"]]
-        if wrong:
-            raise KaggleUploadError(f"{ref}: the new version lacks or truncates "
-                                    f"{', '.join(wrong)}; push again")
+        verify_listed(ref, self.dataset_files(ref), local)
+
+
+def all_pages(page: Callable[[str | None], tuple[dict[str, int], str | None]]) -> dict[str, int]:
+    """Name -> size over every page of a file listing; `page(token)` is one page and the next
+    token (None or '' after the last)."""
+    files: dict[str, int] = {}
+    token = None
+    while True:
+        listed, token = page(token)
+        files.update(listed)
+        if not token:
+            return files
+
+
+def sizes_of(local: dict[str, dict]) -> dict[str, int]:
+    return {name: digest["size"] for name, digest in local.items()}
+
+
+def verify_listed(ref: str, listed: dict[str, int], local: dict[str, dict]) -> None:
+    """Every local file (name -> file_digest) is listed by the service with its size."""
+    wrong = [f"{name} ({'missing' if name not in listed else f'{listed[name]} bytes'}, "
+             f"expected {digest['size']})"
+             for name, digest in sorted(local.items()) if listed.get(name) != digest["size"]]
+    if wrong:
+        raise KaggleUploadError(f"{ref}: the new version lacks or truncates "
+                                f"{', '.join(wrong)}; push again")
+
+
+def unchanged_since(folder: Path, ref: str, local: dict[str, dict]) -> dict | None:
+    """The manifest of the last verified push of `ref` from `folder` when its files (names,
+    sizes, hashes) are still the same; the caller checks that the service still lists them."""
+    previous = _read_manifest(folder / MANIFEST_FILE)
+    return previous if previous and previous.get("id") == ref and previous["files"] == local \
+        else None
+
+
+def record_push(folder: Path, ref: str, version: int, local: dict[str, dict]) -> None:
+    """Remember a verified push in `folder`, so that pushing it unchanged is skipped."""
+    (folder / MANIFEST_FILE).write_text(json.dumps(
+        {"id": ref, "version": version, "files": local}, indent=1, sort_keys=True) + "\n")
 
 
 def _read_manifest(path: Path) -> dict | None:
