@@ -11,6 +11,8 @@ import re
 URL_ENV = "KERNELPACK_KAGGLE_URL"
 DATASET_METADATA = "dataset-metadata.json"
 KERNEL_METADATA = "kernel-metadata.json"
+MODEL_METADATA = "model-metadata.json"
+MODEL_INSTANCE_METADATA = "model-instance-metadata.json"
 
 
 def slug_of(name: str) -> str:

@@ -11,14 +11,21 @@ from pathlib import Path
 from inference_core.files import sha256_file
 
 from ..errors import KaggleError, KaggleNotFoundError, KaggleUploadError
-from .constants import DATASET_METADATA, KERNEL_METADATA, slug_of, title_of
+from .constants import (
+    DATASET_METADATA,
+    KERNEL_METADATA,
+    MODEL_INSTANCE_METADATA,
+    MODEL_METADATA,
+    slug_of,
+    title_of,
+)
 
 # What was last pushed and verified from a dataset folder; lets an unchanged folder skip the
 # upload. It lives in the folder and is never uploaded.
 MANIFEST_FILE = ".kernelpack-manifest.json"
 # Files the client never uploads from a dataset folder (kaggle-api.md §3.4), plus our manifest.
-_NOT_DATA = {DATASET_METADATA, "datapackage.json", KERNEL_METADATA, "model-metadata.json",
-             "model-instance-metadata.json", MANIFEST_FILE}
+_NOT_DATA = {DATASET_METADATA, "datapackage.json", KERNEL_METADATA, MODEL_METADATA,
+             MODEL_INSTANCE_METADATA, MANIFEST_FILE}
 
 
 @dataclass
