@@ -15,7 +15,8 @@ from ..errors import KernelpackError
 # One module per command group, each with `add_commands(subparsers)`. They import only argparse
 # and light modules at the top; a handler imports what it needs (torch included) when it runs,
 # so `--help` and the commands that need no model start at once.
-COMMAND_GROUPS = ("build", "keys", "search", "bundle", "kaggle", "checkpoints", "predict"
+COMMAND_GROUPS = ("build", "keys", "search", "bundle", "kaggle", "checkpoints", "predict",
+                  "wheels")
 
 
 class _OneLineErrors(argparse.ArgumentParser):
