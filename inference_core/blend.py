@@ -38,6 +38,11 @@ def combine_views(views: Sequence, mode: str, threshold_shift: float = 0.0) -> n
     raise ValueError(f"TTA blend mode must be 'mean', 'gmean' or 'max', got {mode!r}")
 
 
+def _check_weight(weight: float) -> None:
+    if weight < 0:
+        raise ValueError(f"blend weight must be >= 0, got {weight}")
+
+
 class BlendAccumulator:
     """Running weighted (geometric) mean over `n_rows` x `n_classes` probabilities."""
 
@@ -50,16 +55,26 @@ class BlendAccumulator:
 
     def add(self, probs, weight: float, rows: Rows = None, threshold_shift: float = 0.0) -> None:
         """Add one member's probabilities for `rows` (all rows when None)."""
-        if weight < 0:
-            raise ValueError(f"blend weight must be >= 0, got {weight}")
+        self.add_columns(probs, weight, rows, slice(None), threshold_shift)
+        self.count(weight, rows)
+
+    def add_columns(self, probs, weight: float, rows: Rows, columns: slice,
+                    threshold_shift: float = 0.0) -> None:
+        """Add a member's probabilities for `rows` x `columns` only: a member scored in class
+        chunks adds each chunk this way, then `count`s itself once."""
+        _check_weight(weight)
         if weight == 0:
             return
         p = np.asarray(probs, dtype=np.float64) - threshold_shift
         if self.mode == "gmean":
             p = np.log(np.clip(p, BLEND_EPS, 1.0))
         index = slice(None) if rows is None else rows
-        self._sum[index] += weight * p
-        self.row_weight[index] += weight
+        self._sum[index, columns] += weight * p
+
+    def count(self, weight: float, rows: Rows = None) -> None:
+        """Record that a member of `weight` covered `rows` (after all its columns are in)."""
+        _check_weight(weight)
+        self.row_weight[slice(None) if rows is None else rows] += weight
 
     def result(self, rows: Rows = None) -> np.ndarray:
         """The blend for `rows`; every one of them must have received some weight."""

@@ -36,6 +36,9 @@ DEFAULT_INPUT_ROOTS = ["/kaggle/input", "../input"]
 MAX_BATCH_SIZE = 65536
 MAX_LOADER_THREADS = 64
 MAX_COUNT = 1_000_000  # folds, label counts, k
+MAX_CLASS_CHUNK = 1 << 24
+# Classes a prototype member scores at a time (`inference_core.class_chunks`).
+DEFAULT_CLASS_CHUNK = 8192
 
 
 @dataclass(frozen=True)
@@ -332,6 +335,9 @@ CONFIG = Section({
     # 2 beside a GPU; none on a CPU, where the models already keep every core busy and a loader
     # thread only competes with them (measured: benchmarks/pipeline.py).
     "loader_threads": Field(_auto_or(_integer(0, MAX_LOADER_THREADS)), default="auto"),
+    # Classes scored at a time for prototype members (Herbarium: 32,000 classes), so that no
+    # images x classes score matrix is made per member; 0 scores every class at once.
+    "class_chunk": Field(_integer(0, MAX_CLASS_CHUNK), default=DEFAULT_CLASS_CHUNK),
     "budget": Field(_section(BUDGET), default=BUDGET),
     "input_roots": Field(_list_of(_string), default=DEFAULT_INPUT_ROOTS),
 })

@@ -8,7 +8,8 @@ test images against the model's own unoptimised outputs. Each image is decoded o
 and prepared once per input group (models with equal `Preprocess` settings); each model runs its TTA
 views in one pass per view shape, and its views are combined (`tta_blend`) before the models are
 blended. All models of a batch are launched before any result is copied back, so models on
-different GPUs overlap.
+different GPUs overlap. A prototype member (`embed` + `class_scores`) runs its views to
+embeddings and is scored and blended in class chunks (`class_chunks`) within its own timed turn.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from torch import nn
 
 from .blend import BlendAccumulator, combine_views
 from .budget import Unit
+from .class_chunks import Embedder, chunk_probabilities, scores_in_chunks
+from .config import DEFAULT_CLASS_CHUNK
 from .errors import KernelError, TestSetError
 from .optimize import TOLERANCE, CompileBudget, optimize_model
 from .preprocess import Decoder, Preprocess, decode_image, to_tensor
@@ -85,7 +88,7 @@ class EnsemblePredictor:
 
     def __init__(self, members: list[Member], precision: str = "auto",
                  devices: list[torch.device] | None = None, tta_blend: str = "mean",
-                 compile_mode: str = "off") -> None:
+                 compile_mode: str = "off", class_chunk: int = DEFAULT_CLASS_CHUNK) -> None:
         self.members = members
         self.tta_blend = tta_blend  # how each model's views are combined (`combine_views`)
         self.devices = devices or visible_devices()
@@ -93,6 +96,13 @@ class EnsemblePredictor:
         self.fp16 = precision == "fp16" or (precision == "auto" and self.devices[0].type == "cuda")
         self.compile_mode = compile_mode  # "auto": `optimize` may compile what pays back
         self.channels_last = [False] * len(members)  # per member, set by `optimize`
+        # Classes scored at a time for prototype members (0: every class at once, as a plain
+        # classifier); such a member's TTA views run its embedding, not its forward.
+        self.class_chunk = class_chunk
+        self.chunked = [class_chunk > 0 and scores_in_chunks(m.model) for m in members]
+        # What each member's views run: its model, or its embedding (replaced by `optimize`).
+        self.runs: list[nn.Module] = [Embedder(m.model) if chunked else m.model
+                                      for m, chunked in zip(members, self.chunked, strict=True)]
         self.groups: dict[Preprocess, list[int]] = {}
         for index, member in enumerate(members):
             self.groups.setdefault(member.preprocess, []).append(index)
@@ -155,7 +165,7 @@ class EnsemblePredictor:
 
     def _forward(self, m: int, batch: torch.Tensor, ops: list[str]) -> list[torch.Tensor]:
         try:
-            return run_tta(self.members[m].model, batch, ops)
+            return run_tta(self.runs[m], batch, ops)
         except RuntimeError as exc:
             text = str(exc).strip()
             first = text.splitlines()[0] if text else type(exc).__name__
@@ -184,7 +194,7 @@ class EnsemblePredictor:
 
             def run(model: nn.Module | None, channels_last: bool, m: int = m, device=device,
                     batches=batches) -> list[torch.Tensor]:
-                return [activate(view, self.members[m].activation).cpu() for _, batch in batches
+                return [self._output(m, view).cpu() for _, batch in batches
                         for view in self._views(m, self._to_device(batch, device, channels_last),
                                                 self.members[m].tta, model)]
 
@@ -196,8 +206,10 @@ class EnsemblePredictor:
             budget = (CompileBudget(images_left, seconds_left, len(tensors))
                       if self.compile_mode == "auto" else None)
             tolerance = TOLERANCE["fp16" if self.fp16 and device.type == "cuda" else "fp32"]
-            result = optimize_model(member.model, run, tolerance, budget, reference)
-            member.model, self.channels_last[m] = result.model, result.channels_last
+            result = optimize_model(self.runs[m], run, tolerance, budget, reference)
+            self.runs[m], self.channels_last[m] = result.model, result.channels_last
+            if not self.chunked[m]:
+                member.model = result.model
             log(f"optimise {member.name}: {result.describe()}")
 
     @torch.inference_mode()
@@ -222,14 +234,17 @@ class EnsemblePredictor:
             for index, batch in self._same_shape_batches(tensors):
                 on_device: dict[tuple[torch.device, bool], torch.Tensor] = {}
                 for m in indices:
-                    member, device, started = self.members[m], self.placement[m], \
-                        time.perf_counter()
+                    device, started = self.placement[m], time.perf_counter()
                     layout = (device, self.channels_last[m])
                     if layout not in on_device:
                         on_device[layout] = self._to_device(batch, *layout)
-                    views = self._views(m, on_device[layout], ops_of[m])
-                    pending.append((m, prepared.decoded[index],
-                                    [activate(view, member.activation) for view in views]))
+                    views = [self._output(m, view)
+                             for view in self._views(m, on_device[layout], ops_of[m])]
+                    work = (m, prepared.decoded[index], views)
+                    if self.chunked[m]:  # its scoring is most of its work: do it in its turn
+                        self._add([work], accumulator, per_member)
+                    else:
+                        pending.append(work)
                     if timings is not None:
                         if device.type == "cuda":
                             torch.cuda.synchronize(device)
@@ -237,17 +252,40 @@ class EnsemblePredictor:
         # Copy back only now: the GPUs have all their work queued and run side by side.
         self._add(pending, accumulator, per_member)
 
+    def _output(self, m: int, view: torch.Tensor) -> torch.Tensor:
+        """A view's output as blended: activated class scores, or a chunked member's embedding
+        (activated per class chunk in `_add`)."""
+        return view.float() if self.chunked[m] else activate(view, self.members[m].activation)
+
     def _add(self, pending: list[tuple[int, np.ndarray, list[torch.Tensor]]],
              accumulator: BlendAccumulator, per_member: dict[int, np.ndarray] | None = None
              ) -> None:
         """Blend each (member, rows, views): its views combined (after its threshold shift)."""
         for m, rows, views in pending:
             member = self.members[m]
+            if self.chunked[m]:
+                self._add_in_chunks(m, rows, views, accumulator, per_member)
+                continue
             probs = [view.cpu().numpy() for view in views]
             accumulator.add(combine_views(probs, self.tta_blend, member.threshold_shift),
                             member.weight, rows=rows)
             if per_member is not None:
                 per_member[m][rows] = combine_views(probs, self.tta_blend)
+
+
+    def _add_in_chunks(self, m: int, rows: np.ndarray, embeddings: list[torch.Tensor],
+                       accumulator: BlendAccumulator, per_member: dict[int, np.ndarray] | None
+                       ) -> None:
+        """A prototype member's views (embeddings), blended one class chunk at a time."""
+        member = self.members[m]
+        for columns, outputs in chunk_probabilities(member.model, embeddings, member.activation,
+                                                    self.class_chunk):
+            probs = [output.cpu().numpy() for output in outputs]
+            accumulator.add_columns(combine_views(probs, self.tta_blend, member.threshold_shift),
+                                    member.weight, rows, columns)
+            if per_member is not None:
+                per_member[m][rows, columns] = combine_views(probs, self.tta_blend)
+        accumulator.count(member.weight, rows)
 
 
 def prefetch(items: Iterable, work: Callable, threads: int) -> Iterator[tuple]:

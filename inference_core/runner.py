@@ -145,7 +145,8 @@ def load_ensemble(config: dict, discovery: Discovery, key: bytes | None, log: Lo
     loading = time.monotonic()
     members = load_members(config, discovery.matched, key, log)
     predictor = EnsemblePredictor(members, config["precision"], tta_blend=config["tta_blend"],
-                                  compile_mode=config["compile"])
+                                  compile_mode=config["compile"],
+                                  class_chunk=config["class_chunk"])
     load_seconds = time.monotonic() - loading
     units = rank_units([(m.name, m.weight, m.tta, m.group, m.value) for m in members])
     log(f"ensemble: {len(members)} models, {len(units)} model views in "
