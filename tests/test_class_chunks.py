@@ -177,7 +177,7 @@ def test_chunked_topk_submission_equals_full_rows(digit_tensors, tmp_path, metri
 
 def test_chunked_member_fills_only_the_rows_it_predicted(digit_tensors):
     members = _members("sqeuclidean", "softmax", ["identity"])
-    _, prepared, accumulator, per_member = _run(members, digit_tensors, 4, "mean", "mean",
-                                                decoded_only=(1, 4))
+    _, _, accumulator, per_member = _run(members, digit_tensors, 4, "mean", "mean",
+                                         decoded_only=(1, 4))
     assert accumulator.row_weight.tolist() == [0, 4.5, 4.5, 4.5, 0]
     assert not per_member[0][[0, 4]].any() and per_member[0][1:4].sum(1) == pytest.approx(1)
