@@ -4,7 +4,7 @@ The client prints to stdout, reports some failures with exit code 0, authenticat
 import time and calls `exit()` from library code. Here every call runs with its output captured
 and its failures turned into typed errors with a fix in the message; nothing is reported as pushed
 that is not verified to be there. The calls themselves are grouped by what they act on, in
-`datasets`, `kernels` and `submissions`; this module signs in, routes and maps errors.
+`datasets`, `kernels`, `models` and `submissions`; this module signs in, routes and maps errors.
 
 `KaggleSession(url)` sends every call of the client to `url` (a local service started with
 `kernelpack serve-kaggle`) instead of Kaggle; without `url`, `KERNELPACK_KAGGLE_URL` is used, and
@@ -26,6 +26,7 @@ from . import _client_internals as internals
 from .constants import URL_ENV
 from .datasets import DatasetCalls
 from .kernels import KernelCalls
+from .models import ModelCalls
 from .submissions import SubmissionCalls
 
 # Attempts for calls safe to repeat: the client's default of 10 spends over two minutes backing
@@ -56,7 +57,7 @@ def _connection_problem(error: Exception) -> str:
     return type(error).__name__
 
 
-class KaggleSession(DatasetCalls, KernelCalls, SubmissionCalls):
+class KaggleSession(DatasetCalls, KernelCalls, ModelCalls, SubmissionCalls):
     """One authenticated client; every method raises KaggleError (or a subclass) on failure."""
 
     def __init__(self, url: str | None = None, *, poll_seconds: float = 5.0) -> None:
