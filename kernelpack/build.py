@@ -20,6 +20,7 @@ from .config import load_config
 from .errors import BuildError
 from .kaggle.constants import KERNEL_METADATA, slug_of, title_of
 from .user_code import code_locations
+from .wheels import dataset_id, dataset_modules
 
 KERNEL_FILE = "kernel.py"
 CONFIG_FILE = "kernel-config.json"
@@ -150,12 +151,15 @@ def _check_outdir(outdir: Path, code: Sequence) -> None:
 
 
 def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None = None,
-                 code: Sequence[str | Path] = ()) -> BuildResult:
+                 code: Sequence[str | Path] = (),
+                 wheels: Sequence[str | Path] = ()) -> BuildResult:
     """Validate the config, bundle inference_core with the rendered entry, write both files.
 
     With `key`, the kernel can decrypt .kpenc models; that is refused for a public kernel.
     `code`: the user's packages/modules (relative to the current folder), bundled whole with
-    those of `kernel.code` (relative to the config file) and imported before the models."""
+    those of `kernel.code` (relative to the config file) and imported before the models.
+    `wheels`: wheel dataset folders (`kernelpack wheels`): their packages are not bundled (the
+    kernel installs them) and their dataset ids join dataset_sources."""
     start = time.perf_counter()
     config_path, outdir = Path(config_path), Path(outdir)
     if outdir.exists() and not outdir.is_dir():
@@ -174,18 +178,26 @@ def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None 
     modules = [location.name for location in locations]
     _check_outdir(outdir, locations)
     entry = Entry(ENTRY_NAME, render_entry(config, key, modules).encode("utf-8"))
-    bundled = bundle(entry, vendor=[inference_core.__name__], code=locations)
+    from_wheels = [name for folder in wheels for name in dataset_modules(folder)]
+    bundled = bundle(entry, vendor=[inference_core.__name__], code=locations,
+                     exclude=from_wheels)
     missing = _imported_by(bundled.missing, modules)
     if missing:
         raise BuildError(
             f"import {missing[0]}: neither on the Kaggle image nor installed here; "
             "install it here (pure-Python packages are then bundled), add your own module "
-            "with --code PATH, or make the import optional (inside try/except ImportError)")
+            "with --code PATH, get a C extension from a wheel dataset (`kernelpack wheels PKG "
+            "-o DIR`, then build with --wheels DIR), or make the import optional (inside "
+            "try/except ImportError)")
     kernel_text = bundled.text
     if key is not None:
         kernel_text = f"{KEY_MARKER}\n{kernel_text}"
     slug = slug_of(config_path.stem)
     metadata = kernel_metadata(config["kernel"], slug)
+    for folder in wheels:
+        source = dataset_id(folder)
+        if source and source not in metadata["dataset_sources"]:
+            metadata["dataset_sources"] = [*metadata["dataset_sources"], source]
     outdir.mkdir(parents=True, exist_ok=True)
     kernel_path = outdir / KERNEL_FILE
     kernel_path.write_text(kernel_text, encoding="utf-8")

@@ -209,3 +209,14 @@ def dataset_modules(folder: str | Path) -> list[str]:
     except KernelError as exc:  # the runtime's WheelInstallError, with the fix in its message
         raise WheelsError(f"--wheels {folder}: {exc}") from None
     return sorted({name for wheel in manifest["wheels"] for name in wheel.get("modules", ())})
+
+
+def dataset_id(folder: str | Path) -> str | None:
+    """The id in a wheel dataset folder's dataset-metadata.json, or None when it has none."""
+    path = Path(folder) / DATASET_METADATA
+    try:
+        found = json.loads(path.read_text(encoding="utf-8")).get("id") if path.is_file() else None
+    except (OSError, ValueError, AttributeError) as exc:
+        raise WheelsError(f"--wheels {folder}: {path} cannot be read ({exc}); fix it or delete "
+                          "it") from None
+    return found if isinstance(found, str) and "/" in found else None

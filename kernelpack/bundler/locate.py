@@ -105,10 +105,12 @@ def find_installed(name: str) -> Location | None:
 def _compiled_error(path: Path, module: str, top: str) -> BundleError:
     return BundleError(
         f"{path}: {module} is a compiled extension module, which cannot be inlined into a "
-        f"single-file kernel (it only loads on the Python and platform it was built for); build "
-        f"a wheel of {top} (`pip wheel --no-deps`), upload it as a Kaggle dataset, install it in "
-        f"the kernel with `pip install --no-index --find-links /kaggle/input/DATASET {top}`, "
-        f"and bundle with --exclude {top}"
+        f"single-file kernel (it only loads on the Python and platform it was built for); get "
+        f"its wheels for Kaggle with `kernelpack wheels PKG -o DIR` (PKG: the package that "
+        f"provides {top}), upload it as a Kaggle dataset (`kernelpack dataset push DIR`), and "
+        f"either build with --wheels DIR (the kernel installs it before your code) or bundle "
+        f"with --exclude {top} and install it in your script (`pip install --no-index "
+        f"--find-links /kaggle/input/DATASET PKG`)"
     )
 
 

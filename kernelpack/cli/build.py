@@ -15,7 +15,7 @@ def _build(args: argparse.Namespace) -> int:
     from ..build import build_kernel
 
     key = load_key(args.key) if args.key else None
-    result = build_kernel(args.config, args.output, key=key, code=args.code)
+    result = build_kernel(args.config, args.output, key=key, code=args.code, wheels=args.wheels)
     print(f"wrote {result.kernel} ({result.size_bytes / 1024:.1f} KiB, built in "
           f"{result.seconds:.2f} s) and {result.metadata}")
     for warning in result.warnings:
@@ -58,6 +58,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     build.add_argument("--key", default=None,
                        help="key file: embed it so the kernel decrypts .kpenc models "
                             "(refused unless kernel.is_private is true)")
+    build.add_argument("--wheels", action="append", default=[], metavar="DIR",
+                       help="a wheel dataset folder from `kernelpack wheels` (repeatable): its "
+                            "packages are installed by the kernel, not bundled, and its dataset "
+                            "joins dataset_sources")
     build.add_argument("--code", action="append", default=[], metavar="PATH",
                        help="your own package folder or module file (repeatable): bundled whole "
                             "and imported before the models are built, for `package.module:"
