@@ -1,70 +1,145 @@
-"""Very wide outputs: a prototype-network head, scored in class chunks.
+"""Very wide outputs: prototype-network heads on any backbone, scored in class chunks.
 
-As in the Herbarium 2020 solutions (32k classes): a backbone maps an image to an L2-normalised
-embedding, and a class's score is the cosine similarity to its prototype (the normalised mean
-embedding of its training images), times a temperature `scale`. Scores are computed chunk by
-chunk over the classes, so no intermediate larger than images x chunk is ever made, and
-`topk_by_chunks` finds the best classes without materialising the images x classes matrix.
+As in the Herbarium 2020 solutions (32k classes): a backbone maps an image to an embedding, each
+class has one prototype vector (the mean embedding of its training images, stored in the
+checkpoint as the `prototypes` buffer), and a class's logit is
+
+    cosine:       cos(e, p) / temperature           (e and p L2-normalised)
+    sqeuclidean:  -||e - p||^2 / temperature        (prototypical networks)
+
+so a softmax over a full row gives the class probabilities. `arch: prototype:<backbone>` builds
+the backbone (any arch `create_model` knows) with `num_classes = embedding_dim`: its head is the
+embedding layer. Scores are always computed in float32 (autocast off, fp16 prototypes cast per
+chunk) and one class chunk at a time: no intermediate larger than images x chunk (never an
+images x classes x dim tensor) is made. docs/prototypes.md has the checkpoint keys.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
-from torch import nn
+from torch import fx, nn
 from torch.nn import functional
 
 from .archs.small_cnn import SmallCNN
-from .registry import register_model
+from .errors import ConfigError, UnknownArchError
+from .registry import PROTOTYPE_PREFIX, create_model, register_model
 
+METRICS = ("cosine", "sqeuclidean")
 DEFAULT_CLASS_CHUNK = 8192
+# model_kwargs the prototype head takes; every other key goes to the backbone.
+HEAD_KWARGS = ("embedding_dim", "metric", "temperature", "class_chunk")
 
 
-def class_scores(embeddings: torch.Tensor, prototypes: torch.Tensor, scale: float,
-                 chunk: int = DEFAULT_CLASS_CHUNK) -> torch.Tensor:
-    """(N, C) scaled cosine similarities, filled one class chunk at a time."""
-    out = embeddings.new_empty((embeddings.shape[0], prototypes.shape[0]))
+def _logits(embeddings: torch.Tensor, prototypes: torch.Tensor, metric: str,
+            temperature: float) -> torch.Tensor:
+    """(N, P) float32 logits of `embeddings` (N, D) against `prototypes` (P, D)."""
+    # fp32 even under the kernel's fp16 autocast: -||e||^2 + 2 e.p - ||p||^2 cancels badly in
+    # fp16, and 32k-way softmaxes need more than fp16's 3 digits.
+    with torch.autocast(embeddings.device.type, enabled=False):
+        embeddings = embeddings.float()
+        prototypes = prototypes.float()
+        if metric == "cosine":
+            return embeddings @ functional.normalize(prototypes, dim=1).T / temperature
+        # ||e - p||^2 expanded, so that no N x P x D difference tensor is made; clamped at 0
+        # where rounding makes the expansion slightly negative.
+        distances = ((embeddings * embeddings).sum(1, keepdim=True)
+                     - 2.0 * embeddings @ prototypes.T + (prototypes * prototypes).sum(1))
+        return distances.clamp_(min=0.0).neg_().div_(temperature)
+
+
+def _all_logits(embeddings: torch.Tensor, prototypes: torch.Tensor, metric: str,
+                temperature: float, chunk: int) -> torch.Tensor:
+    """(N, C) logits for every class, filled one class chunk at a time."""
+    out = embeddings.new_empty((embeddings.shape[0], prototypes.shape[0]), dtype=torch.float32)
     for start in range(0, prototypes.shape[0], chunk):
-        block = functional.normalize(prototypes[start:start + chunk], dim=1)
-        out[:, start:start + chunk] = scale * embeddings @ block.T
+        out[:, start:start + chunk] = _logits(embeddings, prototypes[start:start + chunk],
+                                              metric, temperature)
     return out
 
 
-def topk_by_chunks(embeddings: torch.Tensor, prototypes: torch.Tensor, k: int, scale: float,
-                   chunk: int = DEFAULT_CLASS_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k (scores, class indices) per row, keeping only N x (k + chunk) scores at a time."""
-    best_scores = embeddings.new_full((embeddings.shape[0], 0), float("-inf"))
-    best_index = torch.empty((embeddings.shape[0], 0), dtype=torch.long,
-                             device=embeddings.device)
-    for start in range(0, prototypes.shape[0], chunk):
-        block = functional.normalize(prototypes[start:start + chunk], dim=1)
-        scores = torch.cat([best_scores, scale * embeddings @ block.T], dim=1)
-        index = torch.cat([best_index, torch.arange(start, start + block.shape[0],
-                                                    device=embeddings.device)
-                           .expand(embeddings.shape[0], -1)], dim=1)
-        best_scores, picked = scores.topk(min(k, scores.shape[1]), dim=1)
-        best_index = index.gather(1, picked)
-    return best_scores, best_index
+# torch.fx (the runtime's BatchNorm folding traces the whole model) keeps this call as one node,
+# run as written: tracing through it would drop the autocast switch and unroll the chunk loop.
+fx.wrap("_all_logits")
 
 
 class PrototypeNet(nn.Module):
-    """Backbone -> normalised embedding -> scaled cosine similarity to every class prototype."""
+    """Backbone -> embedding -> a logit per class from its distance to the class prototype.
+
+    The runtime scores wide models in class chunks through `embed` and `class_scores`;
+    `forward` is both, for all classes."""
 
     def __init__(self, backbone: nn.Module, embedding_dim: int, num_classes: int,
-                 scale: float = 16.0, class_chunk: int = DEFAULT_CLASS_CHUNK) -> None:
+                 metric: str = "cosine", temperature: float = 1.0,
+                 class_chunk: int = DEFAULT_CLASS_CHUNK) -> None:
         super().__init__()
+        _check_head(embedding_dim, metric, temperature, class_chunk)
         self.backbone = backbone
-        self.register_buffer("prototypes", torch.zeros(num_classes, embedding_dim))
-        self.scale = scale
+        self.num_classes = num_classes
+        self.embedding_dim = embedding_dim
+        self.metric = metric
+        self.temperature = float(temperature)
         self.class_chunk = class_chunk
+        # Saved with the weights; a checkpoint may hold it in fp16 (load_state_dict casts it).
+        self.register_buffer("prototypes", torch.zeros(num_classes, embedding_dim))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return functional.normalize(self.backbone(x).float(), dim=1)
+        """(N, D) float32 embeddings, L2-normalised for the cosine metric."""
+        embeddings = self.backbone(x).float()
+        return functional.normalize(embeddings, dim=1) if self.metric == "cosine" else embeddings
+
+    def class_scores(self, embeddings: torch.Tensor, start: int = 0, stop: int | None = None
+                     ) -> torch.Tensor:
+        """(N, stop - start) float32 logits of classes start:stop, temperature applied."""
+        stop = self.num_classes if stop is None else stop
+        if not 0 <= start <= stop <= self.num_classes:
+            raise ValueError(f"class range {start}:{stop} is outside 0:{self.num_classes}")
+        return _logits(embeddings, self.prototypes[start:stop], self.metric, self.temperature)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return class_scores(self.embed(x), self.prototypes, self.scale, self.class_chunk)
+        return _all_logits(self.embed(x), self.prototypes, self.metric, self.temperature,
+                           self.class_chunk)
+
+
+def _check_head(embedding_dim, metric, temperature, class_chunk) -> None:
+    """ConfigError (one line: the model_kwargs key, the value, the fix) for a bad head setting."""
+    if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 1:
+        raise ConfigError(f"model_kwargs.embedding_dim must be a positive int (the backbone's "
+                          f"output width), got {embedding_dim!r}")
+    if metric not in METRICS:
+        raise ConfigError(f"model_kwargs.metric must be one of {', '.join(METRICS)}, got "
+                          f"{metric!r}")
+    if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+            or not math.isfinite(temperature) or temperature <= 0):
+        raise ConfigError(f"model_kwargs.temperature must be a number > 0 (logits are scores / "
+                          f"temperature), got {temperature!r}")
+    if isinstance(class_chunk, bool) or not isinstance(class_chunk, int) or class_chunk < 1:
+        raise ConfigError(f"model_kwargs.class_chunk must be a positive int, got "
+                          f"{class_chunk!r}")
+
+
+def prototype_net(backbone_arch: str, num_classes: int, *, embedding_dim: int | None = None,
+                  metric: str = "cosine", temperature: float = 1.0,
+                  class_chunk: int = DEFAULT_CLASS_CHUNK, **backbone_kwargs) -> PrototypeNet:
+    """`prototype:<backbone_arch>`: the backbone built with `embedding_dim` outputs (its other
+    model_kwargs passed on), under a prototype head of `num_classes` classes."""
+    arch = PROTOTYPE_PREFIX + backbone_arch
+    if not backbone_arch or backbone_arch.startswith(PROTOTYPE_PREFIX):
+        raise UnknownArchError(f"architecture {arch!r}: name a backbone after {PROTOTYPE_PREFIX!r}"
+                               " (a registry name, timm.<name> or package.module:callable), "
+                               "e.g. prototype:timm.resnet50")
+    if embedding_dim is None:
+        raise ConfigError(f"architecture {arch!r}: model_kwargs.embedding_dim is missing; set it "
+                          "to the backbone's output width (the embedding size)")
+    _check_head(embedding_dim, metric, temperature, class_chunk)
+    backbone = create_model(backbone_arch, embedding_dim, **backbone_kwargs)
+    return PrototypeNet(backbone, embedding_dim, num_classes, metric, temperature, class_chunk)
 
 
 @register_model("prototype_cnn")
-def prototype_cnn(num_classes: int, width: int = 32, embedding_dim: int = 64) -> nn.Module:
-    # SmallCNN's head becomes the embedding layer.
-    return PrototypeNet(SmallCNN(embedding_dim, width=width), embedding_dim, num_classes)
+def prototype_cnn(num_classes: int, width: int = 32, embedding_dim: int = 64,
+                  metric: str = "cosine", temperature: float = 1.0 / 16) -> nn.Module:
+    # The demo's SmallCNN, whose head becomes the embedding layer.
+    return PrototypeNet(SmallCNN(embedding_dim, width=width), embedding_dim, num_classes,
+                        metric, temperature)

@@ -5,7 +5,9 @@ An arch is one of three kinds of name:
   `@register_model`); the families live in `inference_core.archs`;
 - `timm.<model name>`: `timm.create_model(name, pretrained=False, num_classes=N, **kwargs)`;
 - `package.module:callable`, the user's own code (bundled with `kernelpack build --code`),
-  called as `callable(num_classes=N, **kwargs)`.
+  called as `callable(num_classes=N, **kwargs)`;
+- `prototype:<any of the above>`: that backbone with `embedding_dim` outputs under a prototype
+  head of N classes (`inference_core.prototypes`; takes precedence over a module `prototype`).
 Every one returns an `nn.Module` with random weights and its classification head sized for
 `num_classes`; nothing is downloaded (Kaggle kernels run offline). timm and the user's modules
 are imported only when an arch names them.
@@ -29,6 +31,8 @@ ModelBuilder = Callable[..., nn.Module]
 _REGISTRY: dict[str, ModelBuilder] = {}
 
 TIMM_PREFIX = "timm."
+# `prototype:<backbone arch>`: a prototype head on any of the kinds above (`prototypes`).
+PROTOTYPE_PREFIX = "prototype:"
 # `package.module:callable` (the callable may be an attribute path, `module:Class.build`).
 _IMPORT_STRING = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 # Keyword arguments that would fetch or read weights: a checkpoint brings its own.
@@ -151,6 +155,11 @@ def _import_builder(arch: str) -> ModelBuilder:
 def _builder(arch: str) -> ModelBuilder:
     if arch in _REGISTRY:
         return _REGISTRY[arch]
+    if arch.startswith(PROTOTYPE_PREFIX):
+        from .prototypes import prototype_net
+
+        backbone = arch.removeprefix(PROTOTYPE_PREFIX)
+        return lambda num_classes, **kwargs: prototype_net(backbone, num_classes, **kwargs)
     if arch.startswith(TIMM_PREFIX):
         return _timm_builder(arch)
     if ":" in arch:

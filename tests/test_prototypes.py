@@ -1,47 +1,154 @@
+"""Prototype heads: scores against plain-torch references, fp16 prototypes, any backbone."""
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from inference_core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from inference_core.config import SUBMISSION, _validate_section
-from inference_core.prototypes import class_scores, topk_by_chunks
+from inference_core.errors import ConfigError, UnknownArchError
+from inference_core.optimize import fold_batchnorm
+from inference_core.prototypes import PrototypeNet
 from inference_core.registry import create_model
 from inference_core.submission import SubmissionWriter, topk_labels
+
+
+def reference_logits(embeddings, prototypes, metric, temperature):
+    """The textbook definitions, in float64: cos(e, p) / T, and -sum((e - p)^2) / T."""
+    e, p = embeddings.double(), prototypes.double()
+    if metric == "cosine":
+        e = e / e.norm(dim=1, keepdim=True)
+        p = p / p.norm(dim=1, keepdim=True)
+        return (e[:, None, :] * p[None, :, :]).sum(-1) / temperature
+    return -((e[:, None, :] - p[None, :, :]) ** 2).sum(-1) / temperature
+
+
+class Identity(torch.nn.Module):
+    def forward(self, x):
+        return x
+
+
+def head(prototypes, metric, temperature, chunk):
+    """A PrototypeNet whose backbone passes the (N, D) input through: embed(x) is x itself."""
+    net = PrototypeNet(Identity(), prototypes.shape[1], prototypes.shape[0], metric, temperature,
+                       class_chunk=chunk)
+    net.prototypes.copy_(prototypes)
+    return net.eval()
 
 
 @pytest.fixture
 def wide():
     generator = torch.Generator().manual_seed(0)
-    embeddings = torch.nn.functional.normalize(torch.randn(37, 16, generator=generator), dim=1)
-    prototypes = torch.randn(32_000, 16, generator=generator)
+    embeddings = torch.randn(7, 16, generator=generator) * 3
+    prototypes = torch.randn(5_003, 16, generator=generator) * 3 + 1
     return embeddings, prototypes
 
 
-@pytest.mark.parametrize("chunk", [1000, 4096, 32_000, 50_000])
-def test_chunked_scores_equal_unchunked(wide, chunk):
+@pytest.mark.parametrize("metric,temperature", [("cosine", 0.05), ("sqeuclidean", 2.0)])
+@pytest.mark.parametrize("chunk", [1000, 5_003, 8192])
+def test_scores_equal_the_textbook_definition(wide, metric, temperature, chunk):
     embeddings, prototypes = wide
-    expected = 16.0 * embeddings @ torch.nn.functional.normalize(prototypes, dim=1).T
-    torch.testing.assert_close(class_scores(embeddings, prototypes, 16.0, chunk), expected)
+    net = head(prototypes, metric, temperature, chunk)
+    expected = reference_logits(embeddings, prototypes, metric, temperature)
+    with torch.inference_mode():
+        full = net(embeddings)
+        parts = [net.class_scores(net.embed(embeddings), start, min(start + 777, 5_003))
+                 for start in range(0, 5_003, 777)]
+    assert full.dtype == torch.float32 and full.shape == (7, 5_003)
+    torch.testing.assert_close(full.double(), expected, rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(torch.cat(parts, dim=1), full)
+    if metric == "cosine":
+        norms = net.embed(embeddings).norm(dim=1)
+        torch.testing.assert_close(norms, torch.ones(7))
 
 
-@pytest.mark.parametrize("chunk", [999, 8192, 32_000])
-def test_chunked_topk_equals_topk_of_the_full_matrix(wide, chunk):
-    embeddings, prototypes = wide
-    full = class_scores(embeddings, prototypes, 16.0, 32_000)
-    values, index = full.topk(5, dim=1)
-    chunk_values, chunk_index = topk_by_chunks(embeddings, prototypes, 5, 16.0, chunk)
-    torch.testing.assert_close(chunk_values, values)
-    assert torch.equal(chunk_index, index)
+def test_a_class_range_outside_the_classes_is_refused(wide):
+    net = head(wide[1], "cosine", 1.0, 1000)
+    with pytest.raises(ValueError, match="class range 10:5004 is outside 0:5003"):
+        net.class_scores(wide[0], 10, 5_004)
 
 
-def test_prototype_network_builds_from_the_registry_and_scores_every_class():
+def test_fp16_prototypes_load_from_a_checkpoint_and_score_in_fp32(tmp_path, wide):
+    half = wide[1][:300].half()
+    torch.manual_seed(0)
+    model = create_model("prototype:small_cnn", 300, embedding_dim=16, width=4,
+                         metric="sqeuclidean", temperature=4.0)
+    model.prototypes = half  # saved as the fp16 buffer it is
+    save_checkpoint(tmp_path / "p.pt", "prototype:small_cnn", 300,
+                    {"model_kwargs": {"embedding_dim": 16, "width": 4, "metric": "sqeuclidean",
+                                      "temperature": 4.0}}, model)
+    checkpoint = load_checkpoint(tmp_path / "p.pt")
+    assert checkpoint["state_dict"]["prototypes"].dtype == torch.float16
+    loaded = model_from_checkpoint(checkpoint, "p.pt")
+    assert torch.equal(loaded.prototypes, half.float())
+    images = torch.randn(3, 3, 32, 32)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = loaded(images)  # even under autocast, the scores are fp32
+        embedded = loaded.embed(images)
+    assert logits.dtype == torch.float32
+    torch.testing.assert_close(logits.double(),
+                               reference_logits(embedded, half.float(), "sqeuclidean", 4.0),
+                               rtol=1e-5, atol=1e-3)
+    # A buffer left in fp16 (no checkpoint round trip) scores the same.
+    with torch.inference_mode():
+        torch.testing.assert_close(model.class_scores(embedded), logits, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("arch,kwargs", [
+    ("prototype:torchvision.resnet18", {}),
+    ("prototype:timm.test_resnet", {}),
+    ("prototype_cnn", {"width": 4}),
+])
+def test_prototype_heads_on_any_backbone_trace_and_fold_exactly(arch, kwargs):
+    if arch.startswith("prototype:"):
+        kwargs = {"embedding_dim": 24, "metric": "sqeuclidean", "temperature": 8.0, **kwargs}
+    torch.manual_seed(0)
+    model = create_model(arch, 40, **kwargs).eval()
+    model.prototypes.normal_()
+    images = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        logits = model(images)
+        # The runtime folds BatchNorms through an fx trace: the head must survive it.
+        folded = fold_batchnorm(model)(images)
+        expected = reference_logits(model.embed(images), model.prototypes, model.metric,
+                                    model.temperature)
+    assert model.num_classes == 40 and logits.shape == (2, 40)
+    torch.testing.assert_close(logits.double(), expected, rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(folded, logits, rtol=1e-4, atol=1e-4)
+
+
+def test_prototype_cnn_keeps_its_scaled_cosine_scores():
     model = create_model("prototype_cnn", num_classes=1000, width=4).eval()
+    images = torch.randn(3, 3, 32, 32)
     model.prototypes.copy_(torch.randn(1000, 64))
     with torch.inference_mode():
-        scores = model(torch.randn(3, 3, 32, 32))
+        model.prototypes[7] = 3.0 * model.embed(images)[0]  # the image's own direction
+        scores = model(images)
     assert scores.shape == (3, 1000)
-    assert scores.abs().max() <= 16.0 + 1e-4  # scaled cosine similarities
+    assert scores.abs().max() <= 16.0 + 1e-4  # cosine similarities times 16
+    assert scores[0].argmax() == 7 and abs(float(scores[0, 7]) - 16.0) < 1e-4
     assert "prototypes" in model.state_dict()
+
+
+@pytest.mark.parametrize("arch,kwargs,error,message", [
+    ("prototype:", {"embedding_dim": 4}, UnknownArchError, "name a backbone after"),
+    ("prototype:prototype:small_cnn", {"embedding_dim": 4}, UnknownArchError, "name a backbone"),
+    ("prototype:no_such_net", {"embedding_dim": 4}, UnknownArchError, "unknown architecture"),
+    ("prototype:small_cnn", {}, ConfigError, "embedding_dim is missing"),
+    ("prototype:small_cnn", {"embedding_dim": 4, "metric": "l2"}, ConfigError,
+     "metric must be one of cosine, sqeuclidean, got 'l2'"),
+    ("prototype:small_cnn", {"embedding_dim": 4, "temperature": 0}, ConfigError,
+     "temperature must be a number > 0"),
+])
+def test_a_bad_prototype_arch_or_setting_is_one_line_naming_the_checkpoint(
+        tmp_path, arch, kwargs, error, message):
+    model = create_model("small_cnn", 4, width=4)
+    torch.save({"arch": arch, "num_classes": 3, "config": {"model_kwargs": kwargs},
+                "state_dict": model.state_dict()}, tmp_path / "bad.pt")
+    with pytest.raises(error, match=message) as caught:
+        model_from_checkpoint(load_checkpoint(tmp_path / "bad.pt"), "bad.pt")
+    assert str(caught.value).startswith("bad.pt: ") and "\n" not in str(caught.value)
 
 
 def test_topk_submission_lists_the_best_labels_first(tmp_path):
