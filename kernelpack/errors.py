@@ -55,3 +55,7 @@ class CheckpointImportError(KernelpackError):
 
 class PredictError(KernelpackError):
     """`kernelpack predict` cannot run on these inputs, or its output cannot be compared."""
+
+
+class PrototypeError(KernelpackError):
+    """`kernelpack prototypes` cannot build class prototypes from these inputs."""
