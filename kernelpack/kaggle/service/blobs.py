@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
+from inference_core.files import sha256_file
+
 from .store import Store
 from .wire import ApiError, check_name
 
@@ -152,6 +154,24 @@ class BlobStore:
             raise ApiError(400, f"upload {token} ({record['name']}) is incomplete: "
                                 f"{self.received(token)} of {record['length']} bytes arrived")
         return record
+
+    def claim_files(self, files: object, destination_dir: Path, what: str) -> list[dict]:
+        """Move the uploads a new version names (`[{"token": ...}, ...]`) into `destination_dir`;
+        returns each file's name, size and sha256. Every upload is checked before any is moved,
+        so a bad request leaves nothing half-landed."""
+        if not isinstance(files, list) or not all(isinstance(entry, dict) for entry in files):
+            raise ApiError(400, f"{what}: files must be a list of {{\"token\": ...}} objects")
+        tokens = [entry.get("token", "") for entry in files]
+        if not tokens:
+            raise ApiError(400, f"{what}: a version needs at least one file")
+        names = [self.claim_check(token)["name"] for token in tokens]
+        if len(set(names)) != len(names):
+            raise ApiError(400, f"{what}: two files share a name in {names}")
+        entries = []
+        for token in tokens:
+            name, path = self.claim(token, destination_dir)
+            entries.append({"name": name, "size": path.stat().st_size, "sha256": sha256_file(path)})
+        return entries
 
     def claim(self, token: str, destination_dir: Path) -> tuple[str, Path]:
         """Move a complete blob into `destination_dir` under its upload name."""

@@ -9,8 +9,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from inference_core.files import sha256_file
-
 from .blobs import BlobStore
 from .store import Store
 from .wire import ApiError, check_name, timestamp
@@ -43,19 +41,9 @@ class Datasets:
 
     def _add_version(self, owner: str, slug: str, record: dict, files: list[dict],
                      notes: str | None) -> None:
-        tokens = [entry.get("token", "") for entry in files]
-        if not tokens:
-            raise ApiError(400, f"dataset {owner}/{slug}: a version needs at least one file")
-        # Check every upload before moving any, so a bad request leaves nothing half-landed.
-        names = [self.blobs.claim_check(token)["name"] for token in tokens]
-        if len(set(names)) != len(names):
-            raise ApiError(400, f"dataset {owner}/{slug}: two files share a name in {names}")
         number = len(record["versions"]) + 1
-        folder = self.version_dir(owner, slug, number)
-        entries = []
-        for token in tokens:
-            name, path = self.blobs.claim(token, folder)
-            entries.append({"name": name, "size": path.stat().st_size, "sha256": sha256_file(path)})
+        entries = self.blobs.claim_files(files, self.version_dir(owner, slug, number),
+                                         f"dataset {owner}/{slug}")
         now = time.time()
         record["versions"].append({"number": number, "created": now, "notes": notes or "",
                                    "readyAt": now + self.processing_seconds, "files": entries})
