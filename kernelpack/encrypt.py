@@ -8,12 +8,14 @@ encrypt it), so memory stays at one chunk whatever the size of the checkpoint.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from inference_core.files import atomic_write, sha256_file
+from inference_core.files import atomic_write
 from inference_core.kpenc import (
     DEFAULT_CHUNK_SIZE,
     KEY_SIZE,
@@ -25,6 +27,7 @@ from inference_core.model_config import ModelConfig
 
 from .checkpoint_fields import checkpoint_fields
 from .errors import KernelpackError
+from .progress import ProgressReader, byte_bar
 
 
 def check_output_file(path: str | os.PathLike, option: str = "-o",
@@ -65,11 +68,14 @@ def keygen(path: str | os.PathLike) -> Path:
     return path
 
 
-def manifest_for(checkpoint_path: Path, name: str | None, fold: int | None) -> dict:
+def manifest_for(checkpoint_path: Path, name: str | None, fold: int | None, bar: Any) -> dict:
     """The public manifest, from the checkpoint itself (its plain fields, read without torch; a
-    checkpoint that needs pickled code is refused here, as torch.load(weights_only=True) does)."""
+    checkpoint that needs pickled code is refused here, as torch.load(weights_only=True) does).
+    Hashing reads the whole file, which `bar` (a byte bar) follows."""
     checkpoint = checkpoint_fields(checkpoint_path)  # only the config is read
     config = ModelConfig.from_checkpoint(checkpoint, str(checkpoint_path))
+    with open(checkpoint_path, "rb") as stream:
+        digest = hashlib.file_digest(ProgressReader(stream, bar), "sha256").hexdigest()
     return {
         "name": name or config.name or checkpoint_path.stem,
         "fold": fold if fold is not None else config.fold,
@@ -79,31 +85,39 @@ def manifest_for(checkpoint_path: Path, name: str | None, fold: int | None) -> d
         "resize": config.resize,
         "mean": list(config.mean) if config.mean else None,
         "std": list(config.std) if config.std else None,
-        "sha256": sha256_file(checkpoint_path),
+        "sha256": digest,
     }
 
 
 def encrypt_checkpoint(checkpoint: str | os.PathLike, key: bytes, output: str | os.PathLike, *,
                        name: str | None = None, fold: int | None = None,
-                       chunk_size: int = DEFAULT_CHUNK_SIZE) -> dict:
-    """Encrypt a kernelpack checkpoint into `output`; returns the header written."""
+                       chunk_size: int = DEFAULT_CHUNK_SIZE, progress: bool = False) -> dict:
+    """Encrypt a kernelpack checkpoint into `output`; returns the header written. `progress`:
+    show a byte bar on stderr, over the hashing pass and then the encryption pass."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise KernelpackError(f"{checkpoint}: checkpoint not found (or not a file); pass a "
                               "kernelpack checkpoint (.pt)")
     check_output_file(output, source=checkpoint)
-    return encrypt_file(checkpoint, key, output, manifest_for(checkpoint, name, fold), chunk_size)
+    size = checkpoint.stat().st_size
+    with byte_bar(size, f"hash {checkpoint.name}", progress) as bar:
+        manifest = manifest_for(checkpoint, name, fold, bar)
+        bar.set_description(f"encrypt {checkpoint.name}", refresh=False)
+        bar.reset(size)
+        return encrypt_file(checkpoint, key, output, manifest, chunk_size, bar)
 
 
 def encrypt_file(source: str | os.PathLike, key: bytes, output: str | os.PathLike,
-                 manifest: dict, chunk_size: int = DEFAULT_CHUNK_SIZE) -> dict:
+                 manifest: dict, chunk_size: int = DEFAULT_CHUNK_SIZE, bar: Any = None) -> dict:
     """Seal any file into a .kpenc container with `manifest`; returns the header written (its
-    JSON object). The container is written mode 0600 and appears only once complete."""
+    JSON object). The container is written mode 0600 and appears only once complete. `bar`: a
+    byte bar (`progress.byte_bar`) that the plaintext read advances."""
     source, output = Path(source), Path(output)
     size = source.stat().st_size
     header = KpencHeader.create(key, size, manifest, chunk_size, path=str(output))
     aead = AESGCM(key)
-    with open(source, "rb") as plain_file, atomic_write(output, private=True) as sink:
+    with open(source, "rb") as stream, atomic_write(output, private=True) as sink:
+        plain_file = stream if bar is None else ProgressReader(stream, bar)
         sink.write(header.preamble)
         for index in range(header.chunks):
             plain = plain_file.read(chunk_size)
@@ -113,14 +127,20 @@ def encrypt_file(source: str | os.PathLike, key: bytes, output: str | os.PathLik
     return header.fields()
 
 
-def decrypt_file(source: str | os.PathLike, key: bytes, output: str | os.PathLike) -> int:
+def decrypt_file(source: str | os.PathLike, key: bytes, output: str | os.PathLike, *,
+                 progress: bool = False) -> int:
     """Decrypt a .kpenc file into `output` (mode 0600), chunk by chunk, each authenticated
     before it is written; the file appears under its name only once every chunk is in, and
-    nothing is left on any failure. Returns the plaintext size."""
+    nothing is left on any failure. Returns the plaintext size. `progress`: show a byte bar on
+    stderr."""
     output = check_output_file(output, source=source if Path(source).is_file() else None)
     size = 0
-    with atomic_write(output, private=True) as sink:
-        for _, plain in decrypt_chunks(source, key):
+    with atomic_write(output, private=True) as sink, \
+            byte_bar(None, f"decrypt {Path(source).name}", progress) as bar:
+        for header, plain in decrypt_chunks(source, key):
+            if bar.total is None:  # known once the header is read and checked
+                bar.total = header.plaintext_size
             sink.write(plain)
             size += len(plain)
+            bar.update(len(plain))
     return size

@@ -22,12 +22,16 @@ from pathlib import Path
 
 from .. import read_template
 from ..errors import BundleError
+from ..progress import GrowingBar
 from .image_packages import image_ships
 from .imports import ImportRef, scan_imports
 from .locate import Location, files_of, find_in_folders, find_installed
 from .removed_modules import REMOVED_IN_312, removal_warning
 
 PAYLOAD_LINE = 96
+# Python source to scan for imports past which bundling shows a progress bar (scanning runs at
+# about 1-2 MiB/s): a script and the kernel runtime take well under a second and show none.
+PROGRESS_BYTES = 1 << 20
 # Not in sys.stdlib_module_names, yet never a file to inline.
 _ALWAYS_THERE = {"__main__"}
 
@@ -126,6 +130,8 @@ class _Walk:
     warnings: dict[str, None] = field(default_factory=dict)  # ordered, without repeats
     # fallback imports in the user's code that resolve here: {name: where}, judged at the end
     fallbacks: dict[str, str] = field(default_factory=dict)
+    # the Python source carried and scanned, in bytes
+    bar: GrowingBar = field(default_factory=lambda: GrowingBar("", 0, enabled=False))
 
     def decided(self, name: str) -> bool:
         return any(name in group for group in (self.local, self.vendored, self.from_image,
@@ -172,9 +178,12 @@ class _Walk:
     def _add(self, location: Location, own: bool) -> None:
         carried = files_of(location)
         self.files.update(carried)
-        for relative, data in carried.items():
-            if relative.endswith(".py"):
-                self.scan(data, str(location.path.parent / relative), relative, own)
+        sources = {relative: data for relative, data in carried.items()
+                   if relative.endswith(".py")}
+        self.bar.grow(sum(map(len, sources.values())))
+        for relative, data in sources.items():
+            self.scan(data, str(location.path.parent / relative), relative, own)
+            self.bar.advance(len(data))
 
     def scan(self, source: bytes, filename: str, label: str, own: bool = True
              ) -> list[ImportRef]:
@@ -244,27 +253,9 @@ def render(entry: Entry, files: dict[str, bytes], on_disk: bool = False,
             .replace("__KERNELPACK_PAYLOAD__", lines))
 
 
-def bundle(entry: Entry, paths: Sequence[str | Path] = (), vendor: Iterable[str] = (),
-           include: Iterable[str] = (), exclude: Iterable[str] = (),
-           code: Sequence[Location] = ()) -> Bundle:
-    """Bundle `entry` with the modules it imports, found in `entry.folder` then `paths`.
-
-    `vendor`: installed packages to inline even if the Kaggle image has them; `include`: modules
-    only imported dynamically (`importlib.import_module(name)`); `exclude`: top-level names the
-    kernel gets elsewhere (a wheel dataset); `code`: the user's own packages or modules, inlined
-    whole whether or not anything imports them (`kernelpack build --code`). Raises BundleError
-    with the fix for bad input."""
-    folders = [] if entry.folder is None else [entry.folder]
-    for path in map(Path, paths):
-        if not path.is_dir():
-            raise BundleError(f"--path {path}: not a folder; pass the folder that holds your "
-                              "top-level packages or modules")
-        folders.append(path.resolve())
-    for name in vendor:
-        if not name.isidentifier() or _is_stdlib(name):
-            raise BundleError(f"--vendor {name}: name an installed top-level package (e.g. "
-                              "pretrainedmodels), not a submodule or a standard library module")
-    walk = _Walk(folders, set(vendor), set(exclude))
+def _walk_from(entry: Entry, walk: _Walk, code: Sequence[Location], include: Iterable[str]
+               ) -> None:
+    """Follow the imports of `entry`, `code` and `include` (and of what they carry)."""
     for location in code:  # decided first: the user's module wins over an installed namesake
         walk.local[location.name] = location
         walk._add(location, own=True)
@@ -284,6 +275,34 @@ def bundle(entry: Entry, paths: Sequence[str | Path] = (), vendor: Iterable[str]
     for module in include:
         _check_included(module, walk)
 
+
+def bundle(entry: Entry, paths: Sequence[str | Path] = (), vendor: Iterable[str] = (),
+           include: Iterable[str] = (), exclude: Iterable[str] = (),
+           code: Sequence[Location] = (), progress: bool = False) -> Bundle:
+    """Bundle `entry` with the modules it imports, found in `entry.folder` then `paths`.
+
+    `vendor`: installed packages to inline even if the Kaggle image has them; `include`: modules
+    only imported dynamically (`importlib.import_module(name)`); `exclude`: top-level names the
+    kernel gets elsewhere (a wheel dataset); `code`: the user's own packages or modules, inlined
+    whole whether or not anything imports them (`kernelpack build --code`); `progress`: show a
+    bar on stderr once the code to scan passes PROGRESS_BYTES. Raises BundleError with the fix
+    for bad input."""
+    folders = [] if entry.folder is None else [entry.folder]
+    for path in map(Path, paths):
+        if not path.is_dir():
+            raise BundleError(f"--path {path}: not a folder; pass the folder that holds your "
+                              "top-level packages or modules")
+        folders.append(path.resolve())
+    for name in vendor:
+        if not name.isidentifier() or _is_stdlib(name):
+            raise BundleError(f"--vendor {name}: name an installed top-level package (e.g. "
+                              "pretrainedmodels), not a submodule or a standard library module")
+    walk = _Walk(folders, set(vendor), set(exclude),
+                 bar=GrowingBar("bundle: scan imports", PROGRESS_BYTES, progress))
+    try:
+        _walk_from(entry, walk, code, include)
+    finally:
+        walk.bar.close()
     files = dict(walk.files)
     # A module that imports the entry back by name carried its file: then it goes on disk too.
     on_disk = entry.module is None and entry.path in files
@@ -323,9 +342,9 @@ def _check_output(output: Path, entry_path: Path, result: Bundle) -> None:
 
 def write_bundle(entry_path: str | Path, output: str | Path, paths: Sequence[str | Path] = (),
                  vendor: Iterable[str] = (), include: Iterable[str] = (),
-                 exclude: Iterable[str] = ()) -> Bundle:
+                 exclude: Iterable[str] = (), progress: bool = False) -> Bundle:
     """`kernelpack bundle`: bundle the script at `entry_path` into the file `output`."""
-    result = bundle(read_entry(entry_path), paths, vendor, include, exclude)
+    result = bundle(read_entry(entry_path), paths, vendor, include, exclude, progress=progress)
     output = Path(output)
     _check_output(output, Path(entry_path), result)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -7,12 +7,13 @@ import sys
 import time
 
 from ..bundler.bundle import write_bundle
+from ..progress import shows_progress
 
 
 def _bundle(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     result = write_bundle(args.entry, args.output, args.path, args.vendor, args.include,
-                          args.exclude)
+                          args.exclude, progress=shows_progress(args.quiet))
     seconds = time.perf_counter() - start
     print(f"wrote {args.output} ({result.size_bytes / 1024:.1f} KiB, {len(result.files)} files, "
           f"built in {seconds:.2f} s)")
@@ -38,7 +39,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     command.add_argument("-o", "--output", required=True,
                          help="the single-file script to write (never the entry or a file "
                               "inside the code it bundles)")
-    command.add_argument("--path", action="append", default=[], metavar="DIR",
+    command.add_argument("-p", "--path", action="append", default=[], metavar="DIR",
                          help="a folder holding your top-level packages or modules (repeatable; "
                               "the entry's own folder is searched first)")
     command.add_argument("--vendor", action="append", default=[], metavar="PKG",
@@ -50,4 +51,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     command.add_argument("--exclude", action="append", default=[], metavar="NAME",
                          help="a top-level package the kernel gets elsewhere (a wheel dataset); "
                               "never inlined")
+    command.add_argument("--quiet", action="store_true",
+                         help="no progress bar (one shows only for large inputs, on a terminal)")
     command.set_defaults(handler=_bundle)

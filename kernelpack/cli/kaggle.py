@@ -11,6 +11,8 @@ from pathlib import Path
 
 from ..errors import KaggleServiceError
 from ..kaggle.constants import DATASET_METADATA, KERNEL_METADATA, URL_ENV
+from ..progress import shows_progress
+from .folders import OneFolder, add_folder_argument, needs_folder
 
 
 def _session(args: argparse.Namespace):  # -> kernelpack.kaggle.session.KaggleSession
@@ -21,7 +23,8 @@ def _session(args: argparse.Namespace):  # -> kernelpack.kaggle.session.KaggleSe
 
 def _dataset_push(args: argparse.Namespace) -> int:
     push = _session(args).push_dataset(args.folder, public=args.public, message=args.message,
-                                       wait=args.wait, dataset_id=args.id, title=args.title)
+                                       wait=args.wait, dataset_id=args.id, title=args.title,
+                                       progress=shows_progress(args.quiet))
     if push.skipped:
         print(f"{push.ref}: unchanged since version {push.version}; nothing uploaded")
     elif push.verified:
@@ -159,8 +162,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     push = dataset_commands.add_parser(
         "push", parents=[target], help="create the dataset or add a version (skipped when "
                                        "unchanged)")
-    push.add_argument("folder", help="folder of files (top level only), with or without "
-                                     f"{DATASET_METADATA}")
+    add_folder_argument(push, "folder", "folder of files (top level only), with or without "
+                                        f"{DATASET_METADATA}")
     push.add_argument("--public", action="store_true", help="make a new dataset public")
     push.add_argument("-m", "--message", default=None, help="version notes")
     push.add_argument("--wait", action="store_true",
@@ -169,16 +172,17 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                       help=f"dataset id when {DATASET_METADATA} is absent (default: "
                            "USERNAME/FOLDER-NAME)")
     push.add_argument("--title", default=None, help=f"title when {DATASET_METADATA} is absent")
-    push.set_defaults(handler=_dataset_push)
+    push.add_argument("--quiet", action="store_true", help="no upload progress bar")
+    push.set_defaults(handler=needs_folder(push, "folder", _dataset_push))
 
     kernel = commands.add_parser("kernel", help="push a kernel, follow its run")
     kernel_commands = kernel.add_subparsers(dest="kernel_command", required=True,
                                             metavar="COMMAND")
     push = kernel_commands.add_parser("push", parents=[target],
                                       help="push a folder written by `kernelpack build`")
-    push.add_argument("folder", help=f"folder with kernel.py and {KERNEL_METADATA}")
+    add_folder_argument(push, "folder", f"folder with kernel.py and {KERNEL_METADATA}")
     push.add_argument("--wait", action="store_true", help="wait until the run ends")
-    push.set_defaults(handler=_kernel_push)
+    push.set_defaults(handler=needs_folder(push, "folder", _kernel_push))
     for name, handler, text in (("status", _kernel_status, "the newest version's run status"),
                                 ("logs", _kernel_logs, "the newest version's log"),
                                 ("output", _kernel_output, "download the newest version's "
@@ -202,7 +206,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     submit.set_defaults(handler=_submit)
 
     serve = commands.add_parser("serve-kaggle", help="run a local Kaggle service for rehearsals")
-    serve.add_argument("--root", required=True, help="state folder (kept between runs)")
+    serve.add_argument("--root", "-p", "--path", dest="root", action=OneFolder, required=True,
+                       metavar="DIR", help="state folder (kept between runs)")
     serve.add_argument("--port", type=int, default=8765, help="port (0: any free one)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--processing-seconds", type=float, default=0.0,

@@ -9,6 +9,7 @@ from inference_core.kpenc import VERSION as KPENC_VERSION
 from inference_core.kpenc import inspect as inspect_kpenc
 from inference_core.kpenc import load_key
 
+from ..progress import shows_progress
 from .numbers import int_at_least
 
 
@@ -24,7 +25,8 @@ def _encrypt(args: argparse.Namespace) -> int:
     from ..encrypt import encrypt_checkpoint
 
     header = encrypt_checkpoint(args.checkpoint, load_key(args.key), args.output,
-                                name=args.name, fold=args.fold)
+                                name=args.name, fold=args.fold,
+                                progress=shows_progress(args.quiet))
     manifest = header["manifest"]
     print(f"wrote {args.output}: model {manifest['name']!r} fold {manifest['fold']} "
           f"({manifest['arch']}, {header['plaintext_size']} bytes in {header['chunks']} chunks, "
@@ -35,7 +37,8 @@ def _encrypt(args: argparse.Namespace) -> int:
 def _decrypt(args: argparse.Namespace) -> int:
     from ..encrypt import decrypt_file
 
-    size = decrypt_file(args.input, load_key(args.key), args.output)
+    size = decrypt_file(args.input, load_key(args.key), args.output,
+                        progress=shows_progress(args.quiet))
     print(f"wrote {args.output} ({size} bytes, mode 0600)")
     return 0
 
@@ -61,12 +64,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     encrypt.add_argument("--name", default=None, help="model name (default: from the checkpoint)")
     encrypt.add_argument("--fold", type=int_at_least(0), default=None,
                          help="fold (default: from the checkpoint)")
+    encrypt.add_argument("--quiet", action="store_true", help="no progress bar")
     encrypt.set_defaults(handler=_encrypt)
 
     decrypt = commands.add_parser("decrypt", help="decrypt a .kpenc file back to a checkpoint")
     decrypt.add_argument("input", help="the .kpenc file")
     decrypt.add_argument("--key", required=True, help="key file")
     decrypt.add_argument("-o", "--output", required=True, help="checkpoint file to write")
+    decrypt.add_argument("--quiet", action="store_true", help="no progress bar")
     decrypt.set_defaults(handler=_decrypt)
 
     inspect_command = commands.add_parser("inspect", help="show a .kpenc header and manifest "

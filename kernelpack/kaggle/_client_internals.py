@@ -11,11 +11,14 @@ from __future__ import annotations
 import io
 import os
 import sys
-from contextlib import redirect_stdout
+from collections.abc import Iterator
+from contextlib import contextmanager, redirect_stdout
 from functools import cache
 from importlib import metadata
+from typing import Any
 
 from ..errors import KaggleError, KaggleUploadError
+from ..progress import byte_bar
 
 # The versions this module was tested with (setup.cfg pins them).
 TESTED_VERSIONS = {"kaggle": ("2.2.4",), "kagglesdk": ("0.1.37",)}
@@ -66,9 +69,15 @@ def routed_api_class() -> type:
     another endpoint."""
     # `import kaggle` authenticates a module-level client and prints auth help to stdout.
     with redirect_stdout(io.StringIO()):
+        from kaggle.api import kaggle_api_extended
         from kaggle.api.kaggle_api_extended import KaggleApi
 
     class RoutedKaggleApi(KaggleApi):
+        # The byte bar that uploaded files advance (see `reporting_uploads`), and where the
+        # file being uploaded starts on it.
+        upload_bar: Any = None
+        _file_start = 0
+
         def __init__(self, url: str | None) -> None:
             super().__init__()
             self.url = url
@@ -86,7 +95,39 @@ def routed_api_class() -> type:
                 client._http_client._endpoint = self.url
             return client
 
+        @contextmanager
+        def reporting_uploads(self, total: int, desc: str, enabled: bool) -> Iterator[None]:
+            """Within: every file the client uploads advances one byte bar of `total` bytes on
+            stderr (the client's own bars are written to its captured output)."""
+            with byte_bar(total, desc, enabled) as bar:
+                self.upload_bar = bar if enabled else None
+                try:
+                    yield
+                finally:
+                    self.upload_bar = None
+
+        def upload_complete(self, path, url, quiet, resume=False):  # type: ignore[no-untyped-def]
+            bar = self.upload_bar
+            if bar is None:
+                return super().upload_complete(path, url, quiet, resume)
+            # The client counts the bytes it sends on a tqdm bar of its own, built inside this
+            # method; built here instead, it moves ours. Its total is what is left to send, so
+            # a resumed or retried upload starts from where the file stands.
+            file_end = self._file_start + os.path.getsize(path)
+
+            def client_bar(total: int = 0, **_: Any) -> _BarSegment:
+                return _BarSegment(bar, file_end - total)
+
+            own_bar = kaggle_api_extended.tqdm
+            kaggle_api_extended.tqdm = client_bar
+            try:
+                return super().upload_complete(path, url, quiet, resume)
+            finally:
+                kaggle_api_extended.tqdm = own_bar
+
         def _upload_file(self, file_name, full_path, *args, **kwargs):  # type: ignore[no-untyped-def]
+            bar = self.upload_bar
+            self._file_start = bar.n if bar is not None else 0
             # kaggle 2.2.4 skips a file whose upload failed and still creates the version
             # (2.2.5 raises instead); failing here stops it before the create call, with its
             # resume state kept.
@@ -99,9 +140,29 @@ def routed_api_class() -> type:
             if uploaded is None:
                 raise KaggleUploadError(f"{full_path}: upload failed, so no version was created; "
                                         "run the same push again to resume it")
+            if bar is not None:  # also a file sent by an earlier, interrupted push
+                bar.update(self._file_start + os.path.getsize(full_path) - bar.n)
             return uploaded
 
     return RoutedKaggleApi
+
+
+class _BarSegment:
+    """Stands in for the client's per-file tqdm bar: moves `bar` from `start`, by the bytes the
+    client reports sent."""
+
+    def __init__(self, bar: Any, start: int) -> None:
+        self.bar = bar
+        bar.update(start - bar.n)
+
+    def __enter__(self) -> _BarSegment:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, count: int) -> None:
+        self.bar.update(count)
 
 
 def signed_in_username(api) -> str:  # type: ignore[no-untyped-def]

@@ -79,10 +79,11 @@ class DatasetCalls:
     def push_dataset(self, folder: str | Path, *, public: bool = False,
                      message: str | None = None, wait: bool = False,
                      dataset_id: str | None = None, title: str | None = None,
-                     timeout: float = 3600.0) -> DatasetPush:
+                     timeout: float = 3600.0, progress: bool = False) -> DatasetPush:
         """Create the dataset or add a version; with `wait`, wait until it is ready and check that
         every local file is listed with its size. An unchanged folder (same files as the last
-        verified push, still listed by the service) is skipped."""
+        verified push, still listed by the service) is skipped. `progress`: show the upload as
+        a byte bar on stderr."""
         folder = Path(folder)
         files = local_dataset_files(folder)
         metadata = dataset_metadata(folder, dataset_id, title, default_owner=self.username)
@@ -93,12 +94,14 @@ class DatasetCalls:
         if exists and previous and self.dataset_files(ref) == sizes_of(local):
             return DatasetPush(ref, previous["version"], [], skipped=True, verified=True)
         options = {"quiet": True, "ignore_patterns": [MANIFEST_FILE]}
-        if exists:
-            answer = self.call(f"{ref}: new dataset version", self.api.dataset_create_version,
-                               str(folder), message or "pushed with kernelpack", **options)
-        else:
-            answer = self.call(f"{ref}: dataset create", self.api.dataset_create_new,
-                               str(folder), public=public, **options)
+        with self.api.reporting_uploads(sum(sizes_of(local).values()), f"upload {ref}",
+                                        progress):
+            if exists:
+                answer = self.call(f"{ref}: new dataset version", self.api.dataset_create_version,
+                                   str(folder), message or "pushed with kernelpack", **options)
+            else:
+                answer = self.call(f"{ref}: dataset create", self.api.dataset_create_new,
+                                   str(folder), public=public, **options)
         if (answer.status or "").lower() != "ok":
             raise KaggleError(f"{ref}: {self.where} refused the dataset: {answer.error}; fix "
                               f"{folder / DATASET_METADATA} and push again")
