@@ -4,7 +4,9 @@ Layout (a temporary Kaggle): `ROOT/input` (the user's input tree, laid out like 
 `ROOT/working` (the current directory, so `../input` resolves as on Kaggle), `ROOT/temp` (TMPDIR,
 where the bundle unpacks) and `ROOT/src/kernel.py`. The kernel runs in a fresh `python -I` that
 cannot import this project, with the network cut by `unshare -n` where the system allows it and a
-socket guard otherwise, and is killed at the wall-clock budget.
+socket guard otherwise, and is killed at the wall-clock budget. A notebook kernel
+(`src/kernel.ipynb`) runs cell by cell in a Jupyter kernel that starts the same way (see
+notebook.py); its executed copy is kept in `ROOT/notebook/`.
 
 The interpreter is this one, with everything installed here, so an import hook hides what the
 Kaggle image lacks: this project (from a wheel it sits in site-packages beside numpy and torch, so
@@ -38,6 +40,7 @@ from inference_core.errors import ConfigError
 
 from .bundler.image_packages import image_ships
 from .errors import SandboxError
+from .notebook import EXECUTED_FOLDER, JUPYTER_KERNEL, START_IPYKERNEL, is_notebook, runner_source
 
 # Runs first in the sandboxed interpreter: installs the import hook (see the module docstring;
 # sys.path is left whole, the paths present now are the host's installation) and, when no network
@@ -75,14 +78,14 @@ class _HostHidden:
 sys.meta_path[:] = [_KernelOwnPaths, *map(_HostHidden, sys.meta_path)]
 PARENT = {parent!r}
 if PARENT is not None:
-    # Started by run-local itself (no launcher between): die with it, even if it is killed
-    # outright (SIGKILL); checked after, in case it died before.
+    # Die with the parent, even if it is killed outright (SIGKILL): run-local itself (no
+    # launcher between; checked after, in case it died before), or a notebook's runner (0).
     try:
         import ctypes
         ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
     except (OSError, AttributeError):
         pass
-    if __import__("os").getppid() != PARENT:
+    if PARENT and __import__("os").getppid() != PARENT:
         raise SystemExit("kernelpack run-local has gone; not running the kernel")
 if {socket_guard!r}:
     import socket
@@ -90,6 +93,9 @@ if {socket_guard!r}:
         raise OSError(101, "Network is unreachable (kernelpack sandbox: internet is off)")
     socket.socket.connect = socket.socket.connect_ex = _offline
     socket.create_connection = socket.getaddrinfo = _offline
+"""
+# Ends the boot code of a script kernel: `python -I -c BOOT SCRIPT` runs SCRIPT as __main__.
+_RUN_SCRIPT = """
 script = sys.argv[1]
 sys.argv = [script]
 runpy.run_path(script, run_name="__main__")
@@ -112,6 +118,12 @@ class SandboxResult:
     network_cut: str
     log: Path
     outputs: list[Path] = field(default_factory=list)
+    notebook: Path | None = None        # a notebook kernel's executed notebook
+
+    def last_line(self) -> str:
+        """The log's last non-blank line: for a failed notebook, which cell failed and why."""
+        lines = self.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        return lines[-1].strip() if lines else ""
 
     @property
     def submission(self) -> Path | None:
@@ -124,9 +136,11 @@ def _canonical(distribution: str) -> str:
 
 
 @cache
-def hidden_packages() -> frozenset[str]:
+def hidden_packages(also_on_image: tuple[str, ...] = ()) -> frozenset[str]:
     """Top-level names installed here that a kernel on Kaggle could not import: this project, and
-    every package neither on the Kaggle image nor required (transitively) by one that is."""
+    every package neither on the Kaggle image nor required (transitively) by one that is.
+    `also_on_image`: distributions to count as on the image (what a notebook's Jupyter kernel
+    runs on)."""
     from importlib import metadata  # here, not at the top: `kernelpack --help` imports this module
 
     provides: dict[str, set[str]] = {}          # distribution -> its top-level names
@@ -139,6 +153,7 @@ def hidden_packages() -> frozenset[str]:
         requires[_canonical(distribution.metadata["Name"] or "")] = [
             _canonical(re.match(r"[A-Za-z0-9._-]+", req)[0]) for req in wanted]
     on_image = [d for d, names in provides.items() if any(image_ships(n) for n in names)]
+    on_image += map(_canonical, also_on_image)
     allowed: set[str] = set()
     while on_image:
         distribution = on_image.pop()
@@ -209,7 +224,7 @@ def prepare_root(root: Path, input_dir: Path, kernel: Path,
         _overlay(input_dir.resolve(), root / "input", swaps)
     else:
         (root / "input").symlink_to(input_dir.resolve(), target_is_directory=True)
-    script = root / "src" / "kernel.py"
+    script = root / "src" / ("kernel.ipynb" if is_notebook(kernel) else "kernel.py")
     shutil.copyfile(kernel, script)
     return script
 
@@ -283,7 +298,7 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
     """
     kernel, input_dir = Path(kernel), Path(input_dir)
     if kernel.is_dir():
-        kernel = kernel / "kernel.py"
+        kernel = kernel / _code_file(kernel)
     if not kernel.is_file():
         raise SandboxError(f"{kernel}: kernel not found; run `kernelpack build CONFIG -o DIR` "
                            "first and pass DIR")
@@ -312,9 +327,13 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
     script = prepare_root(root, input_dir, kernel, swaps)
 
     namespace = network == "unshare" or (network == "auto" and network_namespace_available())
-    boot = _BOOT.format(hidden=sorted(hidden_packages()), socket_guard=not namespace,
-                        parent=None if launcher else os.getpid())
-    command = [sys.executable, "-I", "-c", boot, str(script)]
+    parent = None if launcher else os.getpid()
+    if is_notebook(script):
+        command = _notebook_command(script, root, socket_guard=not namespace, parent=parent)
+    else:
+        boot = _BOOT.format(hidden=sorted(hidden_packages()), socket_guard=not namespace,
+                            parent=parent)
+        command = [sys.executable, "-I", "-c", boot + _RUN_SCRIPT, str(script)]
     if namespace:
         command = ["unshare", "-n", "--", *command]
     command = [*(launcher or ()), *command]
@@ -341,8 +360,39 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
         reader.join()
     seconds = time.monotonic() - start
     outputs = sorted(p for p in (root / "working").rglob("*") if p.is_file())
+    executed = root / EXECUTED_FOLDER / script.name
     return SandboxResult(root, process.returncode, seconds, timed_out,
-                         "unshare -n" if namespace else "socket guard", log_path, outputs)
+                         "unshare -n" if namespace else "socket guard", log_path, outputs,
+                         executed if executed.is_file() and not executed.is_symlink() else None)
+
+
+def _code_file(folder: Path) -> str:
+    """The kernel file of a folder `build` wrote: kernel-metadata.json's code_file (a file name
+    beside it), else kernel.py."""
+    from .kaggle.constants import KERNEL_METADATA
+
+    try:
+        name = json.loads((folder / KERNEL_METADATA).read_text(encoding="utf-8"))["code_file"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return "kernel.py"
+    return name if isinstance(name, str) and name and Path(name).name == name else "kernel.py"
+
+
+def _notebook_command(notebook: Path, root: Path, socket_guard: bool, parent: int | None
+                      ) -> list[str]:
+    """The runner that executes `notebook` with a Jupyter kernel, which starts with the boot
+    code a script gets (hook, network cut; it dies with the runner), and writes the executed
+    notebook to ROOT/notebook/."""
+    boot = root / "src" / "kernel_boot.py"
+    boot.write_text(_BOOT.format(hidden=sorted(hidden_packages(JUPYTER_KERNEL)),
+                                 socket_guard=socket_guard, parent=0) + START_IPYKERNEL,
+                    encoding="utf-8")
+    (root / EXECUTED_FOLDER).mkdir(exist_ok=True)
+    # The runner dies with run-local as a script kernel does; it needs no hook (kernelpack's
+    # own code, reading only the notebook) and opens no network connection.
+    guard = _BOOT.format(hidden=[], socket_guard=False, parent=parent)
+    return [sys.executable, "-I", "-c", guard + "\n" + runner_source(), str(notebook),
+            str(root / EXECUTED_FOLDER / notebook.name), str(boot)]
 
 
 def _kill_group(process: subprocess.Popen) -> None:
