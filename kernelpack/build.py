@@ -152,14 +152,15 @@ def _check_outdir(outdir: Path, code: Sequence) -> None:
 
 def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None = None,
                  code: Sequence[str | Path] = (),
-                 wheels: Sequence[str | Path] = ()) -> BuildResult:
+                 wheels: Sequence[str | Path] = (), progress: bool = False) -> BuildResult:
     """Validate the config, bundle inference_core with the rendered entry, write both files.
 
     With `key`, the kernel can decrypt .kpenc models; that is refused for a public kernel.
     `code`: the user's packages/modules (relative to the current folder), bundled whole with
     those of `kernel.code` (relative to the config file) and imported before the models.
     `wheels`: wheel dataset folders (`kernelpack wheels`): their packages are not bundled (the
-    kernel installs them) and their dataset ids join dataset_sources."""
+    kernel installs them) and their dataset ids join dataset_sources. `progress`: a bar on
+    stderr while bundling, when the code is large (see `bundler.bundle.PROGRESS_BYTES`)."""
     start = time.perf_counter()
     config_path, outdir = Path(config_path), Path(outdir)
     if outdir.exists() and not outdir.is_dir():
@@ -180,7 +181,7 @@ def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None 
     entry = Entry(ENTRY_NAME, render_entry(config, key, modules).encode("utf-8"))
     from_wheels = [name for folder in wheels for name in dataset_modules(folder)]
     bundled = bundle(entry, vendor=[inference_core.__name__], code=locations,
-                     exclude=from_wheels)
+                     exclude=from_wheels, progress=progress)
     missing = _imported_by(bundled.missing, modules)
     if missing:
         raise BuildError(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..progress import shows_progress
 from ..sandbox import NETWORK_MODES
+from .folders import OneFolder, add_folder_argument, needs_folder
 from .numbers import finite_float
 
 
@@ -15,7 +17,8 @@ def _build(args: argparse.Namespace) -> int:
     from ..build import build_kernel
 
     key = load_key(args.key) if args.key else None
-    result = build_kernel(args.config, args.output, key=key, code=args.code, wheels=args.wheels)
+    result = build_kernel(args.config, args.output, key=key, code=args.code, wheels=args.wheels,
+                          progress=shows_progress(args.quiet))
     print(f"wrote {result.kernel} ({result.size_bytes / 1024:.1f} KiB, built in "
           f"{result.seconds:.2f} s) and {result.metadata}")
     for warning in result.warnings:
@@ -54,7 +57,8 @@ def _run_local(args: argparse.Namespace) -> int:
 def add_commands(commands: argparse._SubParsersAction) -> None:
     build = commands.add_parser("build", help="bundle the runtime and a config into kernel.py")
     build.add_argument("config", help="ensemble YAML")
-    build.add_argument("-o", "--output", required=True, help="output folder")
+    build.add_argument("-o", "--output", "-p", "--path", dest="output", action=OneFolder,
+                       required=True, metavar="DIR", help="output folder")
     build.add_argument("--key", default=None,
                        help="key file: embed it so the kernel decrypts .kpenc models "
                             "(refused unless kernel.is_private is true)")
@@ -66,10 +70,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        help="your own package folder or module file (repeatable): bundled whole "
                             "and imported before the models are built, for `package.module:"
                             "callable` archs and @register_model calls (also: kernel.code)")
+    build.add_argument("--quiet", action="store_true",
+                       help="no progress bar (one shows only for large --code, on a terminal)")
     build.set_defaults(handler=_build)
 
     run = commands.add_parser("run-local", help="run a built kernel offline, as Kaggle would")
-    run.add_argument("kernel", help="folder written by `kernelpack build` (or its kernel.py)")
+    add_folder_argument(run, "kernel", "folder written by `kernelpack build` (or its kernel.py)")
     run.add_argument("--input", required=True, help="folder laid out like /kaggle/input")
     run.add_argument("--budget", type=finite_float(0.0, exclusive=True), default=None,
                      help="wall-clock budget in seconds (kill the kernel after it)")
@@ -81,4 +87,4 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--network", choices=NETWORK_MODES, default="auto",
                      help="how to cut the network: a namespace (unshare), an in-process socket "
                           "guard, or auto (unshare where it works)")
-    run.set_defaults(handler=_run_local)
+    run.set_defaults(handler=needs_folder(run, "kernel", _run_local))
