@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..progress import shows_progress
 from .numbers import finite_float
 
 DEFAULT_TOLERANCE = 1e-4  # of --compare: float32 models on another machine agree to ~1e-6
@@ -33,7 +34,7 @@ def _predict(args: argparse.Namespace) -> int:
     prediction = predict_images(config, args.images, args.sample, args.models,
                                 key=load_key(args.key) if args.key else None,
                                 per_model=args.per_model, folds=args.folds,
-                                progress=not args.quiet,
+                                progress=shows_progress(args.quiet),
                                 log=(lambda _: None) if args.quiet else print)
     written = write_predictions(prediction, args.output)
     print(f"wrote {written[0]} ({len(prediction.ids)} rows x {len(prediction.classes)} classes)")
