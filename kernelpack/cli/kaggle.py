@@ -148,13 +148,19 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Add the Kaggle commands to `kernelpack`'s subcommands."""
+def kaggle_target() -> argparse.ArgumentParser:
+    """The parent parser of every command that calls Kaggle: `--kaggle-url`."""
     target = argparse.ArgumentParser(add_help=False)
     target.add_argument("--kaggle-url", metavar="URL", default=None,
                         help=f"send every call to this service (e.g. one started with "
                              f"`kernelpack serve-kaggle`) instead of Kaggle; default: "
                              f"${URL_ENV}, else Kaggle")
+    return target
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add the Kaggle commands to `kernelpack`'s subcommands."""
+    target = kaggle_target()
 
     dataset = commands.add_parser("dataset", help="push a dataset folder")
     dataset_commands = dataset.add_subparsers(dest="dataset_command", required=True,
