@@ -58,7 +58,7 @@ def canonical(name: str) -> str:
 
 
 def platform_words(python: str) -> str:
-    return f"CPython {python} on manylinux x86_64 (glibc 2.{KAGGLE_GLIBC_MINOR})"
+    return f"CPython {python}, manylinux x86_64, glibc 2.{KAGGLE_GLIBC_MINOR}"
 
 
 def download_command(requirements: Sequence[str], python: str, dest: Path) -> list[str]:

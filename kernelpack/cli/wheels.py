@@ -19,11 +19,9 @@ def _wheels(args: argparse.Namespace) -> int:
     if result.left_out:
         print("  left out (on the Kaggle image): "
               + ", ".join(f"{w['name']} {w['version']}" for w in result.left_out))
-    push = f"kernelpack dataset push {result.folder}"
-    if result.metadata is None:
-        push += " --id OWNER/SLUG"
-    print(f"next: `{push}`, add the dataset to kernel.dataset_sources, and build with "
-          f"--wheels {result.folder}; the kernel installs the wheels before your code imports")
+    print(f"next: `kernelpack dataset push {result.folder}`, then `kernelpack build CONFIG -o "
+          f"OUT --wheels {result.folder}` (the dataset joins dataset_sources; the kernel "
+          "installs its wheels before your code imports)")
     return 0
 
 

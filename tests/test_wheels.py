@@ -1,0 +1,258 @@
+"""Wheel datasets: `kernelpack wheels` downloads a real C extension for Kaggle's platform, and a
+kernel built with `--wheels` installs it offline in the sandbox and computes with it.
+
+The package is bottleneck (C extension, depends on numpy): on neither the Kaggle image nor this
+environment, and small. pip gets it from this machine's local package index when there is one
+(/opt/pypi/simple), else from its configured index; numpy, which the image ships, is left out.
+"""
+
+import csv
+import importlib.util
+import json
+import sys
+import tarfile
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from inference_core import save_checkpoint
+from inference_core.wheel_install import (
+    MANIFEST_FILE,
+    WheelInstallError,
+    find_wheel_datasets,
+    install_wheel_dataset,
+)
+from kernelpack.cli import main
+from kernelpack.sandbox import run_local
+
+PACKAGE = "bottleneck"
+PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
+OTHER_PYTHON = "3.12" if PYTHON == "3.11" else "3.11"
+LOCAL_INDEX = Path("/opt/pypi/simple")
+DATASET_ID = "tester/bottleneck-wheels"
+SIZE, CLASSES = 8, 3
+MEAN, STD = [0.5, 0.4, 0.3], [0.25, 0.2, 0.3]
+
+# The user's code: a model whose forward needs the wheel's C extension (bottleneck.nanmean over
+# the pixels, then a linear head). It says where bottleneck was imported from.
+USER_MODULE = '''\
+import bottleneck
+import torch
+from torch import nn
+
+print(f"user code: bottleneck {bottleneck.__version__} from {bottleneck.__file__}", flush=True)
+
+
+class NanMeanHead(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.head = nn.Linear(3, num_classes)
+
+    def forward(self, x):
+        pixels = x.detach().cpu().numpy().reshape(x.shape[0], x.shape[1], -1)
+        return self.head(torch.from_numpy(bottleneck.nanmean(pixels, axis=2)).to(x.dtype))
+
+
+def build(num_classes):
+    return NanMeanHead(num_classes)
+'''
+
+
+class _SameWeights(nn.Module):
+    """The host's twin of NanMeanHead (same parameters; bottleneck is not installed here)."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(3, CLASSES)
+
+
+@pytest.fixture(scope="module")
+def pip_source(tmp_path_factory):
+    """pip's index for the downloads: the local one when this machine has the package there."""
+    patch = pytest.MonkeyPatch()
+    if (LOCAL_INDEX / PACKAGE).is_dir():
+        patch.setenv("PIP_INDEX_URL", LOCAL_INDEX.as_uri())
+    yield
+    patch.undo()
+
+
+@pytest.fixture(scope="module")
+def wheel_dataset(pip_source, tmp_path_factory):
+    """`kernelpack wheels bottleneck` for this Python, into input/bottleneck-wheels/."""
+    assert importlib.util.find_spec(PACKAGE) is None, "the test needs bottleneck not installed"
+    folder = tmp_path_factory.mktemp("input") / "bottleneck-wheels"
+    code = main(["wheels", PACKAGE, "-o", str(folder), "--python", PYTHON, "--id", DATASET_ID])
+    assert code == 0
+    return folder
+
+
+def test_the_dataset_holds_the_c_extension_and_leaves_out_what_the_image_ships(wheel_dataset):
+    manifest = json.loads((wheel_dataset / MANIFEST_FILE).read_text())
+    assert manifest["python"] == PYTHON and manifest["requested"] == [PACKAGE]
+    assert [(w["name"], w["modules"]) for w in manifest["wheels"]] == [(PACKAGE, [PACKAGE])]
+    wheel = manifest["wheels"][0]["file"]
+    assert f"-cp{PYTHON.replace('.', '')}-" in wheel and "manylinux" in wheel and "x86_64" in wheel
+    # numpy, a dependency, is on the image: listed as left out, its wheel not in the folder.
+    assert [w["name"] for w in manifest["left_out"]] == ["numpy"]
+    assert sorted(p.name for p in wheel_dataset.iterdir()) == sorted(
+        [wheel, MANIFEST_FILE, "dataset-metadata.json"])
+    assert json.loads((wheel_dataset / "dataset-metadata.json").read_text())["id"] == DATASET_ID
+
+
+def _test_images(folder):
+    rng = np.random.default_rng(3)
+    folder.mkdir(parents=True)
+    ids = [f"img{i}" for i in range(6)]
+    for name in ids:
+        pixels = rng.integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{name}.png")
+    return ids
+
+
+def _reference(model, paths):
+    """Plain PIL and numpy: RGB, /255, normalise, the mean over pixels, the head, softmax."""
+    batch = np.stack([np.asarray(Image.open(p).convert("RGB"), dtype=np.float32) / 255.0
+                      for p in paths])
+    batch = (batch - np.array(MEAN, dtype=np.float32)) / np.array(STD, dtype=np.float32)
+    with torch.no_grad():
+        logits = model.head(torch.from_numpy(batch.mean(axis=(1, 2))))
+    return logits.softmax(1).double().numpy()
+
+
+@pytest.fixture(scope="module")
+def kernel(wheel_dataset, tmp_path_factory):
+    """A kernel built with --wheels whose user code imports bottleneck; (kernel dir, input, ids,
+    the model's host twin)."""
+    base = tmp_path_factory.mktemp("kernel")
+    input_dir = wheel_dataset.parent
+    ids = _test_images(input_dir / "comp" / "test")
+    with open(input_dir / "comp" / "sample_submission.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([["id"]] + [[i] for i in ids])
+    torch.manual_seed(5)
+    twin = _SameWeights()
+    with torch.no_grad():
+        twin.head.weight.mul_(8.0)  # confident outputs, so that a wrong computation shows
+    save_checkpoint(input_dir / "models" / "nanmean.pt", "kp_wheel_user:build", CLASSES,
+                    {"name": "nanmean", "input_size": SIZE, "resize": "stretch", "mean": MEAN,
+                     "std": STD, "activation": "softmax"}, twin)
+    (base / "kp_wheel_user.py").write_text(USER_MODULE)
+    config = base / "wheel-kernel.yml"
+    config.write_text(json.dumps({
+        "models": [{"name": "nanmean"}], "tta": ["identity"], "batch_size": 4,
+        "test": {"images": "comp/test", "sample_submission": "comp/sample_submission.csv",
+                 "pattern": "*.png"},
+        "submission": {"format": "probabilities"}, "blend": "mean",
+        "kernel": {"id": "tester/wheel-kernel"}}))
+    out = base / "out"
+    assert main(["build", str(config), "-o", str(out), "--code", str(base / "kp_wheel_user.py"),
+                 "--wheels", str(wheel_dataset)]) == 0
+    return out, input_dir, ids, twin
+
+
+def test_build_without_the_wheel_dataset_names_kernelpack_wheels(kernel, tmp_path, capsys):
+    out, _, _, _ = kernel
+    code = main(["build", str(out.parent / "wheel-kernel.yml"), "-o", str(tmp_path / "k"),
+                 "--code", str(out.parent / "kp_wheel_user.py")])
+    err = capsys.readouterr().err
+    assert code == 1 and "import bottleneck" in err and "kernelpack wheels PKG -o DIR" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_the_kernel_installs_the_wheels_offline_and_computes_with_them(kernel):
+    # End to end (10-30 s): a kernel in a fresh `python -I`, network cut, pip from the dataset.
+    out, input_dir, ids, twin = kernel
+    metadata = json.loads((out / "kernel-metadata.json").read_text())
+    assert DATASET_ID in metadata["dataset_sources"]
+
+    result = run_local(out, input_dir)
+    log = result.log.read_text()
+    assert result.returncode == 0, log
+    installed = [line for line in log.splitlines() if line.startswith("wheels: installed")]
+    assert installed == [f"wheels: installed 1 from ../input/bottleneck-wheels: {PACKAGE} "
+                         + json.loads((input_dir / "bottleneck-wheels" / MANIFEST_FILE)
+                                      .read_text())["wheels"][0]["version"]], log
+    # Imported from the install under the sandbox's temporary folder, not from this machine.
+    origin = next(line for line in log.splitlines() if line.startswith("user code: bottleneck"))
+    assert f" from {result.root / 'temp'}/kernelpack-wheels-" in origin, origin
+    assert importlib.util.find_spec(PACKAGE) is None  # this environment is left alone
+
+    with open(result.submission, newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert [row[0] for row in rows[1:]] == ids
+    got = np.array([[float(v) for v in row[1:]] for row in rows[1:]])
+    expected = _reference(twin, [input_dir / "comp" / "test" / f"{i}.png" for i in ids])
+    assert np.abs(got - expected).max() < 1e-5
+    assert np.abs(expected - 1 / CLASSES).max() > 0.1  # not vacuous: far from uniform
+
+
+def test_a_dataset_for_another_python_is_one_kernel_error(kernel, tmp_path):
+    out, input_dir, _, _ = kernel
+    wrong = tmp_path / "input"
+    wrong.mkdir()
+    for entry in input_dir.iterdir():
+        if entry.name != "bottleneck-wheels":
+            (wrong / entry.name).symlink_to(entry)
+    copy = wrong / "old-wheels"
+    copy.mkdir()
+    manifest = json.loads((input_dir / "bottleneck-wheels" / MANIFEST_FILE).read_text())
+    for wheel in manifest["wheels"]:
+        (copy / wheel["file"]).symlink_to(input_dir / "bottleneck-wheels" / wheel["file"])
+    (copy / MANIFEST_FILE).write_text(json.dumps({**manifest, "python": OTHER_PYTHON}))
+    result = run_local(out, wrong, root=tmp_path / "sandbox")
+    log = result.log.read_text()
+    errors = [line for line in log.splitlines() if line.startswith("kernel error:")]
+    assert result.returncode == 1 and "Traceback" not in log, log
+    assert len(errors) == 1 and f"kernelpack wheels ... --python {PYTHON}" in errors[0], log
+    assert "old-wheels" in errors[0]
+
+
+def test_a_broken_wheel_fails_with_pips_reason(wheel_dataset, tmp_path):
+    manifest = json.loads((wheel_dataset / MANIFEST_FILE).read_text())
+    broken = tmp_path / "datasets" / "owner" / "broken"
+    broken.mkdir(parents=True)
+    (broken / manifest["wheels"][0]["file"]).write_bytes(b"not a zip")
+    (broken / MANIFEST_FILE).write_text(json.dumps(manifest))
+    assert find_wheel_datasets([str(tmp_path)]) == [broken]  # found in Kaggle's newer layout
+    with pytest.raises(WheelInstallError, match=r"broken: pip install failed: .*rebuild"):
+        install_wheel_dataset(broken, tmp_path / "target")
+
+
+def _sdist_only(folder, name="kp_sdist_only"):
+    """A find-links folder holding one package as a source distribution only."""
+    project = folder / "src" / f"{name}-1.0"
+    project.mkdir(parents=True)
+    (project / "setup.py").write_text(textwrap.dedent(f"""
+        from setuptools import setup
+        setup(name="{name}", version="1.0", py_modules=["{name}"])
+    """))
+    (project / f"{name}.py").write_text("VALUE = 1\n")
+    links = folder / "links"
+    links.mkdir()
+    with tarfile.open(links / f"{name}-1.0.tar.gz", "w:gz") as archive:
+        archive.add(project, arcname=project.name)
+    return links
+
+
+def test_a_package_without_a_wheel_for_kaggle_is_one_line_naming_the_fix(
+        tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(_sdist_only(tmp_path)))
+    code = main(["wheels", "kp-sdist-only==1.0", "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert err[0].startswith("kernelpack: error: kp-sdist-only==1.0: no wheel for Kaggle's "
+                             "platform (CPython 3.12, manylinux x86_64"), err
+    assert "pip wheel kp-sdist-only==1.0 -w DIR" in err[0] and "PIP_FIND_LINKS=DIR" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_asking_for_a_package_the_image_ships_is_refused(pip_source, tmp_path, capsys):
+    code = main(["wheels", "numpy", "-o", str(tmp_path / "out"), "--python", PYTHON])
+    err = capsys.readouterr().err
+    assert code == 1 and "numpy: the Kaggle image ships it already" in err
+    assert not (tmp_path / "out").exists()
