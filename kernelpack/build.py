@@ -1,5 +1,6 @@
-"""`kernelpack build`: ensemble YAML -> OUTDIR/kernel.py (one file), kernel-metadata.json and
-kernel-config.json (a readable copy of the config embedded in kernel.py)."""
+"""`kernelpack build`: ensemble YAML -> OUTDIR/kernel.py (one file; with `notebook`, kernel.ipynb
+holding it in one cell), kernel-metadata.json and kernel-config.json (a readable copy of the
+config embedded in the kernel)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from .bundler.bundle import Entry, bundle
 from .config import load_config
 from .errors import BuildError
 from .kaggle.constants import KERNEL_METADATA, slug_of, title_of
+from .notebook import NOTEBOOK_FILE, made_by_kernelpack, make_notebook, notebook_code
 from .user_code import code_locations
 from .wheels import dataset_id, dataset_modules
 
@@ -91,7 +93,10 @@ def embeds_key(kernel_path: str | Path) -> bool:
     Decided from the content, not from the marker line alone (which anyone can delete): the
     script itself and every file in its compressed payload are searched for a key literal, and
     the entry's KEY for anything but None."""
-    text = Path(kernel_path).read_text(encoding="utf-8", errors="replace")
+    if Path(kernel_path).suffix == ".ipynb":   # a notebook kernel: its code cells
+        text = notebook_code(kernel_path)
+    else:
+        text = Path(kernel_path).read_text(encoding="utf-8", errors="replace")
     if text.startswith(KEY_MARKER) or _KEY_LITERAL.search(text):
         return True
     for name, content in _payload_files(text, str(kernel_path)).items():
@@ -103,16 +108,16 @@ def embeds_key(kernel_path: str | Path) -> bool:
     return False
 
 
-def kernel_metadata(kernel: dict, default_slug: str) -> dict:
+def kernel_metadata(kernel: dict, default_slug: str, notebook: bool = False) -> dict:
     """kernel-metadata.json as the kaggle client reads it (`kaggle kernels push -p OUTDIR`)."""
     kernel_id = kernel["id"] or f"INSERT_USERNAME/{default_slug}"
     slug = kernel_id.split("/", 1)[1]
     metadata = {
         "id": kernel_id,
         "title": kernel["title"] or title_of(slug),
-        "code_file": KERNEL_FILE,
+        "code_file": NOTEBOOK_FILE if notebook else KERNEL_FILE,
         "language": "python",
-        "kernel_type": "script",
+        "kernel_type": "notebook" if notebook else "script",
         **{key: kernel[key] for key in ("is_private", "enable_gpu", "enable_internet",
                                         "dataset_sources", "competition_sources",
                                         "kernel_sources", "model_sources")},
@@ -129,30 +134,36 @@ def _imported_by(missing: Sequence[str], modules: Sequence[str]) -> list[str]:
     return [item for item in missing if any(place in item for place in places)]
 
 
-def _check_outdir(outdir: Path, code: Sequence) -> None:
-    """`-o` must not overwrite a kernel.py that kernelpack did not write, nor lie inside the
+def _made_by_kernelpack(kernel: Path) -> bool:
+    if kernel.suffix == ".ipynb":
+        return made_by_kernelpack(kernel)
+    with open(kernel, encoding="utf-8", errors="replace") as handle:
+        head = handle.read(len(KEY_MARKER) + len(GENERATED) + 1)
+    return head.startswith((GENERATED, f"{KEY_MARKER}\n{GENERATED}"))
+
+
+def _check_outdir(outdir: Path, code: Sequence, kernel_file: str = KERNEL_FILE) -> None:
+    """`-o` must not overwrite a kernel file that kernelpack did not write, nor lie inside the
     user's code that the kernel bundles (the next build would carry the last kernel)."""
     target = outdir.resolve()
     for location in code:
-        if location.holds(target) or location.holds(target / KERNEL_FILE):
+        if location.holds(target) or location.holds(target / kernel_file):
             raise BuildError(f"-o {outdir}: lies inside your code {location.name} "
                              f"({location.path}), which the kernel bundles; write the kernel "
                              "elsewhere (e.g. -o build/)")
-    kernel = outdir / KERNEL_FILE
+    kernel = outdir / kernel_file
     if kernel.is_symlink() or (kernel.exists() and not kernel.is_file()):
         raise BuildError(f"-o {outdir}: {kernel} exists and is not a plain file; pick another "
                          "folder")
-    if kernel.is_file():
-        with open(kernel, encoding="utf-8", errors="replace") as handle:
-            head = handle.read(len(KEY_MARKER) + len(GENERATED) + 1)
-        if not head.startswith((GENERATED, f"{KEY_MARKER}\n{GENERATED}")):
-            raise BuildError(f"-o {outdir}: {kernel} exists and was not written by kernelpack "
-                             "(it would be overwritten); pick another folder or move it away")
+    if kernel.is_file() and not _made_by_kernelpack(kernel):
+        raise BuildError(f"-o {outdir}: {kernel} exists and was not written by kernelpack "
+                         "(it would be overwritten); pick another folder or move it away")
 
 
 def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None = None,
                  code: Sequence[str | Path] = (),
-                 wheels: Sequence[str | Path] = (), progress: bool = False) -> BuildResult:
+                 wheels: Sequence[str | Path] = (), progress: bool = False,
+                 notebook: bool = False) -> BuildResult:
     """Validate the config, bundle inference_core with the rendered entry, write both files.
 
     With `key`, the kernel can decrypt .kpenc models; that is refused for a public kernel.
@@ -160,7 +171,8 @@ def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None 
     those of `kernel.code` (relative to the config file) and imported before the models.
     `wheels`: wheel dataset folders (`kernelpack wheels`): their packages are not bundled (the
     kernel installs them) and their dataset ids join dataset_sources. `progress`: a bar on
-    stderr while bundling, when the code is large (see `bundler.bundle.PROGRESS_BYTES`)."""
+    stderr while bundling, when the code is large (see `bundler.bundle.PROGRESS_BYTES`).
+    `notebook`: write kernel.ipynb (a notebook kernel) instead of kernel.py."""
     start = time.perf_counter()
     config_path, outdir = Path(config_path), Path(outdir)
     if outdir.exists() and not outdir.is_dir():
@@ -177,7 +189,8 @@ def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None 
          for i, path in enumerate(config["kernel"]["code"])]
         + [(path, f"--code {path}") for path in code])
     modules = [location.name for location in locations]
-    _check_outdir(outdir, locations)
+    kernel_file = NOTEBOOK_FILE if notebook else KERNEL_FILE
+    _check_outdir(outdir, locations, kernel_file)
     entry = Entry(ENTRY_NAME, render_entry(config, key, modules).encode("utf-8"))
     from_wheels = [name for folder in wheels for name in dataset_modules(folder)]
     bundled = bundle(entry, vendor=[inference_core.__name__], code=locations,
@@ -194,13 +207,19 @@ def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None 
     if key is not None:
         kernel_text = f"{KEY_MARKER}\n{kernel_text}"
     slug = slug_of(config_path.stem)
-    metadata = kernel_metadata(config["kernel"], slug)
+    metadata = kernel_metadata(config["kernel"], slug, notebook)
     for folder in wheels:
         source = dataset_id(folder)
         if source and source not in metadata["dataset_sources"]:
             metadata["dataset_sources"] = [*metadata["dataset_sources"], source]
     outdir.mkdir(parents=True, exist_ok=True)
-    kernel_path = outdir / KERNEL_FILE
+    if notebook:
+        kernel_text = make_notebook(kernel_text, config_path, config, key is not None)
+    # The other kind, from an earlier build, goes: the folder holds the kernel it describes.
+    other = outdir / (KERNEL_FILE if notebook else NOTEBOOK_FILE)
+    if other.is_file() and not other.is_symlink() and _made_by_kernelpack(other):
+        other.unlink()
+    kernel_path = outdir / kernel_file
     kernel_path.write_text(kernel_text, encoding="utf-8")
     metadata_path = outdir / KERNEL_METADATA
     metadata_path.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")

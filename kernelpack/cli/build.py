@@ -18,7 +18,7 @@ def _build(args: argparse.Namespace) -> int:
 
     key = load_key(args.key) if args.key else None
     result = build_kernel(args.config, args.output, key=key, code=args.code, wheels=args.wheels,
-                          progress=shows_progress(args.quiet))
+                          progress=shows_progress(args.quiet), notebook=args.notebook)
     print(f"wrote {result.kernel} ({result.size_bytes / 1024:.1f} KiB, built in "
           f"{result.seconds:.2f} s) and {result.metadata}")
     for warning in result.warnings:
@@ -43,14 +43,15 @@ def _run_local(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     if result.returncode != 0:
-        print(f"kernelpack: kernel exited with code {result.returncode}; {where}",
-              file=sys.stderr)
+        print(f"kernelpack: kernel exited with code {result.returncode} "
+              f"({result.last_line()}); {where}", file=sys.stderr)
         return 1
     if result.submission is None:
         print(f"kernelpack: kernel finished but wrote no submission.csv; {where}",
               file=sys.stderr)
         return 1
-    print(f"submission written: {result.submission} ({result.seconds:.1f} s; {where})")
+    executed = f", executed notebook {result.notebook}" if result.notebook else ""
+    print(f"submission written: {result.submission} ({result.seconds:.1f} s; {where}{executed})")
     return 0
 
 
@@ -70,12 +71,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        help="your own package folder or module file (repeatable): bundled whole "
                             "and imported before the models are built, for `package.module:"
                             "callable` archs and @register_model calls (also: kernel.code)")
+    build.add_argument("--notebook", action="store_true",
+                       help="write kernel.ipynb, a notebook kernel (a cell saying what it is, "
+                            "then the bundle in one code cell), instead of kernel.py")
     build.add_argument("--quiet", action="store_true",
                        help="no progress bar (one shows only for large --code, on a terminal)")
     build.set_defaults(handler=_build)
 
     run = commands.add_parser("run-local", help="run a built kernel offline, as Kaggle would")
-    add_folder_argument(run, "kernel", "folder written by `kernelpack build` (or its kernel.py)")
+    add_folder_argument(run, "kernel", "folder written by `kernelpack build` (or its kernel.py "
+                                       "or kernel.ipynb)")
     run.add_argument("--input", required=True, help="folder laid out like /kaggle/input")
     run.add_argument("--budget", type=finite_float(0.0, exclusive=True), default=None,
                      help="wall-clock budget in seconds (kill the kernel after it)")
