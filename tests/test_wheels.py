@@ -9,6 +9,7 @@ environment, and small. pip gets it from this machine's local package index when
 import csv
 import importlib.util
 import json
+import shutil
 import sys
 import tarfile
 import textwrap
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from kaggle_helpers import USER, dataset_folder, kaggle_world
 from PIL import Image
 from torch import nn
 
@@ -28,6 +30,7 @@ from inference_core.wheel_install import (
     install_wheel_dataset,
 )
 from kernelpack.cli import main
+from kernelpack.kaggle.service import add_competition
 from kernelpack.sandbox import run_local
 
 PACKAGE = "bottleneck"
@@ -256,3 +259,38 @@ def test_asking_for_a_package_the_image_ships_is_refused(pip_source, tmp_path, c
     err = capsys.readouterr().err
     assert code == 1 and "numpy: the Kaggle image ships it already" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    yield from kaggle_world(tmp_path, monkeypatch)
+
+
+def test_pushed_wheel_dataset_is_installed_by_a_kernel_the_local_service_runs(
+        world, kernel, tmp_path):
+    # Against the local service with the real kaggle client (10-30 s): the wheel dataset and the
+    # model are pushed as datasets, the kernel built with --wheels names both, and runs offline.
+    out, input_dir, ids, _ = kernel
+    wheels = shutil.copytree(input_dir / "bottleneck-wheels", tmp_path / "bottleneck-wheels")
+    models = dataset_folder(tmp_path / "wheel-models", "wheel-models", {
+        "nanmean.pt": (input_dir / "models" / "nanmean.pt").read_bytes()})
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,label\n" + "".join(f"{i},0\n" for i in ids))
+    add_competition(world.root, "wheelcomp", input_dir / "comp", labels)
+    for folder in (wheels, models):
+        pushed = world.kernelpack("dataset", "push", str(folder), "--wait")
+        assert pushed.returncode == 0, pushed
+
+    config = json.loads((out.parent / "wheel-kernel.yml").read_text())
+    config["test"] = {**config["test"], "images": "wheelcomp/test",
+                      "sample_submission": "wheelcomp/sample_submission.csv"}
+    config["kernel"].update(competition_sources=["wheelcomp"],
+                            dataset_sources=[f"{USER}/wheel-models"])
+    (tmp_path / "wheel-kernel.yml").write_text(json.dumps(config))
+    assert main(["build", str(tmp_path / "wheel-kernel.yml"), "-o", str(tmp_path / "out"),
+                 "--code", str(out.parent / "kp_wheel_user.py"), "--wheels", str(wheels)]) == 0
+    run = world.kernelpack("kernel", "push", str(tmp_path / "out"), "--wait")
+    logs = world.kernelpack("kernel", "logs", f"{USER}/wheel-kernel")
+    assert run.returncode == 0, (run, logs)
+    assert "wheels: installed 1 from ../input/bottleneck-wheels: bottleneck" in logs.stdout, logs
+    assert "user code: bottleneck" in logs.stdout and "kernelpack-wheels-" in logs.stdout, logs
