@@ -156,9 +156,9 @@ def build_prototypes(checkpoint: Path, images: Path, labels: Path, output: Path,
     """Embed every training image listed in `labels`, average per class, and write the
     checkpoint with the `prototypes` buffer (in `dtype`) and the classes to `output`."""
     source = read_embedding_model(checkpoint, metric, temperature)
+    preprocess = Preprocess.from_checkpoint_config(source.config.to_dict(), str(checkpoint))
     rows = read_labels(labels, id_column, label_column)
     paths = image_paths(images, rows.ids, extension, labels)
-    preprocess = Preprocess.from_checkpoint_config(source.config.to_dict(), str(checkpoint))
     model = create_model(source.arch, len(rows.classes), **source.model_kwargs)
     model.backbone.load_state_dict(source.backbone_state, strict=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -61,8 +61,8 @@ def _kernelpack(*args, cwd, env=None, **kwargs):
 def test_help_of_every_command_imports_no_torch(tmp_path):
     commands = _commands(make_parser())
     assert {"bundle", "dataset push", "kernel push", "submit", "serve-kaggle", "blend search",
-            "threshold search", "keygen", "inspect", "build", "run-local", "wheels"} \
-        <= set(commands)
+            "threshold search", "keygen", "inspect", "build", "run-local", "wheels",
+            "prototypes"} <= set(commands)
     done = subprocess.run([sys.executable, "-c", HELP_ALL, *commands], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
