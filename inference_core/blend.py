@@ -28,6 +28,8 @@ Rows = slice | np.ndarray | None
 
 def combine_views(views: Sequence, mode: str, threshold_shift: float = 0.0) -> np.ndarray:
     """One model's probabilities from its TTA views (each rows x classes), after its shift."""
+    if len(views) == 1 and mode in ("mean", "max"):  # the view itself: no stacked copy
+        return np.asarray(views[0], dtype=np.float64) - threshold_shift
     stacked = np.stack([np.asarray(view, dtype=np.float64) for view in views]) - threshold_shift
     if mode == "mean":
         return stacked.mean(axis=0)
@@ -36,6 +38,17 @@ def combine_views(views: Sequence, mode: str, threshold_shift: float = 0.0) -> n
     if mode == "max":
         return stacked.max(axis=0)
     raise ValueError(f"TTA blend mode must be 'mean', 'gmean' or 'max', got {mode!r}")
+
+
+def _index(rows: Rows) -> slice | np.ndarray:
+    """`rows` as an index; consecutive rows (the usual batch) as a slice, which numpy adds
+    into in place, where an index array makes it gather, add and scatter."""
+    if rows is None:
+        return slice(None)
+    if (isinstance(rows, np.ndarray) and rows.ndim == 1 and rows.size and rows[0] >= 0
+            and np.all(np.diff(rows) == 1)):
+        return slice(int(rows[0]), int(rows[-1]) + 1)
+    return rows
 
 
 def _check_weight(weight: float) -> None:
@@ -68,13 +81,12 @@ class BlendAccumulator:
         p = np.asarray(probs, dtype=np.float64) - threshold_shift
         if self.mode == "gmean":
             p = np.log(np.clip(p, BLEND_EPS, 1.0))
-        index = slice(None) if rows is None else rows
-        self._sum[index, columns] += weight * p
+        self._sum[_index(rows), columns] += weight * p
 
     def count(self, weight: float, rows: Rows = None) -> None:
         """Record that a member of `weight` covered `rows` (after all its columns are in)."""
         _check_weight(weight)
-        self.row_weight[slice(None) if rows is None else rows] += weight
+        self.row_weight[_index(rows)] += weight
 
     def result(self, rows: Rows = None) -> np.ndarray:
         """The blend for `rows`; every one of them must have received some weight."""

@@ -48,29 +48,33 @@ def _scores(model: nn.Module, embeddings: torch.Tensor, columns: slice) -> torch
 
 
 def log_normaliser(model: nn.Module, embeddings: torch.Tensor, slices: Sequence[slice]
-                   ) -> torch.Tensor:
-    """log sum_c exp(score_c) per row, one chunk of classes at a time."""
-    total = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """log sum_c exp(score_c) per row, one chunk of classes at a time, and the scores of the
+    last chunk (pass 2 starts with them instead of scoring that chunk again)."""
+    total = scores = None
     for columns in slices:
-        part = torch.logsumexp(_scores(model, embeddings, columns), dim=1)
+        scores = _scores(model, embeddings, columns)
+        part = torch.logsumexp(scores, dim=1)
         total = part if total is None else torch.logaddexp(total, part)
-    return total
+    return total, scores
 
 
 def chunk_probabilities(model: nn.Module, views: Sequence[torch.Tensor], activation: str,
                         chunk: int) -> Iterator[tuple[slice, list[torch.Tensor]]]:
     """(columns, each view's activated outputs for those columns) over the model's classes, as
-    `activation` over the full row would give them; `views` are the embeddings of its views."""
+    `activation` over the full row would give them; `views` are the embeddings of its views.
+    Chunks come last one first: with softmax, that one's scores are still at hand."""
     slices = class_slices(model.num_classes, chunk)
-    normalisers = ([log_normaliser(model, view, slices) for view in views]
-                   if activation == "softmax" else [None] * len(views))
-    for columns in slices:
+    passes = ([log_normaliser(model, view, slices) for view in views]
+              if activation == "softmax" else [(None, None)] * len(views))
+    for columns in reversed(slices):
         outputs = []
-        for view, normaliser in zip(views, normalisers, strict=True):
-            scores = _scores(model, view, columns)
-            if activation == "softmax":
-                scores = torch.exp(scores - normaliser[:, None])
+        for view, (normaliser, last_scores) in zip(views, passes, strict=True):
+            scores = last_scores if last_scores is not None else _scores(model, view, columns)
+            if activation == "softmax":  # in place: the scores are this function's own
+                scores = scores.sub_(normaliser[:, None]).exp_()
             elif activation == "sigmoid":
-                scores = scores.sigmoid()
+                scores = scores.sigmoid_()
             outputs.append(scores)
+        passes = [(normaliser, None) for normaliser, _ in passes]  # last chunk done: free it
         yield columns, outputs
