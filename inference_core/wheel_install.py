@@ -26,9 +26,10 @@ from .errors import KernelError
 
 MANIFEST_FILE = "kernelpack-wheels.json"
 MANIFEST_FORMAT = 1
-# Where a dataset's files lie under an input root: `<slug>/` (classic) and
-# `datasets/<owner>/<slug>/` (newer Kaggle layout); a deeper walk would list whole competitions.
-_DATASET_DEPTHS = ("*", "*/*", "*/*/*")
+# Where a manifest may lie under an input root: `<slug>/` (classic), one folder down, and
+# `datasets/<owner>/<slug>/` (newer Kaggle layout). Not deeper: that would list whole
+# competitions (a million-image folder) at every kernel start.
+_DATASET_DEPTHS = ("*", "*/*", "datasets/*/*")
 _PIP_TIMEOUT = 600
 
 

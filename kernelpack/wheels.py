@@ -27,6 +27,7 @@ from inference_core.wheel_install import MANIFEST_FILE, MANIFEST_FORMAT, read_ma
 from .bundler.image_packages import image_ships
 from .errors import KernelpackError
 from .kaggle.constants import DATASET_METADATA, slug_of
+from .sandbox import _canonical as canonical  # PEP 503 names, as run-local compares them
 
 PYTHONS = ("3.11", "3.12")
 DEFAULT_PYTHON = "3.12"  # the Kaggle image's
@@ -51,10 +52,6 @@ class WheelDataset:
     wheels: list[dict]      # installed by the kernel: file, name, version, modules
     left_out: list[dict]    # on the Kaggle image: name, version, modules
     metadata: Path | None   # dataset-metadata.json, when a dataset id was given
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def platform_words(python: str) -> str:
