@@ -130,7 +130,7 @@ class Competitions:
     def _rerun(self, ref: int, version: dict) -> None:
         submission = self.store.read("submissions", f"{ref}.json")
         folder = self.store.path("submissions", str(ref))
-        kernel = self.kernels.folder(submission["kernel"], version["number"]) / "kernel.py"
+        kernel = self.kernels.code_path(submission["kernel"], version)   # script or notebook
         failure = self.runner.run(kernel, folder, self.sources.rerun_mounts(version),
                                   version.get("sessionTimeoutSeconds"))
         update: dict = {"status": "ERROR"}

@@ -1,12 +1,14 @@
 """Kernels: SaveKernel stores a version and queues its run; status, output and the log follow it.
 
 Layout: `ROOT/kernels/OWNER/SLUG/kernel.json` (versions, their settings, sources and status) and
-`ROOT/kernels/OWNER/SLUG/N/` (`kernel.py`, the mounted `input/`, the sandbox `run/` with
-`kernel.log` and `working/`).
+`ROOT/kernels/OWNER/SLUG/N/` (`kernel.py`, or `kernel.ipynb` for a notebook kernel, the mounted
+`input/`, the sandbox `run/` with `kernel.log`, `working/` and a notebook's executed copy in
+`notebook/`, listed among the outputs as `SLUG.ipynb`, as Kaggle lists it).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from inference_core.config import KAGGLE_RUN_SECONDS
 
+from ...notebook import EXECUTED_FOLDER, NOTEBOOK_FILE
 from .run_queue import Runner, log_as_json
 from .sources import COMPLETE, INVALID_FIELDS, Sources
 from .store import Store
@@ -25,6 +28,7 @@ from .wire import ApiError, check_name, timestamp
 _SETTINGS = ("language", "kernelType", "isPrivate", "enableGpu", "enableTpu", "enableInternet",
              "machineShape", "sessionTimeoutSeconds", "datasetDataSources",
              "competitionDataSources", "kernelDataSources", "modelDataSources")
+KERNEL_TYPES = ("script", "notebook")
 
 
 def version_label(request: dict) -> int | None:
@@ -99,9 +103,13 @@ class Kernels:
         check_name(slug, "kernel slug")
         if owner != user:
             raise ApiError(403, f"user {user} cannot push kernels for {owner}")
-        if request.get("language") != "python" or request.get("kernelType") != "script":
-            return {"error": "the local service runs python scripts only "
-                             "(language: python, kernel_type: script)"}
+        if request.get("language") != "python" or request.get("kernelType") not in KERNEL_TYPES:
+            return {"error": "the local service runs python scripts and notebooks only "
+                             "(language: python, kernel_type: script or notebook)"}
+        if request["kernelType"] == "notebook" and not _is_notebook_text(request.get("text")):
+            return {"error": "the notebook is not valid notebook JSON (an object with a list "
+                             "of cells); push the .ipynb file that `kernelpack build "
+                             "--notebook` wrote"}
         version = {key: request[key] for key in _SETTINGS if key in request}
         _, invalid = self.sources.resolve(version, user)
         for key, invalid_key in INVALID_FIELDS.items():   # the real service drops what it rejects
@@ -117,11 +125,17 @@ class Kernels:
             record["versions"].append(version)
             folder = self.folder(record["ref"], number)
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / "kernel.py").write_text(request.get("text", ""), encoding="utf-8")
+            self.code_path(record["ref"], version).write_text(request.get("text", ""),
+                                                               encoding="utf-8")
             self.store.write(record, "kernels", owner, slug, "kernel.json")
         self.runner.submit(lambda: self._run(owner, slug, number, user))
         return {"ref": f"/code/{owner}/{slug}", "url": f"{base_url}/code/{owner}/{slug}",
                 "versionNumber": number, "kernelId": record["id"], **invalid}
+
+    def code_path(self, ref: str, version: dict) -> Path:
+        """The version's code: kernel.py, or kernel.ipynb for a notebook kernel."""
+        name = NOTEBOOK_FILE if version.get("kernelType") == "notebook" else "kernel.py"
+        return self.folder(ref, version["number"]) / name
 
     def _set(self, owner: str, slug: str, number: int, **fields: object) -> None:
         with self.store.lock:
@@ -143,7 +157,7 @@ class Kernels:
         folder = self.folder(f"{owner}/{slug}", number)
         mounts, relative = self.sources.mounts(version, user)
         self._set(owner, slug, number, status="RUNNING", mounts=relative)
-        failure = self.runner.run(folder / "kernel.py", folder, mounts,
+        failure = self.runner.run(self.code_path(f"{owner}/{slug}", version), folder, mounts,
                                   version.get("sessionTimeoutSeconds"))
         if failure:
             self._set(owner, slug, number, status="ERROR", failureMessage=failure)
@@ -172,17 +186,29 @@ class Kernels:
         version = self.version(self.record(owner, slug, user), version_label(request))
         run = self.folder(f"{owner}/{slug}", version["number"]) / "run"
         working = run / "working"
-        files = [p for p in sorted(working.rglob("*")) if regular_file_in(working, p)] \
-            if working.is_dir() else []
-        return {"files": [{"fileName": p.relative_to(working).as_posix(),
+        files = {p.relative_to(working).as_posix(): p for p in sorted(working.rglob("*"))
+                 if regular_file_in(working, p)} if working.is_dir() else {}
+        if self._executed(run):   # the executed notebook, named after the kernel
+            files[f"{slug}.ipynb"] = self._executed(run)
+        return {"files": [{"fileName": name,
                            "url": base_url + self.sign(
                                f"/files/kernels/{owner}/{slug}/{version['number']}/"
-                               f"{urllib.parse.quote(p.relative_to(working).as_posix())}")}
-                          for p in files],
+                               f"{urllib.parse.quote(name)}")}
+                          for name in sorted(files)],
                 "log": log_as_json(run / "kernel.log")}
 
+    @staticmethod
+    def _executed(run: Path) -> Path | None:
+        """A notebook run's executed notebook (run-local keeps it beside working/)."""
+        folder = run / EXECUTED_FOLDER
+        path = folder / NOTEBOOK_FILE
+        return path if regular_file_in(folder, path) else None
+
     def output_file(self, owner: str, slug: str, number: str, name: str) -> Path:
-        working = self.store.path("kernels", owner, slug, number, "run", "working")
+        run = self.store.path("kernels", owner, slug, number, "run")
+        if name == f"{slug}.ipynb" and self._executed(run):
+            return self._executed(run)
+        working = run / "working"
         path = working / name
         if not regular_file_in(working, path):
             raise ApiError(404, f"output file {name[:200]} not found")
@@ -192,7 +218,7 @@ class Kernels:
         owner, slug = request.get("userName", ""), request.get("kernelSlug", "")
         record = self.record(owner, slug, user)
         version = self.version(record, version_label(request))
-        text = (self.folder(record["ref"], version["number"]) / "kernel.py").read_text("utf-8")
+        text = self.code_path(record["ref"], version).read_text("utf-8")
         return {"metadata": {"id": record["id"], "ref": record["ref"], "title": record["title"],
                              "author": owner, "slug": slug, "isPrivate": record["isPrivate"],
                              "lastRunTime": timestamp(version["created"]),
@@ -200,3 +226,12 @@ class Kernels:
                              **{key: version[key] for key in _SETTINGS if key in version}},
                 "blob": {"source": text, "language": version.get("language"),
                          "kernelType": version.get("kernelType"), "slug": slug}}
+
+
+def _is_notebook_text(text: object) -> bool:
+    """What the kaggle client sends for a notebook: its JSON, an object with a list of cells."""
+    try:
+        notebook = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return False
+    return isinstance(notebook, dict) and isinstance(notebook.get("cells"), list)

@@ -21,6 +21,7 @@ from pathlib import Path
 from inference_core.config import KAGGLE_RUN_SECONDS
 
 from ...errors import SandboxError
+from ...notebook import EXECUTED_FOLDER
 from ...sandbox import run_local
 from . import jail
 
@@ -101,9 +102,10 @@ class Runner:
 
     def run(self, kernel: Path, folder: Path, mounts: dict[str, Path], budget: float | None
             ) -> str | None:
-        """Run `kernel` offline in `folder/run` (log in `kernel.log`, outputs in `working/`)
-        with `mounts` (mount point under input/ -> folder) read-only at `folder/input`; returns
-        why the run failed, or None."""
+        """Run `kernel` (a script or a notebook) offline in `folder/run` (log in `kernel.log`,
+        outputs in `working/`, a notebook's executed copy in `notebook/`) with `mounts` (mount
+        point under input/ -> folder) read-only at `folder/input`; returns why the run failed,
+        or None."""
         if self._stopping.is_set():
             raise RunStopped
         # Kaggle's limit for a batch session, unless the push set `sessionTimeoutSeconds`.
@@ -115,7 +117,8 @@ class Runner:
         spec = {"isolate": isolated, "pid_file": str(folder / "run.pid"), "parent": os.getpid(),
                 "new_root": str(folder / "container"), "state": str(self.state_root),
                 "python": _python_prefixes(), "writable": [str(root)],
-                "owned_by_run": [str(root / "working"), str(root / "temp")],
+                "owned_by_run": [str(root / "working"), str(root / "temp"),
+                                 str(root / EXECUTED_FOLDER)],
                 "read_only": [[str(folder / "input")] * 2, *binds]}
         (folder / "container").mkdir(exist_ok=True)
         (folder / "run.json").write_text(json.dumps(spec), encoding="utf-8")
@@ -133,9 +136,8 @@ class Runner:
             raise RunStopped
         if result.timed_out:
             return f"the kernel ran past its {budget:g} s limit"
-        if result.returncode != 0:
-            last = result.log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-            return f"the kernel exited with code {result.returncode}: {''.join(last[-1:])}"
+        if result.returncode != 0:   # a notebook's last line names the failed cell
+            return f"the kernel exited with code {result.returncode}: {result.last_line()}"
         return None
 
 
