@@ -26,6 +26,7 @@ from .competitions import Competitions
 from .datasets import Datasets
 from .faults import DROP, RETRY_AFTER_SECONDS, Fault, FaultPlan
 from .kernels import Kernels
+from .models import Models
 from .run_queue import Runner
 from .sources import Sources
 from .store import Store
@@ -64,7 +65,8 @@ class KaggleService:
         self.blobs.clean()
         self.runner = Runner(processing_seconds, self.store.root)
         self.datasets = Datasets(self.store, self.blobs, processing_seconds)
-        sources = Sources(self.store, self.datasets)
+        self.models = Models(self.store, self.blobs, processing_seconds)
+        sources = Sources(self.store, self.datasets, self.models)
         self.kernels = Kernels(self.store, sources, self.runner, self.accounts.sign)
         self.competitions = Competitions(self.store, self.kernels, sources, self.runner)
         self.kernels.resume_unfinished()
@@ -77,6 +79,12 @@ class KaggleService:
             "GetDatasetStatus": self.datasets.status,
             "GetDataset": self.datasets.get,
             "ListDatasetFiles": self.datasets.list_files,
+            "CreateModel": self.models.create,
+            "GetModel": self.models.get,
+            "CreateModelInstance": self.models.create_instance,
+            "GetModelInstance": self.models.get_instance,
+            "CreateModelInstanceVersion": self.models.create_version,
+            "ListModelInstanceVersionFiles": self.models.list_files,
             "SaveKernel": self.kernels.save,
             "GetKernelSessionStatus": self.kernels.status,
             "ListKernelSessionOutput": self.kernels.output,

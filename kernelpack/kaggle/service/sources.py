@@ -5,8 +5,11 @@ mounted read-only for a run under `input/` (see run_queue), the way Kaggle lays 
 - competition `slug` -> `input/slug` (`ROOT/competitions/slug/data`; a code submission's rerun
   mounts `hidden/` there instead, and every other source as the version ran with it);
 - kernel `owner/slug` -> `input/slug` (the `working/` output of its newest COMPLETE version);
-- model `owner/model/framework/variation/version` -> `input/models/owner/model/framework/
-  variation/version` (`ROOT/models/...`, placed there by hand: the service takes no model uploads).
+- model `owner/model/framework/variation/version` -> `input/model/framework/variation/version`
+  (that READY version of a pushed model, see models.py; the framework lower-cased, `pytorch`).
+
+A source whose mount point would lie inside another's, or hold it (a model `digits` under a
+dataset `digits`), is dropped as invalid: one folder cannot be both.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .datasets import Datasets
+from .models import Models
 from .store import Store
 from .wire import ApiError
 
@@ -33,10 +37,21 @@ def competition_dir(store: Store, slug: str) -> Path | None:
     return folder if (folder / "competition.json").is_file() else None
 
 
+def _at(point: str, folder: Path | None) -> tuple[str, Path] | None:
+    return None if folder is None else (point, folder)
+
+
+def _nests(point: str, mounts: dict[str, Path]) -> bool:
+    """`point` lies inside another mount point, or holds one."""
+    return any(other != point and (other.startswith(f"{point}/") or point.startswith(f"{other}/"))
+               for other in mounts)
+
+
 class Sources:
-    def __init__(self, store: Store, datasets: Datasets) -> None:
+    def __init__(self, store: Store, datasets: Datasets, models: Models) -> None:
         self.store = store
         self.datasets = datasets
+        self.models = models
 
     def _dataset(self, ref: str, user: str) -> Path | None:
         owner, _, slug = ref.partition("/")
@@ -60,33 +75,23 @@ class Sources:
             return None
         return self.store.path("kernels", owner, slug, str(done[-1]["number"]), "run", "working")
 
-    def _model(self, ref: str) -> Path | None:
-        parts = ref.split("/")
-        if len(parts) != 5:
-            return None
-        try:
-            folder = self.store.path("models", *parts)
-        except ApiError:
-            return None
-        return folder if folder.is_dir() else None
-
     def resolve(self, version: dict, user: str
                 ) -> tuple[dict[str, Path], dict[str, list[str]]]:
         """(mount point under input/ -> folder, invalid sources by response field)."""
         mounts: dict[str, Path] = {}
         invalid: dict[str, list[str]] = {}
-        kinds = (("datasetDataSources", lambda r: self._dataset(r, user),
-                  lambda r: r.split("/")[-1]),
-                 ("competitionDataSources", self._competition, lambda r: r),
-                 ("kernelDataSources", lambda r: self._kernel(r, user), lambda r: r.split("/")[-1]),
-                 ("modelDataSources", self._model, lambda r: f"models/{r}"))
-        for field, find, mount_point in kinds:
+        # Each finder: ref -> (mount point, folder), or None for a source that is not there.
+        kinds = (("datasetDataSources", lambda r: _at(r.split("/")[-1], self._dataset(r, user))),
+                 ("competitionDataSources", lambda r: _at(r, self._competition(r))),
+                 ("kernelDataSources", lambda r: _at(r.split("/")[-1], self._kernel(r, user))),
+                 ("modelDataSources", lambda r: self.models.ready_version(r, user)))
+        for field, find in kinds:
             for ref in version.get(field, []):
-                folder = find(ref)
-                if folder is None:
+                found = find(ref)
+                if found is None or _nests(found[0], mounts):
                     invalid.setdefault(INVALID_FIELDS[field], []).append(ref)
                 else:
-                    mounts[mount_point(ref)] = folder
+                    mounts[found[0]] = found[1]
         return mounts, invalid
 
     def mounts(self, version: dict, user: str) -> tuple[dict[str, Path], dict[str, str]]:
