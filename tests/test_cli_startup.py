@@ -62,7 +62,7 @@ def test_help_of_every_command_imports_no_torch(tmp_path):
     commands = _commands(make_parser())
     assert {"bundle", "dataset push", "kernel push", "submit", "serve-kaggle", "blend search",
             "threshold search", "keygen", "inspect", "build", "run-local", "wheels",
-            "prototypes"} <= set(commands)
+            "prototypes", "model push"} <= set(commands)
     done = subprocess.run([sys.executable, "-c", HELP_ALL, *commands], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -126,6 +126,10 @@ def test_kaggle_commands_run_without_torch(world, tmp_path):
     url = ["--kaggle-url", world.url]
     folder = write_files(tmp_path / "models", {"w.bin": b"\x01" * 100})
     torch, out = _kernelpack("dataset", "push", folder, "--wait", *url, cwd=tmp_path, env=env)
+    assert not torch and "version 1 is ready" in out
+    weights = write_files(tmp_path / "weights", {"w.kpenc": b"\x02" * 100})
+    torch, out = _kernelpack("model", "push", weights, "--handle", f"{USER}/tiny/pyTorch/default",
+                             "--wait", *url, cwd=tmp_path, env=env)
     assert not torch and "version 1 is ready" in out
     kernel = tiny_kernel(tmp_path / "k", "tiny-kernel", "print('hello')\n")
     torch, out = _kernelpack("kernel", "push", kernel, "--wait", *url, cwd=tmp_path, env=env)
