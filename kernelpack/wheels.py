@@ -124,7 +124,7 @@ def _pip_failure(lines: list[str], command: list[str]) -> WheelsError:
                        "versions, and that the package index is reachable")
 
 
-def _check_requirements(requirements: Sequence[str], python: str) -> None:
+def _check_arguments(requirements: Sequence[str], python: str, dataset_id: str | None) -> None:
     if not requirements:
         raise WheelsError("no package named; pass one or more, e.g. `kernelpack wheels "
                           "PKG==VERSION -o DIR`")
@@ -135,6 +135,10 @@ def _check_requirements(requirements: Sequence[str], python: str) -> None:
     if python not in PYTHONS:
         raise WheelsError(f"--python {python}: Kaggle kernels run CPython "
                           f"{' or '.join(PYTHONS)}; pick one (default {DEFAULT_PYTHON})")
+    owner, _, slug = (dataset_id or "x/x").partition("/")
+    if not owner or not slug or slug_of(slug) != slug:
+        raise WheelsError(f"--id {dataset_id}: must be OWNER/dataset-slug (lower case, digits "
+                          "and '-')")
 
 
 def _previous_wheels(folder: Path) -> list[str]:
@@ -150,11 +154,7 @@ def _previous_wheels(folder: Path) -> list[str]:
 def _write_metadata(folder: Path, dataset_id: str, title: str | None) -> Path:
     from .kaggle.datasets import dataset_metadata  # the kaggle helpers, only when asked
 
-    owner, _, slug = dataset_id.partition("/")
-    if not owner or slug_of(slug) != slug:
-        raise WheelsError(f"--id {dataset_id}: must be OWNER/dataset-slug (lower case, digits "
-                          "and '-')")
-    dataset_metadata(folder, dataset_id, title, default_owner=owner)  # an existing file is kept
+    dataset_metadata(folder, dataset_id, title, default_owner="")  # an existing file is kept
     return folder / DATASET_METADATA
 
 
@@ -166,7 +166,7 @@ def build_wheel_dataset(requirements: Sequence[str], outdir: str | Path, *,
     Kaggle's platform into `outdir`, leaving out what the Kaggle image ships, and write the
     manifest (and dataset-metadata.json with `dataset_id`). pip's own configuration (indexes,
     find-links) applies. Raises WheelsError naming the package and the fix."""
-    _check_requirements(requirements, python)
+    _check_arguments(requirements, python, dataset_id)
     folder = Path(outdir)
     if folder.exists() and not folder.is_dir():
         raise WheelsError(f"-o {folder}: exists and is not a folder; pass a folder")
