@@ -158,9 +158,13 @@ def runs(tmp_path_factory):
                    **{URL_ENV: service.url})
         # Every update redrawn, so the terminal shows the counts between start and end.
         tty_env = {**env, "TQDM_MININTERVAL": "0", "TQDM_MINITERS": "1"}
-        result = {kind: run_commands(commands(kind), tty=kind != "pipe",
-                                     env=env if kind == "pipe" else tty_env)
-                  for kind in ("tty", "pipe", "quiet")}
+        # One child for the terminal, --quiet included, and one for the pipe.
+        plans = {kind: commands(kind) for kind in ("tty", "quiet", "pipe")}
+        on_tty = run_commands({f"{kind}:{name}": argv for kind in ("tty", "quiet")
+                               for name, argv in plans[kind].items()}, tty=True, env=tty_env)
+        result = {kind: {name: on_tty[f"{kind}:{name}"] for name in plans[kind]}
+                  for kind in ("tty", "quiet")}
+        result["pipe"] = run_commands(plans["pipe"], tty=False, env=env)
     return result, checkpoint.stat().st_size, big_source, files
 
 
