@@ -5,6 +5,7 @@ commands in-process with `--kaggle-url` (the real KaggleApi, sent straight to th
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import os
@@ -136,3 +137,19 @@ with open("submission.csv", "w") as out:
     out.write("id,label\\n" + "".join(f"{i},1\\n" for i in ids))
 print("wrote", len(ids), "rows")
 """
+
+
+def submit_and_check_score(world: World, competition: str, kernel: str, labels: Path) -> float:
+    """Submit `kernel` to `competition` and wait; the score printed must be the accuracy of the
+    rerun's submission.csv (submission 1) on the held-back `labels`, computed here."""
+    submitted = world.kernelpack("submit", competition, "--kernel", kernel, "--wait")
+    assert submitted.returncode == 0, submitted
+    score = float(submitted.stdout.split(" scored ")[1].split(" public")[0])
+    rerun = world.stored("submissions", "1", "run", "working", "submission.csv")
+    with open(rerun) as predictions, open(labels) as truth:
+        predicted = {row["id"]: row["label"] for row in csv.DictReader(predictions)}
+        expected = {row["id"]: row["label"] for row in csv.DictReader(truth)}
+    assert predicted.keys() == expected.keys()
+    assert score == pytest.approx(
+        sum(predicted[i] == expected[i] for i in expected) / len(expected), abs=1e-5)
+    return score

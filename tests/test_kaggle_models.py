@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from kaggle_helpers import KEY, USER, kaggle_world, tiny_kernel, write_files
+from kaggle_helpers import KEY, USER, kaggle_world, submit_and_check_score, tiny_kernel, write_files
 from kagglesdk.models.types.model_enums import ModelFramework
 
 from conftest import ENSEMBLE_YML
@@ -217,14 +217,4 @@ def test_rehearsal_with_encrypted_weights_as_a_kaggle_model(world, tmp_path, dig
     assert "digits-cnn/pytorch/default/1/cnn_f1.kpenc" in log, log
     assert "decrypted in memory" in log and key.hex() not in log
 
-    submitted = world.kernelpack("submit", "digits", "--kernel", f"{USER}/digits-kernel",
-                                 "--wait")
-    assert submitted.returncode == 0, submitted
-    score = float(submitted.stdout.split(" scored ")[1].split(" public")[0])
-    rerun = world.stored("submissions", "1", "run", "working", "submission.csv")
-    with open(rerun) as predictions, open(labels) as truth:
-        predicted = {row["id"]: row["label"] for row in csv.DictReader(predictions)}
-        expected = {row["id"]: row["label"] for row in csv.DictReader(truth)}
-    assert predicted.keys() == expected.keys()
-    assert score == pytest.approx(
-        sum(predicted[i] == expected[i] for i in expected) / len(expected), abs=1e-5)
+    submit_and_check_score(world, "digits", f"{USER}/digits-kernel", labels)

@@ -2,11 +2,10 @@
 `build_kernel`, let it run in the service's sandbox, submit it and get a score on held-back labels.
 """
 
-import csv
 import shutil
 
 import pytest
-from kaggle_helpers import USER, kaggle_world
+from kaggle_helpers import USER, kaggle_world, submit_and_check_score
 
 from conftest import ENSEMBLE_YML
 from kernelpack.build import build_kernel
@@ -33,14 +32,4 @@ def test_built_kernel_is_pushed_run_submitted_and_scored(world, tmp_path, digits
     run = world.kernelpack("kernel", "push", str(tmp_path / "out"), "--wait")
     assert run.returncode == 0, (run, world.kernelpack("kernel", "logs", f"{USER}/digits-kernel"))
 
-    submitted = world.kernelpack("submit", "digits", "--kernel", f"{USER}/digits-kernel",
-                                 "--wait")
-    assert submitted.returncode == 0, submitted
-    score = float(submitted.stdout.split(" scored ")[1].split(" public")[0])
-    rerun = world.stored("submissions", "1", "run", "working", "submission.csv")
-    with open(rerun) as predictions, open(labels) as truth:
-        predicted = {row["id"]: row["label"] for row in csv.DictReader(predictions)}
-        expected = {row["id"]: row["label"] for row in csv.DictReader(truth)}
-    assert predicted.keys() == expected.keys()
-    assert score == pytest.approx(
-        sum(predicted[i] == expected[i] for i in expected) / len(expected), abs=1e-5)
+    submit_and_check_score(world, "digits", f"{USER}/digits-kernel", labels)
