@@ -1,12 +1,13 @@
 """Find the ensemble's models under the input roots, by identity, not by file name.
 
 Every input root (`/kaggle/input`, `../input`, ...) is walked recursively, through symlinks and
-whatever the layout: `<dataset>/<any depth>/`, `models/<owner>/<model>/<framework>/<variation>/
-<version>/`, `competitions/<slug>/`. Each `.kpenc` container is identified by its public manifest,
-each plain checkpoint (`.pt`, `.pth`) by the config stored in it (read with mmap, so scanning does
-not read the weights). A config entry matches on `name`, and on `fold`, `sha256` and `path` when
-it gives them; each fold of a `folds:` group matches on the group's name (or `NAME_f<k>`) and
-that fold. Missing, duplicate and unused files are reported in one readable block.
+whatever the layout: `<dataset>/<any depth>/`, a Kaggle Model's `<model>/<framework>/<variation>/
+<version>/` (framework lower-cased: `pytorch`), `competitions/<slug>/`. Each `.kpenc` container is
+identified by its public manifest, each plain checkpoint (`.pt`, `.pth`) by the config stored in
+it (read with mmap, so scanning does not read the weights). A config entry matches on `name`,
+and on `fold`, `sha256` and `path` when it gives them; each fold of a `folds:` group matches on
+the group's name (or `NAME_f<k>`) and that fold. Missing, duplicate and unused files are
+reported in one readable block.
 """
 
 from __future__ import annotations
