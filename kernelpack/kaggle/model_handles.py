@@ -27,6 +27,9 @@ WIRE_PREFIX = "MODEL_FRAMEWORK_"
 _OWNER = re.compile(r"[a-z0-9]+(?:[_-][a-z0-9]+)*")
 _MODEL = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 _VARIATION = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
+_SLUGS = {"owner": (_OWNER, "lower-case letters, digits, '-' and '_'"),
+          "model": (_MODEL, "lower-case letters, digits and '-'"),
+          "variation": (_VARIATION, "lower-case letters, digits, '-', '_' and '.'")}
 EXAMPLE = "tester/digits-cnn/pyTorch/default"
 
 
@@ -69,6 +72,21 @@ class ModelHandle:
         return f"{self.model}/{self.framework}/{self.variation}/{number}"
 
 
+def slug_problem(what: str, value: object) -> str | None:
+    """What is wrong with an owner, model or variation slug (`what`), or None."""
+    pattern, allowed = _SLUGS[what]
+    if isinstance(value, str) and pattern.fullmatch(value):
+        return None
+    return (f"{what} {value!r} must be {allowed}, not starting or ending with a separator nor "
+            "holding two in a row")
+
+
+def wire_name(key: str) -> str:
+    """The enum name the client sends for framework `key`: `pytorch` -> MODEL_FRAMEWORK_PY_TORCH,
+    `tensorflow2` -> MODEL_FRAMEWORK_TENSOR_FLOW_2."""
+    return WIRE_PREFIX + re.sub(r"(?<=[a-z])(?=[A-Z0-9])", "_", FRAMEWORKS[key]).upper()
+
+
 def parse_handle(text: str, option: str = "--handle") -> ModelHandle:
     """OWNER/MODEL/FRAMEWORK/VARIATION, or KaggleModelHandleError saying what to fix."""
     parts = text.split("/")
@@ -77,14 +95,10 @@ def parse_handle(text: str, option: str = "--handle") -> ModelHandle:
             f"{option} {text!r}: expected OWNER/MODEL/FRAMEWORK/VARIATION (4 parts separated by "
             f"'/', got {len(parts)}), e.g. {EXAMPLE}")
     owner, model, framework, variation = parts
-    for what, value, pattern, allowed in (
-            ("owner", owner, _OWNER, "lower-case letters, digits, '-' and '_'"),
-            ("model", model, _MODEL, "lower-case letters, digits and '-'"),
-            ("variation", variation, _VARIATION, "lower-case letters, digits, '-', '_' and '.'")):
-        if not pattern.fullmatch(value):
-            raise KaggleModelHandleError(
-                f"{option} {text!r}: {what} {value!r} must be {allowed}, not starting or ending "
-                f"with a separator; fix it, e.g. {EXAMPLE}")
+    for what, value in (("owner", owner), ("model", model), ("variation", variation)):
+        problem = slug_problem(what, value)
+        if problem:
+            raise KaggleModelHandleError(f"{option} {text!r}: {problem}; fix it, e.g. {EXAMPLE}")
     key = framework_key(framework)
     if key is None:
         raise KaggleModelHandleError(
