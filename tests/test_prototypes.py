@@ -118,6 +118,29 @@ def test_prototype_heads_on_any_backbone_trace_and_fold_exactly(arch, kwargs):
     torch.testing.assert_close(folded, logits, rtol=1e-4, atol=1e-4)
 
 
+USER_BACKBONE = """\
+from torch import nn
+
+
+def build(num_classes, hidden=8):
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, hidden), nn.ReLU(),
+                         nn.Linear(hidden, num_classes))
+"""
+
+
+def test_the_users_own_backbone_gets_its_kwargs_and_the_embedding_width(tmp_path, monkeypatch):
+    (tmp_path / "prototype_test_embedders.py").write_text(USER_BACKBONE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = create_model("prototype:prototype_test_embedders:build", 5, embedding_dim=6,
+                         hidden=4, metric="sqeuclidean", temperature=0.5).eval()
+    assert model.backbone[1].out_features == 4 and model.backbone[3].out_features == 6
+    model.prototypes.normal_()
+    images = torch.randn(3, 3, 8, 8)
+    with torch.inference_mode():
+        expected = reference_logits(model.backbone(images), model.prototypes, "sqeuclidean", 0.5)
+        torch.testing.assert_close(model(images).double(), expected, rtol=1e-5, atol=1e-4)
+
+
 def test_prototype_cnn_keeps_its_scaled_cosine_scores():
     model = create_model("prototype_cnn", num_classes=1000, width=4).eval()
     images = torch.randn(3, 3, 32, 32)
