@@ -186,7 +186,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                                             metavar="COMMAND")
     push = kernel_commands.add_parser("push", parents=[target],
                                       help="push a folder written by `kernelpack build`")
-    add_folder_argument(push, "folder", f"folder with kernel.py and {KERNEL_METADATA}")
+    add_folder_argument(push, "folder",
+                        f"folder with kernel.py (or kernel.ipynb) and {KERNEL_METADATA}")
     push.add_argument("--wait", action="store_true", help="wait until the run ends")
     push.set_defaults(handler=needs_folder(push, "folder", _kernel_push))
     for name, handler, text in (("status", _kernel_status, "the newest version's run status"),
