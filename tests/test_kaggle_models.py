@@ -5,7 +5,9 @@ is sent, and a rehearsal: encrypted weights pushed as a model, a kernel that nam
 its submission is scored."""
 
 import base64
+import contextlib
 import csv
+import io
 import json
 import urllib.error
 import urllib.request
@@ -13,6 +15,7 @@ import urllib.request
 import pytest
 from kaggle_helpers import KEY, USER, kaggle_world, submit_and_check_score, tiny_kernel, write_files
 from kagglesdk.models.types.model_enums import ModelFramework
+from tqdm import tqdm
 
 from conftest import ENSEMBLE_YML
 from inference_core.kpenc import load_key
@@ -123,6 +126,29 @@ def test_push_creates_then_versions_then_skips_an_unchanged_folder(world, tmp_pa
     write_files(folder, {"cnn_f2.kpenc": b"\x09" * 10})
     fourth = world.kernelpack("model", "push", str(folder), "--handle", HANDLE)
     assert fourth.returncode == 0 and "version 3 created (3 files); pass --wait" in fourth.stdout
+
+
+def test_an_upload_shows_one_byte_bar_over_all_files_when_asked(world, tmp_path):
+    """The create (version 1) and the new-version uploads each count every byte on one bar; the
+    CLI asks for it only on a terminal without --quiet (tests/test_progress.py checks that)."""
+    from kernelpack.kaggle.session import KaggleSession
+
+    session = KaggleSession(world.url)
+    folder = write_files(tmp_path / "weights", {"a.kpenc": b"\x01" * 300_000, "b.kpenc": b"b"})
+    for version, extra in ((1, b""), (2, b"more")):
+        (folder / "b.kpenc").write_bytes(b"b" + extra)
+        total = 300_001 + len(extra)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            push = session.push_model(folder, HANDLE, wait=True, progress=True)
+        assert push.version == version and push.verified
+        final = err.getvalue().split("\r")[-1]
+        size = tqdm.format_sizeof(total, divisor=1024)
+        assert final.startswith(f"upload {HANDLE}: 100%|") and f"| {size}/{size} [" in final
+    quiet = io.StringIO()
+    with contextlib.redirect_stderr(quiet):
+        session.push_model(folder, HANDLE, wait=True)
+    assert quiet.getvalue() == ""
 
 
 def test_metadata_that_disagrees_with_the_handle_is_one_line(world, tmp_path):

@@ -8,6 +8,7 @@ import argparse
 
 from ..kaggle.constants import MODEL_INSTANCE_METADATA, MODEL_METADATA
 from ..kaggle.model_handles import EXAMPLE, parse_handle
+from ..progress import shows_progress
 from .folders import add_folder_argument, needs_folder
 from .kaggle import kaggle_target
 
@@ -17,7 +18,8 @@ def _model_push(args: argparse.Namespace) -> int:
     from ..kaggle.session import KaggleSession
 
     push = KaggleSession(args.kaggle_url).push_model(args.folder, handle, message=args.message,
-                                                     wait=args.wait)
+                                                     wait=args.wait,
+                                                     progress=shows_progress(args.quiet))
     source = f"model_sources: {push.handle}/{push.version}; input/{push.mount_point}/"
     if push.skipped:
         print(f"{push.handle}: unchanged since version {push.version}; nothing uploaded "
@@ -48,4 +50,5 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     push.add_argument("-m", "--message", default=None, help="version notes")
     push.add_argument("--wait", action="store_true",
                       help="wait until the version is ready and verify every file's size")
+    push.add_argument("--quiet", action="store_true", help="no upload progress bar")
     push.set_defaults(handler=needs_folder(push, "folder", _model_push))

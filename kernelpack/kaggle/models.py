@@ -94,11 +94,11 @@ class ModelCalls:
 
     def push_model(self, folder: str | Path, handle: str | ModelHandle, *,
                    message: str | None = None, wait: bool = False,
-                   timeout: float = 3600.0) -> ModelPush:
+                   timeout: float = 3600.0, progress: bool = False) -> ModelPush:
         """Create the model and its instance, or add a version; with `wait`, wait until the
         version lists its files and check that every local file is there with its size. An
         unchanged folder (same files as the last verified push, still the newest version) is
-        skipped."""
+        skipped. `progress`: show the upload as a byte bar on stderr."""
         handle = parse_handle(handle) if isinstance(handle, str) else handle
         folder = Path(folder)
         local = {path.name: file_digest(path) for path in local_dataset_files(folder)}
@@ -115,16 +115,18 @@ class ModelCalls:
                 f"{handle.model_ref}: model create", self.api.model_create_new, str(folder)))
             created.append("model")
         options = {"quiet": True, "ignore_patterns": [MANIFEST_FILE]}
-        if current is None:
-            self._check_created(handle.instance, folder / MODEL_INSTANCE_METADATA, self.call(
-                f"{handle.instance}: model instance create", self.api.model_instance_create,
-                str(folder), **options))
-            created.append("instance")
-        else:
-            self._check_created(handle.instance, folder, self.call(
-                f"{handle.instance}: new model version", self.api.model_instance_version_create,
-                handle.instance, str(folder), version_notes=message or "pushed with kernelpack",
-                **options))
+        with self.api.reporting_uploads(sum(sizes_of(local).values()),
+                                        f"upload {handle.instance}", progress):
+            if current is None:
+                self._check_created(handle.instance, folder / MODEL_INSTANCE_METADATA, self.call(
+                    f"{handle.instance}: model instance create", self.api.model_instance_create,
+                    str(folder), **options))
+                created.append("instance")
+            else:
+                self._check_created(handle.instance, folder, self.call(
+                    f"{handle.instance}: new model version",
+                    self.api.model_instance_version_create, handle.instance, str(folder),
+                    version_notes=message or "pushed with kernelpack", **options))
         version = self.model_current_version(handle)
         if version is None or (current is not None and version <= current):
             raise KaggleError(f"{handle.instance}: {self.where} took the files but lists no new "
