@@ -33,6 +33,8 @@ from .model_handles import FRAMEWORKS, ModelHandle, framework_key, parse_handle
 # The license a new instance gets when the folder has no model-instance-metadata.json (the
 # client's own template's).
 DEFAULT_LICENSE = "Apache 2.0"
+# How long a created version may take to show as the instance's newest.
+NEW_VERSION_SECONDS = 120.0
 
 
 @dataclass
@@ -127,10 +129,14 @@ class ModelCalls:
                     f"{handle.instance}: new model version",
                     self.api.model_instance_version_create, handle.instance, str(folder),
                     version_notes=message or "pushed with kernelpack", **options))
-        version = self.model_current_version(handle)
-        if version is None or (current is not None and version <= current):
-            raise KaggleError(f"{handle.instance}: {self.where} took the files but lists no new "
-                              f"version (newest: {version}); push again")
+        def newer() -> int | None:
+            newest = self.model_current_version(handle)
+            return newest if newest and newest > (current or 0) else None
+
+        version = self.wait(f"{handle.instance}: new version number", newer, NEW_VERSION_SECONDS,
+                            f"{self.where} took the files but lists no new version; check "
+                            f"`kaggle models instances get {handle.instance}` and push again if "
+                            "it is not there")
         push = ModelPush(handle.instance, version, sorted(local), skipped=False, verified=False,
                          created=created, mount_point=handle.mount_point(version))
         if not wait:
