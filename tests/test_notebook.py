@@ -20,7 +20,7 @@ from kernelpack.cli import main
 from kernelpack.errors import BuildError
 from kernelpack.kaggle.constants import KERNEL_METADATA, title_of
 from kernelpack.kaggle.service import add_competition
-from kernelpack.sandbox import network_namespace_available
+from kernelpack.sandbox import network_namespace_available, run_local
 
 NETWORK_MODES = ["guard"] + (["unshare"] if network_namespace_available() else [])
 
@@ -126,6 +126,16 @@ open("partial.csv", "w").write("id\\n")
     assert "cwd working 42" in _outputs(executed, 1)
     [error] = nbformat.read(executed, as_version=4).cells[3].outputs
     assert (error.ename, error.evalue) == ("ValueError", "bad threshold 1")
+
+
+def test_a_notebook_killed_at_its_budget_keeps_the_cells_that_ran(tmp_path):
+    (tmp_path / "input").mkdir()
+    kernel = _notebook_kernel(tmp_path / "k", "slow", "print('first cell done')",
+                              "import time\ntime.sleep(120)")
+    result = run_local(kernel, tmp_path / "input", budget=6)
+    assert result.timed_out
+    assert _outputs(result.notebook, 1) == "first cell done\n"
+    assert nbformat.read(result.notebook, as_version=4).cells[2].outputs == []
 
 
 def test_run_local_runs_a_built_notebook_and_writes_the_submission(

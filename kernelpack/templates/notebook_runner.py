@@ -32,13 +32,17 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 class LoggedClient(NotebookClient):
-    """Copies each stream and error output to stdout when it arrives; knows the running cell."""
+    """Copies each stream and error output to stdout when it arrives; knows the running cell;
+    saves the notebook after each cell (a run killed at its time limit keeps what ran)."""
 
     running = None
+    executed = None
 
     async def async_execute_cell(self, cell, cell_index, *args, **kwargs):
         self.running = cell_index
-        return await super().async_execute_cell(cell, cell_index, *args, **kwargs)
+        done = await super().async_execute_cell(cell, cell_index, *args, **kwargs)
+        nbformat.write(self.nb, self.executed)
+        return done
 
     def output(self, outs, msg, display_id, cell_index):
         content = msg.get("content", {})
@@ -95,6 +99,7 @@ def main(source, executed, boot):
         client = LoggedClient(notebook, config=jupyter_config(folder, boot),
                               kernel_name=KERNEL_NAME, timeout=None, startup_timeout=120,
                               resources={"metadata": {"path": os.getcwd()}})
+        client.executed = executed
         try:
             client.execute()
         except CellExecutionError:
