@@ -111,14 +111,30 @@ class ModelCalls:
         if current and previous and self.model_version_files(handle, current) == sizes_of(local):
             return ModelPush(handle.instance, current, [], skipped=True, verified=True,
                              mount_point=handle.mount_point(current))
+        created = self._upload(folder, handle, current, message,
+                               sum(sizes_of(local).values()), progress)
+        version = self._new_version_number(handle, current)
+        push = ModelPush(handle.instance, version, sorted(local), skipped=False, verified=False,
+                         created=created, mount_point=handle.mount_point(version))
+        if not wait:
+            return push
+        verify_listed(handle.version(version), self.wait_model_version(handle, version, timeout),
+                      local)
+        record_push(folder, handle.instance, version, local)
+        push.verified = True
+        return push
+
+    def _upload(self, folder: Path, handle: ModelHandle, current: int | None,
+                message: str | None, total: int, progress: bool) -> list[str]:
+        """Create what is missing (model, instance with version 1) or add a version; returns
+        what was created."""
         created = []
         if current is None and not self.model_exists(handle):
             self._check_created(handle.model_ref, folder / MODEL_METADATA, self.call(
                 f"{handle.model_ref}: model create", self.api.model_create_new, str(folder)))
             created.append("model")
         options = {"quiet": True, "ignore_patterns": [MANIFEST_FILE]}
-        with self.api.reporting_uploads(sum(sizes_of(local).values()),
-                                        f"upload {handle.instance}", progress):
+        with self.api.reporting_uploads(total, f"upload {handle.instance}", progress):
             if current is None:
                 self._check_created(handle.instance, folder / MODEL_INSTANCE_METADATA, self.call(
                     f"{handle.instance}: model instance create", self.api.model_instance_create,
@@ -129,23 +145,19 @@ class ModelCalls:
                     f"{handle.instance}: new model version",
                     self.api.model_instance_version_create, handle.instance, str(folder),
                     version_notes=message or "pushed with kernelpack", **options))
+        return created
+
+    def _new_version_number(self, handle: ModelHandle, current: int | None) -> int:
+        """The number of the version just created: the instance's newest, once it is past
+        `current` (a service may take a moment to list it)."""
         def newer() -> int | None:
             newest = self.model_current_version(handle)
             return newest if newest and newest > (current or 0) else None
 
-        version = self.wait(f"{handle.instance}: new version number", newer, NEW_VERSION_SECONDS,
-                            f"{self.where} took the files but lists no new version; check "
-                            f"`kaggle models instances get {handle.instance}` and push again if "
-                            "it is not there")
-        push = ModelPush(handle.instance, version, sorted(local), skipped=False, verified=False,
-                         created=created, mount_point=handle.mount_point(version))
-        if not wait:
-            return push
-        verify_listed(handle.version(version), self.wait_model_version(handle, version, timeout),
-                      local)
-        record_push(folder, handle.instance, version, local)
-        push.verified = True
-        return push
+        return self.wait(f"{handle.instance}: new version number", newer, NEW_VERSION_SECONDS,
+                         f"{self.where} took the files but lists no new version; check "
+                         f"`kaggle models instances get {handle.instance}` and push again if it "
+                         "is not there")
 
     def _check_created(self, ref: str, fix: Path, answer: object) -> None:
         """The client reports a refused create in the answer (an `error`, id 0), not by raising."""
