@@ -13,7 +13,15 @@ import urllib.error
 import urllib.request
 
 import pytest
-from kaggle_helpers import KEY, USER, kaggle_world, submit_and_check_score, tiny_kernel, write_files
+from kaggle_helpers import (
+    KEY,
+    USER,
+    dataset_folder,
+    kaggle_world,
+    submit_and_check_score,
+    tiny_kernel,
+    write_files,
+)
 from kagglesdk.models.types.model_enums import ModelFramework
 from tqdm import tqdm
 
@@ -24,6 +32,7 @@ from kernelpack.encrypt import encrypt_checkpoint, keygen
 from kernelpack.kaggle.constants import MODEL_INSTANCE_METADATA
 from kernelpack.kaggle.model_handles import FRAMEWORKS, framework_key, wire_name
 from kernelpack.kaggle.service import add_competition
+from kernelpack.kaggle.session import KaggleSession
 
 HANDLE = f"{USER}/digits-cnn/pyTorch/default"
 
@@ -131,8 +140,6 @@ def test_push_creates_then_versions_then_skips_an_unchanged_folder(world, tmp_pa
 def test_an_upload_shows_one_byte_bar_over_all_files_when_asked(world, tmp_path):
     """The create (version 1) and the new-version uploads each count every byte on one bar; the
     CLI asks for it only on a terminal without --quiet (tests/test_progress.py checks that)."""
-    from kernelpack.kaggle.session import KaggleSession
-
     session = KaggleSession(world.url)
     folder = write_files(tmp_path / "weights", {"a.kpenc": b"\x01" * 300_000, "b.kpenc": b"b"})
     for version, extra in ((1, b""), (2, b"more")):
@@ -205,9 +212,20 @@ def test_a_kernel_naming_a_missing_model_gets_it_dropped(world, tmp_path):
     assert (f"dropped model sources ['{HANDLE}/2', '{USER}/no-such-model/pyTorch/default/1']"
             in run.stderr)
     # The valid source was kept and mounted where Kaggle puts it.
-    world.kernelpack("kernel", "status", f"{USER}/reads-models")
+    KaggleSession(world.url).wait_kernel(f"{USER}/reads-models", 60)
     record = json.loads(world.stored("kernels", USER, "reads-models", "kernel.json").read_text())
     assert record["versions"][0]["modelDataSources"] == [f"{HANDLE}/1"]
+    assert record["versions"][0]["mounts"] == {
+        "digits-cnn/pytorch/default/1": "models/tester/digits-cnn/pytorch/default/1"}
+    assert "['digits-cnn']" in world.kernelpack("kernel", "logs", f"{USER}/reads-models").stdout
+
+    # A dataset with the model's slug takes input/digits-cnn: the model cannot also lie inside.
+    data = dataset_folder(tmp_path / "data", "digits-cnn", {"x.csv": b"x\n"})
+    assert world.kernelpack("dataset", "push", str(data), "--wait").returncode == 0
+    kernel = tiny_kernel(tmp_path / "k2", "reads-both", body, model_sources=[f"{HANDLE}/1"],
+                         dataset_sources=[f"{USER}/digits-cnn"])
+    run = world.kernelpack("kernel", "push", str(kernel))
+    assert f"dropped model sources ['{HANDLE}/1']" in run.stderr, run
 
 
 def test_rehearsal_with_encrypted_weights_as_a_kaggle_model(world, tmp_path, digits_input):
