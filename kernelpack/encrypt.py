@@ -8,7 +8,6 @@ encrypt it), so memory stays at one chunk whatever the size of the checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from inference_core.model_config import ModelConfig
 
 from .checkpoint_fields import checkpoint_fields
 from .errors import KernelpackError
-from .progress import ProgressReader, byte_bar
+from .progress import ProgressReader, byte_bar, sha256_with_progress
 
 
 def check_output_file(path: str | os.PathLike, option: str = "-o",
@@ -74,8 +73,6 @@ def manifest_for(checkpoint_path: Path, name: str | None, fold: int | None, bar:
     Hashing reads the whole file, which `bar` (a byte bar) follows."""
     checkpoint = checkpoint_fields(checkpoint_path)  # only the config is read
     config = ModelConfig.from_checkpoint(checkpoint, str(checkpoint_path))
-    with open(checkpoint_path, "rb") as stream:
-        digest = hashlib.file_digest(ProgressReader(stream, bar), "sha256").hexdigest()
     return {
         "name": name or config.name or checkpoint_path.stem,
         "fold": fold if fold is not None else config.fold,
@@ -85,7 +82,7 @@ def manifest_for(checkpoint_path: Path, name: str | None, fold: int | None, bar:
         "resize": config.resize,
         "mean": list(config.mean) if config.mean else None,
         "std": list(config.std) if config.std else None,
-        "sha256": digest,
+        "sha256": sha256_with_progress(checkpoint_path, bar),
     }
 
 

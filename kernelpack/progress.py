@@ -9,6 +9,8 @@ their bars here. tqdm is imported when a bar is built, so `kernelpack --help` st
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sys
 from typing import IO, Any, BinaryIO
 
@@ -50,6 +52,13 @@ class ProgressReader:
         count = self.stream.readinto(buffer) or 0
         self.bar.update(count)
         return count
+
+
+def sha256_with_progress(path: str | os.PathLike, bar: Any) -> str:
+    """Hex SHA-256 of the file at `path` (as inference_core.files.sha256_file); reading it
+    advances `bar` (a byte bar)."""
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(ProgressReader(stream, bar), "sha256").hexdigest()
 
 
 class GrowingBar:

@@ -181,13 +181,15 @@ def test_encrypt_and_decrypt_count_every_byte_on_a_terminal(runs):
     assert f"({size} bytes, mode 0600)" in out
 
 
-def test_a_dataset_push_shows_one_upload_bar_over_all_its_files(runs):
+def test_a_dataset_push_shows_one_bar_over_all_its_files(runs):
     result, _, _, files = runs
     out, err = result["tty"]["push"]
     assert out.startswith(f"{USER}/ds-tty: version 1 created (2 files)"), (out, err)
     desc = f"upload {USER}/ds-tty"
     total = sum(map(len, files.values()))
     assert f"| {_size(total)}/{_size(total)} [" in _final_bar(err, desc)
+    # Before it, every file is hashed (read whole), on a bar of its own.
+    assert f"| {_size(total)}/{_size(total)} [" in _final_bar(err, f"hash {USER}/ds-tty")
     # Counted as the bytes go out, not file by file: some drawing lies inside the first file.
     counts = [int(match) for match in re.findall(rf"{re.escape(desc)}: +(\d+)%", err)]
     first_file = 100 * len(files["a.bin"]) // total

@@ -7,10 +7,12 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from inference_core.files import sha256_file
 
 from ..errors import KaggleError, KaggleNotFoundError, KaggleUploadError
+from ..progress import byte_bar, sha256_with_progress
 from .constants import (
     DATASET_METADATA,
     KERNEL_METADATA,
@@ -37,8 +39,17 @@ class DatasetPush:
     verified: bool      # every local file is listed by the service with its size
 
 
-def file_digest(path: Path) -> dict:
-    return {"size": path.stat().st_size, "sha256": sha256_file(path)}
+def file_digest(path: Path, bar: Any = None) -> dict:
+    """Size and sha256 of a file; hashing it advances `bar` (a byte bar), if given."""
+    digest = sha256_file(path) if bar is None else sha256_with_progress(path, bar)
+    return {"size": path.stat().st_size, "sha256": digest}
+
+
+def local_digests(files: list[Path], what: str, progress: bool) -> dict[str, dict]:
+    """name -> file_digest of each file, hashed before an upload; `progress`: a byte bar on
+    stderr (every file is read whole, which takes a while for gigabytes)."""
+    with byte_bar(sum(path.stat().st_size for path in files), f"hash {what}", progress) as bar:
+        return {path.name: file_digest(path, bar) for path in files}
 
 
 class DatasetCalls:
@@ -88,7 +99,7 @@ class DatasetCalls:
         files = local_dataset_files(folder)
         metadata = dataset_metadata(folder, dataset_id, title, default_owner=self.username)
         ref = metadata["id"]
-        local = {path.name: file_digest(path) for path in files}
+        local = local_digests(files, ref, progress)
         previous = unchanged_since(folder, ref, local)
         exists = self.dataset_exists(ref)
         if exists and previous and self.dataset_files(ref) == sizes_of(local):
