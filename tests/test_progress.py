@@ -32,6 +32,7 @@ from kaggle_helpers import (
 )
 from tqdm import tqdm
 
+from conftest import ENSEMBLE_YML
 from inference_core.checkpoint import save_checkpoint
 from inference_core.registry import create_model
 from kernelpack.bundler.bundle import PROGRESS_BYTES
@@ -135,6 +136,7 @@ def runs(tmp_path_factory):
     big_source = sum(path.stat().st_size for path in package.glob("*.py"))
     (base / "code" / "big.py").write_text("import bigpkg\nprint(len(bigpkg.m0.DATA))\n")
     (base / "small.py").write_text("import json\nprint(json.dumps([1]))\n")
+    (base / "ensemble.yml").write_text(ENSEMBLE_YML)
     files = {"a.bin": os.urandom(2 << 20), "b.bin": os.urandom(1 << 20)}
 
     def commands(kind: str) -> dict[str, list[str]]:
@@ -150,6 +152,8 @@ def runs(tmp_path_factory):
                        str(base / f"big-{kind}.py"), *quiet],
             "small": ["bundle", str(base / "small.py"), "-o", str(base / f"small-{kind}.py"),
                       *quiet],
+            "build": ["build", str(base / "ensemble.yml"), "-o", str(base / f"kernel-{kind}"),
+                      "--code", str(package), *quiet],
         }
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAGGLE_", "TQDM_"))}
@@ -204,6 +208,12 @@ def test_a_large_bundle_shows_a_bar_and_a_small_one_none(runs):
     assert f"| {_size(big_source)}/{_size(big_source)} [" in final, final
     out, err = result["tty"]["small"]
     assert out.startswith("wrote ") and not BAR.search(err) and "scan imports" not in err, err
+    # build bundles the runtime (no bar alone) and --code: here bigpkg, so its source and more.
+    out, err = result["tty"]["build"]
+    assert out.startswith("wrote "), (out, err)
+    scanned = re.search(r"\| ([\d.]+)([kMG]?)/\1\2 \[", _final_bar(err, "bundle: scan imports"))
+    assert scanned, err
+    assert float(scanned[1]) * 1024 ** " kMG".index(scanned[2] or " ") > big_source, scanned
 
 
 @pytest.mark.parametrize("kind", ["pipe", "quiet"])
