@@ -78,13 +78,16 @@ def jupyter_config(folder, boot):
     with open(os.path.join(spec_dir, "kernel.json"), "w", encoding="utf-8") as handle:
         json.dump({"argv": [sys.executable, "-I", boot, "-f", "{connection_file}"],
                    "display_name": "Python 3", "language": "python"}, handle)
-    os.environ["JUPYTER_PATH"] = folder
+    os.environ["JUPYTER_PATH"] = folder     # read here only: the kernel gets the run's env
     return Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(folder, "k"),
-                                     "connection_file": os.path.join(folder, "kernel.json")}})
+                                     "connection_file": os.path.join(folder, "connection.json")}})
 
 
 def socket_folder():
-    """A short private folder: a Unix socket path must stay under 108 bytes."""
+    """A private folder for the sockets: in the run's TMPDIR (wiped with the sandbox, even after
+    a kill) unless its path is too long for a Unix socket (108 bytes), then in /tmp."""
+    if len(os.path.join(tempfile.gettempdir(), "kp-nb-12345678", "k-65535")) < 100:
+        return tempfile.mkdtemp(prefix="kp-nb-")
     try:
         return tempfile.mkdtemp(prefix="kp-nb-", dir="/tmp")
     except OSError:
@@ -94,6 +97,7 @@ def socket_folder():
 def main(source, executed, boot):
     notebook = nbformat.read(source, as_version=4)
     folder = socket_folder()
+    kernel_env = dict(os.environ)       # what a script run gets
     failure = None
     try:
         client = LoggedClient(notebook, config=jupyter_config(folder, boot),
@@ -101,12 +105,17 @@ def main(source, executed, boot):
                               resources={"metadata": {"path": os.getcwd()}})
         client.executed = executed
         try:
-            client.execute()
+            client.execute(env=kernel_env)
         except CellExecutionError:
             failure = failure_line(notebook, client.running)
         except DeadKernelError as exc:
             failure = (f"{failure_line(notebook, client.running)}: the Jupyter kernel died "
                        f"({' '.join(str(exc).split())})")
+        except Exception as exc:
+            if client.running is not None:
+                raise
+            failure = (f"notebook not run: its Jupyter kernel did not start "
+                       f"({type(exc).__name__}: {' '.join(str(exc).split())})")
     finally:
         nbformat.write(notebook, executed)
         shutil.rmtree(folder, ignore_errors=True)
@@ -117,4 +126,8 @@ def main(source, executed, boot):
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:4]))
+    code = main(*sys.argv[1:4])
+    sys.stdout.flush()
+    # Not sys.exit: nbclient's exit hooks, run after a failed kernel start, would print a
+    # traceback after the failure line (the kernel, if it started, is shut down already).
+    os._exit(code)
