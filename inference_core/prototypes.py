@@ -32,30 +32,40 @@ DEFAULT_CLASS_CHUNK = 8192
 HEAD_KWARGS = ("embedding_dim", "metric", "temperature", "class_chunk")
 
 
-def _logits(embeddings: torch.Tensor, prototypes: torch.Tensor, metric: str,
-            temperature: float) -> torch.Tensor:
-    """(N, P) float32 logits of `embeddings` (N, D) against `prototypes` (P, D)."""
+def _class_norms(prototypes: torch.Tensor, metric: str) -> torch.Tensor:
+    """Per class, what scoring needs besides the prototype: 1 / ||p|| (cosine) or ||p||^2
+    (sqeuclidean), in float32. Kept per class, not as a float32 copy of the prototypes."""
+    with torch.autocast(prototypes.device.type, enabled=False):
+        squared = prototypes.float().square().sum(1)
+        return squared.sqrt().clamp(min=1e-12).reciprocal() if metric == "cosine" else squared
+
+
+def _logits(embeddings: torch.Tensor, prototypes: torch.Tensor, norms: torch.Tensor,
+            metric: str, temperature: float) -> torch.Tensor:
+    """(N, P) float32 logits of `embeddings` (N, D) against `prototypes` (P, D), whose
+    `_class_norms` are `norms`."""
     # fp32 even under the kernel's fp16 autocast: -||e||^2 + 2 e.p - ||p||^2 cancels badly in
     # fp16, and 32k-way softmaxes need more than fp16's 3 digits.
     with torch.autocast(embeddings.device.type, enabled=False):
-        embeddings = embeddings.float()
-        prototypes = prototypes.float()
-        if metric == "cosine":
-            return embeddings @ functional.normalize(prototypes, dim=1).T / temperature
-        # ||e - p||^2 expanded, so that no N x P x D difference tensor is made; clamped at 0
-        # where rounding makes the expansion slightly negative.
-        distances = ((embeddings * embeddings).sum(1, keepdim=True)
-                     - 2.0 * embeddings @ prototypes.T + (prototypes * prototypes).sum(1))
-        return distances.clamp_(min=0.0).neg_().div_(temperature)
+        embeddings, prototypes = embeddings.float(), prototypes.float()
+        if metric == "cosine":  # e is normalised by `embed`; p by its norm, on the product
+            return (embeddings @ prototypes.T).mul_(norms / temperature)
+        # -||e - p||^2 = 2 e.p - ||p||^2 - ||e||^2 in one matrix product, so that no
+        # N x P x D difference tensor is made; clamped at 0 where rounding crosses it.
+        scores = torch.addmm(norms.neg()[None, :], embeddings, prototypes.T, alpha=2.0)
+        scores.sub_((embeddings * embeddings).sum(1, keepdim=True))
+        return scores.clamp_(max=0.0).div_(temperature)
 
 
 def _all_logits(embeddings: torch.Tensor, prototypes: torch.Tensor, metric: str,
                 temperature: float, chunk: int) -> torch.Tensor:
     """(N, C) logits for every class, filled one class chunk at a time."""
+    norms = _class_norms(prototypes, metric)
     out = embeddings.new_empty((embeddings.shape[0], prototypes.shape[0]), dtype=torch.float32)
     for start in range(0, prototypes.shape[0], chunk):
-        out[:, start:start + chunk] = _logits(embeddings, prototypes[start:start + chunk],
-                                              metric, temperature)
+        stop = start + chunk
+        out[:, start:stop] = _logits(embeddings, prototypes[start:stop], norms[start:stop],
+                                     metric, temperature)
     return out
 
 
@@ -95,7 +105,18 @@ class PrototypeNet(nn.Module):
         stop = self.num_classes if stop is None else stop
         if not 0 <= start <= stop <= self.num_classes:
             raise ValueError(f"class range {start}:{stop} is outside 0:{self.num_classes}")
-        return _logits(embeddings, self.prototypes[start:stop], self.metric, self.temperature)
+        norms = self._norms()[start:stop]
+        return _logits(embeddings, self.prototypes[start:stop], norms, self.metric,
+                       self.temperature)
+
+    def _norms(self) -> torch.Tensor:
+        """`_class_norms`, kept until the buffer changes (a new tensor, an in-place write, a
+        move): the runtime scores a few thousand classes at a time, batch after batch."""
+        buffer = self.prototypes
+        key = (buffer.data_ptr(), buffer._version, buffer.device, buffer.dtype, self.metric)
+        if getattr(self, "_norms_key", None) != key:
+            self._norms_cache, self._norms_key = _class_norms(buffer, self.metric), key
+        return self._norms_cache
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _all_logits(self.embed(x), self.prototypes, self.metric, self.temperature,
