@@ -9,6 +9,7 @@ encrypt it), so memory stays at one chunk whatever the size of the checkpoint.
 from __future__ import annotations
 
 import os
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -67,12 +68,16 @@ def keygen(path: str | os.PathLike) -> Path:
     return path
 
 
-def manifest_for(checkpoint_path: Path, name: str | None, fold: int | None, bar: Any) -> dict:
+def manifest_for(checkpoint_path: Path, name: str | None, fold: int | None,
+                 progress: bool = False) -> dict:
     """The public manifest, from the checkpoint itself (its plain fields, read without torch; a
     checkpoint that needs pickled code is refused here, as torch.load(weights_only=True) does).
-    Hashing reads the whole file, which `bar` (a byte bar) follows."""
+    Hashing reads the whole file: `progress` shows it as a byte bar, once the config passed."""
     checkpoint = checkpoint_fields(checkpoint_path)  # only the config is read
     config = ModelConfig.from_checkpoint(checkpoint, str(checkpoint_path))
+    with byte_bar(checkpoint_path.stat().st_size, f"hash {checkpoint_path.name}",
+                  progress) as bar:
+        digest = sha256_with_progress(checkpoint_path, bar)
     return {
         "name": name or config.name or checkpoint_path.stem,
         "fold": fold if fold is not None else config.fold,
@@ -82,7 +87,7 @@ def manifest_for(checkpoint_path: Path, name: str | None, fold: int | None, bar:
         "resize": config.resize,
         "mean": list(config.mean) if config.mean else None,
         "std": list(config.std) if config.std else None,
-        "sha256": sha256_with_progress(checkpoint_path, bar),
+        "sha256": digest,
     }
 
 
@@ -90,17 +95,14 @@ def encrypt_checkpoint(checkpoint: str | os.PathLike, key: bytes, output: str | 
                        name: str | None = None, fold: int | None = None,
                        chunk_size: int = DEFAULT_CHUNK_SIZE, progress: bool = False) -> dict:
     """Encrypt a kernelpack checkpoint into `output`; returns the header written. `progress`:
-    show a byte bar on stderr, over the hashing pass and then the encryption pass."""
+    show the hashing pass, then the encryption pass, as byte bars on stderr."""
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
         raise KernelpackError(f"{checkpoint}: checkpoint not found (or not a file); pass a "
                               "kernelpack checkpoint (.pt)")
     check_output_file(output, source=checkpoint)
-    size = checkpoint.stat().st_size
-    with byte_bar(size, f"hash {checkpoint.name}", progress) as bar:
-        manifest = manifest_for(checkpoint, name, fold, bar)
-        bar.set_description(f"encrypt {checkpoint.name}", refresh=False)
-        bar.reset(size)
+    manifest = manifest_for(checkpoint, name, fold, progress)
+    with byte_bar(checkpoint.stat().st_size, f"encrypt {checkpoint.name}", progress) as bar:
         return encrypt_file(checkpoint, key, output, manifest, chunk_size, bar)
 
 
@@ -131,12 +133,12 @@ def decrypt_file(source: str | os.PathLike, key: bytes, output: str | os.PathLik
     nothing is left on any failure. Returns the plaintext size. `progress`: show a byte bar on
     stderr."""
     output = check_output_file(output, source=source if Path(source).is_file() else None)
-    size = 0
-    with atomic_write(output, private=True) as sink, \
-            byte_bar(None, f"decrypt {Path(source).name}", progress) as bar:
+    size, bar = 0, None
+    with atomic_write(output, private=True) as sink, ExitStack() as closing:
         for header, plain in decrypt_chunks(source, key):
-            if bar.total is None:  # known once the header is read and checked
-                bar.total = header.plaintext_size
+            if bar is None:  # after the header and the key are checked: a refused file, no bar
+                bar = closing.enter_context(byte_bar(header.plaintext_size,
+                                                     f"decrypt {Path(source).name}", progress))
             sink.write(plain)
             size += len(plain)
             bar.update(len(plain))
