@@ -123,8 +123,9 @@ def runs(tmp_path_factory):
     checkpoint = base / "m.pt"
     save_checkpoint(checkpoint, "small_cnn", 10, {"input_size": 32, "name": "m"},
                     create_model("small_cnn", num_classes=10, width=8))
-    key = base / "k.key"
-    assert main(["keygen", "-o", str(key)]) == 0
+    key, other_key = base / "k.key", base / "other.key"
+    for path in (key, other_key):
+        assert main(["keygen", "-o", str(path)]) == 0
     # A package with more Python source than PROGRESS_BYTES: a few large string constants,
     # which scan fast; and a script that imports only the standard library.
     package = base / "code" / "bigpkg"
@@ -142,6 +143,8 @@ def runs(tmp_path_factory):
     def commands(kind: str) -> dict[str, list[str]]:
         quiet = ["--quiet"] if kind == "quiet" else []
         folder = dataset_folder(base / f"ds-{kind}", f"ds-{kind}", files)
+        refused = {"refused": ["decrypt", str(base / "m-tty.kpenc"), "--key", str(other_key),
+                               "-o", str(base / "never.pt")]} if kind == "tty" else {}
         return {
             "encrypt": ["encrypt", str(checkpoint), "--key", str(key), "-o",
                         str(base / f"m-{kind}.kpenc"), *quiet],
@@ -154,6 +157,7 @@ def runs(tmp_path_factory):
                       *quiet],
             "build": ["build", str(base / "ensemble.yml"), "-o", str(base / f"kernel-{kind}"),
                       "--code", str(package), *quiet],
+            **refused,
         }
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAGGLE_", "TQDM_"))}
@@ -183,6 +187,10 @@ def test_encrypt_and_decrypt_count_every_byte_on_a_terminal(runs):
     final = _final_bar(err, "decrypt m-tty.kpenc")
     assert " 100%|" in final and f"| {_size(size)}/{_size(size)} [" in final, final
     assert f"({size} bytes, mode 0600)" in out
+    # A file refused (here: the wrong key) prints its error line alone, no bar before it.
+    out, err = result["tty"]["refused"]
+    assert err.startswith("kernelpack: error: ") and "does not match the key" in err, err
+    assert err.count("\n") == 2 and err.endswith("@@exit=1\n"), err
 
 
 def test_a_dataset_push_shows_one_bar_over_all_its_files(runs):
