@@ -64,7 +64,9 @@ def test_a_wrong_key_or_an_unknown_user_is_refused_by_the_real_client(world, tmp
 CALLS = ["StartBlobUpload", "CreateDataset", "CreateDatasetVersion", "GetDatasetStatus",
          "GetDataset", "ListDatasetFiles", "SaveKernel", "GetKernelSessionStatus",
          "ListKernelSessionOutput", "GetKernel", "CreateCodeSubmission", "GetSubmission",
-         "ListSubmissions", "GetSubmissionLimits"]
+         "ListSubmissions", "GetSubmissionLimits", "CreateModel", "GetModel",
+         "CreateModelInstance", "GetModelInstance", "CreateModelInstanceVersion",
+         "ListModelInstanceVersionFiles"]
 
 
 def test_the_list_of_calls_is_every_call_the_service_has(world):

@@ -126,10 +126,12 @@ def test_an_upload_body_longer_than_declared_is_refused_and_nothing_is_kept(worl
 FIELDS = ["ownerSlug", "slug", "datasetSlug", "userName", "kernelSlug", "name", "contentLength",
           "files", "token", "text", "language", "kernelType", "body", "ref", "competitionName",
           "kernelVersion", "fileName", "datasetVersionNumber", "versionLabel", "isPrivate",
-          "sessionTimeoutSeconds", "datasetDataSources", "title"]
+          "sessionTimeoutSeconds", "datasetDataSources", "title", "modelSlug", "instanceSlug",
+          "framework", "versionNumber", "pageSize", "pageToken", "licenseName"]
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=300)
-    | st.sampled_from([USER, f"{USER}/x", "..", "python", "script", "v1", "a" * 300]),
+    | st.sampled_from([USER, f"{USER}/x", "..", "python", "script", "v1", "a" * 300,
+                       "MODEL_FRAMEWORK_PY_TORCH", "pyTorch"]),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
                                                                 max_size=4),
     max_leaves=12)
@@ -139,7 +141,9 @@ BODIES = (st.dictionaries(st.sampled_from(FIELDS), JSON_VALUES, max_size=6)
 METHODS = ["IntrospectToken", "StartBlobUpload", "CreateDataset", "CreateDatasetVersion",
            "GetDatasetStatus", "GetDataset", "ListDatasetFiles", "SaveKernel",
            "GetKernelSessionStatus", "ListKernelSessionOutput", "GetKernel",
-           "CreateCodeSubmission", "GetSubmission", "ListSubmissions", "GetSubmissionLimits"]
+           "CreateCodeSubmission", "GetSubmission", "ListSubmissions", "GetSubmissionLimits",
+           "CreateModel", "GetModel", "CreateModelInstance", "GetModelInstance",
+           "CreateModelInstanceVersion", "ListModelInstanceVersionFiles"]
 PATHS = (st.sampled_from(METHODS).map(lambda method: f"/api/v1/any.Service/{method}")
          | st.sampled_from(["/upload/", "/files/kernels/", "/v1/", "/", "//", "/api/v1/a/b/c"])
          .flatmap(lambda head: st.text(max_size=60).map(
