@@ -9,6 +9,7 @@ positional form still works, and two different folders are one usage error."""
 import contextlib
 import fcntl
 import io
+import itertools
 import json
 import os
 import re
@@ -39,7 +40,7 @@ from kernelpack.bundler.bundle import PROGRESS_BYTES
 from kernelpack.cli import main
 from kernelpack.cli.main import make_parser
 from kernelpack.kaggle.constants import URL_ENV
-from kernelpack.kaggle.service import KaggleService
+from kernelpack.kaggle.service import Fault, KaggleService
 
 # Runs each argv list of argv[1] (JSON) through the CLI's main(), marking where each one starts
 # on both streams, so one interpreter start serves many commands.
@@ -168,8 +169,11 @@ def runs(tmp_path_factory):
         tty_env = {**env, "TQDM_MININTERVAL": "0", "TQDM_MINITERS": "1"}
         # One child for the terminal, --quiet included, and one for the pipe.
         plans = {kind: commands(kind) for kind in ("tty", "quiet", "pipe")}
+        # The terminal's push is cut off half-way through its first file (503), then resumed.
+        service.faults.add(Fault("503", "upload"))
         on_tty = run_commands({f"{kind}:{name}": argv for kind in ("tty", "quiet")
                                for name, argv in plans[kind].items()}, tty=True, env=tty_env)
+        assert service.faults.pending() == []
         result = {kind: {name: on_tty[f"{kind}:{name}"] for name in plans[kind]}
                   for kind in ("tty", "quiet")}
         result["pipe"] = run_commands(plans["pipe"], tty=False, env=env)
@@ -206,6 +210,13 @@ def test_a_dataset_push_shows_one_bar_over_all_its_files(runs):
     counts = [int(match) for match in re.findall(rf"{re.escape(desc)}: +(\d+)%", err)]
     first_file = 100 * len(files["a.bin"]) // total
     assert any(0 < count < first_file for count in counts), counts
+    # The upload was cut off half-way through the first file and resumed: the bar steps back
+    # once, to what the service holds, so no byte is counted twice.
+    sent = [float(n) * 1024 ** " kMG".index(u or " ") for n, u in re.findall(
+        rf"{re.escape(desc)}: .*?\| ([\d.]+)([kMG]?)/{_size(total)} \[", err)]
+    back = [after for before, after in itertools.pairwise(sent) if after < before]
+    assert len(back) == 1 and abs(back[0] - len(files["a.bin"]) / 2) < 64 << 10, back
+    assert max(sent) <= total
 
 
 def test_a_large_bundle_shows_a_bar_and_a_small_one_none(runs):
