@@ -97,8 +97,9 @@ def routed_api_class() -> type:
 
         @contextmanager
         def reporting_uploads(self, total: int, desc: str, enabled: bool) -> Iterator[None]:
-            """Within: every file the client uploads advances one byte bar of `total` bytes on
-            stderr (the client's own bars are written to its captured output)."""
+            """Within: the files the client uploads advance one byte bar of `total` bytes on
+            stderr, byte by byte (the client's own per-file bar, which would be drawn into its
+            captured output, is replaced by a stand-in that moves this one)."""
             with byte_bar(total, desc, enabled) as bar:
                 self.upload_bar = bar if enabled else None
                 try:
@@ -108,8 +109,9 @@ def routed_api_class() -> type:
 
         def upload_complete(self, path, url, quiet, resume=False):  # type: ignore[no-untyped-def]
             bar = self.upload_bar
-            if bar is None:
-                return super().upload_complete(path, url, quiet, resume)
+            own_bar = getattr(kaggle_api_extended, "tqdm", None)
+            if bar is None or own_bar is None:  # no bar, or a client that draws none itself:
+                return super().upload_complete(path, url, quiet, resume)  # a step per file
             # The client counts the bytes it sends on a tqdm bar of its own, built inside this
             # method; built here instead, it moves ours. Its total is what is left to send, so
             # a resumed or retried upload starts from where the file stands.
@@ -118,7 +120,6 @@ def routed_api_class() -> type:
             def client_bar(total: int = 0, **_: Any) -> _BarSegment:
                 return _BarSegment(bar, file_end - total)
 
-            own_bar = kaggle_api_extended.tqdm
             kaggle_api_extended.tqdm = client_bar
             try:
                 return super().upload_complete(path, url, quiet, resume)
