@@ -59,13 +59,15 @@ def members() -> list[Member]:
             Member("classifier", head, GROUP, 1.0, 0.0, ["identity"], "softmax", CLASSES, None)]
 
 
-def run(images: int, batch: int, class_chunk: int, out: Path) -> float:
+def run(images: int, batch: int, class_chunk: int, out: Path) -> tuple[float, int]:
+    """(seconds, peak RSS in bytes before the first batch: torch, the three members)."""
     ensemble = members()
     predictor = EnsemblePredictor(ensemble, "fp32", [torch.device("cpu")],
                                   class_chunk=class_chunk)
     active = set(rank_units([(m.name, m.weight, m.tta) for m in ensemble]))
     submission = _validate_section({"format": "topk", "k": K}, SUBMISSION, "submission")
     generator = torch.Generator().manual_seed(1)
+    set_up = peak_rss()
     began = time.perf_counter()
     with torch.inference_mode(), SubmissionWriter(out, submission, range(CLASSES)) as writer:
         for start in range(0, images, batch):
@@ -75,7 +77,7 @@ def run(images: int, batch: int, class_chunk: int, out: Path) -> float:
             accumulator = BlendAccumulator(rows, CLASSES, "mean")
             predictor.predict(prepared, active, accumulator)
             writer.write([f"img_{i}" for i in range(start, start + rows)], accumulator.result())
-    return time.perf_counter() - began
+    return time.perf_counter() - began, set_up
 
 
 def measure_one(images: int, batch: int, class_chunk: int) -> dict:
@@ -112,11 +114,13 @@ def main() -> None:
     reset_peak_rss()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "submission.csv"
-        seconds = run(args.images, args.batch, args.class_chunk, path)
+        seconds, set_up = run(args.images, args.batch, args.class_chunk, path)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
     print(json.dumps({"class_chunk": args.class_chunk, "seconds": round(seconds, 1),
                       "images_per_second": round(args.images / seconds, 1),
                       "peak_rss_gb": round(peak_rss() / 1e9, 3),
+                      # what the batches added to the peak, beyond torch and the members
+                      "scoring_rss_gb": round((peak_rss() - set_up) / 1e9, 3),
                       "submission_sha256": digest}))
 
 

@@ -29,7 +29,9 @@ Rows = slice | np.ndarray | None
 def combine_views(views: Sequence, mode: str, threshold_shift: float = 0.0) -> np.ndarray:
     """One model's probabilities from its TTA views (each rows x classes), after its shift."""
     if len(views) == 1 and mode in ("mean", "max"):  # the view itself: no stacked copy
-        return np.asarray(views[0], dtype=np.float64) - threshold_shift
+        one = np.array(views[0], dtype=np.float64)
+        one -= threshold_shift
+        return one
     stacked = np.stack([np.asarray(view, dtype=np.float64) for view in views]) - threshold_shift
     if mode == "mean":
         return stacked.mean(axis=0)
@@ -78,10 +80,14 @@ class BlendAccumulator:
         _check_weight(weight)
         if weight == 0:
             return
-        p = np.asarray(probs, dtype=np.float64) - threshold_shift
+        # One float64 copy, worked on in place: at 32,000 classes each temporary is a batch
+        # x classes array.
+        p = np.array(probs, dtype=np.float64)
+        p -= threshold_shift
         if self.mode == "gmean":
-            p = np.log(np.clip(p, BLEND_EPS, 1.0))
-        self._sum[_index(rows), columns] += weight * p
+            np.log(np.clip(p, BLEND_EPS, 1.0, out=p), out=p)
+        p *= weight
+        self._sum[_index(rows), columns] += p
 
     def count(self, weight: float, rows: Rows = None) -> None:
         """Record that a member of `weight` covered `rows` (after all its columns are in)."""

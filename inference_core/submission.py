@@ -19,6 +19,9 @@ from .errors import ConfigError
 from .files import atomic_write
 
 
+TOPK_ROWS = 32
+
+
 def multiclass_labels(probs: np.ndarray, classes: Sequence) -> list:
     return [classes[i] for i in np.argmax(probs, axis=1)]
 
@@ -26,12 +29,17 @@ def multiclass_labels(probs: np.ndarray, classes: Sequence) -> list:
 def topk_labels(probs: np.ndarray, classes: Sequence, k: int) -> list[str]:
     """The `k` most probable labels per row, best first (ties in class order), space-separated.
 
-    argpartition picks the k best in linear time, so 32,000 classes cost no full sort."""
+    argpartition picks the k best in linear time, so 32,000 classes cost no full sort; rows go
+    `TOPK_ROWS` at a time, as its index array is as large as the rows it sorts."""
     k = min(k, probs.shape[1])
-    top = np.sort(np.argpartition(-probs, k - 1, axis=1)[:, :k], axis=1)
-    best_first = np.argsort(-np.take_along_axis(probs, top, axis=1), axis=1, kind="stable")
-    order = np.take_along_axis(top, best_first, axis=1)
-    return [" ".join(str(classes[i]) for i in row) for row in order]
+    labels = []
+    for start in range(0, len(probs), TOPK_ROWS):
+        block = probs[start:start + TOPK_ROWS]
+        top = np.sort(np.argpartition(-block, k - 1, axis=1)[:, :k], axis=1)
+        best_first = np.argsort(-np.take_along_axis(block, top, axis=1), axis=1, kind="stable")
+        order = np.take_along_axis(top, best_first, axis=1)
+        labels += [" ".join(str(classes[i]) for i in row) for row in order]
+    return labels
 
 
 def rank_order(probs: np.ndarray) -> np.ndarray:

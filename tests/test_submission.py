@@ -4,7 +4,7 @@ import pytest
 
 from inference_core.config import SUBMISSION, _validate_section
 from inference_core.errors import ConfigError
-from inference_core.submission import SubmissionWriter, multilabel_labels
+from inference_core.submission import TOPK_ROWS, SubmissionWriter, multilabel_labels, topk_labels
 
 PROBS = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.05, 0.05, 0.9], [0.4, 0.45, 0.15]])
 IDS = ["a", "b", "0042", "d"]  # "0042" must stay a string id, not become 42
@@ -70,3 +70,14 @@ def test_per_class_thresholds_must_match_the_classes(tmp_path):
     with pytest.raises(ConfigError, match="threshold has 2 values but the models have 3"):
         SubmissionWriter(tmp_path / "s.csv", _submission(format="multilabel", threshold=[0.1, 0.2]),
                          [0, 1, 2])
+
+
+def test_topk_labels_are_the_k_most_probable_best_first_across_row_blocks():
+    rng = np.random.default_rng(0)
+    probs = rng.random((TOPK_ROWS * 3 + 5, 50))  # several row blocks and a short last one
+    classes = [f"c{i}" for i in range(50)]
+    expected = [" ".join(classes[i] for i in row)
+                for row in np.argsort(-probs, axis=1, kind="stable")[:, :5]]
+    assert topk_labels(probs, classes, 5) == expected
+    assert topk_labels(probs[:2, :3], classes, 5) == [
+        " ".join(classes[i] for i in np.argsort(-row)) for row in probs[:2, :3]]
