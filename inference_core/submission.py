@@ -18,7 +18,6 @@ import numpy as np
 from .errors import ConfigError
 from .files import atomic_write
 
-
 TOPK_ROWS = 32
 
 
