@@ -19,6 +19,7 @@ from benchmarks import (
     bundle_size,
     cli_startup,
     decrypt,
+    herbarium,
     optimizations,
     pipeline,
     startup,
@@ -71,6 +72,16 @@ def _wide_blend(quick: bool) -> dict:
                                        "detail": blend}}
 
 
+def _herbarium(quick: bool) -> dict:
+    # 32,000 classes, 512-d prototypes, 2 prototype members + 1 classifier, top-5: prototype
+    # members scored in class chunks against the unchunked baseline (full score rows).
+    wide = herbarium.measure(images=1_024 if quick else 20_000)
+    return {"herbarium_peak_rss_gb": {"value": wide["chunked"]["peak_rss_gb"], "goal": "<= 1.5",
+                                      "detail": wide},
+            "herbarium_throughput_vs_unchunked": {"value": wide["throughput_vs_unchunked"],
+                                                  "goal": ">= 0.7"}}
+
+
 def _startup(quick: bool) -> dict:
     start = startup.measure(runs=1 if quick else 3)
     return {"startup_to_first_batch_s": {"value": start["seconds_median"], "goal": "<= 3",
@@ -109,6 +120,7 @@ def _budget(quick: bool) -> dict:
 
 
 PARTS = {"pipeline": _pipeline, "optimizations": _optimizations, "wide_blend": _wide_blend,
+         "herbarium": _herbarium,
          "startup": _startup, "decrypt": _decrypt, "bundle_size": _bundle_size,
          "cli_startup": _cli_startup, "budget": _budget}
 
