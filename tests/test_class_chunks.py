@@ -19,6 +19,7 @@ from inference_core.budget import rank_units
 from inference_core.config import SUBMISSION, _validate_section
 from inference_core.predict import EnsemblePredictor, Member
 from inference_core.preprocess import Preprocess
+from inference_core.registry import create_model
 from inference_core.submission import SubmissionWriter
 
 CLASSES = 23  # not a multiple of the chunks tried, so the last chunk is short
@@ -53,12 +54,21 @@ class TestPrototypeHead(nn.Module):
         return self.class_scores(self.embed(x))
 
 
-def _reference_logits(model: TestPrototypeHead, x: torch.Tensor) -> torch.Tensor:
-    e = model.backbone(x)
+def _runtime_head(metric: str, seed: int) -> nn.Module:
+    """The runtime's own PrototypeNet (`prototype:small_cnn`), prototypes stored in fp16."""
+    torch.manual_seed(seed)
+    model = create_model("prototype:small_cnn", num_classes=CLASSES, embedding_dim=DIM,
+                         metric=metric, temperature=0.7, width=4)
+    model.prototypes = torch.randn(CLASSES, DIM).half()
+    return model
+
+
+def _reference_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    e, prototypes = model.backbone(x).double(), model.prototypes.double()
     if model.metric == "cosine":
-        cos = functional.cosine_similarity(e[:, None, :], model.prototypes[None], dim=2)
+        cos = functional.cosine_similarity(e[:, None, :], prototypes[None], dim=2)
         return cos / model.temperature
-    return -torch.cdist(e, model.prototypes) ** 2 / model.temperature
+    return -torch.cdist(e, prototypes) ** 2 / model.temperature
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +84,14 @@ def digit_tensors(tmp_path_factory):
     return paths
 
 
-def _members(metric: str, activation: str, tta: list[str]) -> list[Member]:
+def _members(metric: str, activation: str, tta: list[str], head=TestPrototypeHead
+              ) -> list[Member]:
     torch.manual_seed(3)
     classifier = nn.Sequential(nn.Conv2d(3, 5, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                                nn.Flatten(), nn.Linear(5, CLASSES)).eval()
-    return [Member("proto_a", TestPrototypeHead(metric, 0).eval(), PREPROCESS, 2.0, 0.0,
+    return [Member("proto_a", head(metric, 0).eval(), PREPROCESS, 2.0, 0.0,
                    list(tta), activation, CLASSES, None),
-            Member("proto_b", TestPrototypeHead(metric, 1).eval(), PREPROCESS, 1.0, 0.01,
+            Member("proto_b", head(metric, 1).eval(), PREPROCESS, 1.0, 0.01,
                    list(tta), activation, CLASSES, None),
             Member("classifier", classifier, PREPROCESS, 1.5, 0.0, list(tta), activation,
                    CLASSES, None)]
@@ -122,9 +133,9 @@ def _reference(members, x, tta, blend, tta_blend):
             views = []
             for op in tta:
                 view = x.flip(-1) if op == "hflip" else x
-                logits = (_reference_logits(member.model, view)
-                          if isinstance(member.model, TestPrototypeHead) else member.model(view))
-                views.append(_activate(logits, member.activation))
+                logits = (_reference_logits(member.model, view) if member.name.startswith("proto")
+                          else member.model(view))
+                views.append(_activate(logits.float(), member.activation))
             combined = _combine(views, tta_blend)
             each.append(combined)
             shifted = _combine([v - member.threshold_shift for v in views], tta_blend)
@@ -156,9 +167,10 @@ def test_chunked_blend_equals_full_rows(digit_tensors, metric, activation, blend
     np.testing.assert_allclose(accumulator.result(), unchunked.result(), rtol=2e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("head", [TestPrototypeHead, _runtime_head], ids=["test", "runtime"])
 @pytest.mark.parametrize("metric", ["sqeuclidean", "cosine"])
-def test_chunked_topk_submission_equals_full_rows(digit_tensors, tmp_path, metric):
-    members = _members(metric, "softmax", ["identity"])
+def test_chunked_topk_submission_equals_full_rows(digit_tensors, tmp_path, metric, head):
+    members = _members(metric, "softmax", ["identity"], head)
     submission = _validate_section({"format": "topk", "k": 4}, SUBMISSION, "submission")
     written = []
     for chunk in (3, 0):
@@ -181,3 +193,15 @@ def test_chunked_member_fills_only_the_rows_it_predicted(digit_tensors):
                                          decoded_only=(1, 4))
     assert accumulator.row_weight.tolist() == [0, 4.5, 4.5, 4.5, 0]
     assert not per_member[0][[0, 4]].any() and per_member[0][1:4].sum(1) == pytest.approx(1)
+
+
+@pytest.mark.parametrize("metric", ["sqeuclidean", "cosine"])
+def test_runtime_prototype_head_chunked_equals_reference(digit_tensors, metric):
+    """The runtime's PrototypeNet (fp16 prototypes) through the chunked path, gmean blend."""
+    tta = ["identity", "hflip"]
+    members = _members(metric, "softmax", tta, _runtime_head)
+    predictor, prepared, accumulator, _ = _run(members, digit_tensors, 6, "gmean", "mean")
+    assert predictor.chunked == [True, True, False]
+    expected, _ = _reference(members, torch.stack(prepared.tensors[PREPROCESS]), tta, "gmean",
+                             "mean")
+    np.testing.assert_allclose(accumulator.result(), expected, rtol=2e-5, atol=1e-7)
