@@ -21,7 +21,8 @@ def test_demo_fits_runs_and_scores_both_competitions_end_to_end(tmp_path):
     assert list(report.stages) == ["data", "train", "own model (train, import-checkpoint)",
                                    "OOF through the kernel (predict)",
                                    "fit (blend + thresholds on OOF)", "build",
-                                   "run-local (offline kernels)", "score"]
+                                   "run-local (offline kernels)", "score",
+                                   "Kaggle loop (local service)"]
     assert [row.name for row in report.digits.rows] == [
         "small_cnn_f0", "small_cnn_f1", "digitnet_f0", "digitnet_f1", "small_cnn (2 folds)",
         "digitnet (2 folds)", "blend, equal weights", "blend, fitted (kernel.py)"]
@@ -61,7 +62,20 @@ def test_demo_fits_runs_and_scores_both_competitions_end_to_end(tmp_path):
                      .group(1))
     assert report.attributes.rows[-1].oof == pytest.approx(reported, abs=5e-5)
 
+    # The Kaggle loop: encrypted weights pushed as a Kaggle Model, the kernel pushed as a
+    # notebook, run and submitted; the service's score on the held-back labels is the offline
+    # one, and its rerun read the model version, not a plain checkpoint.
+    for command in ("keygen", "encrypt", "model push", "build", "kernel push", "submit"):
+        assert f"$ kernelpack {command}" in log
+    assert report.kaggle is not None and report.kaggle.score == report.blend_accuracy
+    kaggle = out / "kaggle"
+    assert (kaggle / "kernel" / "kernel.ipynb").is_file()
+    assert not list((kaggle / "encrypted").glob("*.pt"))
+    assert {p.name for p in (kaggle / "encrypted").glob("*.kpenc")} == {
+        f"{m['name']}.kpenc" for m in fitted["models"]}
+
     text = format_report(report)
     assert "blend, fitted (kernel.py)" in text and "small_cnn_attributes_f1" in text
     assert "searched thresholds" in text
+    assert f"scored {report.blend_accuracy:.4f}: the same as the offline" in text
     assert all("heldout" not in str(path) for path in report.submissions.values())

@@ -8,7 +8,9 @@ the blend weights (and, for the multilabel attributes, the thresholds) on the ou
 predictions with `kernelpack blend search` / `kernelpack threshold search` -> `kernelpack build`
 -> `kernelpack run-local` (offline sandbox) -> score the submissions against the held-back
 labels, beside each single model, each architecture and the equal-weight blend, all run through
-the same runtime.
+the same runtime -> the Kaggle loop against the local Kaggle service (`kaggle_loop`): encrypt,
+push the weights as a Kaggle Model, push the kernel as a notebook, submit it to the digits code
+competition, and compare the service's score with the offline one.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from examples.digits.kaggle_loop import KaggleLoop, run_kaggle_loop
 from examples.digits.prepare import ATTRIBUTES, make_competition
 from examples.digits.train import (
     DEFAULT_ARCHS,
@@ -86,12 +89,16 @@ class DemoReport:
     blend_accuracy: float  # the fitted blend's, from kernel.py run offline
     f2_default: float  # held-back F2 of the attributes blend at threshold 0.5
     f2_searched: float  # ... and with the searched thresholds, from kernel.py run offline
+    kaggle: KaggleLoop | None = None  # the fitted blend pushed, run and scored by the service
     stages: dict[str, float] = field(default_factory=dict)
     submissions: dict[str, Path] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
-        return self.blend_accuracy >= self.best_single and self.f2_searched > self.f2_default
+        # The service reruns the same kernel (as a notebook) on the same test set: same score.
+        same = self.kaggle is None or abs(self.kaggle.score - self.blend_accuracy) < 1e-9
+        return (self.blend_accuracy >= self.best_single and self.f2_searched > self.f2_default
+                and same)
 
 
 def base_config(trained: Sequence[TrainedModel], competition: str, dataset: str,
@@ -129,8 +136,9 @@ def score_submission(submission: Path, labels: Path, classes: Sequence, multilab
     return (f2 if multilabel else accuracy)(predicted_mask, true_mask)
 
 
-def _kernelpack(argv: list[str], log: Log) -> None:
-    """Run a kernelpack command in-process, its output going to the demo's log."""
+def _kernelpack(argv: list[str], log: Log) -> list[str]:
+    """Run a kernelpack command in-process, its output going to the demo's log; returns its
+    output lines."""
     log("$ kernelpack " + " ".join(argv))
     output = io.StringIO()
     with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
@@ -141,6 +149,7 @@ def _kernelpack(argv: list[str], log: Log) -> None:
     if code:
         raise RuntimeError(f"kernelpack {' '.join(argv[:2])} failed: "
                            f"{lines[-1] if lines else code}")
+    return lines
 
 
 def _oof_args(trained: Sequence[TrainedModel], oof_dir: Path, multilabel: bool) -> list[str]:
@@ -249,7 +258,7 @@ class _Runner:
 def run_demo(out_dir: Path, *, archs: Sequence[str] = DEFAULT_ARCHS,
              attribute_archs: Sequence[str] = ("small_cnn",), folds: int = 3,
              epochs: int = DEFAULT_EPOCHS, limit: int | None = None,
-             log: Log = print) -> DemoReport:
+             kaggle: bool = True, log: Log = print) -> DemoReport:
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -341,10 +350,18 @@ def run_demo(out_dir: Path, *, archs: Sequence[str] = DEFAULT_ARCHS,
     attributes_table = _attributes_table(attributes_task, attributes_yml, attributes_base,
                                          submissions["kernel-attributes"], run)
     stage("score", start)
+
+    loop = None
+    if kaggle:
+        start = time.perf_counter()
+        loop = run_kaggle_loop(out_dir / "kaggle", digits_yml, out_dir / "models", COMPETITION,
+                               digits.competition_dir, digits.test_labels,
+                               ["--code", str(OWN_PACKAGE)], lambda argv: _kernelpack(argv, log))
+        stage("Kaggle loop (local service)", start)
     singles = [row.test for row in digits_table.rows if row.name in {m.name for m in trained}]
     return DemoReport(digits_table, attributes_table, max(singles), digits_table.test(FITTED),
-                      attributes_table.test(AT_HALF), attributes_table.test(SEARCHED), stages,
-                      submissions)
+                      attributes_table.test(AT_HALF), attributes_table.test(SEARCHED), loop,
+                      stages, submissions)
 
 
 def _digits_table(task: _Task, fitted: Path, base: Path, submission: Path,
@@ -405,6 +422,13 @@ def format_report(report: DemoReport) -> str:
     verdict = "beats" if report.f2_searched > report.f2_default else "does NOT beat"
     lines.append(f"searched thresholds {report.f2_searched:.4f} {verdict} threshold 0.5 "
                  f"{report.f2_default:.4f} (held-back F2)")
+    if report.kaggle is not None:
+        loop = report.kaggle
+        same = "the same as" if abs(loop.score - report.blend_accuracy) < 1e-9 else "NOT"
+        lines.append(f"local Kaggle service: {loop.kernel} (a notebook, weights from the Kaggle "
+                     f"Model {loop.model_version}, encrypted) submitted to {COMPETITION}, scored "
+                     f"{loop.score:.4f}: {same} the offline run-local score "
+                     f"{report.blend_accuracy:.4f}")
     lines += ["", f"{'stage':<34}{'seconds':>10}"]
     lines += [f"{name:<34}{seconds:>10.1f}" for name, seconds in report.stages.items()]
     lines.append(f"{'total':<34}{sum(report.stages.values()):>10.1f}")
@@ -420,9 +444,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--attribute-archs", nargs="+", default=["small_cnn"])
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS)
+    parser.add_argument("--no-kaggle", action="store_true",
+                        help="stop after run-local (skip the local Kaggle service's loop)")
     args = parser.parse_args(argv)
     report = run_demo(args.out_dir, archs=args.archs, attribute_archs=args.attribute_archs,
-                      folds=args.folds, epochs=args.epochs)
+                      folds=args.folds, epochs=args.epochs, kaggle=not args.no_kaggle)
     print(format_report(report))
     return 0 if report.passed else 1
 
