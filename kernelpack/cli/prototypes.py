@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..progress import shows_progress
 from .numbers import finite_float, int_at_least
 
 METRICS = ("cosine", "sqeuclidean")  # inference_core.prototypes.METRICS, kept apart: no torch
@@ -20,7 +21,7 @@ def _prototypes(args: argparse.Namespace) -> int:
         args.checkpoint, args.images, args.labels, args.output, id_column=args.id_column,
         label_column=args.label_column, extension=args.extension, batch_size=args.batch_size,
         class_chunk=args.class_chunk, metric=args.metric, temperature=args.temperature,
-        dtype=args.dtype, progress=not args.quiet)
+        dtype=args.dtype, progress=shows_progress(args.quiet))
     print(f"wrote {result.path}: {result.arch}, {result.classes} class prototypes "
           f"({result.embedding_dim}-d, {result.metric}) from {result.images} images")
     return 0

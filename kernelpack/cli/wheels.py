@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..wheels import DEFAULT_PYTHON, PYTHONS
+from .folders import OneFolder
 
 
 def _wheels(args: argparse.Namespace) -> int:
@@ -32,7 +33,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     command.add_argument("packages", nargs="+", metavar="PKG[==VERSION]",
                          help="packages to download, with their dependencies (those on the "
                               "Kaggle image are left out)")
-    command.add_argument("-o", "--output", required=True, metavar="DIR",
+    command.add_argument("-o", "--output", "-p", "--path", dest="output", action=OneFolder,
+                         required=True, metavar="DIR",
                          help="the dataset folder to write (wheels and kernelpack-wheels.json)")
     command.add_argument("--python", choices=PYTHONS, default=DEFAULT_PYTHON,
                          help=f"the kernel's CPython (default {DEFAULT_PYTHON}, Kaggle's image)")

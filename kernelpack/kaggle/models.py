@@ -21,8 +21,8 @@ from .constants import MODEL_INSTANCE_METADATA, MODEL_METADATA, title_of
 from .datasets import (
     MANIFEST_FILE,
     all_pages,
-    file_digest,
     local_dataset_files,
+    local_digests,
     record_push,
     sizes_of,
     unchanged_since,
@@ -100,10 +100,10 @@ class ModelCalls:
         """Create the model and its instance, or add a version; with `wait`, wait until the
         version lists its files and check that every local file is there with its size. An
         unchanged folder (same files as the last verified push, still the newest version) is
-        skipped. `progress`: show the upload as a byte bar on stderr."""
+        skipped. `progress`: show the hashing and the upload as byte bars on stderr."""
         handle = parse_handle(handle) if isinstance(handle, str) else handle
         folder = Path(folder)
-        local = {path.name: file_digest(path) for path in local_dataset_files(folder)}
+        local = local_digests(local_dataset_files(folder), handle.instance, progress)
         model_settings(folder, handle)
         instance_settings(folder, handle)
         current = self.model_current_version(handle)
