@@ -2,6 +2,8 @@
 
 import os
 import shutil
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -52,3 +54,13 @@ def ensemble_yml(tmp_path) -> Path:
     path = tmp_path / "ensemble.yml"
     path.write_text(ENSEMBLE_YML)
     return path
+
+
+@pytest.fixture
+def listening_port():
+    """A server on this machine that accepts one connection: what an offline run must not
+    reach."""
+    server = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=lambda: server.accept(), daemon=True).start()
+    yield server.getsockname()[1]
+    server.close()

@@ -7,8 +7,6 @@ Each run starts a Jupyter kernel (about a second); the hand-made notebooks impor
 
 import csv
 import json
-import socket
-import threading
 
 import nbformat
 import pytest
@@ -77,14 +75,6 @@ def test_build_notebook_is_a_valid_notebook_holding_the_script_kernel(ensemble_y
     (tmp_path / "mine" / "kernel.ipynb").write_text(nbformat.writes(new_notebook()))
     with pytest.raises(BuildError, match="was not written by kernelpack"):
         build_kernel(ensemble_yml, tmp_path / "mine", notebook=True)
-
-
-@pytest.fixture
-def listening_port():
-    server = socket.create_server(("127.0.0.1", 0))
-    threading.Thread(target=lambda: server.accept(), daemon=True).start()
-    yield server.getsockname()[1]
-    server.close()
 
 
 @pytest.mark.parametrize("network", NETWORK_MODES)

@@ -1,6 +1,4 @@
-import socket
 import textwrap
-import threading
 
 import pytest
 
@@ -17,14 +15,6 @@ def _kernel(tmp_path, source):
     path.write_text(textwrap.dedent(source))
     (tmp_path / "input").mkdir(exist_ok=True)
     return path
-
-
-@pytest.fixture
-def listening_port():
-    server = socket.create_server(("127.0.0.1", 0))
-    threading.Thread(target=lambda: server.accept(), daemon=True).start()
-    yield server.getsockname()[1]
-    server.close()
 
 
 @pytest.mark.parametrize("network", NETWORK_MODES)
