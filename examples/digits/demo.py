@@ -96,7 +96,7 @@ class DemoReport:
     @property
     def passed(self) -> bool:
         # The service reruns the same kernel (as a notebook) on the same test set: same score.
-        same = self.kaggle is None or abs(self.kaggle.score - self.blend_accuracy) < 1e-9
+        same = self.kaggle is None or self.kaggle.agrees_with(self.blend_accuracy)
         return (self.blend_accuracy >= self.best_single and self.f2_searched > self.f2_default
                 and same)
 
@@ -424,7 +424,7 @@ def format_report(report: DemoReport) -> str:
                  f"{report.f2_default:.4f} (held-back F2)")
     if report.kaggle is not None:
         loop = report.kaggle
-        same = "the same as" if abs(loop.score - report.blend_accuracy) < 1e-9 else "NOT"
+        same = "the same as" if loop.agrees_with(report.blend_accuracy) else "NOT"
         lines.append(f"local Kaggle service: {loop.kernel} (a notebook, weights from the Kaggle "
                      f"Model {loop.model_version}, encrypted) submitted to {COMPETITION}, scored "
                      f"{loop.score:.4f}: {same} the offline run-local score "

@@ -44,6 +44,10 @@ class KaggleLoop:
     kernel: str  # OWNER/SLUG
     score: float  # what the service scored the submission at, on the held-back labels
 
+    def agrees_with(self, score: float) -> bool:
+        """Whether `score` is this one: Kaggle reports scores rounded to 5 decimals."""
+        return abs(self.score - round(score, 5)) < 1e-9
+
 
 @contextlib.contextmanager
 def _account(folder: Path) -> Iterator[str]:
