@@ -9,7 +9,8 @@ and prepared once per input group (models with equal `Preprocess` settings); eac
 views in one pass per view shape, and its views are combined (`tta_blend`) before the models are
 blended. All models of a batch are launched before any result is copied back, so models on
 different GPUs overlap. A prototype member (`embed` + `class_scores`) runs its views to
-embeddings and is scored and blended in class chunks (`class_chunks`) within its own timed turn.
+embeddings, which are scored and blended in class chunks (`class_chunks`) with the other
+results, or at once when members are timed (the probe: its scoring is most of its cost).
 """
 
 from __future__ import annotations
@@ -241,7 +242,8 @@ class EnsemblePredictor:
                     views = [self._output(m, view)
                              for view in self._views(m, on_device[layout], ops_of[m])]
                     work = (m, prepared.decoded[index], views)
-                    if self.chunked[m]:  # its scoring is most of its work: do it in its turn
+                    if self.chunked[m] and timings is not None:
+                        # Timed (the probe): its class scoring is most of its work.
                         self._add([work], accumulator, per_member)
                     else:
                         pending.append(work)

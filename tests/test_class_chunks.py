@@ -205,3 +205,15 @@ def test_runtime_prototype_head_chunked_equals_reference(digit_tensors, metric):
     expected, _ = _reference(members, torch.stack(prepared.tensors[PREPROCESS]), tta, "gmean",
                              "mean")
     np.testing.assert_allclose(accumulator.result(), expected, rtol=2e-5, atol=1e-7)
+
+
+def test_timed_members_are_scored_in_their_turn_with_the_same_numbers(digit_tensors):
+    """The probe times each member: a chunked member is then scored at once, within its time."""
+    members = _members("cosine", "softmax", ["identity"])
+    predictor, prepared, deferred, _ = _run(members, digit_tensors, 4, "gmean", "mean")
+    timed = BlendAccumulator(len(digit_tensors), CLASSES, "gmean")
+    timings = {}
+    predictor.predict(prepared, set(rank_units([(m.name, m.weight, m.tta) for m in members])),
+                      timed, timings)
+    assert sorted(timings) == [0, 1, 2]
+    np.testing.assert_allclose(timed.result(), deferred.result(), rtol=1e-12)
