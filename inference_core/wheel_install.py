@@ -14,6 +14,7 @@ import atexit
 import importlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,9 @@ MANIFEST_FORMAT = 1
 # competitions (a million-image folder) at every kernel start.
 _DATASET_DEPTHS = ("*", "*/*", "datasets/*/*")
 _PIP_TIMEOUT = 600
+# A distribution name (PEP 508) and a version (PEP 440 characters).
+_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+!_-]*")
 
 
 class WheelInstallError(KernelError):
@@ -73,6 +77,10 @@ def read_manifest(folder: Path) -> dict:
         raise WheelInstallError(f"{path}: needs `python` and `wheels` (each with file, name and "
                                 f"version); {fix}")
     for wheel in wheels:
+        # The name and version become pip arguments: nothing that could read as an option.
+        if not (_NAME.fullmatch(wheel["name"]) and _VERSION.fullmatch(wheel["version"])):
+            raise WheelInstallError(f"{path}: {wheel['name']!r} {wheel['version']!r} is not a "
+                                    f"package name and version; {fix}")
         if os.sep in wheel["file"] or not (Path(folder) / wheel["file"]).is_file():
             raise WheelInstallError(f"{path}: lists {wheel['file']!r}, which is not in "
                                     f"{folder}; {fix}")

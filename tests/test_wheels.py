@@ -225,6 +225,20 @@ def test_a_broken_wheel_fails_with_pips_reason(wheel_dataset, tmp_path):
         install_wheel_dataset(broken, tmp_path / "target")
 
 
+@pytest.mark.parametrize("field,value", [("name", "--index-url=http://127.0.0.1:9/simple"),
+                                         ("version", "1 -r /etc/passwd")])
+def test_a_manifest_whose_name_or_version_reads_as_a_pip_option_is_refused(
+        wheel_dataset, tmp_path, field, value):
+    manifest = json.loads((wheel_dataset / MANIFEST_FILE).read_text())
+    hostile = tmp_path / "hostile"
+    shutil.copytree(wheel_dataset, hostile)
+    manifest["wheels"][0][field] = value
+    (hostile / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(WheelInstallError, match=r"is not a package name and version"):
+        install_wheel_dataset(hostile, tmp_path / "target")
+    assert not (tmp_path / "target").exists()
+
+
 def _sdist_only(folder, name="kp_sdist_only"):
     """A find-links folder holding one package as a source distribution only."""
     project = folder / "src" / f"{name}-1.0"
