@@ -274,7 +274,6 @@ class EnsemblePredictor:
             if per_member is not None:
                 per_member[m][rows] = combine_views(probs, self.tta_blend)
 
-
     def _add_in_chunks(self, m: int, rows: np.ndarray, embeddings: list[torch.Tensor],
                        accumulator: BlendAccumulator, per_member: dict[int, np.ndarray] | None
                        ) -> None:
