@@ -20,7 +20,13 @@ from .bundler.bundle import Entry, bundle
 from .config import load_config
 from .errors import BuildError
 from .kaggle.constants import KERNEL_METADATA, slug_of, title_of
-from .notebook import NOTEBOOK_FILE, made_by_kernelpack, make_notebook, notebook_code
+from .notebook import (
+    NOTEBOOK_FILE,
+    is_notebook,
+    made_by_kernelpack,
+    make_notebook,
+    notebook_code,
+)
 from .user_code import code_locations
 from .wheels import dataset_id, dataset_modules
 
@@ -93,7 +99,7 @@ def embeds_key(kernel_path: str | Path) -> bool:
     Decided from the content, not from the marker line alone (which anyone can delete): the
     script itself and every file in its compressed payload are searched for a key literal, and
     the entry's KEY for anything but None."""
-    if Path(kernel_path).suffix == ".ipynb":   # a notebook kernel: its code cells
+    if is_notebook(kernel_path):   # a notebook kernel: its code cells
         text = notebook_code(kernel_path)
     else:
         text = Path(kernel_path).read_text(encoding="utf-8", errors="replace")
@@ -135,7 +141,7 @@ def _imported_by(missing: Sequence[str], modules: Sequence[str]) -> list[str]:
 
 
 def _made_by_kernelpack(kernel: Path) -> bool:
-    if kernel.suffix == ".ipynb":
+    if is_notebook(kernel):
         return made_by_kernelpack(kernel)
     with open(kernel, encoding="utf-8", errors="replace") as handle:
         head = handle.read(len(KEY_MARKER) + len(GENERATED) + 1)

@@ -76,14 +76,26 @@ def make_notebook(kernel_text: str, config_path: str | Path, config: dict,
     return nbformat.writes(notebook) + "\n"
 
 
+def parse_notebook(text: object) -> dict | None:
+    """The notebook in `text` (its JSON: an object with a list of cells), or None."""
+    try:
+        notebook = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    return notebook if isinstance(notebook, dict) and isinstance(notebook.get("cells"), list) \
+        else None
+
+
 def _read(path: Path) -> dict:
     try:
-        notebook = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except (OSError, ValueError) as exc:
         raise BuildError(f"{path}: not a readable notebook ({exc}); build the kernel "
                          "again") from None
-    if not isinstance(notebook, dict) or not isinstance(notebook.get("cells"), list):
-        raise BuildError(f"{path}: not a notebook (no list of cells); build the kernel again")
+    notebook = parse_notebook(text)
+    if notebook is None:
+        raise BuildError(f"{path}: not a notebook (not JSON with a list of cells); build the "
+                         "kernel again")
     return notebook
 
 

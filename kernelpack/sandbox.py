@@ -40,7 +40,14 @@ from inference_core.errors import ConfigError
 
 from .bundler.image_packages import image_ships
 from .errors import SandboxError
-from .notebook import EXECUTED_FOLDER, JUPYTER_KERNEL, START_IPYKERNEL, is_notebook, runner_source
+from .notebook import (
+    EXECUTED_FOLDER,
+    JUPYTER_KERNEL,
+    NOTEBOOK_FILE,
+    START_IPYKERNEL,
+    is_notebook,
+    runner_source,
+)
 
 # Runs first in the sandboxed interpreter: installs the import hook (see the module docstring;
 # sys.path is left whole, the paths present now are the host's installation) and, when no network
@@ -224,7 +231,7 @@ def prepare_root(root: Path, input_dir: Path, kernel: Path,
         _overlay(input_dir.resolve(), root / "input", swaps)
     else:
         (root / "input").symlink_to(input_dir.resolve(), target_is_directory=True)
-    script = root / "src" / ("kernel.ipynb" if is_notebook(kernel) else "kernel.py")
+    script = root / "src" / (NOTEBOOK_FILE if is_notebook(kernel) else "kernel.py")
     shutil.copyfile(kernel, script)
     return script
 

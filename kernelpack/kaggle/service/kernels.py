@@ -8,7 +8,6 @@ Layout: `ROOT/kernels/OWNER/SLUG/kernel.json` (versions, their settings, sources
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 
 from inference_core.config import KAGGLE_RUN_SECONDS
 
-from ...notebook import EXECUTED_FOLDER, NOTEBOOK_FILE
+from ...notebook import EXECUTED_FOLDER, NOTEBOOK_FILE, parse_notebook
 from .run_queue import Runner, log_as_json
 from .sources import COMPLETE, INVALID_FIELDS, Sources
 from .store import Store
@@ -106,7 +105,8 @@ class Kernels:
         if request.get("language") != "python" or request.get("kernelType") not in KERNEL_TYPES:
             return {"error": "the local service runs python scripts and notebooks only "
                              "(language: python, kernel_type: script or notebook)"}
-        if request["kernelType"] == "notebook" and not _is_notebook_text(request.get("text")):
+        # What the kaggle client sends for a notebook: its JSON.
+        if request["kernelType"] == "notebook" and parse_notebook(request.get("text")) is None:
             return {"error": "the notebook is not valid notebook JSON (an object with a list "
                              "of cells); push the .ipynb file that `kernelpack build "
                              "--notebook` wrote"}
@@ -188,8 +188,8 @@ class Kernels:
         working = run / "working"
         files = {p.relative_to(working).as_posix(): p for p in sorted(working.rglob("*"))
                  if regular_file_in(working, p)} if working.is_dir() else {}
-        if self._executed(run):   # the executed notebook, named after the kernel
-            files[f"{slug}.ipynb"] = self._executed(run)
+        if executed := self._executed(run):   # the executed notebook, named after the kernel
+            files[f"{slug}.ipynb"] = executed
         return {"files": [{"fileName": name,
                            "url": base_url + self.sign(
                                f"/files/kernels/{owner}/{slug}/{version['number']}/"
@@ -206,8 +206,8 @@ class Kernels:
 
     def output_file(self, owner: str, slug: str, number: str, name: str) -> Path:
         run = self.store.path("kernels", owner, slug, number, "run")
-        if name == f"{slug}.ipynb" and self._executed(run):
-            return self._executed(run)
+        if name == f"{slug}.ipynb" and (executed := self._executed(run)):
+            return executed
         working = run / "working"
         path = working / name
         if not regular_file_in(working, path):
@@ -226,12 +226,3 @@ class Kernels:
                              **{key: version[key] for key in _SETTINGS if key in version}},
                 "blob": {"source": text, "language": version.get("language"),
                          "kernelType": version.get("kernelType"), "slug": slug}}
-
-
-def _is_notebook_text(text: object) -> bool:
-    """What the kaggle client sends for a notebook: its JSON, an object with a list of cells."""
-    try:
-        notebook = json.loads(text) if isinstance(text, str) else None
-    except ValueError:
-        return False
-    return isinstance(notebook, dict) and isinstance(notebook.get("cells"), list)
