@@ -46,7 +46,7 @@ def resolve_test_set(test: dict, input_root: Path, id_column: str) -> TestSet:
         )
     if test["sample_submission"]:
         ids = _ids_from_sample_submission(input_root / test["sample_submission"], id_column)
-        paths = [_image_path(folder, image_id, test["extension"]) for image_id in ids]
+        paths = [image_file(folder, image_id, test["extension"]) for image_id in ids]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             raise TestSetError(
@@ -62,7 +62,8 @@ def resolve_test_set(test: dict, input_root: Path, id_column: str) -> TestSet:
     return TestSet(ids=ids, paths=paths)
 
 
-def _image_path(folder: Path, image_id: str, extension: str) -> Path:
+def image_file(folder: Path, image_id: str, extension: str) -> Path:
+    """An id's image in `folder`: the id itself when it names a file, else the id + extension."""
     exact = folder / image_id
     return exact if exact.suffix and exact.is_file() else folder / f"{image_id}{extension}"
 

@@ -70,6 +70,14 @@ class PreparedBatch:
                              {p: t[start:stop] for p, t in self.tensors.items()}, [], 0.0)
 
 
+def same_shape_batches(tensors: list[torch.Tensor]) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+    """(rows, stacked batch) per input shape: keep_aspect gives several shapes."""
+    order = sorted(range(len(tensors)), key=lambda r: tuple(tensors[r].shape))
+    for _, same_shape in groupby(order, key=lambda r: tuple(tensors[r].shape)):
+        rows = np.array(list(same_shape))
+        yield rows, torch.stack([tensors[r] for r in rows])
+
+
 def visible_devices() -> list[torch.device]:
     if torch.cuda.is_available():
         return [torch.device(f"cuda:{i}") for i in range(torch.cuda.device_count())]
@@ -146,15 +154,6 @@ class EnsemblePredictor:
             batch = batch.pin_memory().to(device, non_blocking=True)
         return batch.contiguous(memory_format=torch.channels_last) if channels_last else batch
 
-    @staticmethod
-    def _same_shape_batches(tensors: list[torch.Tensor]) -> Iterator[tuple[np.ndarray,
-                                                                            torch.Tensor]]:
-        """(rows, stacked batch) per input shape: keep_aspect gives several shapes."""
-        order = sorted(range(len(tensors)), key=lambda r: tuple(tensors[r].shape))
-        for _, same_shape in groupby(order, key=lambda r: tuple(tensors[r].shape)):
-            rows = np.array(list(same_shape))
-            yield rows, torch.stack([tensors[r] for r in rows])
-
     def _views(self, m: int, batch: torch.Tensor, ops: list[str],
                model: nn.Module | None = None) -> list[torch.Tensor]:
         """Member `m`'s TTA views of `batch` (already on its device), under its precision; by
@@ -191,7 +190,7 @@ class EnsemblePredictor:
                 log(f"optimise {member.name}: no decoded image to check on; runs as loaded")
                 continue
             device = self.placement[m]
-            batches = list(self._same_shape_batches(tensors))
+            batches = list(same_shape_batches(tensors))
 
             def run(model: nn.Module | None, channels_last: bool, m: int = m, device=device,
                     batches=batches) -> list[torch.Tensor]:
@@ -232,7 +231,7 @@ class EnsemblePredictor:
             tensors = prepared.tensors[preprocess]
             if not indices or not tensors:
                 continue
-            for index, batch in self._same_shape_batches(tensors):
+            for index, batch in same_shape_batches(tensors):
                 on_device: dict[tuple[torch.device, bool], torch.Tensor] = {}
                 for m in indices:
                     device, started = self.placement[m], time.perf_counter()

@@ -25,10 +25,10 @@ import torch
 from tqdm.auto import tqdm
 
 from inference_core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from inference_core.data import _image_path
+from inference_core.data import image_file
 from inference_core.errors import TestSetError
 from inference_core.model_config import ModelConfig
-from inference_core.predict import EnsemblePredictor, prefetch
+from inference_core.predict import prefetch, same_shape_batches
 from inference_core.preprocess import Preprocess, decode_image, to_tensor
 from inference_core.prototypes import HEAD_KWARGS, PrototypeNet
 from inference_core.registry import PROTOTYPE_PREFIX, create_model
@@ -92,7 +92,7 @@ def image_paths(images: Path, ids: list[str], extension: str, labels: Path) -> l
     if not images.is_dir():
         raise PrototypeError(f"--images {images}: not a folder; pass the folder of training "
                              "images")
-    paths = [_image_path(images, image_id, extension) for image_id in ids]
+    paths = [image_file(images, image_id, extension) for image_id in ids]
     missing = [path for path in paths if not path.is_file()]
     if missing:
         raise PrototypeError(f"{len(missing)} of {len(paths)} images listed in {labels} are not "
@@ -204,7 +204,7 @@ def _class_sums(model: PrototypeNet, preprocess: Preprocess, paths: list[Path],
     for (begin, end), tensors in prefetch(
             bounds, lambda span: _prepare(paths[span[0]:span[1]], preprocess, labels), threads):
         # keep_aspect (and some pipelines) give images of several shapes: one pass per shape.
-        for rows, batch in EnsemblePredictor._same_shape_batches(tensors):
+        for rows, batch in same_shape_batches(tensors):
             embeddings = model.embed(batch.to(device))
             if embeddings.ndim != 2 or embeddings.shape[1] != model.embedding_dim:
                 raise PrototypeError(f"the backbone gives outputs of shape "

@@ -138,7 +138,8 @@ class SandboxResult:
         return path if path.is_file() else None
 
 
-def _canonical(distribution: str) -> str:
+def canonical_name(distribution: str) -> str:
+    """A distribution's name as PEP 503 compares them (`Foo_Bar.baz` -> `foo-bar-baz`)."""
     return re.sub(r"[-_.]+", "-", distribution).lower()
 
 
@@ -153,14 +154,14 @@ def hidden_packages(also_on_image: tuple[str, ...] = ()) -> frozenset[str]:
     provides: dict[str, set[str]] = {}          # distribution -> its top-level names
     for name, distributions in metadata.packages_distributions().items():
         for distribution in distributions:
-            provides.setdefault(_canonical(distribution), set()).add(name)
+            provides.setdefault(canonical_name(distribution), set()).add(name)
     requires: dict[str, list[str]] = {}
     for distribution in metadata.distributions():
         wanted = [req for req in distribution.requires or () if "extra ==" not in req]
-        requires[_canonical(distribution.metadata["Name"] or "")] = [
-            _canonical(re.match(r"[A-Za-z0-9._-]+", req)[0]) for req in wanted]
+        requires[canonical_name(distribution.metadata["Name"] or "")] = [
+            canonical_name(re.match(r"[A-Za-z0-9._-]+", req)[0]) for req in wanted]
     on_image = [d for d, names in provides.items() if any(image_ships(n) for n in names)]
-    on_image += map(_canonical, also_on_image)
+    on_image += map(canonical_name, also_on_image)
     allowed: set[str] = set()
     while on_image:
         distribution = on_image.pop()

@@ -27,7 +27,7 @@ from inference_core.wheel_install import MANIFEST_FILE, MANIFEST_FORMAT, read_ma
 from .bundler.image_packages import image_ships
 from .errors import KernelpackError
 from .kaggle.constants import DATASET_METADATA, slug_of
-from .sandbox import _canonical as canonical  # PEP 503 names, as run-local compares them
+from .sandbox import canonical_name  # PEP 503 names, as run-local compares them
 
 PYTHONS = ("3.11", "3.12")
 DEFAULT_PYTHON = "3.12"  # the Kaggle image's
@@ -174,9 +174,9 @@ def build_wheel_dataset(requirements: Sequence[str], outdir: str | Path, *,
         _run_pip(download_command(requirements, python, Path(download)), on_line)
         downloaded = sorted(Path(download).glob("*.whl"))
         entries = [(path, _wheel_entry(path)) for path in downloaded]
-        asked = {canonical(_NAME.match(r)[0]) for r in requirements}
+        asked = {canonical_name(_NAME.match(r)[0]) for r in requirements}
         for _, entry in entries:
-            if canonical(entry["name"]) in asked and _on_image(entry):
+            if canonical_name(entry["name"]) in asked and _on_image(entry):
                 raise WheelsError(
                     f"{entry['name']}: the Kaggle image ships it already "
                     f"({', '.join(entry['modules'])}); import it in the kernel as it is, and "
