@@ -23,11 +23,12 @@ from torch import fx, nn
 from torch.nn import functional
 
 from .archs.small_cnn import SmallCNN
+from .class_chunks import class_slices
+from .config import DEFAULT_CLASS_CHUNK
 from .errors import ConfigError, UnknownArchError
 from .registry import PROTOTYPE_PREFIX, create_model, register_model
 
 METRICS = ("cosine", "sqeuclidean")
-DEFAULT_CLASS_CHUNK = 8192
 # model_kwargs the prototype head takes; every other key goes to the backbone.
 HEAD_KWARGS = ("embedding_dim", "metric", "temperature", "class_chunk")
 
@@ -62,10 +63,9 @@ def _all_logits(embeddings: torch.Tensor, prototypes: torch.Tensor, metric: str,
     """(N, C) logits for every class, filled one class chunk at a time."""
     norms = _class_norms(prototypes, metric)
     out = embeddings.new_empty((embeddings.shape[0], prototypes.shape[0]), dtype=torch.float32)
-    for start in range(0, prototypes.shape[0], chunk):
-        stop = start + chunk
-        out[:, start:stop] = _logits(embeddings, prototypes[start:stop], norms[start:stop],
-                                     metric, temperature)
+    for columns in class_slices(prototypes.shape[0], chunk):
+        out[:, columns] = _logits(embeddings, prototypes[columns], norms[columns], metric,
+                                  temperature)
     return out
 
 
