@@ -74,10 +74,11 @@ def _account(folder: Path) -> Iterator[str]:
                 os.environ[name] = value
 
 
-def kaggle_config(fitted: Path, competition: str, model_version: str, target: Path) -> Path:
-    """The fitted ensemble, its weights read from the Kaggle Model: the models keep their names
-    and weights (discovery finds them by identity, wherever the version is mounted)."""
-    config = load_config(fitted)
+def kaggle_config(fitted: dict, competition: str, model_version: str, target: Path) -> Path:
+    """The fitted ensemble (its loaded config), its weights read from the Kaggle Model: the
+    models keep their names and weights (discovery finds them by identity, wherever the version
+    is mounted)."""
+    config = dict(fitted)
     config["models"] = [{key: value for key, value in entry.items() if key != "path"}
                         for entry in config["models"]]
     config["kernel"] = {"id": f"{USER}/{competition}-ensemble",
@@ -94,7 +95,8 @@ def run_kaggle_loop(out_dir: Path, fitted: Path, models_dir: Path, competition: 
     """Encrypt, push, build, run and submit the ensemble of `fitted` (its checkpoints in
     `models_dir`) to `competition` (kernels see `data_dir`; `labels` are held back)."""
     out_dir.mkdir(parents=True)
-    files = [Path(entry["path"]).name for entry in load_config(fitted)["models"]]
+    ensemble = load_config(fitted)
+    files = [Path(entry["path"]).name for entry in ensemble["models"]]
     with _account(out_dir / "account") as key, KaggleService(
             out_dir / "service", port=0, users={USER: key}) as service:
         kaggle = ["--kaggle-url", service.url]
@@ -111,7 +113,7 @@ def run_kaggle_loop(out_dir: Path, fitted: Path, models_dir: Path, competition: 
         pushed = kernelpack(["model", "push", "-p", str(weights), "--handle", handle, "--wait",
                              *kaggle])
         model_version = _printed(r"model_sources: (\S+?);", pushed, "model push")
-        config = kaggle_config(fitted, competition, model_version, out_dir / "ensemble.yml")
+        config = kaggle_config(ensemble, competition, model_version, out_dir / "ensemble.yml")
         kernel_dir = out_dir / "kernel"
         kernelpack(["build", str(config), "-o", str(kernel_dir), "--notebook", "--key",
                     str(key_file), *code, "--quiet"])
