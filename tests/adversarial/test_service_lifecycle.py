@@ -107,6 +107,15 @@ def _kernel_processes(marker: str) -> list[int]:
     return found
 
 
+def _run_state(root: Path) -> str:
+    """What the service recorded of the run, for a failure message."""
+    folder = root / "kernels" / USER / "sleepy-kernel"
+    record = folder / "kernel.json"
+    log = folder / "1" / "run" / "kernel.log"
+    return "; ".join(f"{path.name}: {path.read_text(errors='replace')[-2000:]}"
+                     if path.is_file() else f"{path.name}: missing" for path in (record, log))
+
+
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
                          ids=lambda number: number.name)
 def test_stopping_serve_kaggle_stops_the_kernels_it_started(tmp_path, stop):
@@ -119,12 +128,17 @@ def test_stopping_serve_kaggle_stops_the_kernels_it_started(tmp_path, stop):
     try:
         url = server.stdout.readline().split(" at ")[1].split()[0]
         kernel = tiny_kernel(tmp_path / "k", "sleepy-kernel", "import time\ntime.sleep(120)\n")
-        assert run_kaggle(home, tmp, url, "kernels", "push", "-p", str(kernel)).returncode == 0
+        pushed = run_kaggle(home, tmp, url, "kernels", "push", "-p", str(kernel))
+        # The client exits 0 on an error the service answers with: read what it printed too.
+        assert pushed.returncode == 0 and "error" not in pushed.stdout.lower(), pushed
         marker = f"{root}/kernels/{USER}/sleepy-kernel/1/run/src/kernel.py"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while not _kernel_processes(marker) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert _kernel_processes(marker), "the kernel never started"
+        if not _kernel_processes(marker):
+            server.kill()
+            pytest.fail(f"the kernel never started; the service printed "
+                        f"{server.communicate()[1][-2000:]!r}; {_run_state(root)}")
         server.send_signal(stop)
         server.wait(timeout=30)
         deadline = time.monotonic() + 10
