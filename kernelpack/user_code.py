@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 from inference_core.errors import UserCodeError
 
@@ -21,19 +22,22 @@ RUNTIME_PACKAGE = "inference_core"
 
 
 def code_location(path: str | Path, where: str | None = None) -> Location:
-    """The package folder (with `__init__.py`) or module file (`.py`) at `path`.
+    """The package folder or module file (`.py`) at `path`. A folder without `__init__.py` that
+    holds Python files is a namespace package (PEP 420), as many training repositories are.
 
     `where` names the setting in errors (default `--code PATH`)."""
     path = Path(path)
     where = where or f"--code {path}"
-    fix = "pass a package folder (one with __init__.py) or a module .py file"
+    fix = "pass a package folder or a module .py file"
     if not path.exists():
         raise UserCodeError(f"{where}: not found (looked for {path.resolve()}); {fix}")
+    portions: tuple[Path, ...] = ()
     if path.is_dir():
-        if not (path / "__init__.py").is_file():
-            raise UserCodeError(f"{where}: a folder without __init__.py is not a package; add "
-                                f"an __init__.py, or {fix}")
         name = path.resolve().name
+        if not (path / "__init__.py").is_file():
+            if not any(path.rglob("*.py")):
+                raise UserCodeError(f"{where}: the folder holds no .py file; {fix}")
+            portions = (path.resolve(),)
     elif path.suffix == ".py":
         name = path.stem
     else:
@@ -45,7 +49,7 @@ def code_location(path: str | Path, where: str | None = None) -> Location:
         owner = "kernelpack's runtime" if name == RUNTIME_PACKAGE else "the standard library"
         raise UserCodeError(f"{where}: named {name!r} like a module of {owner}, which it would "
                             "replace in the kernel; rename it")
-    return Location(name, path.resolve())
+    return Location(name, path.resolve(), portions)
 
 
 def code_locations(paths: Sequence[tuple[str | Path, str]]) -> list[Location]:
@@ -71,11 +75,19 @@ def import_user_code(paths: Sequence[str | Path]) -> None:
 
     for location in code_locations([(path, f"--code {path}") for path in paths]):
         loaded = sys.modules.get(location.name)
-        origin = Path(getattr(loaded, "__file__", None) or "").resolve()
-        if loaded is not None and location.path not in (origin, origin.parent):
+        if loaded is not None and location.path not in _places(loaded):
             raise UserCodeError(f"--code {location.path}: another module named {location.name!r}"
-                                f" is already imported (from {origin}); rename your package")
+                                f" is already imported (from {', '.join(map(str, _places(loaded)))}"
+                                "); rename your package")
         parent = str(location.path.parent)
         if parent not in sys.path:
             sys.path.insert(0, parent)
         import_modules([location.name])
+
+
+def _places(module: ModuleType) -> list[Path]:
+    """Where an imported module lies: its file and that file's folder, or a namespace package's
+    folders (it has no file)."""
+    if file := getattr(module, "__file__", None):
+        return [Path(file).resolve(), Path(file).resolve().parent]
+    return [Path(folder).resolve() for folder in getattr(module, "__path__", ())]

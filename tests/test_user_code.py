@@ -259,9 +259,65 @@ def test_kernel_code_is_relative_to_the_config_file(own_package, tmp_path, monke
     assert str(info.value).startswith(f"{bad}: kernel.code[0] 'src/absent': not found")
 
 
+NAMESPACE_NAME = "kp_ns_archs"
+# A training repository's folder with no __init__.py (a PEP 420 namespace package): an absolute
+# import of a sibling, a relative import from a sub-folder that has no __init__.py either.
+NAMESPACE_PACKAGE = {
+    "nets.py": f"""
+        from torch import nn
+
+        from {NAMESPACE_NAME}.blocks.conv import conv_block
+
+
+        def build(num_classes):
+            return nn.Sequential(conv_block(3, 4), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                 nn.Linear(4, num_classes))
+    """,
+    "blocks/conv.py": """
+        from torch import nn
+
+        from .scale import SCALE
+
+
+        def conv_block(cin, cout):
+            conv = nn.Conv2d(cin, cout, 3, padding=1)
+            return nn.Sequential(conv, nn.Hardtanh(-SCALE, SCALE))
+    """,
+    "blocks/scale.py": "SCALE = 0.75\n",
+}
+
+
+def test_a_folder_without_init_py_is_carried_as_a_namespace_package(tmp_path):
+    package = write_package(tmp_path / "repo" / NAMESPACE_NAME, NAMESPACE_PACKAGE)
+    root = tmp_path / "input"
+    ids = _digits_pngs(root / "comp" / "test", count=4)
+    with open(root / "comp" / "sample_submission.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([["id"]] + [[i] for i in ids])
+    import_user_code([package])
+    import_user_code([package])        # imported already, from this very folder: no error
+    model = create_model(f"{NAMESPACE_NAME}.nets:build", num_classes=CLASSES)
+    with torch.no_grad():
+        model[-1].weight.mul_(8.0)
+    save_checkpoint(root / "ns-models" / "ns.pt", f"{NAMESPACE_NAME}.nets:build", CLASSES,
+                    _checkpoint_config("ns"), model.eval())
+    out = tmp_path / "out"
+    build_kernel(_ensemble_yml(tmp_path / "ns.yml", ["ns"]), out, code=[package])
+    result = run_local(out, root)
+    assert result.returncode == 0, result.log.read_text()
+    with open(result.submission, newline="") as handle:
+        kernel = np.array([[float(v) for v in row[1:]] for row in list(csv.reader(handle))[1:]])
+    [expected] = _reference_probs({"ns": model}, [root / "comp" / "test" / i for i in ids])
+    assert np.abs(kernel - expected).max() < 1e-5 and np.abs(expected - 0.25).max() > 0.02
+    # Another folder of that name is not this one: refused, naming where the loaded one lies.
+    other = write_package(tmp_path / "elsewhere" / NAMESPACE_NAME, {"x.py": ""})
+    with pytest.raises(UserCodeError, match=rf"another module named '{NAMESPACE_NAME}' is "
+                                            rf"already imported \(from {package}\)"):
+        import_user_code([other])
+
+
 @pytest.mark.parametrize("files, code, expected", [
     ({}, "absent", "--code absent: not found"),
-    ({"plain/x.py": ""}, "plain", "--code plain: a folder without __init__.py is not a package"),
+    ({"empty/notes.txt": ""}, "empty", "--code empty: the folder holds no .py file"),
     ({"notes.txt": ""}, "notes.txt", "--code notes.txt: not a Python module"),
     ({"json/__init__.py": ""}, "json", "--code json: named 'json' like a module of the standard"),
     ({"kp_needs_more/__init__.py": "import kp_not_installed_anywhere\n"}, "kp_needs_more",
