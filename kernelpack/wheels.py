@@ -2,8 +2,12 @@
 extensions, which cannot be inlined into a single-file kernel), installed by the kernel offline.
 
 pip downloads wheels for Kaggle's platform (CPython 3.11 or 3.12 on manylinux x86_64) with their
-dependencies; the wheels whose every top-level module the image already ships (the bundler's
-list, `bundler.image_packages`) are left out. The folder gets the wheels, a manifest that the
+dependencies. A wheel is on the image when the image ships (the bundler's list,
+`bundler.image_packages`) the module named like it or every public module it installs; those are
+left out, and so is what only they need (torch's CUDA wheels, say): the folder keeps the
+requested packages and the dependencies they reach without passing through the image. A
+requested package the image ships is refused, before the download where its name says so. The
+folder gets the wheels, a manifest that the
 kernel reads (`inference_core.wheel_install`: which wheels to install, for which Python) and,
 with `dataset_id`, the dataset-metadata.json that `kernelpack dataset push` uploads it with.
 """
@@ -50,7 +54,7 @@ class WheelDataset:
     folder: Path
     manifest: Path
     wheels: list[dict]      # installed by the kernel: file, name, version, modules
-    left_out: list[dict]    # on the Kaggle image: name, version, modules
+    left_out: list[dict]    # on the Kaggle image, or needed only by it: name, version, modules
     metadata: Path | None   # dataset-metadata.json, when a dataset id was given
 
 
@@ -77,14 +81,55 @@ def top_level_modules(wheel: Path) -> list[str]:
     return sorted(name for name in names if name.isidentifier())
 
 
+def requirements_of(wheel: Path) -> list[str]:
+    """The canonical names of the distributions a wheel's METADATA requires (`Requires-Dist`),
+    whatever their markers: pip has already decided which of them this platform needs."""
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = next((name for name in archive.namelist()
+                         if name.count("/") == 1 and name.endswith(".dist-info/METADATA")), None)
+        text = archive.read(metadata).decode("utf-8", "replace") if metadata else ""
+    head = text.split("\n\n", 1)[0]      # the headers; the long description follows
+    return sorted({canonical_name(found[0]) for line in head.splitlines()
+                   if line.startswith("Requires-Dist:")
+                   and (found := _NAME.match(line.removeprefix("Requires-Dist:").strip()))})
+
+
 def _wheel_entry(wheel: Path) -> dict:
     name, version = wheel.name.split("-")[:2]
     return {"file": wheel.name, "name": name, "version": version,
             "modules": top_level_modules(wheel)}
 
 
+def _module_named_like(distribution: str) -> str:
+    return canonical_name(distribution).replace("-", "_")
+
+
 def _on_image(entry: dict) -> bool:
-    return bool(entry["modules"]) and all(image_ships(name) for name in entry["modules"])
+    """The image ships the module named like the distribution (torch, whose wheel also holds
+    torchgen), or every public module the wheel installs (cv2 of opencv-python)."""
+    public = [name for name in entry["modules"] if not name.startswith("_")]
+    return image_ships(_module_named_like(entry["name"])) or (
+        bool(public) and all(image_ships(name) for name in public))
+
+
+def _needed(entries: Sequence[tuple[Path, dict]], asked: set[str]) -> set[str]:
+    """The canonical names of the requested wheels and of the dependencies they reach without
+    passing through a wheel on the image (what only the image's packages need stays out)."""
+    by_name = {canonical_name(entry["name"]): (path, entry) for path, entry in entries}
+    needed, todo = set(), [name for name in asked if name in by_name]
+    while todo:
+        name = todo.pop()
+        path, entry = by_name[name]
+        if name in needed or (_on_image(entry) and name not in asked):
+            continue
+        needed.add(name)
+        todo += [dependency for dependency in requirements_of(path) if dependency in by_name]
+    return needed
+
+
+def _refuse_image_package(name: str, modules: Sequence[str]) -> WheelsError:
+    return WheelsError(f"{name}: the Kaggle image ships it already ({', '.join(modules)}); "
+                       "import it in the kernel as it is, and name only packages the image lacks")
 
 
 def _run_pip(command: list[str], on_line: Callable[[str], None] | None) -> list[str]:
@@ -170,20 +215,22 @@ def build_wheel_dataset(requirements: Sequence[str], outdir: str | Path, *,
     folder = Path(outdir)
     if folder.exists() and not folder.is_dir():
         raise WheelsError(f"-o {folder}: exists and is not a folder; pass a folder")
+    asked = {canonical_name(_NAME.match(r)[0]) for r in requirements}
+    for name in sorted(asked):   # torch would be gigabytes of download for nothing
+        if image_ships(_module_named_like(name)):
+            raise _refuse_image_package(name, [_module_named_like(name)])
     with tempfile.TemporaryDirectory(prefix="kernelpack-wheels-") as download:
         _run_pip(download_command(requirements, python, Path(download)), on_line)
         downloaded = sorted(Path(download).glob("*.whl"))
         entries = [(path, _wheel_entry(path)) for path in downloaded]
-        asked = {canonical_name(_NAME.match(r)[0]) for r in requirements}
         for _, entry in entries:
             if canonical_name(entry["name"]) in asked and _on_image(entry):
-                raise WheelsError(
-                    f"{entry['name']}: the Kaggle image ships it already "
-                    f"({', '.join(entry['modules'])}); import it in the kernel as it is, and "
-                    "name only packages the image lacks")
-        kept = [(path, entry) for path, entry in entries if not _on_image(entry)]
+                raise _refuse_image_package(entry["name"], entry["modules"])
+        needed = _needed(entries, asked)
+        kept = [(path, entry) for path, entry in entries
+                if canonical_name(entry["name"]) in needed]
         left_out = [{k: entry[k] for k in ("name", "version", "modules")}
-                    for _, entry in entries if _on_image(entry)]
+                    for _, entry in entries if canonical_name(entry["name"]) not in needed]
         folder.mkdir(parents=True, exist_ok=True)
         for stale in _previous_wheels(folder):
             (folder / stale).unlink(missing_ok=True)

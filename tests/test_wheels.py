@@ -13,6 +13,7 @@ import shutil
 import sys
 import tarfile
 import textwrap
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -272,6 +273,58 @@ def test_asking_for_a_package_the_image_ships_is_refused(pip_source, tmp_path, c
     code = main(["wheels", "numpy", "-o", str(tmp_path / "out"), "--python", PYTHON])
     err = capsys.readouterr().err
     assert code == 1 and "numpy: the Kaggle image ships it already" in err
+    assert not (tmp_path / "out").exists()
+
+
+def _wheel(links, name, modules, requires=()):
+    """A pure-Python wheel `name` 1.0 in `links` installing `modules`, requiring `requires`."""
+    links.mkdir(exist_ok=True)
+    info = f"{name}-1.0.dist-info"
+    metadata = "".join([f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+                        *(f"Requires-Dist: {r}\n" for r in requires),
+                        "\nRequires-Dist: not-a-header (the description)\n"])
+    with zipfile.ZipFile(links / f"{name}-1.0-py3-none-any.whl", "w") as archive:
+        for module in modules:
+            archive.writestr(f"{module}/__init__.py", "")
+        archive.writestr(f"{info}/METADATA", metadata)
+        archive.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\n"
+                                          "Root-Is-Purelib: true\nTag: py3-none-any\n")
+        archive.writestr(f"{info}/RECORD", "")
+
+
+def test_what_only_the_images_packages_need_is_left_out(tmp_path, monkeypatch, capsys):
+    # kp_top needs kp_leaf and timm (on the image); timm needs kp_cuda_libs, which nothing else
+    # needs (as torch needs its CUDA wheels), and kp_shared, which kp_leaf needs too.
+    links = tmp_path / "links"
+    _wheel(links, "kp_top", ["kp_top"], ["kp-leaf>=1", "timm ; python_version >= '3'"])
+    _wheel(links, "kp_leaf", ["kp_leaf"], ["KP.Shared"])
+    _wheel(links, "timm", ["timm", "timm_extras"], ["kp_cuda_libs", "kp_shared"])
+    _wheel(links, "kp_cuda_libs", ["kp_cuda"])
+    _wheel(links, "kp_shared", ["kp_shared"])
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    out = tmp_path / "out"
+    assert main(["wheels", "kp-top", "-o", str(out), "--python", PYTHON]) == 0
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    assert sorted(w["name"] for w in manifest["wheels"]) == ["kp_leaf", "kp_shared", "kp_top"]
+    assert sorted(w["name"] for w in manifest["left_out"]) == ["kp_cuda_libs", "timm"]
+    assert sorted(p.name for p in out.glob("*.whl")) == [
+        f"{name}-1.0-py3-none-any.whl" for name in ("kp_leaf", "kp_shared", "kp_top")]
+    assert "left out (on the Kaggle image, or needed only by what is): " in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("asked, downloads", [("torch==2.0", False), ("PyYAML", True)])
+def test_a_package_the_image_ships_is_refused_whatever_else_its_wheel_holds(
+        tmp_path, monkeypatch, capsys, asked, downloads):
+    # torch is refused by name before pip runs (nothing here could serve it); PyYAML's wheel
+    # (modules yaml and _yaml) only once downloaded.
+    _wheel(tmp_path / "links", "PyYAML", ["yaml", "_yaml"])
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "links"))
+    code = main(["wheels", asked, "-o", str(tmp_path / "out"), "--python", PYTHON])
+    captured = capsys.readouterr()
+    assert code == 1 and "the Kaggle image ships it already" in captured.err, captured
+    assert ("  | " in captured.out) == downloads
     assert not (tmp_path / "out").exists()
 
 

@@ -18,7 +18,7 @@ def _wheels(args: argparse.Namespace) -> int:
     print(f"wrote {len(result.wheels)} wheels and {result.manifest.name} to {result.folder}: "
           + ", ".join(f"{w['name']} {w['version']}" for w in result.wheels))
     if result.left_out:
-        print("  left out (on the Kaggle image): "
+        print("  left out (on the Kaggle image, or needed only by what is): "
               + ", ".join(f"{w['name']} {w['version']}" for w in result.left_out))
     print(f"next: `kernelpack dataset push {result.folder}`, then `kernelpack build CONFIG -o "
           f"OUT --wheels {result.folder}` (the dataset joins dataset_sources; the kernel "
