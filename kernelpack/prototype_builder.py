@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from inference_core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from inference_core.config import DEFAULT_CLASS_CHUNK
 from inference_core.data import image_file
 from inference_core.errors import TestSetError
 from inference_core.model_config import ModelConfig
@@ -150,7 +151,8 @@ class PrototypeResult:
 
 def build_prototypes(checkpoint: Path, images: Path, labels: Path, output: Path, *,
                      id_column: str = "id", label_column: str = "label",
-                     extension: str = ".png", batch_size: int = 64, class_chunk: int = 4096,
+                     extension: str = ".png", batch_size: int = 64,
+                     class_chunk: int = DEFAULT_CLASS_CHUNK,
                      metric: str | None = None, temperature: float | None = None,
                      dtype: str = "float32", progress: bool = True) -> PrototypeResult:
     """Embed every training image listed in `labels`, average per class, and write the

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from inference_core.config import DEFAULT_CLASS_CHUNK
+
 from ..progress import shows_progress
 from .numbers import finite_float, int_at_least
 
@@ -58,8 +60,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                              "either way)")
     parser.add_argument("--batch-size", type=int_at_least(1), default=64,
                         help="images embedded at once (default: 64)")
-    parser.add_argument("--class-chunk", type=int_at_least(1), default=4096,
-                        help="classes averaged at once (default: 4096)")
+    parser.add_argument("--class-chunk", type=int_at_least(1), default=DEFAULT_CLASS_CHUNK,
+                        help=f"classes averaged at once (default: {DEFAULT_CLASS_CHUNK})")
     parser.add_argument("--code", action="append", default=[], type=Path, metavar="PATH",
                         help="your own package folder or module file that defines the backbone "
                              "(repeatable)")
