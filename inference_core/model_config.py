@@ -166,6 +166,6 @@ def _check_preprocess(config: ModelConfig, where: str) -> None:
     when any is set; a checkpoint that sets none is a bare weights container."""
     if all(getattr(config, key) is None for key in PREPROCESS_FIELDS):
         return
-    from .preprocess import validate_preprocess  # here: it imports torch, this module does not
+    from .preprocess import validate_preprocess  # here: it imports numpy and PIL
 
     validate_preprocess(config.to_dict(), where)

@@ -21,13 +21,15 @@ import threading
 import warnings
 from dataclasses import dataclass
 from functools import cache
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .errors import CheckpointError, TestSetError
+
+if TYPE_CHECKING:
+    import torch
 
 SIZE_MULTIPLE = 16  # what `resize: keep_aspect` rounds the short side to
 # Pixels a test image may have: 2**29, about 23,000 x 23,000 (its RGB copy is 1.5 GiB). Large
@@ -496,6 +498,8 @@ def to_tensor(image: np.ndarray, preprocess: Preprocess) -> torch.Tensor:
         image = center_crop(image, *preprocess.crop)
     if preprocess.pad is not None:
         image = pad_to(image, *preprocess.pad, preprocess.pad_fill)
+    import torch  # here: checking a checkpoint's fields (`kernelpack encrypt`) needs no torch
+
     tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
     mean = torch.tensor(preprocess.mean).view(3, 1, 1)
     std = torch.tensor(preprocess.std).view(3, 1, 1)
@@ -505,6 +509,8 @@ def to_tensor(image: np.ndarray, preprocess: Preprocess) -> torch.Tensor:
 def _chw_float(output) -> torch.Tensor:
     """A pipeline's output (HWC array, or CHW tensor from ToTensorV2) as a float32 CHW tensor;
     its values are used as they are (the pipeline normalises)."""
+    import torch
+
     if isinstance(output, torch.Tensor):
         tensor = output if output.ndim == 3 else output.unsqueeze(0)
     else:

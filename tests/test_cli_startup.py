@@ -81,7 +81,10 @@ def test_keys_encrypt_and_bundle_run_without_torch(tmp_path):
     torch, _ = _kernelpack("keygen", "-o", tmp_path / "k.key", cwd=tmp_path)
     assert not torch and (tmp_path / "k.key").is_file()
 
-    save_checkpoint(tmp_path / "m.pt", "small_cnn", 3, {"name": "m", "fold": 1},
+    # Preprocess fields are checked too (size, resize, normalisation), still without torch.
+    save_checkpoint(tmp_path / "m.pt", "small_cnn", 3,
+                    {"name": "m", "fold": 1, "input_size": 24, "resize": "shortest",
+                     "mean": [0.5] * 3, "std": [0.25] * 3},
                     create_model("small_cnn", num_classes=3, width=4))
     torch, out = _kernelpack("encrypt", tmp_path / "m.pt", "--key", tmp_path / "k.key", "-o",
                              tmp_path / "m.kpenc", cwd=tmp_path)
