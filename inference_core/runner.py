@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text, never a widget: a notebook run is read in its log
 
 from .blend import BlendAccumulator
 from .budget import DeadlineGuard, Unit, rank_units

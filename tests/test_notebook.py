@@ -144,6 +144,9 @@ def test_run_local_runs_a_built_notebook_and_writes_the_submission(
         assert [row["id"] for row in rows] == [row["id"] for row in csv.DictReader(sample)]
     assert all(row["label"] in set("0123456789") for row in rows)
     assert "wrote submission.csv" in _outputs(executed, 1)
+    # Progress is text in the log, as Kaggle's log viewer shows it: no widget, no widget warning.
+    log = (sandbox / "kernel.log").read_text()
+    assert "IProgress" not in log and "widget" not in log.lower(), log
 
 
 @pytest.fixture
