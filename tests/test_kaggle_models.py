@@ -18,6 +18,7 @@ from kaggle_helpers import (
     USER,
     dataset_folder,
     kaggle_world,
+    run_kaggle,
     submit_and_check_score,
     tiny_kernel,
     write_files,
@@ -29,7 +30,7 @@ from conftest import ENSEMBLE_YML
 from inference_core.kpenc import load_key
 from kernelpack.build import build_kernel
 from kernelpack.encrypt import encrypt_checkpoint, keygen
-from kernelpack.kaggle.constants import MODEL_INSTANCE_METADATA
+from kernelpack.kaggle.constants import MODEL_INSTANCE_METADATA, MODEL_METADATA
 from kernelpack.kaggle.model_handles import FRAMEWORKS, framework_key, wire_name
 from kernelpack.kaggle.service import add_competition
 from kernelpack.kaggle.session import KaggleSession
@@ -198,6 +199,40 @@ def test_service_refuses_malformed_and_foreign_model_requests(world, tmp_path):
                    "other-key")
     assert code == 404
     assert not world.stored("models", USER, "m", "pytorch").exists()
+
+
+def test_a_public_model_is_mounted_for_other_users_and_a_private_one_is_not(world, tmp_path):
+    public, private = f"{USER}/open-cnn/pyTorch/default", f"{USER}/own-cnn/pyTorch/default"
+    for handle, flags in ((public, ["--public"]), (private, [])):
+        folder = write_files(tmp_path / handle.split("/")[1], {"w.kpenc": b"\x01" * 64})
+        run = world.kernelpack("model", "push", str(folder), "--handle", handle, "--wait", *flags)
+        assert run.returncode == 0, run
+    # Someone else's kernel, pushed with the unmodified kaggle command under their account.
+    world.service.add_user("other", "other-key")
+    home = tmp_path / "other-home"
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "kaggle.json").write_text('{"username": "other", "key": "other-key"}')
+    (home / "config" / "kaggle.json").chmod(0o600)
+    kernel = tiny_kernel(tmp_path / "k", "reads", "import os\nprint(os.listdir('../input'))\n",
+                         id="other/reads", model_sources=[f"{public}/1", f"{private}/1"])
+    pushed = run_kaggle(home, world.tmp, world.url, "kernels", "push", "-p", str(kernel))
+    assert pushed.returncode == 0 and "error" not in pushed.stdout.lower(), pushed
+    world.service.runner.wait_idle()
+    record = json.loads(world.stored("kernels", "other", "reads", "kernel.json").read_text())
+    assert record["versions"][0]["status"] == "COMPLETE", record
+    assert record["versions"][0]["modelDataSources"] == [f"{public}/1"]
+    assert list(record["versions"][0]["mounts"]) == ["open-cnn/pytorch/default/1"]
+
+
+def test_public_that_the_metadata_file_contradicts_is_one_line(world, tmp_path):
+    folder = write_files(tmp_path / "weights", {"w.bin": b"\x01" * 64})
+    assert world.kernelpack("model", "push", str(folder), "--handle", HANDLE).returncode == 0
+    run = world.kernelpack("model", "push", str(folder), "--handle", HANDLE, "--public")
+    assert run.returncode == 1 and run.stderr.count("\n") == 1, run
+    assert (f"{MODEL_METADATA}: isPrivate is True but --public was given; set \"isPrivate\": "
+            "false in it, or drop --public") in run.stderr
+    assert len(json.loads(world.stored("models", USER, "digits-cnn", "pytorch", "default",
+                                       "instance.json").read_text())["versions"]) == 1
 
 
 def test_a_kernel_naming_a_missing_model_gets_it_dropped(world, tmp_path):

@@ -18,7 +18,7 @@ def _model_push(args: argparse.Namespace) -> int:
     from ..kaggle.session import KaggleSession
 
     push = KaggleSession(args.kaggle_url).push_model(args.folder, handle, message=args.message,
-                                                     wait=args.wait,
+                                                     wait=args.wait, public=args.public,
                                                      progress=shows_progress(args.quiet))
     source = f"model_sources: {push.handle}/{push.version}; input/{push.mount_point}/"
     if push.skipped:
@@ -47,6 +47,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     push.add_argument("--handle", required=True, metavar="OWNER/MODEL/FRAMEWORK/VARIATION",
                       help=f"the model instance, e.g. {EXAMPLE}; a kernel then names version N "
                            "as HANDLE/N in model_sources")
+    push.add_argument("--public", action="store_true",
+                      help="make a new model public (encrypted weights can be)")
     push.add_argument("-m", "--message", default=None, help="version notes")
     push.add_argument("--wait", action="store_true",
                       help="wait until the version is ready and verify every file's size")

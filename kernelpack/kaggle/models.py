@@ -6,8 +6,8 @@ A handle is OWNER/MODEL/FRAMEWORK/VARIATION (see `model_handles`); a kernel name
 `OWNER/MODEL/FRAMEWORK/VARIATION/N` in `model_sources` and finds it under
 `/kaggle/input/MODEL/FRAMEWORK/VARIATION/N/`. The client reads a model's settings from
 model-metadata.json and an instance's from model-instance-metadata.json in the folder; when
-absent they are written from the handle (a private model, Apache 2.0 weights), as dataset push
-writes dataset-metadata.json.
+absent they are written from the handle (a private model unless pushed `public`, Apache 2.0
+weights), as dataset push writes dataset-metadata.json.
 """
 
 from __future__ import annotations
@@ -95,16 +95,17 @@ class ModelCalls:
                          f"{handle.version(number)}`")
 
     def push_model(self, folder: str | Path, handle: str | ModelHandle, *,
-                   message: str | None = None, wait: bool = False,
+                   message: str | None = None, wait: bool = False, public: bool = False,
                    timeout: float = 3600.0, progress: bool = False) -> ModelPush:
         """Create the model and its instance, or add a version; with `wait`, wait until the
         version lists its files and check that every local file is there with its size. An
         unchanged folder (same files as the last verified push, still the newest version) is
-        skipped. `progress`: show the hashing and the upload as byte bars on stderr."""
+        skipped. `public`: a model created now is public (encrypted weights can be).
+        `progress`: show the hashing and the upload as byte bars on stderr."""
         handle = parse_handle(handle) if isinstance(handle, str) else handle
         folder = Path(folder)
         local = local_digests(local_dataset_files(folder), handle.instance, progress)
-        model_settings(folder, handle)
+        model_settings(folder, handle, public)
         instance_settings(folder, handle)
         current = self.model_current_version(handle)
         previous = unchanged_since(folder, handle.instance, local)
@@ -192,13 +193,19 @@ def _settings(path: Path, defaults: dict, expected: dict, handle: ModelHandle) -
     return settings
 
 
-def model_settings(folder: Path, handle: ModelHandle) -> dict:
-    """model-metadata.json: the model's owner, slug, title, privacy, description."""
+def model_settings(folder: Path, handle: ModelHandle, public: bool = False) -> dict:
+    """model-metadata.json: the model's owner, slug, title, privacy, description. `public`: a
+    file written here makes the model public; one already there must say so too."""
     expected = {"ownerSlug": handle.owner, "slug": handle.model}
-    return _settings(folder / MODEL_METADATA, {
-        **expected, "title": title_of(handle.model), "subtitle": "", "isPrivate": True,
+    path = folder / MODEL_METADATA
+    settings = _settings(path, {
+        **expected, "title": title_of(handle.model), "subtitle": "", "isPrivate": not public,
         "description": f"Weights pushed with kernelpack as {handle.instance}.",
         "publishTime": "", "provenanceSources": ""}, expected, handle)
+    if public and settings.get("isPrivate", True) is not False:
+        raise KaggleError(f"{path}: isPrivate is {settings.get('isPrivate', True)!r} but "
+                          "--public was given; set \"isPrivate\": false in it, or drop --public")
+    return settings
 
 
 def instance_settings(folder: Path, handle: ModelHandle) -> dict:
