@@ -294,10 +294,12 @@ def _wheel(links, name, modules, requires=()):
 
 def test_what_only_the_images_packages_need_is_left_out(tmp_path, monkeypatch, capsys):
     # kp_top needs kp_leaf and timm (on the image); timm needs kp_cuda_libs, which nothing else
-    # needs (as torch needs its CUDA wheels), and kp_shared, which kp_leaf needs too.
+    # needs (as torch needs its CUDA wheels), and kp_shared, which kp_leaf needs too; kp_leaf
+    # needs setuptools, which the image has.
     links = tmp_path / "links"
     _wheel(links, "kp_top", ["kp_top"], ["kp-leaf>=1", "timm ; python_version >= '3'"])
-    _wheel(links, "kp_leaf", ["kp_leaf"], ["KP.Shared"])
+    _wheel(links, "kp_leaf", ["kp_leaf"], ["KP.Shared", "setuptools"])
+    _wheel(links, "setuptools", ["setuptools", "pkg_resources", "_distutils_hack"])
     _wheel(links, "timm", ["timm", "timm_extras"], ["kp_cuda_libs", "kp_shared"])
     _wheel(links, "kp_cuda_libs", ["kp_cuda"])
     _wheel(links, "kp_shared", ["kp_shared"])
@@ -307,7 +309,8 @@ def test_what_only_the_images_packages_need_is_left_out(tmp_path, monkeypatch, c
     assert main(["wheels", "kp-top", "-o", str(out), "--python", PYTHON]) == 0
     manifest = json.loads((out / MANIFEST_FILE).read_text())
     assert sorted(w["name"] for w in manifest["wheels"]) == ["kp_leaf", "kp_shared", "kp_top"]
-    assert sorted(w["name"] for w in manifest["left_out"]) == ["kp_cuda_libs", "timm"]
+    assert sorted(w["name"] for w in manifest["left_out"]) == ["kp_cuda_libs", "setuptools",
+                                                                "timm"]
     assert sorted(p.name for p in out.glob("*.whl")) == [
         f"{name}-1.0-py3-none-any.whl" for name in ("kp_leaf", "kp_shared", "kp_top")]
     assert "left out (on the Kaggle image, or needed only by what is): " in capsys.readouterr().out

@@ -25,7 +25,7 @@ IMAGE_SHIPS = frozenset({
     # utilities
     "tqdm", "yaml", "requests", "urllib3", "certifi", "packaging", "typing_extensions",
     "dateutil", "pytz", "psutil", "filelock", "fsspec", "jinja2", "pydantic", "pydantic_core",
-    "IPython", "google",
+    "IPython", "google", "setuptools", "pkg_resources",
     # pycryptodome is in kaggle_requirements.txt; cryptography comes with the Colab base
     "Crypto", "cryptography",
     "kaggle", "kagglehub",
