@@ -116,7 +116,12 @@ def _needed(entries: Sequence[tuple[Path, dict]], asked: set[str]) -> set[str]:
     """The canonical names of the requested wheels and of the dependencies they reach without
     passing through a wheel on the image (what only the image's packages need stays out)."""
     by_name = {canonical_name(entry["name"]): (path, entry) for path, entry in entries}
-    needed, todo = set(), [name for name in asked if name in by_name]
+    missing = sorted(asked - set(by_name))
+    if missing:     # never a dataset without what was asked for that looks fine
+        raise WheelsError(f"{missing[0]}: pip downloaded no wheel of that name (it got "
+                          f"{', '.join(sorted(by_name)) or 'none'}); name the package as it is "
+                          "published")
+    needed, todo = set(), sorted(asked)
     while todo:
         name = todo.pop()
         path, entry = by_name[name]
