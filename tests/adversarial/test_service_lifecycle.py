@@ -26,6 +26,7 @@ from kaggle_helpers import (
 from kernelpack.cli import main
 from kernelpack.errors import KernelpackError
 from kernelpack.kaggle.service import Fault, add_competition
+from kernelpack.kaggle.service.sources import Sources
 from kernelpack.kaggle.session import KaggleSession
 
 
@@ -94,6 +95,28 @@ def test_uploads_nobody_claims_are_deleted_after_their_time(world, tmp_path):
     assert list(world.stored("blobs").iterdir()) == []
     assert _versions(world, "fresh-data") and not world.stored("datasets", USER,
                                                                  "orphan-data").exists()
+
+
+def test_a_run_that_breaks_the_service_is_an_error_and_the_queue_goes_on(world, tmp_path,
+                                                                          monkeypatch):
+    # A fault no real input makes: reading the run's sources raises what nothing expects.
+    resolve = Sources.mounts
+    calls = []
+
+    def breaks_once(self, version, user):
+        calls.append(version["number"])
+        if len(calls) == 1:
+            raise RuntimeError("disk went away")
+        return resolve(self, version, user)
+
+    monkeypatch.setattr(Sources, "mounts", breaks_once)
+    for slug in ("first-kernel", "second-kernel"):
+        kernel = tiny_kernel(tmp_path / slug, slug, "print('ran')\n")
+        assert world.kernelpack("kernel", "push", str(kernel)).returncode == 0
+    session = KaggleSession(world.url)   # a stopped queue shows as a timeout here, not a hang
+    assert session.wait_kernel(f"{USER}/second-kernel", timeout=60) == "COMPLETE"
+    status, message = session.kernel_status(f"{USER}/first-kernel")
+    assert status == "ERROR" and message == ("the service could not run it: disk went away")
 
 
 def _kernel_processes(marker: str) -> list[int]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ...errors import KaggleServiceError
 from .kernels import Kernels, regular_file_in
-from .run_queue import Runner
+from .run_queue import Runner, RunStopped
 from .scoring import score
 from .sources import COMPLETE, Sources, competition_dir
 from .store import Store
@@ -131,8 +131,13 @@ class Competitions:
         submission = self.store.read("submissions", f"{ref}.json")
         folder = self.store.path("submissions", str(ref))
         kernel = self.kernels.code_path(submission["kernel"], version)   # script or notebook
-        failure = self.runner.run(kernel, folder, self.sources.rerun_mounts(version),
-                                  version.get("sessionTimeoutSeconds"))
+        try:
+            failure = self.runner.run(kernel, folder, self.sources.rerun_mounts(version),
+                                      version.get("sessionTimeoutSeconds"))
+        except RunStopped:
+            raise
+        except Exception as exc:     # whatever broke, the submission says so
+            failure = f"the service could not run it: {exc}"
         update: dict = {"status": "ERROR"}
         output = folder / "run" / "working" / submission["fileName"]
         if failure:

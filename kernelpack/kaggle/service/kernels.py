@@ -18,7 +18,7 @@ from pathlib import Path
 from inference_core.config import KAGGLE_RUN_SECONDS
 
 from ...notebook import EXECUTED_FOLDER, NOTEBOOK_FILE, parse_notebook
-from .run_queue import Runner, log_as_json
+from .run_queue import Runner, RunStopped, log_as_json
 from .sources import COMPLETE, INVALID_FIELDS, Sources
 from .store import Store
 from .wire import ApiError, check_name, timestamp
@@ -146,7 +146,9 @@ class Kernels:
     def _run(self, owner: str, slug: str, number: int, user: str) -> None:
         try:
             self._run_version(owner, slug, number, user)
-        except (OSError, ValueError, KeyError, TypeError) as exc:     # the queue goes on
+        except RunStopped:
+            raise
+        except Exception as exc:     # whatever broke, the version says so and the queue goes on
             print(f"kaggle service: run of {owner}/{slug} version {number} failed: {exc!r}",
                   file=sys.stderr)
             self._set(owner, slug, number, status="ERROR",

@@ -97,6 +97,9 @@ class Runner:
                     job()
             except RunStopped:
                 pass
+            except Exception as exc:   # one broken run must not stop the queue
+                print(f"kaggle service: a run failed unexpectedly ({exc!r}); the next runs go "
+                      "on", file=sys.stderr, flush=True)
             finally:
                 self._jobs.task_done()
 
