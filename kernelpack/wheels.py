@@ -6,10 +6,11 @@ dependencies. A wheel is on the image when the image ships (the bundler's list,
 `bundler.image_packages`) the module named like it or every public module it installs; those are
 left out, and so is what only they need (torch's CUDA wheels, say): the folder keeps the
 requested packages and the dependencies they reach without passing through the image. A
-requested package the image ships is refused, before the download where its name says so. The
-folder gets the wheels, a manifest that the
-kernel reads (`inference_core.wheel_install`: which wheels to install, for which Python) and,
-with `dataset_id`, the dataset-metadata.json that `kernelpack dataset push` uploads it with.
+requested package the image ships is refused, before the download where its name says so.
+
+The folder gets the wheels, a manifest that the kernel reads (`inference_core.wheel_install`:
+which wheels to install, for which Python) and, with `dataset_id`, the dataset-metadata.json
+that `kernelpack dataset push` uploads it with.
 """
 
 from __future__ import annotations
