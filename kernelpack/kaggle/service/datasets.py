@@ -6,11 +6,10 @@ sha256) and `ROOT/datasets/OWNER/SLUG/N/` (the files of version N).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from .blobs import BlobStore
-from .store import Store
+from .store import Store, append_version, is_ready
 from .wire import ApiError, check_name, timestamp
 
 
@@ -36,7 +35,7 @@ class Datasets:
     def latest_ready(self, owner: str, slug: str, user: str) -> Path | None:
         """The folder of the newest READY version, for mounting into a kernel run."""
         record = self.record(owner, slug, user)
-        ready = [v for v in record["versions"] if v["readyAt"] <= time.time()]
+        ready = [v for v in record["versions"] if is_ready(v)]
         return self.version_dir(owner, slug, ready[-1]["number"]) if ready else None
 
     def _add_version(self, owner: str, slug: str, record: dict, files: list[dict],
@@ -44,9 +43,7 @@ class Datasets:
         number = len(record["versions"]) + 1
         entries = self.blobs.claim_files(files, self.version_dir(owner, slug, number),
                                          f"dataset {owner}/{slug}")
-        now = time.time()
-        record["versions"].append({"number": number, "created": now, "notes": notes or "",
-                                   "readyAt": now + self.processing_seconds, "files": entries})
+        append_version(record, entries, notes or "", self.processing_seconds)
         self.store.write(record, "datasets", owner, slug, "dataset.json")
 
     def create(self, user: str, request: dict, base_url: str) -> dict:
@@ -90,7 +87,7 @@ class Datasets:
 
     def status(self, user: str, request: dict, base_url: str) -> dict:
         record = self.record(request.get("ownerSlug", ""), request.get("datasetSlug", ""), user)
-        ready = record["versions"][-1]["readyAt"] <= time.time()
+        ready = is_ready(record["versions"][-1])
         return {"status": "READY" if ready else "BLOBS_RECEIVED"}
 
     def get(self, user: str, request: dict, base_url: str) -> dict:
@@ -106,7 +103,7 @@ class Datasets:
                 "lastUpdated": timestamp(latest["created"]),
                 "versions": [{"versionNumber": v["number"], "creationDate": timestamp(v["created"]),
                               "versionNotes": v["notes"],
-                              "status": "ready" if v["readyAt"] <= time.time() else "processing"}
+                              "status": "ready" if is_ready(v) else "processing"}
                              for v in reversed(record["versions"])]}
 
     def list_files(self, user: str, request: dict, base_url: str) -> dict:
@@ -119,7 +116,7 @@ class Datasets:
             if not versions:
                 raise ApiError(404, f"dataset {owner}/{slug} has no version {wanted}")
         else:
-            versions = [v for v in record["versions"] if v["readyAt"] <= time.time()][-1:]
+            versions = [v for v in record["versions"] if is_ready(v)][-1:]
         files = versions[0]["files"] if versions else []
         return {"datasetFiles": [
             {"ref": f"{owner}/{slug}/{f['name']}", "datasetRef": f"{owner}/{slug}",

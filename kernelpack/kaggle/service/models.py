@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..model_handles import ModelHandle, framework_key, parse_source, slug_problem, wire_name
 from .blobs import BlobStore
-from .store import Store
+from .store import Store, append_version, is_ready
 from .wire import ApiError, timestamp
 
 # The most files one page of a version's file listing holds (the client asks for 20 by default).
@@ -79,9 +79,7 @@ class Models:
         number = len(record["versions"]) + 1
         entries = self.blobs.claim_files(files, self.store.path(*self._parts(handle), str(number)),
                                          f"model instance {handle.instance}")
-        now = time.time()
-        record["versions"].append({"number": number, "created": now, "notes": notes,
-                                   "readyAt": now + self.processing_seconds, "files": entries})
+        append_version(record, entries, notes, self.processing_seconds)
         self.store.write(record, *self._parts(handle), "instance.json")
         return number
 
@@ -169,7 +167,7 @@ class Models:
         """Files of the requested version, or of the newest READY one; none while processing."""
         handle = _handle(request)
         record = self._instance(handle, user)
-        ready = [v for v in record["versions"] if v["readyAt"] <= time.time()]
+        ready = [v for v in record["versions"] if is_ready(v)]
         wanted = request.get("versionNumber")
         if wanted is not None:
             if not any(v["number"] == int(wanted) for v in record["versions"]):
@@ -198,7 +196,7 @@ class Models:
             record = self._instance(handle, user)
         except ApiError:
             return None
-        if not any(v["number"] == number and v["readyAt"] <= time.time()
+        if not any(v["number"] == number and is_ready(v)
                    for v in record["versions"]):
             return None
         return handle.mount_point(number), self.store.path(*self._parts(handle), str(number))

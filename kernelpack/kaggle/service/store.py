@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +52,16 @@ class Store:
             counters[name] = counters.get(name, 0) + 1
             self.write(counters, "counters.json")
             return counters[name]
+
+
+def append_version(record: dict, entries: list[dict], notes: str, ready_in: float) -> None:
+    """Add the next version of a dataset or model instance `record`, holding `entries` (claimed
+    uploads); it is READY `ready_in` seconds from now."""
+    now = time.time()
+    record["versions"].append({"number": len(record["versions"]) + 1, "created": now,
+                               "notes": notes, "readyAt": now + ready_in, "files": entries})
+
+
+def is_ready(version: dict) -> bool:
+    """Whether a version `append_version` made has finished processing."""
+    return version["readyAt"] <= time.time()
