@@ -56,6 +56,32 @@ def ensemble_yml(tmp_path) -> Path:
     return path
 
 
+def import_probe(*names: str) -> str:
+    """Kernel code that prints IMPORTED or MISSING (and why) for each module in `names`: what a
+    sandboxed kernel can import."""
+    return f"""\
+for name in {names!r}:
+    try:
+        __import__(name)
+        print("IMPORTED", name)
+    except ModuleNotFoundError as exc:
+        print("MISSING", name, exc)
+"""
+
+
+def connection_probe(port: int) -> str:
+    """Kernel code that prints CONNECTED, or BLOCKED and why, for a connection to `port` on this
+    machine (see `listening_port`)."""
+    return f"""\
+import socket
+try:
+    socket.create_connection(("127.0.0.1", {port}), timeout=5)
+    print("CONNECTED")
+except OSError as exc:
+    print("BLOCKED", exc)
+"""
+
+
 @pytest.fixture
 def listening_port():
     """A server on this machine that accepts one connection: what an offline run must not

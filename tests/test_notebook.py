@@ -13,6 +13,7 @@ import pytest
 from kaggle_helpers import PREDICT_ONES, USER, kaggle_world, write_files
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
+from conftest import connection_probe, import_probe
 from kernelpack.build import build_kernel, embeds_key
 from kernelpack.cli import main
 from kernelpack.errors import BuildError
@@ -81,21 +82,12 @@ def test_build_notebook_is_a_valid_notebook_holding_the_script_kernel(ensemble_y
 def test_run_local_runs_a_notebook_offline_and_reports_its_failed_cell(
         tmp_path, listening_port, network, capsys):
     write_files(tmp_path / "input" / "comp", {"data.txt": b"42"})
-    kernel = _notebook_kernel(tmp_path / "k", "failing", f"""\
-import os, socket
+    kernel = _notebook_kernel(tmp_path / "k", "failing", """\
+import os
 print("cwd", os.path.basename(os.getcwd()), open("../input/comp/data.txt").read())
-for name in ("kernelpack", "inference_core"):
-    try:
-        __import__(name)
-        print("IMPORTED", name)
-    except ModuleNotFoundError:
-        print("MISSING", name)
+""" + import_probe("kernelpack", "inference_core") + """\
 import numpy, IPython   # what the Kaggle image has is still there
-try:
-    socket.create_connection(("127.0.0.1", {listening_port}), timeout=5)
-    print("CONNECTED")
-except OSError as exc:
-    print("BLOCKED", exc)
+""" + connection_probe(listening_port) + """\
 open("partial.csv", "w").write("id\\n")
 """, "x = 1", "raise ValueError('bad threshold ' + str(x))")
 

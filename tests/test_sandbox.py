@@ -2,6 +2,7 @@ import textwrap
 
 import pytest
 
+from conftest import connection_probe, import_probe
 from kernelpack.cli import main
 from kernelpack.errors import SandboxError
 from kernelpack.sandbox import network_namespace_available, run_local
@@ -19,14 +20,7 @@ def _kernel(tmp_path, source):
 
 @pytest.mark.parametrize("network", NETWORK_MODES)
 def test_the_network_is_cut_even_to_a_server_on_this_machine(tmp_path, listening_port, network):
-    kernel = _kernel(tmp_path, f"""
-        import socket
-        try:
-            socket.create_connection(("127.0.0.1", {listening_port}), timeout=5)
-            print("CONNECTED")
-        except OSError as exc:
-            print("BLOCKED", exc)
-    """)
+    kernel = _kernel(tmp_path, connection_probe(listening_port))
     result = run_local(kernel, tmp_path / "input", network=network)
     log = result.log.read_text()
     assert result.returncode == 0, log
@@ -34,15 +28,8 @@ def test_the_network_is_cut_even_to_a_server_on_this_machine(tmp_path, listening
 
 
 def test_the_project_cannot_be_imported_inside(tmp_path):
-    kernel = _kernel(tmp_path, """
-        for name in ("kernelpack", "inference_core"):
-            try:
-                __import__(name)
-                print("IMPORTED", name)
-            except ModuleNotFoundError:
-                print("MISSING", name)
-        import torch, numpy, PIL  # what a Kaggle image has is still there
-    """)
+    kernel = _kernel(tmp_path, import_probe("kernelpack", "inference_core")
+                     + "import torch, numpy, PIL  # what a Kaggle image has is still there\n")
     result = run_local(kernel, tmp_path / "input")
     log = result.log.read_text()
     assert result.returncode == 0, log
@@ -56,20 +43,14 @@ def test_packages_the_image_lacks_come_only_from_the_kernels_own_paths(tmp_path)
     own = tmp_path / "input" / "wheels"
     (own / "pretrainedmodels").mkdir(parents=True)
     (own / "pretrainedmodels" / "__init__.py").write_text("ORIGIN = 'kernel'\n")
-    kernel = _kernel(tmp_path, f"""
+    kernel = _kernel(tmp_path, import_probe("stickytape", "pretrainedmodels") + textwrap.dedent(f"""
         import importlib.util, sys
         print("PROBE", importlib.util.find_spec("stickytape"))
-        for name in ("stickytape", "pretrainedmodels"):
-            try:
-                __import__(name)
-                print("IMPORTED", name)
-            except ModuleNotFoundError as exc:
-                print("MISSING", name, exc)
         sys.path.insert(0, {str(own)!r})
         import pretrainedmodels
         print("OWN COPY", pretrainedmodels.ORIGIN)
         import sklearn.utils  # not imported by the kernel before: a path-based import still works
-    """)
+    """))
     result = run_local(kernel, tmp_path / "input")
     log = result.log.read_text()
     assert result.returncode == 0, log
