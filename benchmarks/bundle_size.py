@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from kernelpack.build import ENTRY_NAME, build_kernel
 from kernelpack.bundler.bundle import Entry, bundle, encode_payload
 from kernelpack.bundler.locate import files_of, find_installed
+from kernelpack.kernel.build import ENTRY_NAME, build_kernel
 
 CONFIG = """\
 models:

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from inference_core.checkpoint import save_checkpoint
-from inference_core.registry import create_model
+from inference_core.model_factory import create_model
 
 
 def machine() -> str:

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from benchmarks.common import peak_rss, reset_peak_rss
 from inference_core.checkpoint import load_checkpoint
 from inference_core.kpenc import decrypt_to_memory
-from kernelpack.encrypt import encrypt_checkpoint, encrypt_file
+from kernelpack.weights.encrypt import encrypt_checkpoint, encrypt_file
 
 KEY = bytes(range(32))
 

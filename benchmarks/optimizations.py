@@ -19,8 +19,8 @@ import time
 import torch
 from torch import nn
 
+from inference_core.model_factory import create_model
 from inference_core.optimize import fold_batchnorm
-from inference_core.registry import create_model
 
 # (arch, input size, images): two TTA views of `images` make one forward batch.
 MODELS = [("torchvision.resnet18", 160, 32), ("se_resnext50_32x4d", 128, 16),

@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.common import write_checkpoints, write_test_images
-from kernelpack.build import build_kernel
-from kernelpack.sandbox import run_local
+from kernelpack.kernel.build import build_kernel
+from kernelpack.kernel.sandbox import run_local
 
 FIRST_BATCH = re.compile(r"\[\s*([\d.]+)s\] first batch starts; ([\d.]+) s of the start-up")
 

@@ -20,7 +20,7 @@ from .errors import CheckpointError, KernelError
 from .files import atomic_write
 from .kpenc import decrypt_to_memory, is_kpenc, mappable_path
 from .model_config import CHECKPOINT_KEYS, ModelConfig
-from .registry import create_model
+from .model_factory import create_model
 
 
 def _first_line(exc: BaseException) -> str:

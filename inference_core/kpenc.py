@@ -25,8 +25,9 @@ wrong key fail at once, by name, before any decryption.
 The manifest is public (`kernelpack inspect` shows it without a key); the key never appears in a
 header, a log line or an error message. Decryption goes to memory only: to an anonymous in-memory
 file (`memfd`) that `torch.load(mmap=True)` maps without another copy, or to a bytes buffer where
-memfd does not exist. Encryption lives on the host (`kernelpack.encrypt`); this module decrypts,
-with `cryptography` when it is importable, else with `pycryptodome` (which the Kaggle image ships).
+memfd does not exist. Encryption lives on the host (`kernelpack.weights.encrypt`); this module
+decrypts, with `cryptography` when it is importable, else with `pycryptodome` (which the Kaggle
+image ships).
 """
 
 from __future__ import annotations

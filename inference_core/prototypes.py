@@ -25,8 +25,8 @@ from torch.nn import functional
 from .archs.small_cnn import SmallCNN
 from .class_chunks import class_slices
 from .config import DEFAULT_CLASS_CHUNK
-from .errors import ConfigError, UnknownArchError
-from .registry import PROTOTYPE_PREFIX, create_model, register_model
+from .errors import ConfigError
+from .registry import register_model
 
 METRICS = ("cosine", "sqeuclidean")
 # model_kwargs the prototype head takes; every other key goes to the backbone.
@@ -84,7 +84,7 @@ class PrototypeNet(nn.Module):
                  metric: str = "cosine", temperature: float = 1.0,
                  class_chunk: int = DEFAULT_CLASS_CHUNK) -> None:
         super().__init__()
-        _check_head(embedding_dim, metric, temperature, class_chunk)
+        check_head(embedding_dim, metric, temperature, class_chunk)
         self.backbone = backbone
         self.num_classes = num_classes
         self.embedding_dim = embedding_dim
@@ -123,7 +123,7 @@ class PrototypeNet(nn.Module):
                            self.class_chunk)
 
 
-def _check_head(embedding_dim, metric, temperature, class_chunk) -> None:
+def check_head(embedding_dim, metric, temperature, class_chunk) -> None:
     """ConfigError (one line: the model_kwargs key, the value, the fix) for a bad head setting."""
     if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 1:
         raise ConfigError(f"model_kwargs.embedding_dim must be a positive int (the backbone's "
@@ -138,24 +138,6 @@ def _check_head(embedding_dim, metric, temperature, class_chunk) -> None:
     if isinstance(class_chunk, bool) or not isinstance(class_chunk, int) or class_chunk < 1:
         raise ConfigError(f"model_kwargs.class_chunk must be a positive int, got "
                           f"{class_chunk!r}")
-
-
-def prototype_net(backbone_arch: str, num_classes: int, *, embedding_dim: int | None = None,
-                  metric: str = "cosine", temperature: float = 1.0,
-                  class_chunk: int = DEFAULT_CLASS_CHUNK, **backbone_kwargs) -> PrototypeNet:
-    """`prototype:<backbone_arch>`: the backbone built with `embedding_dim` outputs (its other
-    model_kwargs passed on), under a prototype head of `num_classes` classes."""
-    arch = PROTOTYPE_PREFIX + backbone_arch
-    if not backbone_arch or backbone_arch.startswith(PROTOTYPE_PREFIX):
-        raise UnknownArchError(f"architecture {arch!r}: name a backbone after {PROTOTYPE_PREFIX!r}"
-                               " (a registry name, timm.<name> or package.module:callable), "
-                               "e.g. prototype:timm.resnet50")
-    if embedding_dim is None:
-        raise ConfigError(f"architecture {arch!r}: model_kwargs.embedding_dim is missing; set it "
-                          "to the backbone's output width (the embedding size)")
-    _check_head(embedding_dim, metric, temperature, class_chunk)
-    backbone = create_model(backbone_arch, embedding_dim, **backbone_kwargs)
-    return PrototypeNet(backbone, embedding_dim, num_classes, metric, temperature, class_chunk)
 
 
 @register_model("prototype_cnn")

@@ -1,42 +1,19 @@
-"""Architecture registry: `@register_model` adds a builder, `create_model` builds offline.
+"""The architecture registry's mechanism: `@register_model` adds a builder under a name.
 
-An arch is one of three kinds of name:
-- a registered name (`se_resnext50_32x4d`, `torchvision.resnet18`, or the user's own
-  `@register_model`); the families live in `inference_core.archs`;
-- `timm.<model name>`: `timm.create_model(name, pretrained=False, num_classes=N, **kwargs)`;
-- `package.module:callable`, the user's own code (bundled with `kernelpack build --code`),
-  called as `callable(num_classes=N, **kwargs)`;
-- `prototype:<any of the above>`: that backbone with `embedding_dim` outputs under a prototype
-  head of N classes (`inference_core.prototypes`; takes precedence over a module `prototype`).
-Every one returns an `nn.Module` with random weights and its classification head sized for
-`num_classes`; nothing is downloaded (Kaggle kernels run offline). timm and the user's modules
-are imported only when an arch names them.
+Only the mechanism lives here (timm's `_registry`); the built-in families register themselves
+from `inference_core.archs` and `inference_core.prototypes`, and `inference_core.model_factory`
+turns any arch name into a model.
 """
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
-import importlib
-import re
-from collections.abc import Callable, Sequence
-from types import ModuleType
+from collections.abc import Callable
 
 from torch import nn
-
-from .errors import KernelError, UnknownArchError, UserCodeError
 
 ModelBuilder = Callable[..., nn.Module]
 
 _REGISTRY: dict[str, ModelBuilder] = {}
-
-TIMM_PREFIX = "timm."
-# `prototype:<backbone arch>`: a prototype head on any of the kinds above (`prototypes`).
-PROTOTYPE_PREFIX = "prototype:"
-# `package.module:callable` (the callable may be an attribute path, `module:Class.build`).
-_IMPORT_STRING = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-# Keyword arguments that would fetch or read weights: a checkpoint brings its own.
-_WEIGHT_KWARGS = ("pretrained", "checkpoint_path")
 
 
 def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
@@ -51,134 +28,11 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
     return decorate
 
 
-def _describe(exc: BaseException) -> str:
-    """`TypeName: first line of the message`, for errors that must fit on one line."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+def registered(name: str) -> ModelBuilder | None:
+    """The builder registered under `name`, or None."""
+    return _REGISTRY.get(name)
 
 
-def _import(module: str, subject: str, error: type[KernelError]) -> ModuleType:
-    """Import the user's `module`; `error` (naming `subject`) says why it failed, and the fix."""
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (module == exc.name or module.startswith(f"{exc.name}.")):
-            top = module.split(".")[0]
-            raise error(f"{subject}: module {module!r} not found; add --code PATH, the folder of "
-                        f"package {top!r} (or its module file), to kernelpack build (or list it "
-                        "in kernel.code) and to the host commands") from None
-        raise error(f"{subject}: module {module!r} imports {exc.name!r}, which is not "
-                    "installed; install it, or add its package with --code too") from None
-    except Exception as exc:  # the user's code can raise anything while it is imported
-        raise error(f"{subject}: importing {module!r} failed ({_describe(exc)}); fix that "
-                    "module") from None
-
-
-def import_modules(names: Sequence[str]) -> None:
-    """Import the user's own modules (`--code`), so that their `@register_model` calls run.
-
-    A module that fails to import raises UserCodeError naming it, the cause and the fix."""
-    for name in names:
-        _import(name, "user code", UserCodeError)
-
-
-def _register_families() -> None:
-    """Import the built-in families (they register themselves); lazy, as they import torch."""
-    from . import archs, prototypes  # noqa: F401
-
-
-def _timm() -> ModuleType:
-    try:
-        import timm
-    except ImportError:
-        raise UnknownArchError("timm is not installed; pip install timm (the Kaggle image has "
-                               "it), or use a registered architecture") from None
-    return timm
-
-
-def list_models(pattern: str = "*") -> list[str]:
-    """Registered architecture names matching a shell-style wildcard, sorted. A pattern that
-    starts with `timm.` also lists timm's models (`timm.*`: all of them, over a thousand)."""
-    _register_families()
-    names = [name for name in _REGISTRY if fnmatch.fnmatchcase(name, pattern)]
-    if pattern.startswith(TIMM_PREFIX):
-        timm_pattern = pattern.removeprefix(TIMM_PREFIX)
-        names += [TIMM_PREFIX + name for name in _timm().list_models(timm_pattern)]
-    return sorted(names)
-
-
-def _timm_builder(arch: str) -> ModelBuilder:
-    timm = _timm()
-    name = arch.removeprefix(TIMM_PREFIX)
-    # `resnet18.a1_in1k`: the tag names pretrained weights, never fetched here.
-    if not timm.is_model(name.split(".")[0]):
-        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
-        hint = (f"close names: {', '.join(TIMM_PREFIX + c for c in close)}" if close
-                else "see list_models('timm.*') for all names")
-        raise UnknownArchError(f"unknown architecture {arch!r}: timm {timm.__version__} has no "
-                               f"model {name!r}; {hint}")
-
-    def build(num_classes: int, **kwargs) -> nn.Module:
-        return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
-
-    return build
-
-
-def _import_builder(arch: str) -> ModelBuilder:
-    if not _IMPORT_STRING.match(arch):
-        raise UnknownArchError(f"unknown architecture {arch!r}: not a valid import string; "
-                               "write package.module:callable")
-    module_name, attribute = arch.split(":")
-    target = module = _import(module_name, f"unknown architecture {arch!r}",
-                                     UnknownArchError)
-    for part in attribute.split("."):
-        target = getattr(target, part, None)
-    if not callable(target):
-        found = [name for name, value in vars(module).items()
-                 if callable(value) and not name.startswith("_")]
-        close = difflib.get_close_matches(attribute, found, n=5, cutoff=0.5)
-        hint = f"close names: {', '.join(close)}" if close else "check the name after ':'"
-        raise UnknownArchError(f"unknown architecture {arch!r}: module {module_name!r} has no "
-                               f"callable {attribute!r}; {hint}")
-
-    def build(num_classes: int, **kwargs) -> nn.Module:
-        model = target(num_classes=num_classes, **kwargs)
-        if not isinstance(model, nn.Module):
-            raise UnknownArchError(f"architecture {arch!r}: {attribute}(num_classes=...) returned "
-                                   f"{type(model).__name__}, not a torch.nn.Module; make it "
-                                   "return the model")
-        return model
-
-    return build
-
-
-def _builder(arch: str) -> ModelBuilder:
-    if arch in _REGISTRY:
-        return _REGISTRY[arch]
-    if arch.startswith(PROTOTYPE_PREFIX):
-        from .prototypes import prototype_net
-
-        backbone = arch.removeprefix(PROTOTYPE_PREFIX)
-        return lambda num_classes, **kwargs: prototype_net(backbone, num_classes, **kwargs)
-    if arch.startswith(TIMM_PREFIX):
-        return _timm_builder(arch)
-    if ":" in arch:
-        return _import_builder(arch)
-    close = difflib.get_close_matches(arch, _REGISTRY, n=5, cutoff=0.5)
-    hint = f"close names: {', '.join(close)}" if close else "see list_models() for all names"
-    raise UnknownArchError(
-        f"unknown architecture {arch!r}; {hint}; or use timm.<name>, or your own "
-        "package.module:callable (with --code PATH), or register one with @register_model")
-
-
-def create_model(arch: str, num_classes: int, **model_kwargs) -> nn.Module:
-    """Build `arch` (a registered name, `timm.<name>` or `package.module:callable`) with a head
-    of `num_classes` outputs and random weights; raises UnknownArchError naming the fix."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    refused = [key for key in _WEIGHT_KWARGS if model_kwargs.get(key)]
-    if refused:
-        raise UnknownArchError(f"architecture {arch!r}: model_kwargs {refused[0]!r} would load "
-                               "other weights; drop it, the checkpoint brings the weights")
-    _register_families()
-    return _builder(arch)(num_classes=num_classes, **model_kwargs)
+def registered_names() -> list[str]:
+    """Every registered name, in registration order."""
+    return list(_REGISTRY)

@@ -11,7 +11,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-from kernelpack.sandbox import network_namespace_available
+from kernelpack.kernel.sandbox import network_namespace_available
 
 
 def python312() -> str | None:

@@ -12,7 +12,7 @@ import torch
 import torchvision
 from torch import nn
 
-from inference_core.registry import create_model, list_models
+from inference_core.model_factory import create_model, list_models
 
 NUM_CLASSES = 5
 NON_SQUARE = (256, 352)  # (height, width): neither 224 nor square

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from inference_core.errors import ConfigError
-from kernelpack.build import build_kernel
 from kernelpack.cli import main
-from kernelpack.sandbox import network_namespace_available, run_local
+from kernelpack.kernel.build import build_kernel
+from kernelpack.kernel.sandbox import network_namespace_available, run_local
 
 
 def test_build_writes_one_self_contained_file_and_private_offline_metadata(ensemble_yml, tmp_path):

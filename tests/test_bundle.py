@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 from bundle_helpers import empty_dirs, python312, run_offline, write_tree
 
-from kernelpack.build import KEY_MARKER
 from kernelpack.bundler.bundle import Entry, bundle, read_entry, write_bundle
 from kernelpack.bundler.locate import MAX_FILE_BYTES, files_of, find_installed
 from kernelpack.errors import BundleError
+from kernelpack.kernel.build import KEY_MARKER
 
 INTERPRETERS = [sys.executable] + ([python312()] if python312() else [])
 

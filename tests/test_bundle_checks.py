@@ -15,9 +15,9 @@ from pathlib import Path
 
 from bundle_helpers import empty_dirs, python_without, run_offline, write_tree
 
-from kernelpack.build import build_kernel, embeds_key
 from kernelpack.bundler.bundle import Entry, bundle
 from kernelpack.cli import main
+from kernelpack.kernel.build import build_kernel, embeds_key
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,10 +11,10 @@ from bundle_helpers import python_without, run_offline
 from PIL import Image
 
 from inference_core.checkpoint import save_checkpoint
-from inference_core.registry import create_model
-from kernelpack.build import ENTRY_NAME, build_kernel
+from inference_core.model_factory import create_model
 from kernelpack.bundler.bundle import Entry, bundle
 from kernelpack.errors import BundleError
+from kernelpack.kernel.build import ENTRY_NAME, build_kernel
 
 # What a kernel of the runtime imports; build_kernel bundles it the same way.
 RUNTIME_ENTRY = Entry(ENTRY_NAME, b"from inference_core.runner import main\n")

@@ -4,7 +4,7 @@ import torch
 from inference_core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from inference_core.errors import CheckpointError, UnknownArchError
 from inference_core.model_config import ModelConfig
-from inference_core.registry import create_model
+from inference_core.model_factory import create_model
 
 CONFIG = {"name": "cnn_f0", "fold": 0, "input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3,
           "model_kwargs": {"width": 8}}

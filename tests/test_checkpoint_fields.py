@@ -9,8 +9,8 @@ import torch
 
 from inference_core.checkpoint import load_checkpoint, save_checkpoint
 from inference_core.errors import CheckpointError
-from inference_core.registry import create_model
-from kernelpack.checkpoint_fields import checkpoint_fields
+from inference_core.model_factory import create_model
+from kernelpack.weights.checkpoint_fields import checkpoint_fields
 
 CONFIG = {"name": "cnn_f3", "fold": 3, "input_size": 32, "resize": "stretch",
           "mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2], "activation": "softmax",
@@ -32,7 +32,7 @@ def test_fields_equal_torch_loads_and_need_no_torch(checkpoint):
     assert checkpoint_fields(checkpoint) == _torch_fields(checkpoint)
     assert checkpoint_fields(checkpoint)["config"]["classes"] == list("abcd")
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys; from kernelpack.checkpoint_fields import "
+        [sys.executable, "-c", "import sys; from kernelpack.weights.checkpoint_fields import "
          f"checkpoint_fields; f = checkpoint_fields({str(checkpoint)!r}); "
          "print(f['arch'], f['config']['fold'], 'torch' in sys.modules)"],
         capture_output=True, text=True, timeout=60)

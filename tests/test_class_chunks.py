@@ -17,9 +17,9 @@ from torch.nn import functional
 from inference_core.blend import BLEND_EPS, BlendAccumulator
 from inference_core.budget import rank_units
 from inference_core.config import SUBMISSION, _validate_section
+from inference_core.model_factory import create_model
 from inference_core.predict import EnsemblePredictor, Member
 from inference_core.preprocess import Preprocess
-from inference_core.registry import create_model
 from inference_core.submission import SubmissionWriter
 
 CLASSES = 23  # not a multiple of the chunks tried, so the last chunk is short

@@ -12,7 +12,7 @@ import pytest
 from kaggle_helpers import USER, kaggle_world, tiny_kernel, write_files
 
 from inference_core.checkpoint import save_checkpoint
-from inference_core.registry import create_model
+from inference_core.model_factory import create_model
 from kernelpack.cli.main import make_parser
 
 # Runs `kernelpack ARGS` and says on its last stderr line whether torch got imported.

@@ -11,8 +11,8 @@ from inference_core.discovery import (
     match_models,
     scan_input_roots,
 )
-from inference_core.registry import create_model
-from kernelpack.encrypt import encrypt_checkpoint
+from inference_core.model_factory import create_model
+from kernelpack.weights.encrypt import encrypt_checkpoint
 
 KEY = bytes(range(32))
 

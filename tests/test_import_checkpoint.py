@@ -9,10 +9,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 from inference_core.checkpoint import load_checkpoint, model_from_checkpoint
-from inference_core.registry import create_model
+from inference_core.model_factory import create_model
 from kernelpack.cli import main
 from kernelpack.errors import CheckpointImportError
-from kernelpack.import_checkpoint import import_checkpoint
+from kernelpack.weights.import_checkpoint import import_checkpoint
 
 CONFIG = {"input_size": 16, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25],
           "activation": "softmax", "model_kwargs": {"width": 4}}

@@ -17,13 +17,13 @@ from kaggle_helpers import (
     write_files,
 )
 
-from kernelpack.build import KEY_MARKER, kernel_metadata
 from kernelpack.config import KERNEL
 from kernelpack.errors import KaggleAuthError
 from kernelpack.kaggle.constants import slug_of, title_of
 from kernelpack.kaggle.datasets import MANIFEST_FILE, dataset_metadata
 from kernelpack.kaggle.service import add_competition
 from kernelpack.kaggle.session import KaggleSession
+from kernelpack.kernel.build import KEY_MARKER, kernel_metadata
 
 
 @pytest.fixture

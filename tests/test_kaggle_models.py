@@ -28,12 +28,12 @@ from tqdm import tqdm
 
 from conftest import ENSEMBLE_YML
 from inference_core.kpenc import load_key
-from kernelpack.build import build_kernel
-from kernelpack.encrypt import encrypt_checkpoint, keygen
 from kernelpack.kaggle.constants import MODEL_INSTANCE_METADATA, MODEL_METADATA
 from kernelpack.kaggle.model_handles import FRAMEWORKS, framework_key, wire_name
 from kernelpack.kaggle.service import add_competition
 from kernelpack.kaggle.session import KaggleSession
+from kernelpack.kernel.build import build_kernel
+from kernelpack.weights.encrypt import encrypt_checkpoint, keygen
 
 HANDLE = f"{USER}/digits-cnn/pyTorch/default"
 

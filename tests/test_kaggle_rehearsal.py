@@ -8,8 +8,8 @@ import pytest
 from kaggle_helpers import USER, kaggle_world, submit_and_check_score
 
 from conftest import ENSEMBLE_YML
-from kernelpack.build import build_kernel
 from kernelpack.kaggle.service import add_competition
+from kernelpack.kernel.build import build_kernel
 
 
 @pytest.fixture

@@ -11,12 +11,12 @@ from examples.digits.prepare import make_competition
 from inference_core.checkpoint import save_checkpoint
 from inference_core.discovery import DiscoveryError
 from inference_core.kpenc import load_key
-from inference_core.registry import create_model
+from inference_core.model_factory import create_model
 from inference_core.runner import run_kernel
-from kernelpack.build import build_kernel, embeds_key
-from kernelpack.encrypt import encrypt_checkpoint, keygen
 from kernelpack.errors import BuildError
-from kernelpack.sandbox import run_local
+from kernelpack.kernel.build import build_kernel, embeds_key
+from kernelpack.kernel.sandbox import run_local
+from kernelpack.weights.encrypt import encrypt_checkpoint, keygen
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,9 @@ from inference_core.kpenc import (
     load_key,
     mappable_path,
 )
-from inference_core.registry import create_model
+from inference_core.model_factory import create_model
 from kernelpack.cli import main
-from kernelpack.encrypt import encrypt_checkpoint, encrypt_file, keygen
+from kernelpack.weights.encrypt import encrypt_checkpoint, encrypt_file, keygen
 
 KEY = bytes(range(32))
 CHUNK = 4096

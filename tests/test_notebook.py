@@ -14,12 +14,12 @@ from kaggle_helpers import PREDICT_ONES, USER, kaggle_world, write_files
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from conftest import connection_probe, import_probe
-from kernelpack.build import build_kernel, embeds_key
 from kernelpack.cli import main
 from kernelpack.errors import BuildError
 from kernelpack.kaggle.constants import KERNEL_METADATA, title_of
 from kernelpack.kaggle.service import add_competition
-from kernelpack.sandbox import network_namespace_available, run_local
+from kernelpack.kernel.build import build_kernel, embeds_key
+from kernelpack.kernel.sandbox import network_namespace_available, run_local
 
 NETWORK_MODES = ["guard"] + (["unshare"] if network_namespace_available() else [])
 

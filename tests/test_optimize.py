@@ -17,6 +17,7 @@ from inference_core.blend import BlendAccumulator
 from inference_core.budget import rank_units
 from inference_core.config import validate_config
 from inference_core.errors import ConfigError
+from inference_core.model_factory import create_model
 from inference_core.optimize import (
     COMPILE_PASSES,
     COMPILE_SECONDS_GUESS,
@@ -25,7 +26,6 @@ from inference_core.optimize import (
 )
 from inference_core.predict import EnsemblePredictor, Member
 from inference_core.preprocess import Preprocess
-from inference_core.registry import create_model
 from inference_core.runner import run_kernel
 
 TTA = ["identity", "hflip", "scale:1.25"]  # the scale view runs the model at a second size

@@ -9,9 +9,9 @@ from PIL import Image
 from inference_core import preprocess
 from inference_core.blend import BlendAccumulator
 from inference_core.budget import rank_units
+from inference_core.model_factory import create_model
 from inference_core.predict import EnsemblePredictor, Member, prefetch
 from inference_core.preprocess import Preprocess
-from inference_core.registry import create_model
 
 
 def _member(name, size, weight=1.0, tta=("identity",)):

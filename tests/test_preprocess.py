@@ -18,6 +18,7 @@ from timm.data import create_transform, resolve_data_config
 from torchvision import transforms as T
 
 from inference_core.errors import CheckpointError, TestSetError
+from inference_core.model_factory import create_model
 from inference_core.predict import EnsemblePredictor, Member, prefetch
 from inference_core.preprocess import (
     Preprocess,
@@ -26,7 +27,6 @@ from inference_core.preprocess import (
     to_tensor,
     validate_preprocess,
 )
-from inference_core.registry import create_model
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

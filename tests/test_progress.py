@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from conftest import ENSEMBLE_YML
 from inference_core.checkpoint import save_checkpoint
-from inference_core.registry import create_model
+from inference_core.model_factory import create_model
 from kernelpack.bundler.bundle import PROGRESS_BYTES
 from kernelpack.cli import main
 from kernelpack.cli.main import make_parser

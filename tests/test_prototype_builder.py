@@ -12,8 +12,8 @@ from PIL import Image
 
 from examples.digits.prepare import make_competition
 from inference_core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from inference_core.model_factory import create_model
 from inference_core.prototypes import METRICS
-from inference_core.registry import create_model
 from kernelpack import cli
 from kernelpack.cli import prototypes as prototypes_cli
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from examples.digits.prepare import make_competition
 from inference_core.checkpoint import load_checkpoint, save_checkpoint
-from inference_core.registry import create_model
+from inference_core.model_factory import create_model
 from kernelpack import cli
 
 SIZE, DIM, K = 32, 16, 3

@@ -8,9 +8,9 @@ import torch
 from inference_core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from inference_core.config import SUBMISSION, _validate_section
 from inference_core.errors import ConfigError, UnknownArchError
+from inference_core.model_factory import create_model
 from inference_core.optimize import fold_batchnorm
 from inference_core.prototypes import PrototypeNet
-from inference_core.registry import create_model
 from inference_core.submission import SubmissionWriter, topk_labels
 
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from inference_core.errors import UnknownArchError
-from inference_core.registry import create_model, list_models, register_model
+from inference_core.model_factory import create_model, list_models
+from inference_core.registry import register_model
 
 
 @pytest.mark.parametrize("arch, size", [

@@ -5,7 +5,7 @@ import pytest
 from conftest import connection_probe, import_probe
 from kernelpack.cli import main
 from kernelpack.errors import SandboxError
-from kernelpack.sandbox import network_namespace_available, run_local
+from kernelpack.kernel.sandbox import network_namespace_available, run_local
 
 NETWORK_MODES = ["guard"] + (["unshare"] if network_namespace_available() else [])
 

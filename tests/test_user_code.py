@@ -20,11 +20,11 @@ from sklearn.datasets import load_digits
 
 from inference_core import save_checkpoint
 from inference_core.errors import UnknownArchError, UserCodeError
-from inference_core.registry import create_model, list_models
-from kernelpack.build import build_kernel
+from inference_core.model_factory import create_model, list_models
 from kernelpack.cli import main
-from kernelpack.sandbox import run_local
-from kernelpack.user_code import import_user_code
+from kernelpack.kernel.build import build_kernel
+from kernelpack.kernel.sandbox import run_local
+from kernelpack.kernel.user_code import import_user_code
 
 PACKAGE_NAME = "kp_own_archs"  # unique: this session imports it once, on the host
 SIZE = 32

@@ -32,7 +32,7 @@ from inference_core.wheel_install import (
 )
 from kernelpack.cli import main
 from kernelpack.kaggle.service import add_competition
-from kernelpack.sandbox import run_local
+from kernelpack.kernel.sandbox import run_local
 
 PACKAGE = "bottleneck"
 PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"

@@ -46,12 +46,12 @@ from examples.digits.train_own import OwnTraining, train_own
 from inference_core.runner import run_kernel
 from kernelpack import cli
 from kernelpack.config import load_config
-from kernelpack.sandbox import run_local
+from kernelpack.kernel.sandbox import run_local
+from kernelpack.kernel.user_code import import_user_code
 from kernelpack.search.blend import blend_probs
 from kernelpack.search.fitted_config import oof_weights
 from kernelpack.search.metrics import accuracy, f2, label_mask
 from kernelpack.search.oof import truth_mask
-from kernelpack.user_code import import_user_code
 
 COMPETITION = "digits"
 ATTRIBUTES_COMPETITION = "digits-attributes"

@@ -25,7 +25,7 @@ from sklearn.model_selection import StratifiedKFold
 from torch import nn
 
 from inference_core.checkpoint import save_checkpoint
-from inference_core.registry import create_model
+from inference_core.model_factory import create_model
 from kernelpack.search.metrics import f2, label_mask
 
 NUM_CLASSES = 10

@@ -13,6 +13,8 @@ its `kaggle_requirements.txt` and `tests/` (see research/prior-art.md §7). Not 
 
 from __future__ import annotations
 
+import re
+
 IMAGE_SHIPS = frozenset({
     # the scientific and deep-learning stack of the Colab base
     "numpy", "pandas", "scipy", "sklearn", "statsmodels", "sympy", "networkx", "numba",
@@ -35,3 +37,8 @@ IMAGE_SHIPS = frozenset({
 def image_ships(name: str) -> bool:
     """True when top-level module `name` is on the Kaggle image (the stdlib is not listed here)."""
     return name in IMAGE_SHIPS
+
+
+def canonical_name(distribution: str) -> str:
+    """A distribution's name as PEP 503 compares them (`Foo_Bar.baz` -> `foo-bar-baz`)."""
+    return re.sub(r"[-_.]+", "-", distribution).lower()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..kernel.sandbox import NETWORK_MODES
 from ..progress import shows_progress
-from ..sandbox import NETWORK_MODES
 from .folders import OneFolder, add_folder_argument, needs_folder
 from .numbers import finite_float
 
@@ -14,7 +14,7 @@ from .numbers import finite_float
 def _build(args: argparse.Namespace) -> int:
     from inference_core.kpenc import load_key
 
-    from ..build import build_kernel
+    from ..kernel.build import build_kernel
 
     key = load_key(args.key) if args.key else None
     result = build_kernel(args.config, args.output, key=key, code=args.code, wheels=args.wheels,
@@ -27,7 +27,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _run_local(args: argparse.Namespace) -> int:
-    from ..sandbox import run_local
+    from ..kernel.sandbox import run_local
 
     try:
         result = run_local(args.kernel, args.input, root=args.root, budget=args.budget,

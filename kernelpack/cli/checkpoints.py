@@ -6,7 +6,7 @@ import argparse
 
 
 def _import_checkpoint(args: argparse.Namespace) -> int:
-    from ..import_checkpoint import import_checkpoint
+    from ..weights.import_checkpoint import import_checkpoint
 
     result = import_checkpoint(args.source, args.output, arch=args.arch,
                                num_classes=args.num_classes, name=args.name, fold=args.fold,

@@ -14,7 +14,7 @@ from .numbers import int_at_least
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from ..encrypt import keygen
+    from ..weights.encrypt import keygen
 
     path = keygen(args.output)
     print(f"wrote a new key to {path} (mode 0600); keep it out of public datasets and kernels")
@@ -22,7 +22,7 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _encrypt(args: argparse.Namespace) -> int:
-    from ..encrypt import encrypt_checkpoint
+    from ..weights.encrypt import encrypt_checkpoint
 
     header = encrypt_checkpoint(args.checkpoint, load_key(args.key), args.output,
                                 name=args.name, fold=args.fold,
@@ -35,7 +35,7 @@ def _encrypt(args: argparse.Namespace) -> int:
 
 
 def _decrypt(args: argparse.Namespace) -> int:
-    from ..encrypt import decrypt_file
+    from ..weights.encrypt import decrypt_file
 
     size = decrypt_file(args.input, load_key(args.key), args.output,
                         progress=shows_progress(args.quiet))

@@ -1,5 +1,5 @@
 """`kernelpack predict`: run the kernel's runtime on the host and write (or check) its blend; the
-work is in `kernelpack.host_predict` (imported when the command runs)."""
+work is in `kernelpack.weights.predict` (imported when the command runs)."""
 
 from __future__ import annotations
 
@@ -18,12 +18,12 @@ def _predict(args: argparse.Namespace) -> int:
 
     from ..config import load_config
     from ..errors import PredictError
-    from ..host_predict import (
+    from ..kernel.user_code import import_user_code
+    from ..weights.predict import (
         compare_predictions,
         predict_images,
         write_predictions,
     )
-    from ..user_code import import_user_code
 
     if args.folds is not None and not args.per_model:
         raise PredictError(f"--folds {args.folds}: out-of-fold files come with --per-model; add "

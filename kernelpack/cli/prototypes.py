@@ -1,5 +1,5 @@
 """`kernelpack prototypes`: class prototypes from training images, written into a kernel-ready
-checkpoint; the work is in `kernelpack.prototype_builder` (imported when the command runs)."""
+checkpoint; the work is in `kernelpack.weights.prototypes` (imported when the command runs)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ METRICS = ("cosine", "sqeuclidean")  # inference_core.prototypes.METRICS, kept a
 
 
 def _prototypes(args: argparse.Namespace) -> int:
-    from ..prototype_builder import build_prototypes
-    from ..user_code import import_user_code
+    from ..kernel.user_code import import_user_code
+    from ..weights.prototypes import build_prototypes
 
     import_user_code(args.code)
     result = build_prototypes(

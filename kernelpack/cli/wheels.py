@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from ..wheels import DEFAULT_PYTHON, PYTHONS
+from ..kernel.wheels import DEFAULT_PYTHON, PYTHONS
 from .folders import OneFolder
 
 
 def _wheels(args: argparse.Namespace) -> int:
-    from ..wheels import build_wheel_dataset, platform_words
+    from ..kernel.wheels import build_wheel_dataset, platform_words
 
     print(f"downloading wheels for {platform_words(args.python)}")
     result = build_wheel_dataset(args.packages, args.output, python=args.python,

@@ -11,8 +11,8 @@ from typing import Any
 
 from inference_core.config import KAGGLE_RUN_SECONDS
 
-from ..build import embeds_key
 from ..errors import KaggleError
+from ..kernel.build import embeds_key
 from .constants import KERNEL_METADATA
 
 _FINISHED = {"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"}

@@ -27,7 +27,7 @@ except WheelInstallError as exc:
 
 if USER_CODE:
     from inference_core.errors import UserCodeError
-    from inference_core.registry import import_modules
+    from inference_core.model_factory import import_modules
 
     try:
         import_modules(USER_CODE)

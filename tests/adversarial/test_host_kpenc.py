@@ -29,8 +29,8 @@ from inference_core.kpenc import (
     decrypt_bytes,
     key_id,
 )
-from inference_core.registry import create_model
-from kernelpack.encrypt import encrypt_file
+from inference_core.model_factory import create_model
+from kernelpack.weights.encrypt import encrypt_file
 
 KEY = bytes(range(32))
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -8,7 +8,7 @@ import json
 import pytest
 from kaggle_helpers import USER, kaggle_world
 
-from kernelpack.build import build_kernel, embeds_key
+from kernelpack.kernel.build import build_kernel, embeds_key
 
 KEY = bytes(range(32))
 CONFIG = f"""\

@@ -15,7 +15,7 @@ from cli_run import assert_one_line_error, kernelpack
 
 from kernelpack.bundler.bundle import Entry, bundle
 from kernelpack.errors import SandboxError
-from kernelpack.sandbox import SANDBOX_MARKER, run_local
+from kernelpack.kernel.sandbox import SANDBOX_MARKER, run_local
 
 # A kernel that says where it runs, writes a submission, and (with SLEEP) waits to be killed.
 KERNEL = """\

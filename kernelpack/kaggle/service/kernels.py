@@ -17,7 +17,7 @@ from pathlib import Path
 
 from inference_core.config import KAGGLE_RUN_SECONDS
 
-from ...notebook import EXECUTED_FOLDER, NOTEBOOK_FILE, parse_notebook
+from ...kernel.notebook import EXECUTED_FOLDER, NOTEBOOK_FILE, parse_notebook
 from .run_queue import Runner, RunStopped, log_as_json
 from .sources import COMPLETE, INVALID_FIELDS, Sources
 from .store import Store

@@ -21,8 +21,8 @@ from pathlib import Path
 from inference_core.config import KAGGLE_RUN_SECONDS
 
 from ...errors import SandboxError
-from ...notebook import EXECUTED_FOLDER
-from ...sandbox import run_local
+from ...kernel.notebook import EXECUTED_FOLDER
+from ...kernel.sandbox import run_local
 from . import jail
 
 ISOLATED = "container: own mount, pid and network namespaces, a root holding only the system, " \

@@ -26,7 +26,7 @@ from torch import nn
 from inference_core.checkpoint import WeightMismatch, build_model, save_checkpoint
 from inference_core.model_config import PREPROCESS_FIELDS, ModelConfig
 
-from .errors import CheckpointImportError
+from ..errors import CheckpointImportError
 
 # Where training frameworks keep the model's state dict inside a bigger checkpoint dict.
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
@@ -55,7 +55,7 @@ def import_checkpoint(source: str | Path, output: str | Path, *, arch: str, num_
         raise CheckpointImportError(f"{source}: file not found; pass the weights file to import")
     config = _model_config(arch, num_classes, name, fold, config_file, source)
     if code:
-        from .user_code import import_user_code
+        from ..kernel.user_code import import_user_code
 
         import_user_code([Path(path) for path in code])
     state_dict, source_format = read_state_dict(source, trust_pickle)
@@ -117,7 +117,7 @@ def read_config_file(path: Path) -> dict:
     """The checkpoint config fields in a .json or .yml/.yaml file (a mapping); YAML is read as
     strictly as an ensemble config (a duplicate key is an error), JSON likewise."""
     if path.suffix in (".yml", ".yaml"):
-        from .config import read_yaml
+        from ..config import read_yaml
 
         fields = read_yaml(path)
     elif path.suffix == ".json":

@@ -15,7 +15,7 @@ from types import ModuleType
 
 from inference_core.errors import UserCodeError
 
-from .bundler.locate import Location
+from ..bundler.locate import Location
 
 # The runtime's own top-level name: user code named like it would replace it in the kernel.
 RUNTIME_PACKAGE = "inference_core"
@@ -71,7 +71,7 @@ def import_user_code(paths: Sequence[str | Path]) -> None:
     """Import each package/module at `paths` on the host, as the kernel does: its parent folder
     goes on sys.path and its `@register_model` calls run. Raises UserCodeError for a missing
     path, a name already taken by another imported module, or a module that fails to import."""
-    from inference_core.registry import import_modules
+    from inference_core.model_factory import import_modules
 
     for location in code_locations([(path, f"--code {path}") for path in paths]):
         loaded = sys.modules.get(location.name)

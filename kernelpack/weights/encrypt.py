@@ -25,9 +25,9 @@ from inference_core.kpenc import (
 )
 from inference_core.model_config import ModelConfig
 
+from ..errors import KernelpackError
+from ..progress import ProgressReader, byte_bar, sha256_with_progress
 from .checkpoint_fields import checkpoint_fields
-from .errors import KernelpackError
-from .progress import ProgressReader, byte_bar, sha256_with_progress
 
 
 def check_output_file(path: str | os.PathLike, option: str = "-o",

@@ -25,9 +25,9 @@ from inference_core.data import TestSet, resolve_test_set
 from inference_core.predict import Member
 from inference_core.runner import discover, load_ensemble, prepared_batches
 
-from .errors import PredictError
-from .search.blend import blend_probs
-from .search.oof import load_npy, read_folds
+from ..errors import PredictError
+from ..search.blend import blend_probs
+from ..search.oof import load_npy, read_folds
 
 
 @dataclass

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import __version__, read_template
-from .errors import BuildError
+from .. import __version__, read_template
+from ..errors import BuildError
 
 NOTEBOOK_FILE = "kernel.ipynb"
 RUNNER_NAME = "notebook_runner.py"

@@ -29,12 +29,12 @@ from inference_core.config import DEFAULT_CLASS_CHUNK
 from inference_core.data import image_file
 from inference_core.errors import TestSetError
 from inference_core.model_config import ModelConfig
+from inference_core.model_factory import PROTOTYPE_PREFIX, create_model
 from inference_core.predict import prefetch, same_shape_batches
 from inference_core.preprocess import Preprocess, decode_image, to_tensor
 from inference_core.prototypes import HEAD_KWARGS, PrototypeNet
-from inference_core.registry import PROTOTYPE_PREFIX, create_model
 
-from .errors import PrototypeError
+from ..errors import PrototypeError
 
 PROTOTYPE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 _INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")  # labels that read back as the same int

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import inference_core
 
-from . import read_template
-from .bundler.bundle import Entry, bundle
-from .config import load_config
-from .errors import BuildError
-from .kaggle.constants import KERNEL_METADATA, slug_of, title_of
+from .. import read_template
+from ..bundler.bundle import Entry, bundle
+from ..config import load_config
+from ..errors import BuildError
+from ..kaggle.constants import KERNEL_METADATA, slug_of, title_of
+from .folder import CONFIG_FILE, KERNEL_FILE
 from .notebook import (
     NOTEBOOK_FILE,
     is_notebook,
@@ -30,8 +31,6 @@ from .notebook import (
 from .user_code import code_locations
 from .wheels import dataset_id, dataset_modules
 
-KERNEL_FILE = "kernel.py"
-CONFIG_FILE = "kernel-config.json"
 ENTRY_NAME = "kernel_entry.py"
 # First line of a kernel.py that carries a key: the entry is compressed inside kernel.py, so this
 # says so in clear text, for `embeds_key` and for anyone reading the file.

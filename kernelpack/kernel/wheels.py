@@ -29,10 +29,9 @@ from pathlib import Path
 from inference_core.errors import KernelError
 from inference_core.wheel_install import MANIFEST_FILE, MANIFEST_FORMAT, read_manifest
 
-from .bundler.image_packages import image_ships
-from .errors import KernelpackError
-from .kaggle.constants import DATASET_METADATA, slug_of
-from .sandbox import canonical_name  # PEP 503 names, as run-local compares them
+from ..bundler.image_packages import canonical_name, image_ships
+from ..errors import KernelpackError
+from ..kaggle.constants import DATASET_METADATA, slug_of
 
 PYTHONS = ("3.11", "3.12")
 DEFAULT_PYTHON = "3.12"  # the Kaggle image's
@@ -203,7 +202,7 @@ def _previous_wheels(folder: Path) -> list[str]:
 
 
 def _write_metadata(folder: Path, dataset_id: str, title: str | None) -> Path:
-    from .kaggle.datasets import dataset_metadata  # the kaggle helpers, only when asked
+    from ..kaggle.datasets import dataset_metadata  # the kaggle helpers, only when asked
 
     dataset_metadata(folder, dataset_id, title, default_owner="")  # an existing file is kept
     return folder / DATASET_METADATA

@@ -38,8 +38,9 @@ import inference_core
 from inference_core.config import BUDGET_ENV, validate_config
 from inference_core.errors import ConfigError
 
-from .bundler.image_packages import image_ships
-from .errors import SandboxError
+from ..bundler.image_packages import canonical_name, image_ships
+from ..errors import SandboxError
+from .folder import CONFIG_FILE
 from .notebook import (
     EXECUTED_FOLDER,
     JUPYTER_KERNEL,
@@ -136,11 +137,6 @@ class SandboxResult:
     def submission(self) -> Path | None:
         path = self.root / "working" / "submission.csv"
         return path if path.is_file() else None
-
-
-def canonical_name(distribution: str) -> str:
-    """A distribution's name as PEP 503 compares them (`Foo_Bar.baz` -> `foo-bar-baz`)."""
-    return re.sub(r"[-_.]+", "-", distribution).lower()
 
 
 @cache
@@ -261,8 +257,6 @@ def hidden_test_swaps(kernel_dir: Path, test_dir: Path, root: Path | None) -> di
     Kaggle swaps in the hidden test set at rerun: the test folder and, when the config reads ids
     from a sample submission, a sample submission that lists the new images (written into
     `root`; with None, the inputs are only checked)."""
-    from .build import CONFIG_FILE  # the bundler and YAML: only when a test set is swapped
-
     config_path = kernel_dir / CONFIG_FILE
     if not config_path.is_file():
         raise SandboxError(f"{config_path}: not found; --test-dir needs the folder written by "
@@ -377,7 +371,7 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
 def _code_file(folder: Path) -> str:
     """The kernel file of a folder `build` wrote: kernel-metadata.json's code_file (a file name
     beside it), else kernel.py."""
-    from .kaggle.constants import KERNEL_METADATA
+    from ..kaggle.constants import KERNEL_METADATA
 
     try:
         name = json.loads((folder / KERNEL_METADATA).read_text(encoding="utf-8"))["code_file"]

@@ -1,0 +1,188 @@
+"""`create_model` builds any arch offline: a registered name, timm, the user's own code.
+
+An arch is one of three kinds of name:
+- a registered name (`se_resnext50_32x4d`, `torchvision.resnet18`, or the user's own
+  `@register_model`); the families live in `inference_core.archs`;
+- `timm.<model name>`: `timm.create_model(name, pretrained=False, num_classes=N, **kwargs)`;
+- `package.module:callable`, the user's own code (bundled with `kernelpack build --code`),
+  called as `callable(num_classes=N, **kwargs)`;
+- `prototype:<any of the above>`: that backbone with `embedding_dim` outputs under a prototype
+  head of N classes (`inference_core.prototypes`; takes precedence over a module `prototype`).
+Every one returns an `nn.Module` with random weights and its classification head sized for
+`num_classes`; nothing is downloaded (Kaggle kernels run offline). timm and the user's modules
+are imported only when an arch names them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import importlib
+import re
+from collections.abc import Sequence
+from types import ModuleType
+
+from torch import nn
+
+from .config import DEFAULT_CLASS_CHUNK
+from .errors import ConfigError, KernelError, UnknownArchError, UserCodeError
+from .prototypes import PrototypeNet, check_head
+from .registry import ModelBuilder, registered, registered_names
+
+TIMM_PREFIX = "timm."
+# `prototype:<backbone arch>`: a prototype head on any of the kinds above (`prototypes`).
+PROTOTYPE_PREFIX = "prototype:"
+# `package.module:callable` (the callable may be an attribute path, `module:Class.build`).
+_IMPORT_STRING = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+# Keyword arguments that would fetch or read weights: a checkpoint brings its own.
+_WEIGHT_KWARGS = ("pretrained", "checkpoint_path")
+
+
+def _describe(exc: BaseException) -> str:
+    """`TypeName: first line of the message`, for errors that must fit on one line."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _import(module: str, subject: str, error: type[KernelError]) -> ModuleType:
+    """Import the user's `module`; `error` (naming `subject`) says why it failed, and the fix."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module == exc.name or module.startswith(f"{exc.name}.")):
+            top = module.split(".")[0]
+            raise error(f"{subject}: module {module!r} not found; add --code PATH, the folder of "
+                        f"package {top!r} (or its module file), to kernelpack build (or list it "
+                        "in kernel.code) and to the host commands") from None
+        raise error(f"{subject}: module {module!r} imports {exc.name!r}, which is not "
+                    "installed; install it, or add its package with --code too") from None
+    except Exception as exc:  # the user's code can raise anything while it is imported
+        raise error(f"{subject}: importing {module!r} failed ({_describe(exc)}); fix that "
+                    "module") from None
+
+
+def import_modules(names: Sequence[str]) -> None:
+    """Import the user's own modules (`--code`), so that their `@register_model` calls run.
+
+    A module that fails to import raises UserCodeError naming it, the cause and the fix."""
+    for name in names:
+        _import(name, "user code", UserCodeError)
+
+
+def _register_families() -> None:
+    """Import the built-in families (they register themselves); lazy, as they import torch."""
+    from . import archs  # noqa: F401  (prototypes, imported above, registers its own)
+
+
+def _timm() -> ModuleType:
+    try:
+        import timm
+    except ImportError:
+        raise UnknownArchError("timm is not installed; pip install timm (the Kaggle image has "
+                               "it), or use a registered architecture") from None
+    return timm
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered architecture names matching a shell-style wildcard, sorted. A pattern that
+    starts with `timm.` also lists timm's models (`timm.*`: all of them, over a thousand)."""
+    _register_families()
+    names = [name for name in registered_names() if fnmatch.fnmatchcase(name, pattern)]
+    if pattern.startswith(TIMM_PREFIX):
+        timm_pattern = pattern.removeprefix(TIMM_PREFIX)
+        names += [TIMM_PREFIX + name for name in _timm().list_models(timm_pattern)]
+    return sorted(names)
+
+
+def _timm_builder(arch: str) -> ModelBuilder:
+    timm = _timm()
+    name = arch.removeprefix(TIMM_PREFIX)
+    # `resnet18.a1_in1k`: the tag names pretrained weights, never fetched here.
+    if not timm.is_model(name.split(".")[0]):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        hint = (f"close names: {', '.join(TIMM_PREFIX + c for c in close)}" if close
+                else "see list_models('timm.*') for all names")
+        raise UnknownArchError(f"unknown architecture {arch!r}: timm {timm.__version__} has no "
+                               f"model {name!r}; {hint}")
+
+    def build(num_classes: int, **kwargs) -> nn.Module:
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
+
+    return build
+
+
+def _import_builder(arch: str) -> ModelBuilder:
+    if not _IMPORT_STRING.match(arch):
+        raise UnknownArchError(f"unknown architecture {arch!r}: not a valid import string; "
+                               "write package.module:callable")
+    module_name, attribute = arch.split(":")
+    target = module = _import(module_name, f"unknown architecture {arch!r}",
+                                     UnknownArchError)
+    for part in attribute.split("."):
+        target = getattr(target, part, None)
+    if not callable(target):
+        found = [name for name, value in vars(module).items()
+                 if callable(value) and not name.startswith("_")]
+        close = difflib.get_close_matches(attribute, found, n=5, cutoff=0.5)
+        hint = f"close names: {', '.join(close)}" if close else "check the name after ':'"
+        raise UnknownArchError(f"unknown architecture {arch!r}: module {module_name!r} has no "
+                               f"callable {attribute!r}; {hint}")
+
+    def build(num_classes: int, **kwargs) -> nn.Module:
+        model = target(num_classes=num_classes, **kwargs)
+        if not isinstance(model, nn.Module):
+            raise UnknownArchError(f"architecture {arch!r}: {attribute}(num_classes=...) returned "
+                                   f"{type(model).__name__}, not a torch.nn.Module; make it "
+                                   "return the model")
+        return model
+
+    return build
+
+
+def _builder(arch: str) -> ModelBuilder:
+    builder = registered(arch)
+    if builder is not None:
+        return builder
+    if arch.startswith(PROTOTYPE_PREFIX):
+        backbone = arch.removeprefix(PROTOTYPE_PREFIX)
+        return lambda num_classes, **kwargs: prototype_net(backbone, num_classes, **kwargs)
+    if arch.startswith(TIMM_PREFIX):
+        return _timm_builder(arch)
+    if ":" in arch:
+        return _import_builder(arch)
+    close = difflib.get_close_matches(arch, registered_names(), n=5, cutoff=0.5)
+    hint = f"close names: {', '.join(close)}" if close else "see list_models() for all names"
+    raise UnknownArchError(
+        f"unknown architecture {arch!r}; {hint}; or use timm.<name>, or your own "
+        "package.module:callable (with --code PATH), or register one with @register_model")
+
+
+def create_model(arch: str, num_classes: int, **model_kwargs) -> nn.Module:
+    """Build `arch` (a registered name, `timm.<name>` or `package.module:callable`) with a head
+    of `num_classes` outputs and random weights; raises UnknownArchError naming the fix."""
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    refused = [key for key in _WEIGHT_KWARGS if model_kwargs.get(key)]
+    if refused:
+        raise UnknownArchError(f"architecture {arch!r}: model_kwargs {refused[0]!r} would load "
+                               "other weights; drop it, the checkpoint brings the weights")
+    _register_families()
+    return _builder(arch)(num_classes=num_classes, **model_kwargs)
+
+
+def prototype_net(backbone_arch: str, num_classes: int, *, embedding_dim: int | None = None,
+                  metric: str = "cosine", temperature: float = 1.0,
+                  class_chunk: int = DEFAULT_CLASS_CHUNK, **backbone_kwargs) -> nn.Module:
+    """`prototype:<backbone_arch>`: the backbone built with `embedding_dim` outputs (its other
+    model_kwargs passed on), under a prototype head of `num_classes` classes."""
+    arch = PROTOTYPE_PREFIX + backbone_arch
+    if not backbone_arch or backbone_arch.startswith(PROTOTYPE_PREFIX):
+        raise UnknownArchError(f"architecture {arch!r}: name a backbone after {PROTOTYPE_PREFIX!r}"
+                               " (a registry name, timm.<name> or package.module:callable), "
+                               "e.g. prototype:timm.resnet50")
+    if embedding_dim is None:
+        raise ConfigError(f"architecture {arch!r}: model_kwargs.embedding_dim is missing; set it "
+                          "to the backbone's output width (the embedding size)")
+    check_head(embedding_dim, metric, temperature, class_chunk)
+    backbone = create_model(backbone_arch, embedding_dim, **backbone_kwargs)
+    return PrototypeNet(backbone, embedding_dim, num_classes, metric, temperature, class_chunk)
