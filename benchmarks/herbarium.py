@@ -33,7 +33,8 @@ from torch import nn
 from benchmarks.common import peak_rss, reset_peak_rss
 from inference_core.blend import BlendAccumulator
 from inference_core.budget import rank_units
-from inference_core.config import DEFAULT_CLASS_CHUNK, SUBMISSION, _validate_section
+from inference_core.config import DEFAULT_CLASS_CHUNK, SUBMISSION
+from inference_core.fields import validate_section
 from inference_core.predict import EnsemblePredictor, Member, PreparedBatch
 from inference_core.preprocess import Preprocess
 from inference_core.prototypes import PrototypeNet
@@ -65,7 +66,7 @@ def run(images: int, batch: int, class_chunk: int, out: Path) -> tuple[float, in
     predictor = EnsemblePredictor(ensemble, "fp32", [torch.device("cpu")],
                                   class_chunk=class_chunk)
     active = set(rank_units([(m.name, m.weight, m.tta) for m in ensemble]))
-    submission = _validate_section({"format": "topk", "k": K}, SUBMISSION, "submission")
+    submission = validate_section({"format": "topk", "k": K}, SUBMISSION, "submission")
     generator = torch.Generator().manual_seed(1)
     set_up = peak_rss()
     began = time.perf_counter()

@@ -24,7 +24,8 @@ import numpy as np
 
 from benchmarks.common import peak_rss, reset_peak_rss
 from inference_core.blend import BlendAccumulator
-from inference_core.config import SUBMISSION, _validate_section
+from inference_core.config import SUBMISSION
+from inference_core.fields import validate_section
 from inference_core.submission import SubmissionWriter
 
 BATCH = 64
@@ -36,7 +37,7 @@ def blend_stream(classes: int, images: int, models: int, out: Path) -> float:
     for _ in range(models):
         block = rng.random((BATCH, classes), dtype=np.float32) + 1e-3
         blocks.append(block / block.sum(axis=1, keepdims=True))
-    submission = _validate_section({"format": "topk", "k": 5}, SUBMISSION, "submission")
+    submission = validate_section({"format": "topk", "k": 5}, SUBMISSION, "submission")
     began = time.perf_counter()
     with SubmissionWriter(out, submission, list(range(classes))) as writer:
         for start in range(0, images, BATCH):

@@ -7,16 +7,32 @@ Errors read like `models[2].weight: must be >= 0, got -0.1`.
 
 from __future__ import annotations
 
-import copy
-import difflib
 import math
-import re
-import reprlib
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .fields import (
+    Field,
+    Section,
+    auto_or,
+    boolean,
+    choice,
+    fail,
+    fraction,
+    inside_pattern,
+    integer,
+    label,
+    list_of,
+    number,
+    optional,
+    output_file,
+    probability,
+    section,
+    sha256,
+    shown,
+    string,
+    validate_section,
+)
 
 SUBMISSION_FORMATS = ("multiclass", "multilabel", "topk", "probabilities")
 BLEND_MODES = ("mean", "gmean")
@@ -41,158 +57,6 @@ MAX_CLASS_CHUNK = 1 << 24
 DEFAULT_CLASS_CHUNK = 8192
 
 
-@dataclass(frozen=True)
-class Field:
-    """One config field: its check, whether it is required, its default, and a hint for the fix."""
-
-    check: Callable[[Any, str], Any]
-    required: bool = False
-    default: Any = None
-    hint: str = ""
-
-
-@dataclass(frozen=True)
-class Section:
-    fields: dict[str, Field] = field(default_factory=dict)
-
-
-def _fail(where: str, problem: str) -> ConfigError:
-    return ConfigError(f"{where}: {problem}")
-
-
-def _string(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise _fail(where, f"must be a non-empty string, got {_shown(value)}")
-    if "\0" in value:  # no file name, column or label holds one; paths would raise on it
-        raise _fail(where, f"must not contain a NUL character, got {_shown(value)}")
-    return value
-
-
-def _choice(*allowed: str) -> Callable[[Any, str], str]:
-    def check(value: Any, where: str) -> str:
-        if value not in allowed:
-            raise _fail(where, f"must be one of {', '.join(allowed)}, got {_shown(value)}")
-        return value
-
-    return check
-
-
-def _number(minimum: float | None = None, exclusive: bool = False) -> Callable[[Any, str], float]:
-    def check(value: Any, where: str) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _fail(where, f"must be a number, got {_shown(value)}")
-        try:
-            number = float(value)
-        except OverflowError:  # an integer beyond any float
-            number = math.inf
-        if not math.isfinite(number):  # YAML's .nan and .inf, 1e999
-            raise _fail(where, f"must be a finite number, got {_shown(value)}")
-        if minimum is not None and (number <= minimum if exclusive else number < minimum):
-            sign = ">" if exclusive else ">="
-            raise _fail(where, f"must be {sign} {minimum:g}, got {_shown(value)}")
-        return number
-
-    return check
-
-
-def _integer(minimum: int, maximum: int | None = None) -> Callable[[Any, str], int]:
-    def check(value: Any, where: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _fail(where, f"must be an integer, got {_shown(value)}")
-        if value < minimum:
-            raise _fail(where, f"must be >= {minimum}, got {_shown(value)}")
-        if maximum is not None and value > maximum:
-            raise _fail(where, f"must be <= {maximum}, got {_shown(value)}")
-        return value
-
-    return check
-
-
-_SHORT_REPR = reprlib.Repr()
-_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict = 3, 4, 4
-_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 60
-
-
-def _shown(value: Any) -> str:
-    """A value as an error message shows it: repr, cut short (a hostile config can hold a huge
-    one)."""
-    if isinstance(value, int) and abs(value) >= 10 ** 60:
-        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
-    try:
-        text = _SHORT_REPR.repr(value)  # bounded work, even for YAML aliases nested 9 deep
-    except (ValueError, RecursionError):  # a huge integer inside
-        return f"a {type(value).__name__} too large to show"
-    return text if len(text) <= 80 else f"{text[:77]}..."
-
-
-def _inside_pattern(value: Any, where: str) -> str:
-    """A glob pattern that stays inside the folder it is matched in (pathlib refuses absolute
-    patterns with an exception, and `..` would read the files beside the test set)."""
-    pattern = _string(value, where)
-    parts = pattern.replace("\\", "/").split("/")
-    if pattern.startswith(("/", "\\")) or ".." in parts:
-        raise _fail(where, f"must be a pattern inside the test folder (e.g. *.png or **/*.jpg), "
-                           f"got {_shown(value)}")
-    return pattern
-
-
-def _output_file(value: Any, where: str) -> str:
-    """A file name in the working folder (the kernel's published output): no folder parts, so a
-    config cannot write anywhere else."""
-    name = _string(value, where)
-    if "/" in name or "\\" in name or name in (".", ".."):
-        raise _fail(where, f"must be a file name in the working folder (e.g. submission.csv), "
-                           f"got {_shown(value)}")
-    return name
-
-
-def _auto_or(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
-    return lambda value, where: value if value == "auto" else check(value, where)
-
-
-def _optional(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
-    return lambda value, where: None if value is None else check(value, where)
-
-
-Check = Callable[[Any, str], Any]
-
-
-def _list_of(check: Check, non_empty: bool = True) -> Check:
-    def check_list(value: Any, where: str) -> list:
-        if not isinstance(value, list):
-            raise _fail(where, f"must be a list, got {_shown(value)}")
-        if non_empty and not value:
-            raise _fail(where, "must not be empty")
-        return [check(item, f"{where}[{i}]") for i, item in enumerate(value)]
-
-    return check_list
-
-
-def _label(value: Any, where: str) -> str | int:
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise _fail(where, f"must be a string or an integer, got {_shown(value)}")
-    return value
-
-
-def _boolean(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(where, f"must be true or false, got {_shown(value)}")
-    return value
-
-
-def _sha256(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
-        raise _fail(where, f"must be 64 lower-case hex digits, got {_shown(value)}")
-    return value
-
-
-def _fraction(value: Any, where: str) -> float:
-    number = _number(0.0)(value, where)
-    if number >= 1.0:
-        raise _fail(where, f"must be at least 0 and below 1, got {_shown(value)}")
-    return number
-
-
 def parse_tta_op(op: Any) -> tuple[str, float | None]:
     """(kind, parameter) of a TTA op such as `hflip` or `center_crop:0.875`; raises ValueError
     saying what is wrong, for the caller to prefix with where the op came from."""
@@ -201,7 +65,7 @@ def parse_tta_op(op: Any) -> tuple[str, float | None]:
     if kind in TTA_OP_NAMES and not sep:
         return kind, None
     if kind not in (*TTA_CROP_OPS, "scale"):
-        raise ValueError(f"must be one of {allowed}, got {_shown(op)}")
+        raise ValueError(f"must be one of {allowed}, got {shown(op)}")
     example = f"{kind}:1.15" if kind == "scale" else f"{kind}:0.875"
     try:
         parameter = float(text)
@@ -210,10 +74,10 @@ def parse_tta_op(op: Any) -> tuple[str, float | None]:
     if kind == "scale":
         if parameter is None or not 0 < parameter <= MAX_TTA_SCALE:
             raise ValueError(f"{kind} needs a factor above 0 and at most {MAX_TTA_SCALE:g} "
-                             f"(e.g. {example}), got {_shown(op)}")
+                             f"(e.g. {example}), got {shown(op)}")
     elif parameter is None or not 0 < parameter < 1:
         raise ValueError(f"{kind} needs the fraction of each side to keep, above 0 and below 1 "
-                         f"(e.g. {example}), got {_shown(op)}")
+                         f"(e.g. {example}), got {shown(op)}")
     return kind, parameter
 
 
@@ -222,170 +86,133 @@ def _tta_list(value: Any, where: str) -> list[str]:
         try:
             parse_tta_op(op)
         except ValueError as exc:
-            raise _fail(where, str(exc)) from None
+            raise fail(where, str(exc)) from None
         return op
 
-    ops = _list_of(check)(value, where)
+    ops = list_of(check)(value, where)
     for j, op in enumerate(ops):
         if op in ops[:j]:
-            raise _fail(f"{where}[{j}]", f"{op!r} is listed twice; list each view once")
+            raise fail(f"{where}[{j}]", f"{op!r} is listed twice; list each view once")
     return ops
-
-
-def _section(section: Section) -> Callable[[Any, str], dict]:
-    return lambda value, where: _validate_section(value, section, where)
 
 
 def _threshold(value: Any, where: str) -> float | list[float]:
     if isinstance(value, list):
-        return _list_of(_probability)(value, where)
-    return _probability(value, where)
-
-
-def _probability(value: Any, where: str) -> float:
-    number = _number(0.0)(value, where)
-    if number > 1.0:
-        raise _fail(where, f"must be between 0 and 1, got {_shown(value)}")
-    return number
+        return list_of(probability)(value, where)
+    return probability(value, where)
 
 
 def _shift(value: Any, where: str) -> float:
-    number = _number()(value, where)
-    if not -1.0 < number < 1.0:
-        raise _fail(where, f"must be above -1 and below 1 (a shift of probabilities), got "
-                           f"{_shown(value)}")
-    return number
+    checked = number()(value, where)
+    if not -1.0 < checked < 1.0:
+        raise fail(where, f"must be above -1 and below 1 (a shift of probabilities), got "
+                          f"{shown(value)}")
+    return checked
 
 
 def _value(value: Any, where: str) -> float | list[float]:
     if isinstance(value, list):
-        return _list_of(_number())(value, where)
-    return _number()(value, where)
+        return list_of(number())(value, where)
+    return number()(value, where)
 
 
 MODEL = Section({
     # Identity: a model is found under the input roots by the name (and fold, and sha256 of the
     # plaintext checkpoint, when given) in its checkpoint config or .kpenc manifest.
-    "name": Field(_string, required=True,
+    "name": Field(string, required=True,
                   hint="the model's name, as stored in its checkpoint config (e.g. small_cnn_f0)"),
-    "fold": Field(_optional(_integer(0, MAX_COUNT)), default=None),
+    "fold": Field(optional(integer(0, MAX_COUNT)), default=None),
     # All folds of one model in one entry: one member per fold, the weight split evenly.
-    "folds": Field(_optional(_list_of(_integer(0, MAX_COUNT))), default=None),
-    "sha256": Field(_optional(_sha256), default=None),
+    "folds": Field(optional(list_of(integer(0, MAX_COUNT))), default=None),
+    "sha256": Field(optional(sha256), default=None),
     # Optional hint: the file, relative to an input root; it must then hold this identity.
-    "path": Field(_optional(_string), default=None),
+    "path": Field(optional(string), default=None),
     # A required model that cannot be found stops the kernel; any other is skipped with a warning.
-    "required": Field(_boolean, default=False),
-    "weight": Field(_number(0.0), default=1.0),
+    "required": Field(boolean, default=False),
+    "weight": Field(number(0.0), default=1.0),
     # Subtracted from the model's probabilities before the blend, so within (-1, 1).
     "threshold_shift": Field(_shift, default=0.0),
-    "tta": Field(_optional(_tta_list), default=None),
+    "tta": Field(optional(_tta_list), default=None),
     # What the blended OOF score loses without this model (written by `blend search`; the
     # budget planner keeps the most value per second): a number, or on a folds group one per
     # fold in the order of `folds` (a number there is split evenly, as the weight is).
-    "value": Field(_optional(_value), default=None),
+    "value": Field(optional(_value), default=None),
 })
 
 TEST = Section({
-    "images": Field(_string, required=True,
+    "images": Field(string, required=True,
                     hint="the folder of test images, relative to an input root "
                          "(e.g. my-competition/test)"),
-    "sample_submission": Field(_optional(_string), default=None),
-    "pattern": Field(_inside_pattern, default="*.png"),
-    "extension": Field(_string, default=".png"),
+    "sample_submission": Field(optional(string), default=None),
+    "pattern": Field(inside_pattern, default="*.png"),
+    "extension": Field(string, default=".png"),
 })
 
 SUBMISSION = Section({
-    "format": Field(_choice(*SUBMISSION_FORMATS), required=True,
+    "format": Field(choice(*SUBMISSION_FORMATS), required=True,
                     hint=f"one of {', '.join(SUBMISSION_FORMATS)}"),
-    "id_column": Field(_string, default="id"),
-    "label_column": Field(_string, default="label"),
-    "classes": Field(_optional(_list_of(_label)), default=None),
+    "id_column": Field(string, default="id"),
+    "label_column": Field(string, default="label"),
+    "classes": Field(optional(list_of(label)), default=None),
     "threshold": Field(_threshold, default=0.5),
-    "min_labels": Field(_integer(0, MAX_COUNT), default=1),
-    "max_labels": Field(_optional(_integer(1, MAX_COUNT)), default=None),
-    "k": Field(_integer(1, MAX_COUNT), default=5),  # topk: the k best labels, best first
-    "file": Field(_output_file, default="submission.csv"),
+    "min_labels": Field(integer(0, MAX_COUNT), default=1),
+    "max_labels": Field(optional(integer(1, MAX_COUNT)), default=None),
+    "k": Field(integer(1, MAX_COUNT), default=5),  # topk: the k best labels, best first
+    "file": Field(output_file, default="submission.csv"),
 })
 
 BUDGET = Section({
-    "seconds": Field(_number(0.0, exclusive=True), default=float(KAGGLE_RUN_SECONDS)),
+    "seconds": Field(number(0.0, exclusive=True), default=float(KAGGLE_RUN_SECONDS)),
     # Fraction of the budget kept in reserve for start-up, the last batch and writing the file.
-    "margin": Field(_fraction, default=0.1),
+    "margin": Field(fraction, default=0.1),
 })
 
 CONFIG = Section({
-    "models": Field(_list_of(_section(MODEL)), required=True,
+    "models": Field(list_of(section(MODEL)), required=True,
                     hint="a list of models, each with a name and a path"),
-    "test": Field(_section(TEST), required=True, hint="a section with test.images"),
-    "submission": Field(_section(SUBMISSION), required=True,
+    "test": Field(section(TEST), required=True, hint="a section with test.images"),
+    "submission": Field(section(SUBMISSION), required=True,
                         hint="a section with submission.format"),
-    "blend": Field(_choice(*BLEND_MODES), default="mean"),
+    "blend": Field(choice(*BLEND_MODES), default="mean"),
     # Combining one model's views; default: the blend mode (then every view counts as 1/n of
     # its model in the blend).
-    "tta_blend": Field(_optional(_choice(*TTA_BLEND_MODES)), default=None),
+    "tta_blend": Field(optional(choice(*TTA_BLEND_MODES)), default=None),
     "tta": Field(_tta_list, default=["identity"]),
-    "batch_size": Field(_integer(1, MAX_BATCH_SIZE), default=32),
+    "batch_size": Field(integer(1, MAX_BATCH_SIZE), default=32),
     # fp16 autocast and channels-last on GPU under "auto"; the CPU always runs fp32.
-    "precision": Field(_choice("auto", "fp32", "fp16"), default="auto"),
+    "precision": Field(choice("auto", "fp32", "fp16"), default="auto"),
     # torch.compile per model: "auto" only where the projected remaining work pays back the
     # compile time (long test sets; see inference_core/optimize.py); "off" never.
-    "compile": Field(_choice("auto", "off"), default="off"),
+    "compile": Field(choice("auto", "off"), default="off"),
     # Threads that decode and prepare the next batches while the models run (0: none). "auto":
     # 2 beside a GPU; none on a CPU, where the models already keep every core busy and a loader
     # thread only competes with them (measured: benchmarks/pipeline.py).
-    "loader_threads": Field(_auto_or(_integer(0, MAX_LOADER_THREADS)), default="auto"),
+    "loader_threads": Field(auto_or(integer(0, MAX_LOADER_THREADS)), default="auto"),
     # Classes scored at a time for prototype members (Herbarium: 32,000 classes), so that no
     # images x classes score matrix is made per member; 0 scores every class at once.
-    "class_chunk": Field(_integer(0, MAX_CLASS_CHUNK), default=DEFAULT_CLASS_CHUNK),
-    "budget": Field(_section(BUDGET), default=BUDGET),
-    "input_roots": Field(_list_of(_string), default=DEFAULT_INPUT_ROOTS),
+    "class_chunk": Field(integer(0, MAX_CLASS_CHUNK), default=DEFAULT_CLASS_CHUNK),
+    "budget": Field(section(BUDGET), default=BUDGET),
+    "input_roots": Field(list_of(string), default=DEFAULT_INPUT_ROOTS),
 })
-
-
-def _validate_section(value: Any, section: Section, where: str) -> dict:
-    if not isinstance(value, dict):
-        raise _fail(where or "config", f"must be a mapping, got {_shown(value)}")
-    prefix = f"{where}." if where else ""
-    for key in value:
-        if key not in section.fields:
-            name = key if isinstance(key, str) and key.isprintable() and len(key) <= 80 \
-                else _shown(key)
-            close = difflib.get_close_matches(name, section.fields, n=1)
-            fix = f"did you mean {close[0]!r}?" if close else \
-                f"allowed fields: {', '.join(section.fields)}"
-            raise _fail(f"{prefix}{name}", f"unknown field; {fix}")
-    result = {}
-    for key, spec in section.fields.items():
-        if key not in value:
-            if spec.required:
-                raise _fail(f"{prefix}{key}", f"missing; add {spec.hint}")
-            # A missing section gets its fields' defaults; a list default is copied, so that
-            # one validated config never shares (and mutates) another's.
-            result[key] = (_validate_section({}, spec.default, f"{prefix}{key}")
-                           if isinstance(spec.default, Section) else copy.deepcopy(spec.default))
-            continue
-        result[key] = spec.check(value[key], f"{prefix}{key}")
-    return result
 
 
 def _check_folds_group(model: dict, where: str) -> None:
     if model["folds"] is None:
         if isinstance(model["value"], list):
-            raise _fail(f"{where}.value", "a list of values is for a folds group (one per "
+            raise fail(f"{where}.value", "a list of values is for a folds group (one per "
                                           "fold); give this model one number")
         return
     if isinstance(model["value"], list) and len(model["value"]) != len(model["folds"]):
-        raise _fail(f"{where}.value", f"{len(model['value'])} values for "
+        raise fail(f"{where}.value", f"{len(model['value'])} values for "
                                       f"{len(model['folds'])} folds; give one per fold, in the "
                                       "order of folds")
     for key in ("fold", "path", "sha256"):
         if model[key] is not None:
-            raise _fail(f"{where}.{key}", f"a folds group has one file per fold; drop {key} "
+            raise fail(f"{where}.{key}", f"a folds group has one file per fold; drop {key} "
                                           "(each fold is found by name and fold)")
     for j, fold in enumerate(model["folds"]):
         if fold in model["folds"][:j]:
-            raise _fail(f"{where}.folds[{j}]", f"fold {fold} is listed twice; list each fold once")
+            raise fail(f"{where}.folds[{j}]", f"fold {fold} is listed twice; list each fold once")
 
 
 def fold_member_name(name: str, fold: int) -> str:
@@ -440,7 +267,7 @@ def budget_seconds(config: dict, environ: dict[str, str]) -> float:
 
 def validate_config(raw: Any) -> dict:
     """Return the config with defaults filled in; raise ConfigError naming the first bad field."""
-    config = _validate_section(raw, CONFIG, "")
+    config = validate_section(raw, CONFIG, "")
     taken: set[str] = set()
     for i, model in enumerate(config["models"]):
         _check_folds_group(model, f"models[{i}]")
@@ -448,15 +275,15 @@ def validate_config(raw: Any) -> dict:
         names = {model["name"], *(member["label"] for member in expand_models([model]))}
         clash = sorted(names & taken)
         if clash:
-            raise _fail(f"models[{i}].name", f"duplicate model name {clash[0]!r}; names must be "
+            raise fail(f"models[{i}].name", f"duplicate model name {clash[0]!r}; names must be "
                                              "unique")
         taken |= names
     if config["tta_blend"] is None:
         config["tta_blend"] = config["blend"]
     total = sum(model["weight"] for model in config["models"])
     if total <= 0:
-        raise _fail("models", "all weights are 0; give at least one model a weight > 0")
+        raise fail("models", "all weights are 0; give at least one model a weight > 0")
     if not math.isfinite(total):
-        raise _fail("models", "the weights add up beyond any float; use relative weights such as "
+        raise fail("models", "the weights add up beyond any float; use relative weights such as "
                               "0.6 and 0.4")
     return config

@@ -26,19 +26,19 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import (
+from .errors import CheckpointError, ConfigError
+from .fields import (
     Field,
     Section,
-    _choice,
-    _integer,
-    _label,
-    _list_of,
-    _number,
-    _optional,
-    _string,
-    _validate_section,
+    choice,
+    integer,
+    label,
+    list_of,
+    number,
+    optional,
+    string,
+    validate_section,
 )
-from .errors import CheckpointError, ConfigError
 
 # The top-level keys of a kernelpack checkpoint (here, not in `checkpoint`, so that reading them
 # needs no torch: `kernelpack encrypt` reads a checkpoint's fields without it).
@@ -79,27 +79,27 @@ def _plain_mapping(value: Any, where: str) -> dict:
 
 def _channels(value: Any, where: str) -> tuple[float, ...]:
     """A list of numbers; how many, and their range, are the preprocessing's to check."""
-    return tuple(_list_of(_number())(list(value) if isinstance(value, tuple) else value, where))
+    return tuple(list_of(number())(list(value) if isinstance(value, tuple) else value, where))
 
 
 def _labels(value: Any, where: str) -> tuple:
-    labels = _list_of(_label)(list(value) if isinstance(value, tuple) else value, where)
+    labels = list_of(label)(list(value) if isinstance(value, tuple) else value, where)
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{where}: labels must be unique, got {labels!r}")
     return tuple(labels)
 
 
 CONFIG_FIELDS = Section({
-    "name": Field(_optional(_string)),
-    "fold": Field(_optional(_integer(0))),
-    "input_size": Field(_optional(_integer(1))),
-    "resize": Field(_optional(_string)),  # its values are the preprocessing's to check
-    "mean": Field(_optional(_channels)),
-    "std": Field(_optional(_channels)),
-    "preprocess": Field(_optional(_plain_mapping)),
-    "activation": Field(_optional(_choice(*ACTIVATIONS))),
-    "classes": Field(_optional(_labels)),
-    "model_kwargs": Field(_optional(_plain_mapping)),
+    "name": Field(optional(string)),
+    "fold": Field(optional(integer(0))),
+    "input_size": Field(optional(integer(1))),
+    "resize": Field(optional(string)),  # its values are the preprocessing's to check
+    "mean": Field(optional(_channels)),
+    "std": Field(optional(_channels)),
+    "preprocess": Field(optional(_plain_mapping)),
+    "activation": Field(optional(choice(*ACTIVATIONS))),
+    "classes": Field(optional(_labels)),
+    "model_kwargs": Field(optional(_plain_mapping)),
 })
 
 
@@ -132,9 +132,9 @@ class ModelConfig:
                 if key not in checkpoint:
                     raise ConfigError(f"{key}: missing; save the checkpoint with "
                                       "inference_core.checkpoint.save_checkpoint")
-            arch = _string(checkpoint["arch"], "arch")
-            num_classes = _integer(1)(checkpoint["num_classes"], "num_classes")
-            values = _validate_section(checkpoint["config"], CONFIG_FIELDS, "config")
+            arch = string(checkpoint["arch"], "arch")
+            num_classes = integer(1)(checkpoint["num_classes"], "num_classes")
+            values = validate_section(checkpoint["config"], CONFIG_FIELDS, "config")
             classes = values["classes"]
             if classes is not None and len(classes) != num_classes:
                 raise ConfigError(f"config.classes: holds {len(classes)} labels but the model has "

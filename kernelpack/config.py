@@ -15,44 +15,44 @@ from typing import Any
 import yaml
 
 # The runtime's field checkers, so that host fields read and fail exactly like runtime ones.
-from inference_core.config import (
+from inference_core.config import validate_config
+from inference_core.errors import ConfigError
+from inference_core.fields import (
     Field,
     Section,
-    _boolean,
-    _fail,
-    _list_of,
-    _optional,
-    _shown,
-    _string,
-    _validate_section,
-    validate_config,
+    boolean,
+    fail,
+    list_of,
+    optional,
+    shown,
+    string,
+    validate_section,
 )
-from inference_core.errors import ConfigError
 
 KERNEL_ID = re.compile(r"^[A-Za-z0-9_-]+/[a-z0-9-]+$")
 
 
 def _kernel_id(value: Any, where: str) -> str:
     if not isinstance(value, str) or not KERNEL_ID.match(value):
-        raise _fail(where, f"must look like 'username/kernel-slug' (lower-case slug), "
-                           f"got {_shown(value)}")
+        raise fail(where, f"must look like 'username/kernel-slug' (lower-case slug), "
+                           f"got {shown(value)}")
     return value
 
 
 # kernel-metadata.json keys and their defaults: a private, offline kernel, the only kind a code
 # competition accepts. `code`: package folders or module files, relative to the config file.
 KERNEL = Section({
-    "id": Field(_optional(_kernel_id), default=None),
-    "title": Field(_optional(_string), default=None),
-    "is_private": Field(_boolean, default=True),
-    "enable_gpu": Field(_boolean, default=False),
-    "enable_internet": Field(_boolean, default=False),
-    "machine_shape": Field(_optional(_string), default=None),
-    "dataset_sources": Field(_list_of(_string, non_empty=False), default=[]),
-    "competition_sources": Field(_list_of(_string, non_empty=False), default=[]),
-    "kernel_sources": Field(_list_of(_string, non_empty=False), default=[]),
-    "model_sources": Field(_list_of(_string, non_empty=False), default=[]),
-    "code": Field(_list_of(_string, non_empty=False), default=[]),
+    "id": Field(optional(_kernel_id), default=None),
+    "title": Field(optional(string), default=None),
+    "is_private": Field(boolean, default=True),
+    "enable_gpu": Field(boolean, default=False),
+    "enable_internet": Field(boolean, default=False),
+    "machine_shape": Field(optional(string), default=None),
+    "dataset_sources": Field(list_of(string, non_empty=False), default=[]),
+    "competition_sources": Field(list_of(string, non_empty=False), default=[]),
+    "kernel_sources": Field(list_of(string, non_empty=False), default=[]),
+    "model_sources": Field(list_of(string, non_empty=False), default=[]),
+    "code": Field(list_of(string, non_empty=False), default=[]),
 })
 
 
@@ -61,7 +61,7 @@ def validate_host_config(raw: Any) -> dict:
     if not isinstance(raw, dict):
         return validate_config(raw)  # raises the runtime's "must be a mapping"
     config = validate_config({name: value for name, value in raw.items() if name != "kernel"})
-    config["kernel"] = _validate_section(raw.get("kernel", {}), KERNEL, "kernel")
+    config["kernel"] = validate_section(raw.get("kernel", {}), KERNEL, "kernel")
     return config
 
 
@@ -112,7 +112,7 @@ def read_yaml(path: str | Path) -> Any:
     try:
         return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: plain data only
     except _DuplicateKey as dup:
-        raise ConfigError(f"{path}: line {dup.line}: key {_shown(dup.key)} is given twice (first "
+        raise ConfigError(f"{path}: line {dup.line}: key {shown(dup.key)} is given twice (first "
                           f"at line {dup.first}); YAML would keep only the last, remove one")\
             from None
     except yaml.YAMLError as exc:

@@ -1,0 +1,206 @@
+"""Field checks shared by every schema (the ensemble config, a checkpoint's model config, the host
+config): each takes `(value, where)` and returns the checked value, or raises ConfigError whose
+message starts with `where`, e.g. `models[2].weight: must be >= 0, got -0.1`.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import re
+import reprlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Field:
+    """One config field: its check, whether it is required, its default, and a hint for the fix."""
+
+    check: Callable[[Any, str], Any]
+    required: bool = False
+    default: Any = None
+    hint: str = ""
+
+
+@dataclass(frozen=True)
+class Section:
+    fields: dict[str, Field] = field(default_factory=dict)
+
+
+def fail(where: str, problem: str) -> ConfigError:
+    return ConfigError(f"{where}: {problem}")
+
+
+def string(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise fail(where, f"must be a non-empty string, got {shown(value)}")
+    if "\0" in value:  # no file name, column or label holds one; paths would raise on it
+        raise fail(where, f"must not contain a NUL character, got {shown(value)}")
+    return value
+
+
+def choice(*allowed: str) -> Callable[[Any, str], str]:
+    def check(value: Any, where: str) -> str:
+        if value not in allowed:
+            raise fail(where, f"must be one of {', '.join(allowed)}, got {shown(value)}")
+        return value
+
+    return check
+
+
+def number(minimum: float | None = None, exclusive: bool = False) -> Callable[[Any, str], float]:
+    def check(value: Any, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise fail(where, f"must be a number, got {shown(value)}")
+        try:
+            parsed = float(value)
+        except OverflowError:  # an integer beyond any float
+            parsed = math.inf
+        if not math.isfinite(parsed):  # YAML's .nan and .inf, 1e999
+            raise fail(where, f"must be a finite number, got {shown(value)}")
+        if minimum is not None and (parsed <= minimum if exclusive else parsed < minimum):
+            sign = ">" if exclusive else ">="
+            raise fail(where, f"must be {sign} {minimum:g}, got {shown(value)}")
+        return parsed
+
+    return check
+
+
+def integer(minimum: int, maximum: int | None = None) -> Callable[[Any, str], int]:
+    def check(value: Any, where: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail(where, f"must be an integer, got {shown(value)}")
+        if value < minimum:
+            raise fail(where, f"must be >= {minimum}, got {shown(value)}")
+        if maximum is not None and value > maximum:
+            raise fail(where, f"must be <= {maximum}, got {shown(value)}")
+        return value
+
+    return check
+
+
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict = 3, 4, 4
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = 60
+
+
+def shown(value: Any) -> str:
+    """A value as an error message shows it: repr, cut short (a hostile config can hold a huge
+    one)."""
+    if isinstance(value, int) and abs(value) >= 10 ** 60:
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    try:
+        text = _SHORT_REPR.repr(value)  # bounded work, even for YAML aliases nested 9 deep
+    except (ValueError, RecursionError):  # a huge integer inside
+        return f"a {type(value).__name__} too large to show"
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def inside_pattern(value: Any, where: str) -> str:
+    """A glob pattern that stays inside the folder it is matched in (pathlib refuses absolute
+    patterns with an exception, and `..` would read the files beside the test set)."""
+    pattern = string(value, where)
+    parts = pattern.replace("\\", "/").split("/")
+    if pattern.startswith(("/", "\\")) or ".." in parts:
+        raise fail(where, f"must be a pattern inside the test folder (e.g. *.png or **/*.jpg), "
+                           f"got {shown(value)}")
+    return pattern
+
+
+def output_file(value: Any, where: str) -> str:
+    """A file name in the working folder (the kernel's published output): no folder parts, so a
+    config cannot write anywhere else."""
+    name = string(value, where)
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise fail(where, f"must be a file name in the working folder (e.g. submission.csv), "
+                           f"got {shown(value)}")
+    return name
+
+
+def auto_or(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    return lambda value, where: value if value == "auto" else check(value, where)
+
+
+def optional(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    return lambda value, where: None if value is None else check(value, where)
+
+
+Check = Callable[[Any, str], Any]
+
+
+def list_of(check: Check, non_empty: bool = True) -> Check:
+    def check_list(value: Any, where: str) -> list:
+        if not isinstance(value, list):
+            raise fail(where, f"must be a list, got {shown(value)}")
+        if non_empty and not value:
+            raise fail(where, "must not be empty")
+        return [check(item, f"{where}[{i}]") for i, item in enumerate(value)]
+
+    return check_list
+
+
+def label(value: Any, where: str) -> str | int:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise fail(where, f"must be a string or an integer, got {shown(value)}")
+    return value
+
+
+def boolean(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise fail(where, f"must be true or false, got {shown(value)}")
+    return value
+
+
+def sha256(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise fail(where, f"must be 64 lower-case hex digits, got {shown(value)}")
+    return value
+
+
+def fraction(value: Any, where: str) -> float:
+    checked = number(0.0)(value, where)
+    if checked >= 1.0:
+        raise fail(where, f"must be at least 0 and below 1, got {shown(value)}")
+    return checked
+
+
+def section(schema: Section) -> Callable[[Any, str], dict]:
+    return lambda value, where: validate_section(value, schema, where)
+
+
+def probability(value: Any, where: str) -> float:
+    checked = number(0.0)(value, where)
+    if checked > 1.0:
+        raise fail(where, f"must be between 0 and 1, got {shown(value)}")
+    return checked
+
+
+def validate_section(value: Any, schema: Section, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise fail(where or "config", f"must be a mapping, got {shown(value)}")
+    prefix = f"{where}." if where else ""
+    for key in value:
+        if key not in schema.fields:
+            name = key if isinstance(key, str) and key.isprintable() and len(key) <= 80 \
+                else shown(key)
+            close = difflib.get_close_matches(name, schema.fields, n=1)
+            fix = f"did you mean {close[0]!r}?" if close else \
+                f"allowed fields: {', '.join(schema.fields)}"
+            raise fail(f"{prefix}{name}", f"unknown field; {fix}")
+    result = {}
+    for key, spec in schema.fields.items():
+        if key not in value:
+            if spec.required:
+                raise fail(f"{prefix}{key}", f"missing; add {spec.hint}")
+            # A missing section gets its fields' defaults; a list default is copied, so that
+            # one validated config never shares (and mutates) another's.
+            result[key] = (validate_section({}, spec.default, f"{prefix}{key}")
+                           if isinstance(spec.default, Section) else copy.deepcopy(spec.default))
+            continue
+        result[key] = spec.check(value[key], f"{prefix}{key}")
+    return result
