@@ -1,18 +1,24 @@
 """Field checks shared by every schema (the ensemble config, a checkpoint's model config, the host
 config): each takes `(value, where)` and returns the checked value, or raises ConfigError whose
 message starts with `where`, e.g. `models[2].weight: must be >= 0, got -0.1`.
+
+A schema is a frozen, keyword-only dataclass whose fields are declared with `checked(check,
+default=...)`: the field's type, check, default and hint live in that one line. `read_schema`
+reads a mapping into it (unknown keys refused with the closest name, required ones named with
+what to add) and `to_plain` gives back plain JSON/YAML types.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import math
 import re
 import reprlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import MISSING, dataclass, field
+from typing import Any, TypeVar
 
 from .errors import ConfigError
 
@@ -204,3 +210,71 @@ def validate_section(value: Any, schema: Section, where: str) -> dict:
             continue
         result[key] = spec.check(value[key], f"{prefix}{key}")
     return result
+
+
+Schema = TypeVar("Schema")
+
+
+def checked(check: Check, *, default: Any = MISSING, hint: str = "") -> Any:
+    """A schema field read by `check`. Without a default it is required (`hint` is what the
+    error tells the user to add); a schema class as default means that section with all its
+    defaults."""
+    metadata = {"check": check, "hint": hint}
+    if default is MISSING:
+        return field(metadata=metadata)
+    if isinstance(default, type):
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def schema_of(schema: type[Schema]) -> Check:
+    """The check of a nested section: `read_schema` of its own schema."""
+    return lambda value, where: read_schema(schema, value, where)
+
+
+def _frozen(value: Any) -> Any:
+    """Lists as tuples, so that a frozen schema holds nothing mutable but plain mappings."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(item) for item in value)
+    return value
+
+
+def _schema_fields(schema: type) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(schema) if "check" in f.metadata]
+
+
+def read_schema(schema: type[Schema], value: Any, where: str) -> Schema:
+    """Read mapping `value` into `schema`, checking each field; ConfigError names the first bad
+    field under `where` (`""` for a whole config)."""
+    if not isinstance(value, dict):
+        raise fail(where or "config", f"must be a mapping, got {shown(value)}")
+    prefix = f"{where}." if where else ""
+    fields = _schema_fields(schema)
+    names = [f.name for f in fields]
+    for key in value:
+        if key not in names:
+            name = key if isinstance(key, str) and key.isprintable() and len(key) <= 80 \
+                else shown(key)
+            close = difflib.get_close_matches(name, names, n=1)
+            fix = f"did you mean {close[0]!r}?" if close else f"allowed fields: {', '.join(names)}"
+            raise fail(f"{prefix}{name}", f"unknown field; {fix}")
+    values = {}
+    for spec in fields:
+        if spec.name in value:
+            values[spec.name] = _frozen(spec.metadata["check"](value[spec.name],
+                                                               f"{prefix}{spec.name}"))
+        elif spec.default is MISSING and spec.default_factory is MISSING:
+            raise fail(f"{prefix}{spec.name}", f"missing; add {spec.metadata['hint']}")
+    return schema(**values)
+
+
+def to_plain(value: Any) -> Any:
+    """A schema (or anything inside one) as plain types: mappings, lists, str, numbers, None."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {spec.name: to_plain(getattr(value, spec.name)) for spec in _schema_fields(
+            type(value))}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: to_plain(item) for key, item in value.items()}
+    return value
