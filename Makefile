@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # albumentations would otherwise query the package index at import.
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: setup demo test bench lint clean
+.PHONY: setup demo test test-fast bench lint clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,10 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The suite less the tests marked slow (setup.cfg names what they do): about a minute.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup
 	$(BIN)/python -m benchmarks.run

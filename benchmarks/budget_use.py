@@ -24,17 +24,19 @@ import time
 from pathlib import Path
 
 from benchmarks.common import write_checkpoints, write_test_images
+from inference_core.config import EnsembleConfig
 from inference_core.runner import run_kernel
 
 MODELS, ARCH, SIZE, MARGIN = 6, "torchvision.resnet18", 64, 0.1
 
 
 def _run(root: Path, names: list[str], budget: float, name: str) -> tuple[dict, list[str]]:
-    config = {"models": [{"name": n, "weight": 1.0 + i / 10} for i, n in enumerate(names)],
-              "test": {"images": "comp/test", "pattern": "*.jpg"},
-              "submission": {"format": "multiclass"}, "tta": ["identity", "hflip"],
-              "batch_size": 32, "budget": {"seconds": budget, "margin": MARGIN},
-              "input_roots": [str(root / "input")]}
+    config = EnsembleConfig.from_dict({
+        "models": [{"name": n, "weight": 1.0 + i / 10} for i, n in enumerate(names)],
+        "test": {"images": "comp/test", "pattern": "*.jpg"},
+        "submission": {"format": "multiclass"}, "tta": ["identity", "hflip"],
+        "batch_size": 32, "budget": {"seconds": budget, "margin": MARGIN},
+        "input_roots": [str(root / "input")]})
     work = root / name
     work.mkdir()
     lines: list[str] = []

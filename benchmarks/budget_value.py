@@ -41,7 +41,7 @@ from examples.digits.prepare import make_competition
 from examples.digits.train import train_ensemble
 from inference_core.blend import BlendAccumulator
 from inference_core.budget import choose_units, rank_units
-from inference_core.config import expand_models
+from inference_core.config import EnsembleConfig, EnsembleMember
 from inference_core.runner import discover, load_ensemble
 from kernelpack import cli
 from kernelpack.config import load_config
@@ -94,13 +94,13 @@ def _fit(cache: Path, work: Path) -> tuple[Path, Path, list[str]]:
     return work / "fitted.yml", oof_dir, stems
 
 
-def _costs(config: dict) -> tuple[list, dict, list[dict]]:
+def _costs(config: EnsembleConfig) -> tuple[list, dict, list[EnsembleMember]]:
     """Each model view's seconds per image, timed with the runtime's predictor (after a
     warm-up pass, the faster of two passes)."""
     log = lambda _: None  # noqa: E731
-    discovery = discover(config["models"], config["input_roots"], log)
+    discovery = discover(config, config.input_roots, log)
     ensemble = load_ensemble(config, discovery, None, log)
-    root = Path(config["input_roots"][0]) / config["test"]["images"]
+    root = Path(config.input_roots[0]) / config.test.images
     prepared = ensemble.predictor.prepare(sorted(root.glob("*.png"))[:TIMED_IMAGES])
     rows = prepared.decoded.size
     best: dict[int, float] = {}
@@ -112,7 +112,7 @@ def _costs(config: dict) -> tuple[list, dict, list[dict]]:
             if attempt:
                 best = {m: min(s, best.get(m, s)) for m, s in timings.items()}
     cost = {u: best[u.member] / rows for u in ensemble.units}
-    members = expand_models(config["models"])
+    members = config.members()
     return ensemble.units, cost, members
 
 
@@ -123,15 +123,15 @@ def measure(epochs: int = BENCH_EPOCHS, cache: Path | None = None) -> dict:
     trained = time.perf_counter() - started
     with tempfile.TemporaryDirectory() as tmp:
         fitted, oof_dir, stems = _fit(cache, Path(tmp))
-        config = load_config(fitted)
+        config = load_config(fitted).ensemble
         units, cost, members = _costs(config)
-        submission = config["submission"]
+        submission = config.submission
         oof = load_oof_set({s: oof_dir / f"{s}.npy" for s in stems}, oof_dir / "labels.csv",
                            oof_dir / "folds.npy", None, False)
         weights, shifts = oof_weights(config, oof.names, str(fitted))
         # Each fold model's OOF name.
-        owner = {config["models"][i]["name"]: oof.names.index(name)
-                 for name, indices in entries_of(config["models"], oof.names,
+        owner = {config.models[i].name: oof.names.index(name)
+                 for name, indices in entries_of(config.models, oof.names,
                                                  str(fitted)).items() for i in indices}
         metric = get_metric("logloss")
 
@@ -139,13 +139,13 @@ def measure(epochs: int = BENCH_EPOCHS, cache: Path | None = None) -> dict:
             """OOF log loss of the fitted blend of the models with a fold in `kept`."""
             present = [np.zeros(len(oof.truth), dtype=bool) for _ in oof.names]
             for unit in kept:
-                present[owner[members[unit.member]["name"]]][:] = True
-            return blended_score(oof, weights, config["blend"], shifts, metric, submission,
+                present[owner[members[unit.member].group]][:] = True
+            return blended_score(oof, weights, config.blend, shifts, metric, submission,
                                  present)
 
         prior = score([])
         full_cost = sum(cost.values())
-        no_values = rank_units([(m["label"], m["weight"], ["identity"], m["group"])
+        no_values = rank_units([(m.label, m.weight, ["identity"], m.group)
                                 for m in members])
         by_member = {u.member: cost[u] for u in units}
         rows = []
@@ -174,7 +174,7 @@ def measure(epochs: int = BENCH_EPOCHS, cache: Path | None = None) -> dict:
         "prior_logloss": round(prior, 5),
         "full_logloss": round(score(units), 5),
         "ms_per_image": {u.label: round(1000 * cost[u], 3) for u in units},
-        "values": {m["label"]: m["value"] for m in members},
+        "values": {m.label: m.value for m in members},
         "budgets": rows,
         "epochs": epochs,
         "training_seconds": round(trained, 1),

@@ -19,8 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from kernelpack.bundler.bundle import Entry, bundle, encode_payload
+from kernelpack.bundler.bundle import Entry, bundle
 from kernelpack.bundler.locate import files_of, find_installed
+from kernelpack.bundler.payload import encode_payload
 from kernelpack.kernel.build import ENTRY_NAME, build_kernel
 
 CONFIG = """\

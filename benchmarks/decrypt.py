@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from benchmarks.common import peak_rss, reset_peak_rss
 from inference_core.checkpoint import load_checkpoint
-from inference_core.kpenc import decrypt_to_memory
+from inference_core.kpenc import KpencManifest, decrypt_to_memory
 from kernelpack.weights.encrypt import encrypt_checkpoint, encrypt_file
 
 KEY = bytes(range(32))
@@ -46,7 +46,7 @@ def throughput(mib: int, workdir: Path) -> dict:
     source = workdir / "plain.bin"
     source.write_bytes(plain)
     sealed = workdir / "plain.kpenc"
-    encrypt_file(source, KEY, sealed, {"name": "bench"})
+    encrypt_file(source, KEY, sealed, KpencManifest(name="bench"))
 
     def kpenc(backend: str):
         def run():

@@ -33,8 +33,7 @@ from torch import nn
 from benchmarks.common import peak_rss, reset_peak_rss
 from inference_core.blend import BlendAccumulator
 from inference_core.budget import rank_units
-from inference_core.config import DEFAULT_CLASS_CHUNK, SUBMISSION
-from inference_core.fields import validate_section
+from inference_core.config import DEFAULT_CLASS_CHUNK, SubmissionSection
 from inference_core.predict import EnsemblePredictor, Member, PreparedBatch
 from inference_core.preprocess import Preprocess
 from inference_core.prototypes import PrototypeNet
@@ -66,7 +65,7 @@ def run(images: int, batch: int, class_chunk: int, out: Path) -> tuple[float, in
     predictor = EnsemblePredictor(ensemble, "fp32", [torch.device("cpu")],
                                   class_chunk=class_chunk)
     active = set(rank_units([(m.name, m.weight, m.tta) for m in ensemble]))
-    submission = validate_section({"format": "topk", "k": K}, SUBMISSION, "submission")
+    submission = SubmissionSection(format="topk", k=K)
     generator = torch.Generator().manual_seed(1)
     set_up = peak_rss()
     began = time.perf_counter()

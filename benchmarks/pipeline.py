@@ -30,8 +30,11 @@ import torch
 
 from benchmarks.common import peak_rss, reset_peak_rss, write_checkpoints, write_test_images
 from inference_core.checkpoint import load_checkpoint, model_from_checkpoint
-from inference_core.preprocess import Preprocess, decode_image, to_tensor
+from inference_core.config import EnsembleConfig
+from inference_core.decode import decode_image
+from inference_core.preprocess import Preprocess
 from inference_core.runner import run_kernel
+from inference_core.transforms import to_tensor
 
 TTA, BATCH = ["identity", "hflip"], 32
 
@@ -49,10 +52,11 @@ def _images(root: Path) -> list[Path]:
 
 def run_kernelpack(root: Path) -> float:
     names = [p.stem for p in sorted((root / "input" / "models").glob("*.pt"))]
-    config = {"models": [{"name": n} for n in names],
-              "test": {"images": "comp/test", "pattern": "*.jpg"},
-              "submission": {"format": "multiclass"}, "tta": TTA, "batch_size": BATCH,
-              "input_roots": [str(root / "input")]}
+    config = EnsembleConfig.from_dict({
+        "models": [{"name": n} for n in names],
+        "test": {"images": "comp/test", "pattern": "*.jpg"},
+        "submission": {"format": "multiclass"}, "tta": TTA, "batch_size": BATCH,
+        "input_roots": [str(root / "input")]})
     work = root / "work"
     work.mkdir(exist_ok=True)
     return run_kernel(config, work, log=lambda _: None, progress=False).predict_seconds

@@ -24,8 +24,7 @@ import numpy as np
 
 from benchmarks.common import peak_rss, reset_peak_rss
 from inference_core.blend import BlendAccumulator
-from inference_core.config import SUBMISSION
-from inference_core.fields import validate_section
+from inference_core.config import SubmissionSection
 from inference_core.submission import SubmissionWriter
 
 BATCH = 64
@@ -37,7 +36,7 @@ def blend_stream(classes: int, images: int, models: int, out: Path) -> float:
     for _ in range(models):
         block = rng.random((BATCH, classes), dtype=np.float32) + 1e-3
         blocks.append(block / block.sum(axis=1, keepdims=True))
-    submission = validate_section({"format": "topk", "k": 5}, SUBMISSION, "submission")
+    submission = SubmissionSection(format="topk", k=5)
     began = time.perf_counter()
     with SubmissionWriter(out, submission, list(range(classes))) as writer:
         for start in range(0, images, BATCH):

@@ -18,7 +18,7 @@ _EXPORTS = {
     "load_checkpoint": "checkpoint",
     "model_from_checkpoint": "checkpoint",
     "save_checkpoint": "checkpoint",
-    "validate_config": "config",
+    "EnsembleConfig": "config",
     "CheckpointError": "errors",
     "ConfigError": "errors",
     "KernelError": "errors",

@@ -140,9 +140,12 @@ def build_model(config: ModelConfig, name: str) -> nn.Module:
             "config") from None
 
 
-def model_from_checkpoint(checkpoint: dict, name: str = "<checkpoint>") -> nn.Module:
-    """Build the architecture, load the weights strictly and switch to eval mode."""
-    config = ModelConfig.from_checkpoint(checkpoint, name)
+def model_from_checkpoint(checkpoint: dict, name: str = "<checkpoint>",
+                          config: ModelConfig | None = None) -> nn.Module:
+    """Build the architecture, load the weights strictly and switch to eval mode. `config`:
+    the checkpoint's ModelConfig when the caller has read it already (else it is read here)."""
+    if config is None:
+        config = ModelConfig.from_checkpoint(checkpoint, name)
     model = build_model(config, name)
     mismatch = WeightMismatch.between(model, checkpoint["state_dict"])
     if mismatch:

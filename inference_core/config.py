@@ -1,21 +1,25 @@
-"""The ensemble config: its fields, defaults, and validation with messages naming the field.
+"""The ensemble config: one frozen schema (`EnsembleConfig` and its sections), each field declared
+once with its check, default and hint, validated with messages naming the field.
 
-The host (`kernelpack build`) validates the YAML with `validate_config` and embeds the result as
-JSON in `kernel.py`; the kernel validates it again, so a hand-edited kernel fails just as clearly.
-Errors read like `models[2].weight: must be >= 0, got -0.1`.
+The host (`kernelpack build`) reads the YAML with `EnsembleConfig.from_dict` and embeds
+`to_json()` in `kernel.py`; the kernel reads it again with `from_json`, so a hand-edited kernel
+fails just as clearly. Errors read like `models[2].weight: must be >= 0, got -0.1`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
 from .fields import (
-    Field,
-    Section,
     auto_or,
     boolean,
+    checked,
     choice,
     fail,
     fraction,
@@ -27,18 +31,20 @@ from .fields import (
     optional,
     output_file,
     probability,
-    section,
+    read_schema,
+    schema_of,
     sha256,
     shown,
     string,
-    validate_section,
+    to_plain,
 )
 
 SUBMISSION_FORMATS = ("multiclass", "multilabel", "topk", "probabilities")
 BLEND_MODES = ("mean", "gmean")
 # How one model's TTA views are combined before the models are blended.
 TTA_BLEND_MODES = ("mean", "gmean", "max")
-# The TTA views `inference_core.tta` implements (named here so validating needs no torch).
+# The TTA views `inference_core.tta` implements: named here, so that validating needs no torch,
+# and its table of implementations is keyed by these names.
 TTA_OP_NAMES = ("identity", "hflip", "vflip", "rot90", "rot180", "rot270", "transpose")
 # Views with a parameter, written `op:F`: a crop keeping the fraction F of each side (0 < F < 1),
 # resized back to the input size; `scale:F` resizes the whole input by F (0 < F <= 4).
@@ -47,7 +53,9 @@ MAX_TTA_SCALE = 4.0
 # How long a run may take before the kernel (`run-local --budget` overrides it).
 BUDGET_ENV = "KERNELPACK_BUDGET_SECONDS"
 KAGGLE_RUN_SECONDS = 9 * 3600
-DEFAULT_INPUT_ROOTS = ["/kaggle/input", "../input"]
+DEFAULT_INPUT_ROOTS = ("/kaggle/input", "../input")
+# The kernel's output in its working folder, unless submission.file names another.
+SUBMISSION_FILE = "submission.csv"
 # Sanity bounds: beyond them a value is a typo, and would only exhaust memory or threads.
 MAX_BATCH_SIZE = 65536
 MAX_LOADER_THREADS = 64
@@ -116,103 +124,63 @@ def _value(value: Any, where: str) -> float | list[float]:
     return number()(value, where)
 
 
-MODEL = Section({
+@dataclass(frozen=True, kw_only=True)
+class ModelEntry:
+    """One entry of `models`: a model to find under the input roots, or a folds group."""
+
     # Identity: a model is found under the input roots by the name (and fold, and sha256 of the
     # plaintext checkpoint, when given) in its checkpoint config or .kpenc manifest.
-    "name": Field(string, required=True,
-                  hint="the model's name, as stored in its checkpoint config (e.g. small_cnn_f0)"),
-    "fold": Field(optional(integer(0, MAX_COUNT)), default=None),
+    name: str = checked(string, hint="the model's name, as stored in its checkpoint config "
+                                     "(e.g. small_cnn_f0)")
+    fold: int | None = checked(optional(integer(0, MAX_COUNT)), default=None)
     # All folds of one model in one entry: one member per fold, the weight split evenly.
-    "folds": Field(optional(list_of(integer(0, MAX_COUNT))), default=None),
-    "sha256": Field(optional(sha256), default=None),
+    folds: tuple[int, ...] | None = checked(optional(list_of(integer(0, MAX_COUNT))),
+                                            default=None)
+    sha256: str | None = checked(optional(sha256), default=None)
     # Optional hint: the file, relative to an input root; it must then hold this identity.
-    "path": Field(optional(string), default=None),
+    path: str | None = checked(optional(string), default=None)
     # A required model that cannot be found stops the kernel; any other is skipped with a warning.
-    "required": Field(boolean, default=False),
-    "weight": Field(number(0.0), default=1.0),
+    required: bool = checked(boolean, default=False)
+    weight: float = checked(number(0.0), default=1.0)
     # Subtracted from the model's probabilities before the blend, so within (-1, 1).
-    "threshold_shift": Field(_shift, default=0.0),
-    "tta": Field(optional(_tta_list), default=None),
+    threshold_shift: float = checked(_shift, default=0.0)
+    tta: tuple[str, ...] | None = checked(optional(_tta_list), default=None)
     # What the blended OOF score loses without this model (written by `blend search`; the
     # budget planner keeps the most value per second): a number, or on a folds group one per
     # fold in the order of `folds` (a number there is split evenly, as the weight is).
-    "value": Field(optional(_value), default=None),
-})
+    value: float | tuple[float, ...] | None = checked(optional(_value), default=None)
 
-TEST = Section({
-    "images": Field(string, required=True,
-                    hint="the folder of test images, relative to an input root "
-                         "(e.g. my-competition/test)"),
-    "sample_submission": Field(optional(string), default=None),
-    "pattern": Field(inside_pattern, default="*.png"),
-    "extension": Field(string, default=".png"),
-})
 
-SUBMISSION = Section({
-    "format": Field(choice(*SUBMISSION_FORMATS), required=True,
-                    hint=f"one of {', '.join(SUBMISSION_FORMATS)}"),
-    "id_column": Field(string, default="id"),
-    "label_column": Field(string, default="label"),
-    "classes": Field(optional(list_of(label)), default=None),
-    "threshold": Field(_threshold, default=0.5),
-    "min_labels": Field(integer(0, MAX_COUNT), default=1),
-    "max_labels": Field(optional(integer(1, MAX_COUNT)), default=None),
-    "k": Field(integer(1, MAX_COUNT), default=5),  # topk: the k best labels, best first
-    "file": Field(output_file, default="submission.csv"),
-})
+@dataclass(frozen=True, kw_only=True)
+class TestSection:
+    images: str = checked(string, hint="the folder of test images, relative to an input root "
+                                       "(e.g. my-competition/test)")
+    sample_submission: str | None = checked(optional(string), default=None)
+    pattern: str = checked(inside_pattern, default="*.png")
+    extension: str = checked(string, default=".png")
 
-BUDGET = Section({
-    "seconds": Field(number(0.0, exclusive=True), default=float(KAGGLE_RUN_SECONDS)),
+    __test__ = False  # not a pytest test class despite the name
+
+
+@dataclass(frozen=True, kw_only=True)
+class SubmissionSection:
+    format: str = checked(choice(*SUBMISSION_FORMATS),
+                          hint=f"one of {', '.join(SUBMISSION_FORMATS)}")
+    id_column: str = checked(string, default="id")
+    label_column: str = checked(string, default="label")
+    classes: tuple[str | int, ...] | None = checked(optional(list_of(label)), default=None)
+    threshold: float | tuple[float, ...] = checked(_threshold, default=0.5)
+    min_labels: int = checked(integer(0, MAX_COUNT), default=1)
+    max_labels: int | None = checked(optional(integer(1, MAX_COUNT)), default=None)
+    k: int = checked(integer(1, MAX_COUNT), default=5)  # topk: the k best labels, best first
+    file: str = checked(output_file, default=SUBMISSION_FILE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BudgetSection:
+    seconds: float = checked(number(0.0, exclusive=True), default=float(KAGGLE_RUN_SECONDS))
     # Fraction of the budget kept in reserve for start-up, the last batch and writing the file.
-    "margin": Field(fraction, default=0.1),
-})
-
-CONFIG = Section({
-    "models": Field(list_of(section(MODEL)), required=True,
-                    hint="a list of models, each with a name and a path"),
-    "test": Field(section(TEST), required=True, hint="a section with test.images"),
-    "submission": Field(section(SUBMISSION), required=True,
-                        hint="a section with submission.format"),
-    "blend": Field(choice(*BLEND_MODES), default="mean"),
-    # Combining one model's views; default: the blend mode (then every view counts as 1/n of
-    # its model in the blend).
-    "tta_blend": Field(optional(choice(*TTA_BLEND_MODES)), default=None),
-    "tta": Field(_tta_list, default=["identity"]),
-    "batch_size": Field(integer(1, MAX_BATCH_SIZE), default=32),
-    # fp16 autocast and channels-last on GPU under "auto"; the CPU always runs fp32.
-    "precision": Field(choice("auto", "fp32", "fp16"), default="auto"),
-    # torch.compile per model: "auto" only where the projected remaining work pays back the
-    # compile time (long test sets; see inference_core/optimize.py); "off" never.
-    "compile": Field(choice("auto", "off"), default="off"),
-    # Threads that decode and prepare the next batches while the models run (0: none). "auto":
-    # 2 beside a GPU; none on a CPU, where the models already keep every core busy and a loader
-    # thread only competes with them (measured: benchmarks/pipeline.py).
-    "loader_threads": Field(auto_or(integer(0, MAX_LOADER_THREADS)), default="auto"),
-    # Classes scored at a time for prototype members (Herbarium: 32,000 classes), so that no
-    # images x classes score matrix is made per member; 0 scores every class at once.
-    "class_chunk": Field(integer(0, MAX_CLASS_CHUNK), default=DEFAULT_CLASS_CHUNK),
-    "budget": Field(section(BUDGET), default=BUDGET),
-    "input_roots": Field(list_of(string), default=DEFAULT_INPUT_ROOTS),
-})
-
-
-def _check_folds_group(model: dict, where: str) -> None:
-    if model["folds"] is None:
-        if isinstance(model["value"], list):
-            raise fail(f"{where}.value", "a list of values is for a folds group (one per "
-                                          "fold); give this model one number")
-        return
-    if isinstance(model["value"], list) and len(model["value"]) != len(model["folds"]):
-        raise fail(f"{where}.value", f"{len(model['value'])} values for "
-                                      f"{len(model['folds'])} folds; give one per fold, in the "
-                                      "order of folds")
-    for key in ("fold", "path", "sha256"):
-        if model[key] is not None:
-            raise fail(f"{where}.{key}", f"a folds group has one file per fold; drop {key} "
-                                          "(each fold is found by name and fold)")
-    for j, fold in enumerate(model["folds"]):
-        if fold in model["folds"][:j]:
-            raise fail(f"{where}.folds[{j}]", f"fold {fold} is listed twice; list each fold once")
+    margin: float = checked(fraction, default=0.1)
 
 
 def fold_member_name(name: str, fold: int) -> str:
@@ -220,70 +188,162 @@ def fold_member_name(name: str, fold: int) -> str:
     return f"{name}_f{fold}"
 
 
-def expand_models(models: list[dict], present: set[str] | None = None) -> list[dict]:
-    """One member per model to run: a plain entry as it is, a folds group as one member per fold.
+@dataclass(frozen=True)
+class EnsembleMember:
+    """One model to run: a plain entry, or one fold of a folds group (`label` NAME_f<k>)."""
 
-    Each member is the entry's fields plus `label` (its name in logs: NAME, or NAME_f<k> for a
-    fold), `group` (the entry's name) and `index` (the entry's position in `models`). A group's
-    weight is split evenly over its folds; with `present` (the labels found), only those members
-    are returned and a group's weight is split over the folds present, so that a missing fold
-    leaves the group's share of the blend unchanged. A fold's `value` is its own number from a
-    group's list of values; a single number is split like the weight."""
-    members = []
-    for index, entry in enumerate(models):
-        base = {**entry, "folds": None, "group": entry["name"], "index": index}
-        value = entry.get("value")
-        if entry["folds"] is None:
-            group = [{**base, "label": entry["name"]}]
-        else:
-            group = [{**base, "fold": fold, "label": fold_member_name(entry["name"], fold),
-                      "value": value[k] if isinstance(value, list) else value}
-                     for k, fold in enumerate(entry["folds"])]
-        if present is not None:
-            group = [member for member in group if member["label"] in present]
-        for member in group:
-            member["weight"] = entry["weight"] / len(group)
-            if entry["folds"] is not None and isinstance(value, (int, float)):
-                member["value"] = value / len(group)
-        members += group
-    return members
+    entry: ModelEntry
+    index: int  # the entry's position in `models`
+    label: str  # its name in logs and discovery: NAME, or NAME_f<k> for a fold of a group
+    fold: int | None  # the fold it matches: a group's fold, or the entry's own `fold`
+    weight: float  # its share of the blend
+    value: float | None  # its own OOF value (`ModelEntry.value`)
+
+    @property
+    def group(self) -> str:
+        """The entry's name: the folds group a fold belongs to, or the model itself."""
+        return self.entry.name
+
+    @property
+    def group_fold(self) -> int | None:
+        """The fold of a folds group this member is, None for a plain entry."""
+        return self.fold if self.entry.folds is not None else None
+
+    def describe(self) -> str:
+        """The member as a message names it: NAME, or `NAME fold k` for a fold of a group."""
+        return self.label if self.entry.folds is None else f"{self.group} fold {self.fold}"
 
 
-def budget_seconds(config: dict, environ: dict[str, str]) -> float:
-    """The run's budget: `BUDGET_ENV` when set (run-local --budget), else budget.seconds; the
-    variable must hold a positive, finite number of seconds."""
-    text = environ.get(BUDGET_ENV)
-    if text is None:
-        return config["budget"]["seconds"]
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise ConfigError(f"{BUDGET_ENV}={text[:40]!r}: must be a positive, finite number of "
-                          "seconds; unset it or fix it")
-    return seconds
+def _members_of(index: int, entry: ModelEntry, present: set[str] | None
+                ) -> list[EnsembleMember]:
+    """The members of one entry, the entry's weight (and a single value) split over those
+    present."""
+    if entry.folds is None:
+        folds = [(entry.name, entry.fold, entry.value)]
+    else:
+        folds = [(fold_member_name(entry.name, fold), fold,
+                  entry.value[k] if isinstance(entry.value, tuple) else entry.value)
+                 for k, fold in enumerate(entry.folds)]
+    if present is not None:
+        folds = [fold for fold in folds if fold[0] in present]
+    split = entry.folds is not None and isinstance(entry.value, float)
+    return [EnsembleMember(entry, index, member_label, fold, entry.weight / len(folds),
+                           value / len(folds) if split else value)
+            for member_label, fold, value in folds]
 
 
-def validate_config(raw: Any) -> dict:
-    """Return the config with defaults filled in; raise ConfigError naming the first bad field."""
-    config = validate_section(raw, CONFIG, "")
-    taken: set[str] = set()
-    for i, model in enumerate(config["models"]):
-        _check_folds_group(model, f"models[{i}]")
-        # A group takes its own name and its folds' names (NAME_f<k>).
-        names = {model["name"], *(member["label"] for member in expand_models([model]))}
-        clash = sorted(names & taken)
-        if clash:
-            raise fail(f"models[{i}].name", f"duplicate model name {clash[0]!r}; names must be "
-                                             "unique")
-        taken |= names
-    if config["tta_blend"] is None:
-        config["tta_blend"] = config["blend"]
-    total = sum(model["weight"] for model in config["models"])
-    if total <= 0:
-        raise fail("models", "all weights are 0; give at least one model a weight > 0")
-    if not math.isfinite(total):
-        raise fail("models", "the weights add up beyond any float; use relative weights such as "
-                              "0.6 and 0.4")
-    return config
+def _check_folds_group(model: ModelEntry, where: str) -> None:
+    if model.folds is None:
+        if isinstance(model.value, tuple):
+            raise fail(f"{where}.value", "a list of values is for a folds group (one per "
+                                          "fold); give this model one number")
+        return
+    if isinstance(model.value, tuple) and len(model.value) != len(model.folds):
+        raise fail(f"{where}.value", f"{len(model.value)} values for "
+                                      f"{len(model.folds)} folds; give one per fold, in the "
+                                      "order of folds")
+    for key in ("fold", "path", "sha256"):
+        if getattr(model, key) is not None:
+            raise fail(f"{where}.{key}", f"a folds group has one file per fold; drop {key} "
+                                          "(each fold is found by name and fold)")
+    for j, fold in enumerate(model.folds):
+        if fold in model.folds[:j]:
+            raise fail(f"{where}.folds[{j}]", f"fold {fold} is listed twice; list each fold once")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnsembleConfig:
+    """The validated ensemble config: what the kernel runs and how. Build it with `from_dict`
+    (or `from_json`), which also runs the checks across fields."""
+
+    models: tuple[ModelEntry, ...] = checked(list_of(schema_of(ModelEntry)),
+                                             hint="a list of models, each with a name and a path")
+    test: TestSection = checked(schema_of(TestSection), hint="a section with test.images")
+    submission: SubmissionSection = checked(schema_of(SubmissionSection),
+                                            hint="a section with submission.format")
+    blend: str = checked(choice(*BLEND_MODES), default="mean")
+    # Combining one model's views; default: the blend mode (then every view counts as 1/n of
+    # its model in the blend). `from_dict` fills it in, so a read config never holds None.
+    tta_blend: str | None = checked(optional(choice(*TTA_BLEND_MODES)), default=None)
+    tta: tuple[str, ...] = checked(_tta_list, default=("identity",))
+    batch_size: int = checked(integer(1, MAX_BATCH_SIZE), default=32)
+    # fp16 autocast and channels-last on GPU under "auto"; the CPU always runs fp32.
+    precision: str = checked(choice("auto", "fp32", "fp16"), default="auto")
+    # torch.compile per model: "auto" only where the projected remaining work pays back the
+    # compile time (long test sets; see inference_core/optimize.py); "off" never.
+    compile: str = checked(choice("auto", "off"), default="off")
+    # Threads that decode and prepare the next batches while the models run (0: none). "auto":
+    # 2 beside a GPU; none on a CPU, where the models already keep every core busy and a loader
+    # thread only competes with them (measured: benchmarks/pipeline.py).
+    loader_threads: int | str = checked(auto_or(integer(0, MAX_LOADER_THREADS)), default="auto")
+    # Classes scored at a time for prototype members (Herbarium: 32,000 classes), so that no
+    # images x classes score matrix is made per member; 0 scores every class at once.
+    class_chunk: int = checked(integer(0, MAX_CLASS_CHUNK), default=DEFAULT_CLASS_CHUNK)
+    budget: BudgetSection = checked(schema_of(BudgetSection), default=BudgetSection)
+    input_roots: tuple[str, ...] = checked(list_of(string), default=DEFAULT_INPUT_ROOTS)
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> EnsembleConfig:
+        """The config with defaults filled in; raise ConfigError naming the first bad field."""
+        config = read_schema(cls, raw, "")
+        taken: set[str] = set()
+        for i, model in enumerate(config.models):
+            _check_folds_group(model, f"models[{i}]")
+            # A group takes its own name and its folds' names (NAME_f<k>).
+            names = {model.name, *(member.label for member in _members_of(i, model, None))}
+            clash = sorted(names & taken)
+            if clash:
+                raise fail(f"models[{i}].name", f"duplicate model name {clash[0]!r}; names must "
+                                                 "be unique")
+            taken |= names
+        total = sum(model.weight for model in config.models)
+        if total <= 0:
+            raise fail("models", "all weights are 0; give at least one model a weight > 0")
+        if not math.isfinite(total):
+            raise fail("models", "the weights add up beyond any float; use relative weights "
+                                  "such as 0.6 and 0.4")
+        if config.tta_blend is None:
+            config = dataclasses.replace(config, tta_blend=config.blend)
+        return config
+
+    @classmethod
+    def from_json(cls, text: str) -> EnsembleConfig:
+        """The config `to_json` wrote (the copy embedded in a kernel), checked again."""
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"config: not valid JSON ({exc})") from None
+        return cls.from_dict(raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON types (lists, not tuples): `from_dict(to_dict())` gives this config."""
+        return to_plain(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def members(self, present: set[str] | None = None) -> list[EnsembleMember]:
+        """One member per model to run: a plain entry as it is, a folds group one per fold.
+
+        A group's weight is split evenly over its folds; with `present` (the labels found),
+        only those members are returned and a group's weight is split over the folds present,
+        so that a missing fold leaves the group's share of the blend unchanged. A fold's
+        `value` is its own number from a group's list of values; a single number is split
+        like the weight."""
+        return [member for index, entry in enumerate(self.models)
+                for member in _members_of(index, entry, present)]
+
+    def budget_seconds(self, environ: Mapping[str, str]) -> float:
+        """The run's budget: `BUDGET_ENV` when set (run-local --budget), else budget.seconds;
+        the variable must hold a positive, finite number of seconds."""
+        text = environ.get(BUDGET_ENV)
+        if text is None:
+            return self.budget.seconds
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ConfigError(f"{BUDGET_ENV}={text[:40]!r}: must be a positive, finite number "
+                              "of seconds; unset it or fix it")
+        return seconds

@@ -1,16 +1,18 @@
 """The test set: find the input root, the test images and their ids.
 
 The test ids come from the sample submission when the config names one (the order Kaggle scores
-in), else from a glob over the test folder. Decoding and preparing the images for each model is
-`preprocess`'s job.
+in), else from a glob over the test folder. Decoding the images is `decode`'s job, preparing them
+for each model `transforms`'.
 """
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import TestSection
 from .errors import TestSetError
 
 
@@ -25,7 +27,7 @@ class TestSet:
         return len(self.ids)
 
 
-def find_input_root(roots: list[str]) -> Path:
+def find_input_root(roots: Sequence[str]) -> Path:
     """The first input root that exists (`/kaggle/input` on Kaggle, `../input` in the sandbox)."""
     for root in roots:
         if Path(root).is_dir():
@@ -36,27 +38,27 @@ def find_input_root(roots: list[str]) -> Path:
     )
 
 
-def resolve_test_set(test: dict, input_root: Path, id_column: str) -> TestSet:
+def resolve_test_set(test: TestSection, input_root: Path, id_column: str) -> TestSet:
     """Ids and image paths of the test set described by the config's `test` section."""
-    folder = input_root / test["images"]
+    folder = input_root / test.images
     if not folder.is_dir():
         raise TestSetError(
-            f"test folder {test['images']!r} not found under {input_root}; attach the competition "
+            f"test folder {test.images!r} not found under {input_root}; attach the competition "
             "data to the kernel or fix test.images in the config"
         )
-    if test["sample_submission"]:
-        ids = _ids_from_sample_submission(input_root / test["sample_submission"], id_column)
-        paths = [image_file(folder, image_id, test["extension"]) for image_id in ids]
+    if test.sample_submission:
+        ids = _ids_from_sample_submission(input_root / test.sample_submission, id_column)
+        paths = [image_file(folder, image_id, test.extension) for image_id in ids]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             raise TestSetError(
-                f"{len(missing)} of {len(ids)} test images listed in {test['sample_submission']} "
+                f"{len(missing)} of {len(ids)} test images listed in {test.sample_submission} "
                 f"are missing from {folder} (first: {missing[0]}); check test.extension"
             )
     else:
-        paths = sorted(p for p in folder.glob(test["pattern"]) if p.is_file())
+        paths = sorted(p for p in folder.glob(test.pattern) if p.is_file())
         if not paths:
-            raise TestSetError(f"test folder {folder} has no files matching {test['pattern']!r}; "
+            raise TestSetError(f"test folder {folder} has no files matching {test.pattern!r}; "
                                "fix test.pattern in the config")
         ids = [p.stem for p in paths]
     return TestSet(ids=ids, paths=paths)

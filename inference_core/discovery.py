@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .checkpoint import load_checkpoint
-from .config import expand_models
+from .config import EnsembleConfig, EnsembleMember
 from .errors import KernelError
 from .files import sha256_file
 from .kpenc import inspect, is_kpenc
@@ -38,6 +38,9 @@ class FoundModel:
     name: str
     fold: int | None
     _sha256: str | None = None
+    # A plain checkpoint's config, read (and checked) here once; an encrypted one's is read when
+    # the runner decrypts it.
+    config: ModelConfig | None = None
 
     @property
     def sha256(self) -> str:
@@ -90,10 +93,10 @@ def _walk(root: Path, seen: set[str]):
 def _identify(path: Path, relative: str) -> FoundModel:
     if is_kpenc(path):
         manifest = inspect(path).manifest
-        return FoundModel(path, relative, True, str(manifest.get("name") or path.stem),
-                          manifest.get("fold"), manifest.get("sha256"))
+        return FoundModel(path, relative, True, manifest.name or path.stem, manifest.fold,
+                          manifest.sha256)
     config = ModelConfig.from_checkpoint(load_checkpoint(path, relative, mmap=True), relative)
-    return FoundModel(path, relative, False, config.name or path.stem, config.fold)
+    return FoundModel(path, relative, False, config.name or path.stem, config.fold, config=config)
 
 
 def scan_input_roots(roots: list[str]) -> tuple[list[FoundModel], list[tuple[str, str]]]:
@@ -113,24 +116,25 @@ def scan_input_roots(roots: list[str]) -> tuple[list[FoundModel], list[tuple[str
     return found, unreadable
 
 
-def _fits(entry: dict, found: FoundModel) -> bool:
+def _fits(member: EnsembleMember, found: FoundModel) -> bool:
     # A fold of a folds group may be saved under the group's name or as NAME_f<k>.
-    return (found.name in (entry["name"], entry["label"])
-            and (entry["fold"] is None or found.fold == entry["fold"])
-            and (entry["path"] is None or found.relative == entry["path"].strip("/"))
-            and (entry["sha256"] is None or found.sha256 == entry["sha256"]))
+    entry = member.entry
+    return (found.name in (entry.name, member.label)
+            and (member.fold is None or found.fold == member.fold)
+            and (entry.path is None or found.relative == entry.path.strip("/"))
+            and (entry.sha256 is None or found.sha256 == entry.sha256))
 
 
-def match_models(models: list[dict], found: list[FoundModel],
+def match_models(config: EnsembleConfig, found: list[FoundModel],
                  unreadable: list[tuple[str, str]] | None = None) -> Discovery:
     """Match config entries (each fold of a folds group apart, by name and fold) to files; raise
     DiscoveryError when an identity matches different files. Results are keyed by the member's
     label (NAME, or NAME_f<k> for a fold). Call `check_missing` after logging the report."""
     discovery = Discovery(unreadable=list(unreadable or []))
     used: set[int] = set()
-    for entry in expand_models(models):
-        i, label = entry["index"], entry["label"]
-        candidates = [f for f in found if _fits(entry, f)]
+    for member in config.members():
+        i, label = member.index, member.label
+        candidates = [f for f in found if _fits(member, f)]
         if not candidates:
             discovery.missing.append(label)
             continue
@@ -148,14 +152,14 @@ def match_models(models: list[dict], found: list[FoundModel],
     return discovery
 
 
-def check_missing(discovery: Discovery, models: list[dict]) -> None:
+def check_missing(discovery: Discovery, config: EnsembleConfig) -> None:
     """Raise DiscoveryError if a required model (or fold), or every model, is missing."""
-    required = [m for m in expand_models(models)
-                if m["required"] and m["label"] in discovery.missing]
+    required = [m for m in config.members()
+                if m.entry.required and m.label in discovery.missing]
     if required:
-        folds = [f"models[{m['index']}].folds" for m in required if m["group"] != m["label"]]
+        folds = [f"models[{m.index}].folds" for m in required if m.entry.folds is not None]
         raise DiscoveryError(
-            f"required model(s) {', '.join(describe_member(m) for m in required)} not found "
+            f"required model(s) {', '.join(m.describe() for m in required)} not found "
             "under the input roots; attach the dataset that holds them, "
             + (f"list only the folds you have in {', '.join(dict.fromkeys(folds))}, " if folds
                else "")
@@ -165,8 +169,3 @@ def check_missing(discovery: Discovery, models: list[dict]) -> None:
         raise DiscoveryError("none of the config's models was found under the input roots; "
                              "attach the model datasets to the kernel")
 
-
-def describe_member(member: dict) -> str:
-    """A member as a message names it: NAME, or `NAME fold k` for a fold of a folds group."""
-    return member["label"] if member["group"] == member["label"] else \
-        f"{member['group']} fold {member['fold']}"

@@ -10,32 +10,16 @@ what to add) and `to_plain` gives back plain JSON/YAML types.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
 import math
 import re
 import reprlib
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field
+from dataclasses import MISSING, field
 from typing import Any, TypeVar
 
 from .errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Field:
-    """One config field: its check, whether it is required, its default, and a hint for the fix."""
-
-    check: Callable[[Any, str], Any]
-    required: bool = False
-    default: Any = None
-    hint: str = ""
-
-
-@dataclass(frozen=True)
-class Section:
-    fields: dict[str, Field] = field(default_factory=dict)
 
 
 def fail(where: str, problem: str) -> ConfigError:
@@ -175,41 +159,11 @@ def fraction(value: Any, where: str) -> float:
     return checked
 
 
-def section(schema: Section) -> Callable[[Any, str], dict]:
-    return lambda value, where: validate_section(value, schema, where)
-
-
 def probability(value: Any, where: str) -> float:
     checked = number(0.0)(value, where)
     if checked > 1.0:
         raise fail(where, f"must be between 0 and 1, got {shown(value)}")
     return checked
-
-
-def validate_section(value: Any, schema: Section, where: str) -> dict:
-    if not isinstance(value, dict):
-        raise fail(where or "config", f"must be a mapping, got {shown(value)}")
-    prefix = f"{where}." if where else ""
-    for key in value:
-        if key not in schema.fields:
-            name = key if isinstance(key, str) and key.isprintable() and len(key) <= 80 \
-                else shown(key)
-            close = difflib.get_close_matches(name, schema.fields, n=1)
-            fix = f"did you mean {close[0]!r}?" if close else \
-                f"allowed fields: {', '.join(schema.fields)}"
-            raise fail(f"{prefix}{name}", f"unknown field; {fix}")
-    result = {}
-    for key, spec in schema.fields.items():
-        if key not in value:
-            if spec.required:
-                raise fail(f"{prefix}{key}", f"missing; add {spec.hint}")
-            # A missing section gets its fields' defaults; a list default is copied, so that
-            # one validated config never shares (and mutates) another's.
-            result[key] = (validate_section({}, spec.default, f"{prefix}{key}")
-                           if isinstance(spec.default, Section) else copy.deepcopy(spec.default))
-            continue
-        result[key] = spec.check(value[key], f"{prefix}{key}")
-    return result
 
 
 Schema = TypeVar("Schema")

@@ -12,8 +12,9 @@ Layout (all integers little-endian):
                     chunk_size      plaintext bytes per chunk (the last one may be shorter)
                     chunks          number of chunks (at least 1)
                     plaintext_size  bytes of the decrypted checkpoint
-                    manifest        public facts: name, fold, arch, num_classes, input_size,
-                                    resize, mean, std, sha256 (of the plaintext checkpoint)
+                    manifest        public facts (`KpencManifest`): name, fold, arch,
+                                    num_classes, input_size, resize, mean, std, sha256 (of the
+                                    plaintext checkpoint)
     14+H    ...   chunks: ciphertext (chunk_size bytes, the last one shorter) + 16-byte GCM tag
 
 Chunk i is sealed with nonce = nonce_prefix (7 bytes) + i (4 bytes, big-endian) + last flag
@@ -32,6 +33,7 @@ image ships).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -39,7 +41,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from .errors import KernelError
 
@@ -66,6 +68,74 @@ def key_id(key: bytes) -> str:
     return hashlib.sha256(b"kernelpack-key-id" + key).hexdigest()[:16]
 
 
+@dataclass(frozen=True, kw_only=True)
+class KpencManifest:
+    """The public facts of a .kpenc file, shown without a key: the model's identity (discovery
+    matches on name, fold and sha256) and what its checkpoint says about it. Every field is
+    optional; each is checked when the manifest is made, by the writer or from a header read."""
+
+    name: str | None = None
+    fold: int | None = None
+    arch: str | None = None
+    num_classes: int | None = None
+    input_size: int | None = None
+    resize: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    sha256: str | None = None  # of the plaintext checkpoint
+
+    def __post_init__(self) -> None:
+        problem = self._problem()
+        if problem:
+            raise KpencError(problem)
+
+    @classmethod
+    def from_fields(cls, fields: Any) -> KpencManifest:
+        """The manifest a header stores (its JSON object); KpencError says what is wrong."""
+        if not isinstance(fields, dict):
+            raise KpencError("manifest is not a JSON object")
+        known = [spec.name for spec in dataclasses.fields(cls)]
+        for key in fields:
+            if key not in known:
+                raise KpencError(f"manifest field {str(key)[:40]!r} is unknown")
+        # JSON has lists; the manifest, frozen, holds tuples.
+        return cls(**{key: tuple(value) if isinstance(value, list) else value
+                      for key, value in fields.items()})
+
+    def fields(self) -> dict:
+        """The JSON object a header stores: every field (unset ones as null), in sorted order,
+        the order the header has and `kernelpack inspect` shows."""
+        names = sorted(spec.name for spec in dataclasses.fields(self))
+        values = {name: getattr(self, name) for name in names}
+        return {name: list(value) if isinstance(value, tuple) else value
+                for name, value in values.items()}
+
+    def _problem(self) -> str | None:
+        """What is wrong with the fields, or None."""
+        def integer(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def numbers(value) -> bool:
+            return isinstance(value, tuple) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+        checks = (("name", isinstance(self.name, str), "a string"),
+                  ("fold", integer(self.fold), "an integer"),
+                  ("arch", isinstance(self.arch, str), "a string"),
+                  ("num_classes", integer(self.num_classes), "an integer"),
+                  ("input_size", integer(self.input_size), "an integer"),
+                  ("resize", isinstance(self.resize, str), "a string"),
+                  ("mean", numbers(self.mean), "a list of numbers"),
+                  ("std", numbers(self.std), "a list of numbers"),
+                  ("sha256", isinstance(self.sha256, str) and len(self.sha256) == 64
+                   and _HEX.issuperset(self.sha256), "64 hex digits"))
+        for key, right, what in checks:
+            value = getattr(self, key)
+            if value is not None and not right:
+                return f"manifest {key} {str(value)[:40]!r} is not {what}"
+        return None
+
+
 @dataclass(frozen=True)
 class KpencHeader:
     """The header of a .kpenc file: the writer creates and encodes it, the reader parses it; both
@@ -76,13 +146,13 @@ class KpencHeader:
     chunk_size: int
     chunks: int
     plaintext_size: int
-    manifest: dict
+    manifest: KpencManifest
     path: str = "<.kpenc header>"  # the file, for messages
     # Bytes 0..14+H exactly as written or read: what every chunk authenticates.
     preamble: bytes = field(default=b"", repr=False)
 
     @classmethod
-    def create(cls, key: bytes, plaintext_size: int, manifest: dict,
+    def create(cls, key: bytes, plaintext_size: int, manifest: KpencManifest,
                chunk_size: int = DEFAULT_CHUNK_SIZE, path: str = "<.kpenc header>"
                ) -> KpencHeader:
         """A new header with a fresh random nonce prefix, for `plaintext_size` bytes."""
@@ -94,7 +164,7 @@ class KpencHeader:
                              "bytes a reader allows; pick a smaller one")
         return cls(key_id=key_id(key), nonce_prefix=os.urandom(NONCE_PREFIX_SIZE),
                    chunk_size=chunk_size, chunks=max(1, -(-plaintext_size // chunk_size)),
-                   plaintext_size=plaintext_size, manifest=dict(manifest), path=path)
+                   plaintext_size=plaintext_size, manifest=manifest, path=path)
 
     @classmethod
     def read(cls, handle: BinaryIO, label: str) -> KpencHeader:
@@ -118,14 +188,21 @@ class KpencHeader:
                              "file is truncated, re-download it")
         try:
             fields = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
-            return cls(key_id=fields["key_id"], nonce_prefix=bytes.fromhex(fields["nonce_prefix"]),
-                       chunk_size=fields["chunk_size"], chunks=fields["chunks"],
-                       plaintext_size=fields["plaintext_size"], manifest=fields["manifest"],
-                       path=label, preamble=fixed + body)
+            manifest = fields["manifest"]
+            header = dict(key_id=fields["key_id"],
+                          nonce_prefix=bytes.fromhex(fields["nonce_prefix"]),
+                          chunk_size=fields["chunk_size"], chunks=fields["chunks"],
+                          plaintext_size=fields["plaintext_size"])
         except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as exc:
             problem = str(exc)[:200]  # a hostile header can make a long message
             raise KpencError(f"{label}: header is damaged ({type(exc).__name__}: {problem}); "
                              "re-download or re-encrypt the file") from None
+        try:
+            manifest = KpencManifest.from_fields(manifest)
+        except KpencError as exc:
+            raise KpencError(f"{label}: header fields are inconsistent ({exc}); the file is "
+                             "damaged, re-download or re-encrypt it") from None
+        return cls(**header, manifest=manifest, path=label, preamble=fixed + body)
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -154,20 +231,13 @@ class KpencHeader:
         if not 0 <= self.chunk_length(self.chunks - 1) <= self.chunk_size:
             return (f"{self.chunks} chunks of {self.chunk_size} bytes cannot hold "
                     f"{self.plaintext_size} bytes")
-        if not isinstance(self.manifest, dict):
-            return "manifest is not a JSON object"
-        name, fold = self.manifest.get("name"), self.manifest.get("fold")
-        if name is not None and not isinstance(name, str):
-            return f"manifest name {str(name)[:40]!r} is not a string"
-        if fold is not None and (isinstance(fold, bool) or not isinstance(fold, int)):
-            return f"manifest fold {str(fold)[:40]!r} is not an integer"
         return None
 
     def fields(self) -> dict:
         """The header as the JSON object stored in the file."""
         return {"key_id": self.key_id, "nonce_prefix": self.nonce_prefix.hex(),
                 "chunk_size": self.chunk_size, "chunks": self.chunks,
-                "plaintext_size": self.plaintext_size, "manifest": self.manifest}
+                "plaintext_size": self.plaintext_size, "manifest": self.manifest.fields()}
 
     def encode(self) -> bytes:
         """Magic, version, header length and header (sorted keys, no spaces)."""

@@ -16,29 +16,33 @@ holds the rest:
 
 Every field of `config` is optional; an unknown key is refused with the closest known name, so
 a typo never silently falls back to a default. Saving, loading, discovery, encryption and the
-runner all read checkpoints through this class; the validation reuses the ensemble config's
-field checks (`inference_core.config`), so both speak the same error language.
+runner all read checkpoints through this class, once per checkpoint: `SavedConfig` keeps the
+fields as saved (the schema of `inference_core.fields`, whose checks the ensemble config shares,
+so both speak the same error language) and `ModelConfig.preprocess` is the `Preprocess` they
+describe, checked together with them.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from .errors import CheckpointError, ConfigError
 from .fields import (
-    Field,
-    Section,
+    checked,
     choice,
     integer,
     label,
     list_of,
     number,
     optional,
+    read_schema,
     string,
-    validate_section,
+    to_plain,
 )
+from .preprocess import Preprocess, missing_input_size, validate_preprocess
 
 # The top-level keys of a kernelpack checkpoint (here, not in `checkpoint`, so that reading them
 # needs no torch: `kernelpack encrypt` reads a checkpoint's fields without it).
@@ -77,6 +81,10 @@ def _plain_mapping(value: Any, where: str) -> dict:
     return copy.deepcopy(value)
 
 
+def _model_kwargs(value: Any, where: str) -> dict:
+    return {} if value is None else _plain_mapping(value, where)
+
+
 def _channels(value: Any, where: str) -> tuple[float, ...]:
     """A list of numbers; how many, and their range, are the preprocessing's to check."""
     return tuple(list_of(number())(list(value) if isinstance(value, tuple) else value, where))
@@ -89,37 +97,59 @@ def _labels(value: Any, where: str) -> tuple:
     return tuple(labels)
 
 
-CONFIG_FIELDS = Section({
-    "name": Field(optional(string)),
-    "fold": Field(optional(integer(0))),
-    "input_size": Field(optional(integer(1))),
-    "resize": Field(optional(string)),  # its values are the preprocessing's to check
-    "mean": Field(optional(_channels)),
-    "std": Field(optional(_channels)),
-    "preprocess": Field(optional(_plain_mapping)),
-    "activation": Field(optional(choice(*ACTIVATIONS))),
-    "classes": Field(optional(_labels)),
-    "model_kwargs": Field(optional(_plain_mapping)),
-})
+# The fields that say how an image becomes the model's input.
+_PREPROCESS_FIELDS = ("input_size", "resize", "mean", "std", "preprocess")
 
 
 @dataclass(frozen=True, kw_only=True)
-class ModelConfig:
-    """What a checkpoint says about its model. Build it with `from_checkpoint` (which checks
-    every field); `to_dict` gives back the plain `config` dict stored in the checkpoint."""
+class SavedConfig:
+    """A checkpoint's `config` entry field by field, as saved; every field is optional."""
 
-    name: str | None = None
-    fold: int | None = None
+    name: str | None = checked(optional(string), default=None)
+    fold: int | None = checked(optional(integer(0)), default=None)
+    input_size: int | None = checked(optional(integer(1)), default=None)
+    # resize's values, and how many mean/std channels, are the preprocessing's to check
+    resize: str | None = checked(optional(string), default=None)
+    mean: tuple[float, ...] | None = checked(optional(_channels), default=None)
+    std: tuple[float, ...] | None = checked(optional(_channels), default=None)
+    preprocess: dict | None = checked(optional(_plain_mapping), default=None)
+    activation: str | None = checked(optional(choice(*ACTIVATIONS)), default=None)
+    classes: tuple[str | int, ...] | None = checked(optional(_labels), default=None)
+    model_kwargs: dict = checked(_model_kwargs, default=dict)
+
+    def to_dict(self) -> dict:
+        """The plain `config` dict: fields left unset (and empty model_kwargs) are left out."""
+        return {key: value for key, value in to_plain(self).items()
+                if value is not None and not (key == "model_kwargs" and not value)}
+
+    @property
+    def describes_input(self) -> bool:
+        """Whether any preprocessing field is set; one that sets none is a bare weights
+        container, which says nothing about its input."""
+        return any(getattr(self, key) is not None for key in _PREPROCESS_FIELDS)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What a checkpoint says about its model. Build it with `from_checkpoint`, which checks
+    every field and the preprocessing they describe, once; `to_dict` gives back the plain
+    `config` dict stored in the checkpoint."""
+
     arch: str
     num_classes: int
-    input_size: int | None = None
-    resize: str | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    preprocess: dict | None = None
-    activation: str | None = None
-    classes: tuple[str | int, ...] | None = None
-    model_kwargs: dict = field(default_factory=dict)
+    saved: SavedConfig
+    preprocess: Preprocess | None  # None for a bare weights container
+
+    # The saved fields, read through: `config.name` is `config.saved.name`.
+    name = property(attrgetter("saved.name"))
+    fold = property(attrgetter("saved.fold"))
+    input_size = property(attrgetter("saved.input_size"))
+    resize = property(attrgetter("saved.resize"))
+    mean = property(attrgetter("saved.mean"))
+    std = property(attrgetter("saved.std"))
+    activation = property(attrgetter("saved.activation"))
+    classes = property(attrgetter("saved.classes"))
+    model_kwargs = property(attrgetter("saved.model_kwargs"))
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Any, where: str) -> ModelConfig:
@@ -134,38 +164,24 @@ class ModelConfig:
                                       "inference_core.checkpoint.save_checkpoint")
             arch = string(checkpoint["arch"], "arch")
             num_classes = integer(1)(checkpoint["num_classes"], "num_classes")
-            values = validate_section(checkpoint["config"], CONFIG_FIELDS, "config")
-            classes = values["classes"]
-            if classes is not None and len(classes) != num_classes:
-                raise ConfigError(f"config.classes: holds {len(classes)} labels but the model has "
-                                  f"{num_classes} outputs; give one label per output")
-            values["model_kwargs"] = values["model_kwargs"] or {}
-            config = cls(arch=arch, num_classes=num_classes, **values)
+            saved = read_schema(SavedConfig, checkpoint["config"], "config")
+            if saved.classes is not None and len(saved.classes) != num_classes:
+                raise ConfigError(f"config.classes: holds {len(saved.classes)} labels but the "
+                                  f"model has {num_classes} outputs; give one label per output")
         except ConfigError as exc:
             raise CheckpointError(f"{where}: {exc}") from None
-        _check_preprocess(config, where)
-        return config
+        # The preprocessing fields are checked together, when any is set.
+        preprocess = validate_preprocess(saved.to_dict(), where) if saved.describes_input \
+            else None
+        return cls(arch, num_classes, saved, preprocess)
 
     def to_dict(self) -> dict:
         """The checkpoint's `config` entry: plain types, fields left unset are left out."""
-        out: dict = {}
-        for key in CONFIG_FIELDS.fields:
-            value = getattr(self, key)
-            if value is None or (key == "model_kwargs" and not value):
-                continue
-            out[key] = list(value) if isinstance(value, tuple) else copy.deepcopy(value)
-        return out
+        return self.saved.to_dict()
 
-
-# The fields that say how an image becomes the model's input.
-PREPROCESS_FIELDS = ("input_size", "resize", "mean", "std", "preprocess")
-
-
-def _check_preprocess(config: ModelConfig, where: str) -> None:
-    """Check the preprocessing fields together (`inference_core.preprocess.validate_preprocess`)
-    when any is set; a checkpoint that sets none is a bare weights container."""
-    if all(getattr(config, key) is None for key in PREPROCESS_FIELDS):
-        return
-    from .preprocess import validate_preprocess  # here: it imports numpy and PIL
-
-    validate_preprocess(config.to_dict(), where)
+    def required_preprocess(self, where: str) -> Preprocess:
+        """The preprocessing, which running the model needs: CheckpointError for a bare
+        weights container."""
+        if self.preprocess is None:
+            raise CheckpointError(f"{where}: {missing_input_size(None)}")
+        return self.preprocess

@@ -31,9 +31,11 @@ from .blend import BlendAccumulator, combine_views
 from .budget import Unit
 from .class_chunks import Embedder, chunk_probabilities, scores_in_chunks
 from .config import DEFAULT_CLASS_CHUNK
+from .decode import decode_image
 from .errors import KernelError, TestSetError
 from .optimize import TOLERANCE, CompileBudget, optimize_model
-from .preprocess import Decoder, Preprocess, decode_image, to_tensor
+from .preprocess import Decoder, Preprocess
+from .transforms import to_tensor
 from .tta import run_tta
 
 

@@ -1,4 +1,4 @@
-"""The pixels a model saw in training: how a checkpoint's images are decoded and prepared.
+"""The preprocessing a checkpoint describes: its schema, checked into a `Preprocess`.
 
 A checkpoint's config says how its model wants its input. The top-level `input_size`, `resize`,
 `mean` and `std` keep their old meaning; the optional `preprocess` dict adds the decoder
@@ -8,7 +8,9 @@ resolved data config (`timm`), or the user's own albumentations pipeline (`album
 dict `A.to_dict(transform)` returns). docs/preprocess.md has the schema.
 
 `Preprocess` is frozen and hashable: models with equal settings form one input group and share one
-prepared tensor, and every image is decoded once per `Decoder`.
+prepared tensor, and every image is decoded once per `Decoder`. This module only describes and
+checks; `decode` reads the images and `transforms` prepares them, so checking a checkpoint needs
+neither torch nor cv2.
 """
 
 from __future__ import annotations
@@ -16,32 +18,13 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import os
-import threading
-import warnings
 from dataclasses import dataclass
-from functools import cache
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
-import numpy as np
-from PIL import Image
-
-from .errors import CheckpointError, TestSetError
-
-if TYPE_CHECKING:
-    import torch
+from .errors import CheckpointError
+from .pipelines import rebuild_albumentations, timm_pipeline
 
 SIZE_MULTIPLE = 16  # what `resize: keep_aspect` rounds the short side to
-# Pixels a test image may have: 2**29, about 23,000 x 23,000 (its RGB copy is 1.5 GiB). Large
-# scans decode (a 15,000 x 15,000 herbarium sheet has 2.25e8); a file claiming more is taken for a
-# decompression bomb and gets the fallback row. PIL's own limit (MAX_IMAGE_PIXELS, 8.9e7 by
-# default, a DecompressionBombError above twice that) is raised to this one, and its warning,
-# which only repeats the check made here, is silenced; cv2 (whose own limit is 2**30) is only
-# asked once PIL has read the size from the header.
-MAX_IMAGE_PIXELS = 2 ** 29
-if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < MAX_IMAGE_PIXELS:
-    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -58,11 +41,6 @@ BUILTIN_KEYS = ("interpolation", "resize_backend", "multiple", "rounding", "crop
 PIPELINE_KEYS = ("albumentations", "timm")  # each replaces the built-in steps as a whole
 PREPROCESS_KEYS = ("decode", "fast_jpeg", *BUILTIN_KEYS, *PIPELINE_KEYS)
 TOP_LEVEL_KEYS = ("input_size", "resize", "mean", "std")  # beside `preprocess`, not inside it
-
-_PIL_FILTERS = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
-                "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
-_CV2_FLAGS = {"nearest": "INTER_NEAREST", "bilinear": "INTER_LINEAR", "bicubic": "INTER_CUBIC",
-              "lanczos": "INTER_LANCZOS4", "area": "INTER_AREA"}
 
 
 class Decoder(NamedTuple):
@@ -188,7 +166,7 @@ def validate_preprocess(config: dict, where: str) -> Preprocess:
             _check_albumentations(text, fail)
         else:
             _check_timm(json.loads(text), fail)
-            _build_pipeline(_timm_pipeline, text, "timm", fail)
+            _build_pipeline(timm_pipeline, text, "timm", fail)
         return Preprocess(None, mean=None, std=None, decode=decode, fast_jpeg=fast_jpeg,
                           **{pipelines[0]: text})
     return _builtin(config, options, decode, fast_jpeg, fail)
@@ -197,9 +175,7 @@ def validate_preprocess(config: dict, where: str) -> Preprocess:
 def _builtin(config: dict, options: dict, decode: str, fast_jpeg: bool, fail) -> Preprocess:
     size = config.get("input_size")
     if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-        raise fail(f"checkpoint config lacks a usable input_size (got {size!r}); save the "
-                   "checkpoint with config input_size (a positive int), or give "
-                   "preprocess.albumentations or preprocess.timm")
+        raise fail(missing_input_size(size))
     resize = config.get("resize", "stretch")
     if resize not in RESIZES:
         raise fail(f"checkpoint config resize must be one of {', '.join(RESIZES)}, got {resize!r}")
@@ -241,6 +217,13 @@ def _builtin(config: dict, options: dict, decode: str, fast_jpeg: bool, fail) ->
         crop_size=_size_pair(options.get("crop_size"), "crop_size", fail),
         crop_pct=crop_pct, pad=_size_pair(options.get("pad"), "pad", fail),
         pad_fill=_fill(options.get("pad_fill", 0), fail))
+
+
+def missing_input_size(size: object) -> str:
+    """What is wrong with a config whose built-in steps have no size to resize to."""
+    return (f"checkpoint config lacks a usable input_size (got {size!r}); save the checkpoint "
+            "with config input_size (a positive int), or give preprocess.albumentations or "
+            "preprocess.timm")
 
 
 def _choice(options: dict, key: str, allowed: tuple[str, ...], default: str, fail) -> str:
@@ -298,7 +281,7 @@ def _canonical_json(value, key: str, fail) -> str:
 
 
 def _check_albumentations(text: str, fail) -> None:
-    _build_pipeline(_rebuild_albumentations, text, "albumentations", fail,
+    _build_pipeline(rebuild_albumentations, text, "albumentations", fail,
                     "; save it with A.to_dict(transform) from albumentations 2.x")
 
 
@@ -340,181 +323,3 @@ def _build_pipeline(build, text: str, library: str, fail, fix: str = "") -> None
     except Exception as exc:  # whatever the library raises on a dict it cannot rebuild
         detail = f"{type(exc).__name__}: {exc}".splitlines()[0]
         raise fail(f"preprocess.{library} does not rebuild ({detail}){fix}") from None
-
-
-_per_thread = threading.local()
-
-
-def _albumentations_pipeline(text: str):
-    """The pipeline rebuilt (A.from_dict) once per thread that uses it: a transform keeps its
-    last call's parameters on itself, so the loader threads do not share one."""
-    pipelines = _per_thread.__dict__.setdefault("albumentations", {})
-    if text not in pipelines:
-        pipelines[text] = _rebuild_albumentations(text)
-    return pipelines[text]
-
-
-def _rebuild_albumentations(text: str):
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no network check on import
-    import albumentations
-
-    with warnings.catch_warnings():  # from_dict warns about its own serialised defaults
-        warnings.simplefilter("ignore")
-        pipeline = albumentations.from_dict(json.loads(text))
-    if not callable(pipeline):
-        raise TypeError(f"from_dict returned {type(pipeline).__name__}, not a transform")
-    return pipeline
-
-
-@cache
-def _timm_pipeline(text: str):
-    """timm's own eval transform for the saved data config: the exact code that made the
-    training-time validation pixels (resize rounding, crop modes, border fill)."""
-    from timm.data import create_transform
-
-    return create_transform(**json.loads(text), is_training=False)
-
-
-def decode_image(path: str | os.PathLike, decoder: str = "pil", at_least: int | None = None
-                 ) -> np.ndarray:
-    """HxWx3 uint8 RGB; raises TestSetError naming the file if it cannot be decoded.
-
-    `decoder` "pil" is PIL's `convert("RGB")`; "cv2" is `cv2.imread(path, cv2.IMREAD_COLOR)` then
-    BGR -> RGB, as albumentations users read images. With `at_least` (PIL only), a JPEG is decoded
-    straight at a reduced scale (1/2, 1/4 or 1/8, by the decoder's DCT scaling) whose sides all
-    stay at least `at_least` pixels: faster, but not the pixels of a full decode."""
-    if decoder == "cv2":
-        return _decode_cv2(path)
-    try:
-        with Image.open(path) as image:
-            _check_pixels(path, *image.size)
-            if at_least and image.format == "JPEG":
-                image.draft("RGB", (at_least, at_least))
-            return np.array(image.convert("RGB"))  # a writable copy, as torch wants
-    except TestSetError:
-        raise
-    except Exception as exc:  # any failure on one file (PIL raises OSError,
-        # SyntaxError, struct.error, DecompressionBombError...) is that image's fallback row
-        raise TestSetError(f"{path}: cannot decode image ({exc or type(exc).__name__})") from None
-
-
-def _check_pixels(path: str | os.PathLike, width: int, height: int) -> None:
-    if width * height > MAX_IMAGE_PIXELS:
-        raise TestSetError(f"{path}: {width}x{height} pixels is above the {MAX_IMAGE_PIXELS:,} a "
-                           "test image may have (a decompression bomb?); it gets the fallback "
-                           "prediction")
-
-
-def _decode_cv2(path: str | os.PathLike) -> np.ndarray:
-    """cv2.imread, after the pixel limit is checked on the header (read by PIL, lazily)."""
-    import cv2
-
-    try:
-        with Image.open(path) as image:
-            size = image.size
-    except Exception:  # a format only cv2 reads: its own limit (2**30) applies
-        size = None
-    if size is not None:
-        _check_pixels(path, *size)
-    try:
-        image = cv2.imread(os.fspath(path), cv2.IMREAD_COLOR)
-    except Exception as exc:  # cv2.error on some damaged files
-        raise TestSetError(f"{path}: cannot decode image ({exc})") from None
-    if image is None:
-        raise TestSetError(f"{path}: cannot decode image (cv2.imread returned None); check "
-                           "that the file exists and is an image")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def target_size(height: int, width: int, preprocess: Preprocess) -> tuple[int, int]:
-    """(height, width) the built-in resize step makes of a height x width image."""
-    size = preprocess.resize_size
-    if preprocess.resize == "stretch":
-        return size, size
-    if preprocess.resize == "keep_aspect":
-        scale = size / max(height, width)
-
-        def snap(side: int) -> int:
-            return max(SIZE_MULTIPLE, round(side * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE)
-
-        return (size, snap(width)) if height >= width else (snap(height), size)
-    reference = max(height, width) if preprocess.resize == "longest" else min(height, width)
-    multiple = preprocess.multiple
-    to_int = math.floor if preprocess.rounding == "floor" else round
-
-    def scaled(side: int) -> int:
-        if side == reference:
-            return size
-        # side * size / reference, in that order: torchvision's Resize computes it so.
-        return max(multiple, to_int(side * size / reference / multiple) * multiple)
-
-    return scaled(height), scaled(width)
-
-
-def resize_image(image: np.ndarray, height: int, width: int, preprocess: Preprocess
-                 ) -> np.ndarray:
-    """The image resized by PIL or cv2, with the checkpoint's interpolation."""
-    if preprocess.resize_backend == "cv2":
-        import cv2
-
-        flag = getattr(cv2, _CV2_FLAGS[preprocess.interpolation])
-        return cv2.resize(image, (width, height), interpolation=flag)
-    resample = _PIL_FILTERS[preprocess.interpolation]
-    return np.array(Image.fromarray(image).resize((width, height), resample))
-
-
-def pad_to(image: np.ndarray, height: int, width: int, fill: tuple[int, int, int]) -> np.ndarray:
-    """The image centred on a fill-coloured canvas at least height x width (the odd pixel goes
-    to the bottom/right, as torchvision and albumentations do); never crops."""
-    grow_h, grow_w = max(0, height - image.shape[0]), max(0, width - image.shape[1])
-    if not grow_h and not grow_w:
-        return image
-    canvas = np.empty((image.shape[0] + grow_h, image.shape[1] + grow_w, 3), dtype=image.dtype)
-    canvas[...] = np.array(fill, dtype=image.dtype)
-    top, left = grow_h // 2, grow_w // 2
-    canvas[top:top + image.shape[0], left:left + image.shape[1]] = image
-    return canvas
-
-
-def center_crop(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """torchvision's CenterCrop: pad with black when the image is smaller, then crop at
-    round((side - crop) / 2)."""
-    image = pad_to(image, height, width, (0, 0, 0))
-    top = round((image.shape[0] - height) / 2.0)
-    left = round((image.shape[1] - width) / 2.0)
-    return image[top:top + height, left:left + width]
-
-
-def to_tensor(image: np.ndarray, preprocess: Preprocess) -> torch.Tensor:
-    """The model input for an HxWx3 uint8 RGB image: a 3xH'xW' float32 tensor."""
-    if preprocess.albumentations is not None:
-        return _chw_float(_albumentations_pipeline(preprocess.albumentations)(image=image)["image"])
-    if preprocess.timm is not None:
-        return _timm_pipeline(preprocess.timm)(Image.fromarray(image)).float()
-    height, width = target_size(image.shape[0], image.shape[1], preprocess)
-    if (height, width) != image.shape[:2]:
-        image = resize_image(image, height, width, preprocess)
-    if preprocess.crop is not None:
-        image = center_crop(image, *preprocess.crop)
-    if preprocess.pad is not None:
-        image = pad_to(image, *preprocess.pad, preprocess.pad_fill)
-    import torch  # here: checking a checkpoint's fields (`kernelpack encrypt`) needs no torch
-
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(preprocess.mean).view(3, 1, 1)
-    std = torch.tensor(preprocess.std).view(3, 1, 1)
-    return tensor.sub_(mean).div_(std)
-
-
-def _chw_float(output) -> torch.Tensor:
-    """A pipeline's output (HWC array, or CHW tensor from ToTensorV2) as a float32 CHW tensor;
-    its values are used as they are (the pipeline normalises)."""
-    import torch
-
-    if isinstance(output, torch.Tensor):
-        tensor = output if output.ndim == 3 else output.unsqueeze(0)
-    else:
-        array = np.asarray(output)
-        array = array[:, :, None] if array.ndim == 2 else array
-        tensor = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
-    return tensor.float()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from tqdm import tqdm  # text, never a widget: a notebook run is read in its log
 from .blend import BlendAccumulator
 from .budget import DeadlineGuard, Unit, rank_units
 from .checkpoint import load_checkpoint, model_from_checkpoint
-from .config import budget_seconds, expand_models, validate_config
+from .config import EnsembleConfig
 from .data import (
     TestSet,
     find_input_root,
@@ -31,7 +31,6 @@ from .discovery import (
     Discovery,
     FoundModel,
     check_missing,
-    describe_member,
     match_models,
     scan_input_roots,
 )
@@ -39,7 +38,6 @@ from .errors import CheckpointError, KernelError
 from .fallback import FallbackPrior
 from .model_config import ModelConfig
 from .predict import EnsemblePredictor, Member, PreparedBatch, prefetch
-from .preprocess import Preprocess
 from .probe import PROBE_IMAGES, batch_bounds, plan_from_probe
 from .submission import SubmissionWriter
 
@@ -67,36 +65,35 @@ def make_log(start: float, stream=sys.stdout) -> Log:
     return log
 
 
-def load_members(config: dict, found: dict[str, FoundModel], key: bytes | None, log: Log
+def load_members(config: EnsembleConfig, found: dict[str, FoundModel], key: bytes | None, log: Log
                  ) -> list[Member]:
     """Load the discovered models (each fold of a folds group apart, the group's weight split
     over the folds found) with a positive weight, in config order; `found` is keyed by label."""
-    default_activation = "sigmoid" if config["submission"]["format"] == "multilabel" else "softmax"
+    default_activation = "sigmoid" if config.submission.format == "multilabel" else "softmax"
     members = []
-    for entry in expand_models(config["models"], present=set(found)):
-        if entry["weight"] <= 0:
+    for entry in config.members(present=set(found)):
+        if entry.weight <= 0:
             continue
-        location = found[entry["label"]]
+        location = found[entry.label]
         checkpoint = load_checkpoint(location.path, location.relative, key=key)
-        model_config = ModelConfig.from_checkpoint(checkpoint, location.relative)
-        model = model_from_checkpoint(checkpoint, location.relative)
+        model_config = location.config or ModelConfig.from_checkpoint(checkpoint,
+                                                                      location.relative)
+        model = model_from_checkpoint(checkpoint, location.relative, model_config)
         members.append(Member(
-            name=entry["label"],
+            name=entry.label,
             model=model,
-            preprocess=Preprocess.from_checkpoint_config(model_config.to_dict(),
-                                                         location.relative),
-            weight=entry["weight"],
-            threshold_shift=entry["threshold_shift"],
-            tta=entry["tta"] or config["tta"],
+            preprocess=model_config.required_preprocess(location.relative),
+            weight=entry.weight,
+            threshold_shift=entry.entry.threshold_shift,
+            tta=list(entry.entry.tta or config.tta),
             activation=model_config.activation or default_activation,
             num_classes=model_config.num_classes,
             classes=list(model_config.classes) if model_config.classes else None,
-            group=entry["group"],
-            # Only a fold of a folds group (labelled NAME_f<k>) is one of its group's folds.
-            fold=entry["fold"] if entry["label"] != entry["group"] else None,
-            value=entry["value"],
+            group=entry.group,
+            fold=entry.group_fold,
+            value=entry.value,
         ))
-        log(f"loaded {entry['label']} ({model_config.arch}, {model_config.num_classes} classes"
+        log(f"loaded {entry.label} ({model_config.arch}, {model_config.num_classes} classes"
             f", {'decrypted in memory' if location.encrypted else 'plain'})")
     widths = {m.num_classes for m in members}
     if len(widths) > 1:
@@ -108,25 +105,25 @@ def load_members(config: dict, found: dict[str, FoundModel], key: bytes | None, 
     return members
 
 
-def _classes(config: dict, members: list[Member]) -> list:
+def _classes(config: EnsembleConfig, members: list[Member]) -> list:
     num_classes = members[0].num_classes
-    classes = config["submission"]["classes"] or members[0].classes or list(range(num_classes))
+    classes = list(config.submission.classes or members[0].classes or range(num_classes))
     if len(classes) != num_classes:
         raise KernelError(f"submission.classes has {len(classes)} labels but the models have "
                           f"{num_classes} outputs; list one label per output")
     return classes
 
 
-def discover(models: list[dict], roots: list[str], log: Log) -> Discovery:
+def discover(config: EnsembleConfig, roots: Sequence[str], log: Log) -> Discovery:
     """Find the config's models under `roots`, log what was found, and stop on a missing
     required model (a missing optional one is logged and left out)."""
     found, unreadable = scan_input_roots(roots)
-    discovery = match_models(models, found, unreadable)
+    discovery = match_models(config, found, unreadable)
     log(discovery.report())
-    check_missing(discovery, models)
-    for member in expand_models(models):
-        if member["label"] in discovery.missing:
-            log(f"WARNING model {describe_member(member)} not found; blending without it")
+    check_missing(discovery, config)
+    for member in config.members():
+        if member.label in discovery.missing:
+            log(f"WARNING model {member.describe()} not found; blending without it")
     return discovery
 
 
@@ -141,30 +138,30 @@ class Ensemble:
     load_seconds: float
 
 
-def load_ensemble(config: dict, discovery: Discovery, key: bytes | None, log: Log) -> Ensemble:
+def load_ensemble(config: EnsembleConfig, discovery: Discovery, key: bytes | None, log: Log
+                  ) -> Ensemble:
     loading = time.monotonic()
     members = load_members(config, discovery.matched, key, log)
-    predictor = EnsemblePredictor(members, config["precision"], tta_blend=config["tta_blend"],
-                                  compile_mode=config["compile"],
-                                  class_chunk=config["class_chunk"])
+    predictor = EnsemblePredictor(members, config.precision, tta_blend=config.tta_blend,
+                                  compile_mode=config.compile, class_chunk=config.class_chunk)
     load_seconds = time.monotonic() - loading
     units = rank_units([(m.name, m.weight, m.tta, m.group, m.value) for m in members])
     log(f"ensemble: {len(members)} models, {len(units)} model views in "
-        f"{len(predictor.groups)} input groups, TTA {config['tta_blend']} then blend "
-        f"{config['blend']}, {predictor.describe()}")
+        f"{len(predictor.groups)} input groups, TTA {config.tta_blend} then blend "
+        f"{config.blend}, {predictor.describe()}")
     for preprocess, indices in predictor.groups.items():
         names = ", ".join(members[m].name for m in indices)
         log(f"input group [{names}]: {preprocess.describe()}")
     return Ensemble(members, predictor, _classes(config, members), units, load_seconds)
 
 
-def prepared_batches(predictor: EnsemblePredictor, test_set: TestSet, config: dict,
+def prepared_batches(predictor: EnsemblePredictor, test_set: TestSet, config: EnsembleConfig,
                      first: int) -> Iterator[tuple[tuple[int, int], PreparedBatch]]:
     """((begin, end), prepared batch) over the test set: `first` images, then full batches,
     prepared ahead in the configured loader threads."""
-    return prefetch(batch_bounds(len(test_set), config["batch_size"], first),
+    return prefetch(batch_bounds(len(test_set), config.batch_size, first),
                     lambda bounds: predictor.prepare(test_set.paths[bounds[0]:bounds[1]]),
-                    predictor.loader_threads(config["loader_threads"]))
+                    predictor.loader_threads(config.loader_threads))
 
 
 def process_age() -> float:
@@ -180,7 +177,7 @@ def process_age() -> float:
         return 0.0
 
 
-def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | None = None,
+def run_kernel(config: EnsembleConfig, working_dir: str | os.PathLike = ".", log: Log | None = None,
                progress: bool = True, key: bytes | None = None, started: float | None = None
                ) -> RunSummary:
     """Predict the test set with the ensemble, inside the budget, into `working_dir`.
@@ -188,23 +185,21 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
     The budget counts from `started` (a `time.monotonic()` value; default: now)."""
     start = time.monotonic() if started is None else started
     log = log or make_log(start)
-    config = validate_config(config)
-    budget = budget_seconds(config, os.environ)
-    margin = config["budget"]["margin"]
+    budget = config.budget_seconds(os.environ)
+    margin = config.budget.margin
     deadline, hard_stop = start + budget * (1 - margin), start + budget * (1 - margin / 2)
     log(f"kernelpack runtime: torch {torch.__version__}, budget {budget:.0f} s "
         f"(plan within {budget * (1 - margin):.0f} s)")
 
-    discovery = discover(config["models"], config["input_roots"], log)
-    input_root = find_input_root(config["input_roots"])
-    test_set: TestSet = resolve_test_set(config["test"], input_root,
-                                         config["submission"]["id_column"])
-    log(f"test set: {len(test_set)} images in {input_root / config['test']['images']}")
+    discovery = discover(config, config.input_roots, log)
+    input_root = find_input_root(config.input_roots)
+    test_set: TestSet = resolve_test_set(config.test, input_root, config.submission.id_column)
+    log(f"test set: {len(test_set)} images in {input_root / config.test.images}")
     ensemble = load_ensemble(config, discovery, key, log)
     predictor, classes, ranked = ensemble.predictor, ensemble.classes, ensemble.units
     members = ensemble.members
 
-    target = Path(working_dir) / config["submission"]["file"]
+    target = Path(working_dir) / config.submission.file
     total = len(test_set)
     fallback = FallbackPrior(len(classes))
     guard: DeadlineGuard | None = None
@@ -218,10 +213,10 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
     log(f"first batch starts; {ensemble.load_seconds:.1f} s of the start-up went to loading "
         "weights")
     predicting = time.monotonic()
-    with torch.inference_mode(), SubmissionWriter(target, config["submission"], classes) as out:
+    with torch.inference_mode(), SubmissionWriter(target, config.submission, classes) as out:
         batch_start = time.perf_counter()
         for (begin, end), prepared in batches:
-            accumulator = BlendAccumulator(end - begin, len(classes), config["blend"])
+            accumulator = BlendAccumulator(end - begin, len(classes), config.blend)
             for message in prepared.errors:
                 log(f"WARNING {message}; writing the fallback prediction for it")
             if guard is not None and not guard.can_run(end - begin):
@@ -258,9 +253,11 @@ def run_kernel(config: dict, working_dir: str | os.PathLike = ".", log: Log | No
 
 
 def main(config: dict, key: bytes | None = None) -> int:
-    """Kernel entry point: run, and turn a KernelError into one readable line and exit code 1."""
+    """Kernel entry point: read the embedded config (plain JSON types) and run; a KernelError,
+    a bad config's included, is one readable line and exit code 1."""
+    started = time.monotonic() - process_age()
     try:
-        run_kernel(config, key=key, started=time.monotonic() - process_age())
+        run_kernel(EnsembleConfig.from_dict(config), key=key, started=started)
     except KernelError as exc:
         print(f"kernel error: {exc}", file=sys.stderr, flush=True)
         return 1

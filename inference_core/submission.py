@@ -2,7 +2,7 @@
 (the k best labels, as Herbarium and landmark competitions score), probabilities.
 
 Rows are written as they are blended (memory does not grow with the test set) into a temporary
-file beside the target, which replaces `submission.csv` only when every row is in: a kernel that
+file beside the target, which replaces the submission file only when every row is in: a kernel that
 dies half-way never leaves a truncated submission behind.
 """
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import SubmissionSection
 from .errors import ConfigError
 from .files import atomic_write
 
@@ -76,12 +77,13 @@ def multilabel_labels(probs: np.ndarray, classes: Sequence, threshold: float | S
 class SubmissionWriter:
     """Streams rows into `path` atomically; use as a context manager."""
 
-    def __init__(self, path: str | os.PathLike, submission: dict, classes: Sequence) -> None:
+    def __init__(self, path: str | os.PathLike, submission: SubmissionSection,
+                 classes: Sequence) -> None:
         self.path = Path(path)
         self.submission = submission
         self.classes = list(classes)
-        threshold = submission["threshold"]
-        if isinstance(threshold, list) and len(threshold) != len(self.classes):
+        threshold = submission.threshold
+        if isinstance(threshold, tuple) and len(threshold) != len(self.classes):
             raise ConfigError(
                 f"submission.threshold has {len(threshold)} values but the models have "
                 f"{len(self.classes)} classes; give one per class or a single one"
@@ -98,13 +100,13 @@ class SubmissionWriter:
         return self
 
     def _header(self) -> list[str]:
-        id_column = self.submission["id_column"]
-        if self.submission["format"] == "probabilities":
+        id_column = self.submission.id_column
+        if self.submission.format == "probabilities":
             return [id_column] + [str(c) for c in self.classes]
-        return [id_column, self.submission["label_column"]]
+        return [id_column, self.submission.label_column]
 
     def write(self, ids: Sequence[str], probs: np.ndarray) -> None:
-        fmt = self.submission["format"]
+        fmt = self.submission.format
         if fmt == "probabilities":
             for image_id, row in zip(ids, probs, strict=True):
                 self._writer.writerow([image_id] + [f"{p:.6g}" for p in row])
@@ -112,11 +114,11 @@ class SubmissionWriter:
             if fmt == "multiclass":
                 labels = multiclass_labels(probs, self.classes)
             elif fmt == "topk":
-                labels = topk_labels(probs, self.classes, self.submission["k"])
+                labels = topk_labels(probs, self.classes, self.submission.k)
             else:
-                labels = multilabel_labels(probs, self.classes, self.submission["threshold"],
-                                           self.submission["min_labels"],
-                                           self.submission["max_labels"])
+                labels = multilabel_labels(probs, self.classes, self.submission.threshold,
+                                           self.submission.min_labels,
+                                           self.submission.max_labels)
             self._writer.writerows(zip(ids, labels, strict=True))
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -32,7 +32,7 @@ from functools import cache
 import torch
 import torch.nn.functional as F
 
-from .config import TTA_CROP_OPS, parse_tta_op
+from .config import TTA_CROP_OPS, TTA_OP_NAMES, parse_tta_op
 
 Op = Callable[[torch.Tensor], torch.Tensor]
 
@@ -57,15 +57,17 @@ def _identity(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-TTA_OPS: dict[str, tuple[Op, Op]] = {
-    "identity": (_identity, _identity),
-    "hflip": (_hflip, _hflip),
-    "vflip": (_vflip, _vflip),
-    "rot90": (_rot(1), _rot(-1)),
-    "rot180": (_rot(2), _rot(2)),
-    "rot270": (_rot(3), _rot(1)),
-    "transpose": (_transpose, _transpose),
-}
+# (apply, undo) of each plain view, keyed by the names `config.TTA_OP_NAMES` validates:
+# `strict` stops the import if a name is added there without its implementation here.
+TTA_OPS: dict[str, tuple[Op, Op]] = dict(zip(TTA_OP_NAMES, (
+    (_identity, _identity),  # identity
+    (_hflip, _hflip),  # hflip
+    (_vflip, _vflip),  # vflip
+    (_rot(1), _rot(-1)),  # rot90
+    (_rot(2), _rot(2)),  # rot180
+    (_rot(3), _rot(1)),  # rot270
+    (_transpose, _transpose),  # transpose
+), strict=True))
 
 
 def _resize(x: torch.Tensor, height: int, width: int) -> torch.Tensor:

@@ -9,24 +9,24 @@ leaves it out of the config embedded in kernel.py, so the runtime never sees it.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 # The runtime's field checkers, so that host fields read and fail exactly like runtime ones.
-from inference_core.config import validate_config
+from inference_core.config import EnsembleConfig
 from inference_core.errors import ConfigError
 from inference_core.fields import (
-    Field,
-    Section,
     boolean,
+    checked,
     fail,
     list_of,
     optional,
+    read_schema,
     shown,
     string,
-    validate_section,
 )
 
 KERNEL_ID = re.compile(r"^[A-Za-z0-9_-]+/[a-z0-9-]+$")
@@ -39,30 +39,43 @@ def _kernel_id(value: Any, where: str) -> str:
     return value
 
 
-# kernel-metadata.json keys and their defaults: a private, offline kernel, the only kind a code
-# competition accepts. `code`: package folders or module files, relative to the config file.
-KERNEL = Section({
-    "id": Field(optional(_kernel_id), default=None),
-    "title": Field(optional(string), default=None),
-    "is_private": Field(boolean, default=True),
-    "enable_gpu": Field(boolean, default=False),
-    "enable_internet": Field(boolean, default=False),
-    "machine_shape": Field(optional(string), default=None),
-    "dataset_sources": Field(list_of(string, non_empty=False), default=[]),
-    "competition_sources": Field(list_of(string, non_empty=False), default=[]),
-    "kernel_sources": Field(list_of(string, non_empty=False), default=[]),
-    "model_sources": Field(list_of(string, non_empty=False), default=[]),
-    "code": Field(list_of(string, non_empty=False), default=[]),
-})
+_SOURCES = list_of(string, non_empty=False)
 
 
-def validate_host_config(raw: Any) -> dict:
-    """The runtime's `validate_config` for all but `kernel`, which is validated here and added."""
-    if not isinstance(raw, dict):
-        return validate_config(raw)  # raises the runtime's "must be a mapping"
-    config = validate_config({name: value for name, value in raw.items() if name != "kernel"})
-    config["kernel"] = validate_section(raw.get("kernel", {}), KERNEL, "kernel")
-    return config
+@dataclass(frozen=True, kw_only=True)
+class KernelSection:
+    """kernel-metadata.json keys and their defaults: a private, offline kernel, the only kind a
+    code competition accepts. `code`: package folders or module files, relative to the config
+    file."""
+
+    id: str | None = checked(optional(_kernel_id), default=None)
+    title: str | None = checked(optional(string), default=None)
+    is_private: bool = checked(boolean, default=True)
+    enable_gpu: bool = checked(boolean, default=False)
+    enable_internet: bool = checked(boolean, default=False)
+    machine_shape: str | None = checked(optional(string), default=None)
+    dataset_sources: tuple[str, ...] = checked(_SOURCES, default=())
+    competition_sources: tuple[str, ...] = checked(_SOURCES, default=())
+    kernel_sources: tuple[str, ...] = checked(_SOURCES, default=())
+    model_sources: tuple[str, ...] = checked(_SOURCES, default=())
+    code: tuple[str, ...] = checked(_SOURCES, default=())
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """A validated ensemble YAML: what the kernel runs, and the host-only `kernel` section."""
+
+    ensemble: EnsembleConfig
+    kernel: KernelSection
+
+
+def validate_host_config(raw: Any) -> HostConfig:
+    """The runtime's `EnsembleConfig` for all but `kernel`, which is validated here."""
+    # Not a mapping: the runtime's check says so ("config: must be a mapping").
+    runtime = {name: value for name, value in raw.items() if name != "kernel"} \
+        if isinstance(raw, dict) else raw
+    ensemble = EnsembleConfig.from_dict(runtime)
+    return HostConfig(ensemble, read_schema(KernelSection, raw.get("kernel", {}), "kernel"))
 
 
 class _DuplicateKey(Exception):
@@ -131,12 +144,12 @@ def read_yaml(path: str | Path) -> Any:
                           "a string") from None
 
 
-def load_config(path: str | Path) -> dict:
+def load_config(path: str | Path) -> HostConfig:
     """Read and validate an ensemble YAML; ConfigError messages start with the file name."""
     return validate_loaded(read_yaml(path), path)
 
 
-def validate_loaded(raw: Any, path: str | Path) -> dict:
+def validate_loaded(raw: Any, path: str | Path) -> HostConfig:
     """Validate what `read_yaml(path)` returned (it is left as it is); errors name the file."""
     try:
         return validate_host_config(raw if raw is not None else {})

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from kernelpack.cli import main
-from kernelpack.kaggle.constants import DATASET_METADATA, KERNEL_METADATA, title_of
 from kernelpack.kaggle.service import KaggleService
+from kernelpack.metadata import DATASET_METADATA, KERNEL_METADATA, title_of
 
 USER = "tester"
 KEY = "not-a-real-key"       # USER's API key, in kaggle.json and known to the service

@@ -34,6 +34,11 @@ ARCHS = list_models()
 # se_resnext50's, which always runs).
 BIG = ("senet154", "pnasnet5large", "polynet")
 BIG_ENV = "KERNELPACK_TEST_BIG_ARCHS"
+# Over 20 M parameters: about a second each here with their reference, so only the full suite
+# runs them; `-m "not slow"` keeps the smaller ones, which take the same code paths.
+LARGE = (*BIG, "inceptionv4", "resnet34", "resnet50", "se_resnet50", "se_resnext50_32x4d",
+         "se_resnext101_32x4d", "xception", "torchvision.convnext_tiny", "torchvision.resnet34",
+         "torchvision.resnet50", "torchvision.resnext50_32x4d")
 
 
 @pytest.fixture(autouse=True)
@@ -83,8 +88,10 @@ def test_every_registered_arch_has_a_reference_here():
 
 
 @pytest.mark.parametrize("arch", [
-    pytest.param(arch, marks=pytest.mark.skipif(arch in BIG and not os.environ.get(BIG_ENV),
-                                                reason=f"big on CPU; set {BIG_ENV}=1"))
+    pytest.param(arch, marks=[
+        *([pytest.mark.slow] if arch in LARGE else []),
+        pytest.mark.skipif(arch in BIG and not os.environ.get(BIG_ENV),
+                           reason=f"big on CPU; set {BIG_ENV}=1")])
     for arch in ARCHS])
 def test_arch_runs_non_square_with_the_references_numbers(arch):
     torch.manual_seed(0)
@@ -101,6 +108,7 @@ def test_arch_runs_non_square_with_the_references_numbers(arch):
     torch.testing.assert_close(out, _outputs(reference, *NON_SQUARE), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [(288, 288), (256, 352)])
 def test_se_resnext50_takes_weights_trained_with_an_adaptive_pool_at_other_sizes(size):
     torch.manual_seed(1)
@@ -116,8 +124,9 @@ def test_se_resnext50_takes_weights_trained_with_an_adaptive_pool_at_other_sizes
         _outputs(original, *size)
 
 
-@pytest.mark.parametrize("arch, size", [("se_resnext50_32x4d", 224), ("bninception", 224),
-                                        ("inceptionv4", 299)])
+@pytest.mark.parametrize("arch, size", [
+    pytest.param("se_resnext50_32x4d", 224, marks=pytest.mark.slow), ("bninception", 224),
+    pytest.param("inceptionv4", 299, marks=pytest.mark.slow)])
 def test_at_the_design_size_the_numbers_are_pretrainedmodels_own(arch, size):
     torch.manual_seed(2)
     model = create_model(arch, num_classes=NUM_CLASSES)

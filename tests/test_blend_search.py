@@ -11,7 +11,7 @@ import yaml
 from sklearn.metrics import accuracy_score, fbeta_score
 
 from inference_core.blend import BlendAccumulator
-from inference_core.config import expand_models, validate_config
+from inference_core.config import EnsembleConfig, SubmissionSection
 from inference_core.submission import SubmissionWriter
 from kernelpack import cli
 from kernelpack.config import load_config
@@ -21,6 +21,7 @@ from kernelpack.search.metrics import METRICS
 from kernelpack.search.oof import OofSet
 
 CLASSES = ["a", "b", "c", "d"]
+MULTICLASS = SubmissionSection(format="multiclass")
 
 
 def _mixture(mode, weights, rows, classes, seed):
@@ -41,7 +42,7 @@ def test_search_recovers_a_known_mix_and_zeroes_a_useless_model(mode):
     true_weights = [0.6, 0.3, 0.1, 0.0]
     probs, truth = _mixture(mode, true_weights, rows=4000, classes=5, seed=1)
     oof = OofSet(list("wxyz"), probs, truth, list(range(5)), [], None)
-    result = search_blend(oof, METRICS["logloss"], mode, {"format": "multiclass"}, restarts=4)
+    result = search_blend(oof, METRICS["logloss"], mode, MULTICLASS, restarts=4)
     np.testing.assert_allclose(result.weights, true_weights, atol=0.05)
     assert result.weights.min() >= 0 and result.weights.sum() == pytest.approx(1, abs=1e-3)
     assert result.score < result.equal_score and result.score < min(result.single_scores)
@@ -51,7 +52,7 @@ def test_search_never_scores_below_equal_weights_or_a_single_model_on_oof():
     probs, truth = _mixture("mean", [0.5, 0.5, 0.0], rows=300, classes=4, seed=2)
     folds = np.arange(300) % 3
     oof = OofSet(list("abc"), probs, truth, list(range(4)), [], folds)
-    result = search_blend(oof, METRICS["accuracy"], "mean", {"format": "multiclass"},
+    result = search_blend(oof, METRICS["accuracy"], "mean", MULTICLASS,
                           restarts=3)
     assert result.score >= max(result.single_scores) and result.score >= result.equal_score
     # Each fold's check holds that fold's weights and their score on the held-out rows.
@@ -86,17 +87,23 @@ def _multilabel_oof(rows=150, seed=4):
     return probs, truth
 
 
-def _kernel_scores(config, probs_by_entry, truth, classes, tmp_path):
-    """What the kernel writes for these member probabilities, scored by scikit-learn."""
-    accumulator = BlendAccumulator(len(truth), len(classes), config["blend"])
-    for entry, probs in zip(config["models"], probs_by_entry, strict=True):
-        accumulator.add(probs, entry["weight"], threshold_shift=entry["threshold_shift"])
+def _kernel_scores(config, weighted, truth, classes, tmp_path):
+    """What the kernel writes for these members, each (weight, threshold shift, probabilities),
+    scored by scikit-learn."""
+    accumulator = BlendAccumulator(len(truth), len(classes), config.blend)
+    for weight, shift, probs in weighted:
+        accumulator.add(probs, weight, threshold_shift=shift)
     ids = [f"r{i:03d}" for i in range(len(truth))]
-    with SubmissionWriter(tmp_path / "submission.csv", config["submission"], classes) as out:
+    with SubmissionWriter(tmp_path / "submission.csv", config.submission, classes) as out:
         out.write(ids, accumulator.result())
     written = pd.read_csv(tmp_path / "submission.csv", dtype=str, keep_default_na=False)
     predicted = np.array([[str(c) in row.split() for c in classes] for row in written["label"]])
     return predicted
+
+
+def _weighted(config, probs_by_entry):
+    return [(entry.weight, entry.threshold_shift, probs)
+            for entry, probs in zip(config.models, probs_by_entry, strict=True)]
 
 
 def test_fitted_config_reproduces_its_oof_score_through_the_kernels_writer(tmp_path, capsys):
@@ -119,22 +126,22 @@ def test_fitted_config_reproduces_its_oof_score_through_the_kernels_writer(tmp_p
     printed = capsys.readouterr().out
     assert "fitted blend" in printed and f"wrote {out}" in printed
 
-    config = load_config(out)
-    weights = [m["weight"] for m in config["models"]]
+    config = load_config(out).ensemble
+    weights = [m.weight for m in config.models]
     assert weights[1] == weights[2] and min(weights) >= 0
     assert sum(weights) == pytest.approx(1, abs=1e-3)
     # The file keeps what it was given: paths, shifts, thresholds.
-    assert [m["path"] for m in config["models"]] == [m["path"] for m in base["models"]]
-    assert config["models"][0]["threshold_shift"] == 0.1 and config["blend"] == "gmean"
+    assert [m.path for m in config.models] == [m["path"] for m in base["models"]]
+    assert config.models[0].threshold_shift == 0.1 and config.blend == "gmean"
 
     # Each fold entry of m2 stands in with m2's OOF predictions, as fold models do on test.
-    predicted = _kernel_scores(config, [probs[0], probs[1], probs[1], probs[2]], truth, CLASSES,
-                               tmp_path)
+    predicted = _kernel_scores(config, _weighted(config, [probs[0], probs[1], probs[1], probs[2]]),
+                               truth, CLASSES, tmp_path)
     kernel_f2 = fbeta_score(truth, predicted, beta=2, average="samples")
     header_score = float(re.search(r"f2 ([0-9.]+)", out.read_text()).group(1))
     assert kernel_f2 == pytest.approx(header_score, abs=5e-5)
     oof = OofSet(["m1", "m2", "m3"], probs, truth, CLASSES, [], np.arange(150) % 3)
-    submission = {**config["submission"]}
+    submission = config.submission
     searched = search_blend(oof, METRICS["f2"], "gmean", submission, [0.1, 0.0, 0.0],
                             restarts=3)
     assert kernel_f2 == pytest.approx(searched.score, abs=1e-12)
@@ -149,8 +156,8 @@ def test_without_a_base_each_oof_name_becomes_one_weighted_model(tmp_path, capsy
     raw = yaml.safe_load(out.read_text())
     assert [m["name"] for m in raw["models"]] == ["m1", "m2", "m3"]
     assert raw["submission"]["format"] == "multiclass" and raw["blend"] == "mean"
-    config = validate_config({**raw, "test": {"images": "comp/test"}})
-    predicted = _kernel_scores(config, probs, truth, list(range(4)), tmp_path)
+    config = EnsembleConfig.from_dict({**raw, "test": {"images": "comp/test"}})
+    predicted = _kernel_scores(config, _weighted(config, probs), truth, list(range(4)), tmp_path)
     header_score = float(re.search(r"accuracy ([0-9.]+)", out.read_text()).group(1))
     assert accuracy_score(truth, predicted) == pytest.approx(header_score, abs=5e-5)
 
@@ -242,7 +249,7 @@ def test_unknown_metric_and_base_entries_without_oof_are_refused(tmp_path, capsy
     assert "models[3] 'm4_f0' matches no --oof name" in err and err.count("\n") == 1
     with pytest.raises(SearchError, match="--restarts 0: must be at least 1"):
         search_blend(OofSet(["a"], [np.eye(2)], np.eye(2, dtype=bool), [0, 1], [], None),
-                     METRICS["accuracy"], "mean", {"format": "multiclass"}, restarts=0)
+                     METRICS["accuracy"], "mean", MULTICLASS, restarts=0)
 
 
 def test_a_folds_group_takes_one_oof_file_and_keeps_its_group_form(tmp_path):
@@ -264,16 +271,16 @@ def test_a_folds_group_takes_one_oof_file_and_keeps_its_group_form(tmp_path):
     assert [(m["name"], m.get("folds")) for m in raw["models"]] == [
         ("m1", [0, 1, 2, 3, 4]), ("m2", [0, 1, 2]), ("m3", None)]
     assert raw["models"][0]["tta"] == ["identity", "hflip"]
-    config = load_config(out)
-    weights = [m["weight"] for m in config["models"]]
+    config = load_config(out).ensemble
+    weights = [m.weight for m in config.models]
     assert sum(weights) == pytest.approx(1, abs=1e-3) and len(set(weights)) > 1
 
     # In the kernel each fold stands in with its group's OOF predictions, at an even share.
-    members = expand_models(config["models"])
-    assert [m["weight"] for m in members[:5]] == pytest.approx([weights[0] / 5] * 5)
+    members = config.members()
+    assert [m.weight for m in members[:5]] == pytest.approx([weights[0] / 5] * 5)
     by_group = {"m1": probs[0], "m2": probs[1], "m3": probs[2]}
-    predicted = _kernel_scores({**config, "models": members},
-                               [by_group[m["group"]] for m in members], truth, CLASSES, tmp_path)
+    predicted = _kernel_scores(config, [(m.weight, m.entry.threshold_shift, by_group[m.group])
+                                        for m in members], truth, CLASSES, tmp_path)
     header_score = float(re.search(r"f2 ([0-9.]+)", out.read_text()).group(1))
     assert fbeta_score(truth, predicted, beta=2, average="samples") == pytest.approx(
         header_score, abs=5e-5)

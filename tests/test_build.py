@@ -40,6 +40,7 @@ def _expected_rows(digits_input):
     return pd.read_csv(digits_input / "digits" / "sample_submission.csv", dtype=str)["id"]
 
 
+@pytest.mark.slow
 def test_kernel_runs_with_python_isolated_from_an_empty_directory_offline(
         ensemble_yml, digits_input, tmp_path):
     kernel = build_kernel(ensemble_yml, tmp_path / "out").kernel
@@ -61,6 +62,7 @@ def test_kernel_runs_with_python_isolated_from_an_empty_directory_offline(
     assert sorted(p.name for p in work.iterdir()) == ["submission.csv"]
 
 
+@pytest.mark.slow
 def test_kernel_runs_in_the_sandbox_where_the_project_cannot_be_imported(
         ensemble_yml, digits_input, tmp_path):
     out = tmp_path / "out"
@@ -75,6 +77,22 @@ def test_kernel_runs_in_the_sandbox_where_the_project_cannot_be_imported(
     assert any("blend gmean" in line for line in lines)
 
 
+@pytest.mark.slow
+def test_run_local_reports_the_submission_file_the_config_names(
+        ensemble_yml, digits_input, tmp_path, capsys):
+    ensemble_yml.write_text(ensemble_yml.read_text().replace(
+        "submission: {format: multiclass}", "submission: {format: multiclass, file: preds.csv}"))
+    out = tmp_path / "out"
+    build_kernel(ensemble_yml, out)
+    assert main(["run-local", str(out), "--input", str(digits_input)]) == 0, \
+        capsys.readouterr().err
+    written = (out / "sandbox" / "working" / "preds.csv").resolve()
+    assert f"submission written: {written} (" in capsys.readouterr().out
+    assert len(pd.read_csv(written)) == len(_expected_rows(digits_input))
+    assert sorted(p.name for p in written.parent.iterdir()) == ["preds.csv"]
+
+
+@pytest.mark.slow
 def test_kernel_runs_when_pasted_into_a_notebook_cell(ensemble_yml, digits_input, tmp_path):
     kernel = build_kernel(ensemble_yml, tmp_path / "out").kernel
     cell = tmp_path / "cell" / "kernel.py"
@@ -95,6 +113,7 @@ def _one_line_kernel_error(result):
     return errors[0]
 
 
+@pytest.mark.slow
 def test_missing_test_folder_is_one_line_and_exit_code_1(ensemble_yml, digits_input, tmp_path):
     ensemble_yml.write_text(ensemble_yml.read_text().replace("images: digits/test",
                                                              "images: digits/tests"))
@@ -104,6 +123,7 @@ def test_missing_test_folder_is_one_line_and_exit_code_1(ensemble_yml, digits_in
     assert "test folder 'digits/tests' not found" in line and "test.images" in line
 
 
+@pytest.mark.slow
 def test_unknown_arch_in_a_checkpoint_is_one_line(ensemble_yml, digits_input, tmp_path):
     import torch
 

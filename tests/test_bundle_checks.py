@@ -13,6 +13,7 @@ import sysconfig
 import time
 from pathlib import Path
 
+import pytest
 from bundle_helpers import empty_dirs, python_without, run_offline, write_tree
 
 from kernelpack.bundler.bundle import Entry, bundle
@@ -117,6 +118,7 @@ def test_an_installed_namespace_package_is_vendored_and_pythonpath_only_fills_ga
     assert done.stdout == "Hello found through PYTHONPATH alone\n", done.stderr
 
 
+@pytest.mark.slow
 def test_warnings_compiling_vendored_code_are_silenced_but_not_the_users(tmp_path):
     src = write_tree(tmp_path / "src", {
         "mine.py": "def odd(x):\n    return x is 'odd'\n",

@@ -54,6 +54,7 @@ def se50_input(tmp_path):
     return root
 
 
+@pytest.mark.slow
 def test_a_built_kernel_runs_se_resnext50_where_pretrainedmodels_is_not_installed(
         se50_input, tmp_path):
     config = tmp_path / "se50.yml"

@@ -5,6 +5,7 @@ from inference_core.checkpoint import load_checkpoint, model_from_checkpoint, sa
 from inference_core.errors import CheckpointError, UnknownArchError
 from inference_core.model_config import ModelConfig
 from inference_core.model_factory import create_model
+from inference_core.preprocess import Preprocess
 
 CONFIG = {"name": "cnn_f0", "fold": 0, "input_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3,
           "model_kwargs": {"width": 8}}
@@ -138,3 +139,19 @@ def test_the_preprocessing_fields_are_checked_together_at_save(tmp_path):
                         _model())
     # A bare weights container, which says nothing about its input, is left for the runner.
     save_checkpoint(tmp_path / "m.pt", "small_cnn", 5, {"name": "bare"}, _model())
+
+
+def test_the_preprocessing_is_typed_once_and_a_bare_container_has_none(tmp_path):
+    path = save_checkpoint(tmp_path / "m.pt", "small_cnn", 5,
+                           {**CONFIG, "preprocess": {"crop_pct": 0.875}}, _model())
+    config = ModelConfig.from_checkpoint(load_checkpoint(path), "m.pt")
+    assert config.preprocess == Preprocess(32, "stretch", (0.5,) * 3, (0.25,) * 3,
+                                           crop_pct=0.875)
+    assert config.required_preprocess("m.pt") is config.preprocess
+    assert config.to_dict()["preprocess"] == {"crop_pct": 0.875}
+    bare = ModelConfig.from_checkpoint({"arch": "small_cnn", "num_classes": 5,
+                                        "config": {"name": "bare"}}, "bare.pt")
+    assert bare.preprocess is None
+    with pytest.raises(CheckpointError, match=r"^bare\.pt: checkpoint config lacks a usable "
+                                              r"input_size \(got None\)"):
+        bare.required_preprocess("bare.pt")

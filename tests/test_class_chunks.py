@@ -16,8 +16,8 @@ from torch.nn import functional
 
 from inference_core.blend import BLEND_EPS, BlendAccumulator
 from inference_core.budget import rank_units
-from inference_core.config import SUBMISSION
-from inference_core.fields import validate_section
+from inference_core.config import SubmissionSection
+from inference_core.fields import read_schema
 from inference_core.model_factory import create_model
 from inference_core.predict import EnsemblePredictor, Member
 from inference_core.preprocess import Preprocess
@@ -172,7 +172,7 @@ def test_chunked_blend_equals_full_rows(digit_tensors, metric, activation, blend
 @pytest.mark.parametrize("metric", ["sqeuclidean", "cosine"])
 def test_chunked_topk_submission_equals_full_rows(digit_tensors, tmp_path, metric, head):
     members = _members(metric, "softmax", ["identity"], head)
-    submission = validate_section({"format": "topk", "k": 4}, SUBMISSION, "submission")
+    submission = read_schema(SubmissionSection, {"format": "topk", "k": 4}, "submission")
     written = []
     for chunk in (3, 0):
         _, _, accumulator, _ = _run(members, digit_tensors, chunk, "mean", "mean")

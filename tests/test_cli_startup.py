@@ -124,6 +124,7 @@ def world(tmp_path, monkeypatch):
     yield from kaggle_world(tmp_path, monkeypatch)
 
 
+@pytest.mark.slow
 def test_kaggle_commands_run_without_torch(world, tmp_path):
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "TMPDIR": str(world.tmp)}
     url = ["--kaggle-url", world.url]

@@ -1,8 +1,10 @@
 import copy
+import dataclasses
+import json
 
 import pytest
 
-from inference_core.config import CONFIG, Section, expand_models, validate_config
+from inference_core.config import EnsembleConfig
 from inference_core.errors import ConfigError
 from kernelpack.config import load_config
 
@@ -30,16 +32,16 @@ def _with(path, value):
 
 
 def test_defaults_are_filled_in():
-    config = validate_config(copy.deepcopy(GOOD))
-    assert config["blend"] == "mean"
-    assert config["tta"] == ["identity"]
-    assert config["models"][0]["weight"] == 1.0
-    assert config["models"][1]["threshold_shift"] == 0.0
-    assert config["submission"]["id_column"] == "id"
-    assert config["input_roots"] == ["/kaggle/input", "../input"]
-    assert config["budget"] == {"seconds": 9 * 3600.0, "margin": 0.1}
-    assert config["loader_threads"] == "auto" and config["precision"] == "auto"
-    assert config["models"][0]["required"] is False and config["models"][0]["fold"] is None
+    config = EnsembleConfig.from_dict(copy.deepcopy(GOOD))
+    assert config.blend == "mean"
+    assert config.tta == ("identity",)
+    assert config.models[0].weight == 1.0
+    assert config.models[1].threshold_shift == 0.0
+    assert config.submission.id_column == "id"
+    assert config.input_roots == ("/kaggle/input", "../input")
+    assert config.to_dict()["budget"] == {"seconds": 9 * 3600.0, "margin": 0.1}
+    assert config.loader_threads == "auto" and config.precision == "auto"
+    assert config.models[0].required is False and config.models[0].fold is None
 
 
 @pytest.mark.parametrize("path, value, message", [
@@ -69,7 +71,7 @@ def test_defaults_are_filled_in():
 ])
 def test_bad_fields_are_named_with_the_problem(path, value, message):
     with pytest.raises(ConfigError) as info:
-        validate_config(_with(path, value))
+        EnsembleConfig.from_dict(_with(path, value))
     assert str(info.value).startswith(message)
 
 
@@ -89,8 +91,8 @@ def test_kernel_section_is_validated_on_the_host(tmp_path):
     path = tmp_path / "ensemble.yml"
     base = "models: [{name: a, path: a.pt}]\ntest: {images: t}\nsubmission: {format: multiclass}\n"
     path.write_text(base + "kernel: {id: me/my-kernel, dataset_sources: [me/models]}\n")
-    kernel = load_config(path)["kernel"]
-    assert kernel["is_private"] is True and kernel["enable_internet"] is False
+    kernel = load_config(path).kernel
+    assert kernel.is_private is True and kernel.enable_internet is False
     path.write_text(base + "kernel: {id: 'My Kernel'}\n")
     with pytest.raises(ConfigError, match=r"kernel\.id: must look like 'username/kernel-slug'"):
         load_config(path)
@@ -99,40 +101,56 @@ def test_kernel_section_is_validated_on_the_host(tmp_path):
         load_config(path)
 
 
-def test_list_defaults_are_copied_for_every_validated_config():
-    first = validate_config(copy.deepcopy(GOOD))
-    first["input_roots"].append("/mnt/extra")
-    first["tta"].append("hflip")
-    second = validate_config(copy.deepcopy(GOOD))
-    assert second["input_roots"] == ["/kaggle/input", "../input"]
-    assert second["tta"] == ["identity"]
+def test_no_validated_config_can_change_another():
+    first = EnsembleConfig.from_dict(copy.deepcopy(GOOD))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.input_roots = ("/mnt/extra",)
+    with pytest.raises(AttributeError):
+        first.tta.append("hflip")  # lists are read as tuples
+    second = EnsembleConfig.from_dict(copy.deepcopy(GOOD))
+    assert second.input_roots == ("/kaggle/input", "../input")
+    assert second.tta == ("identity",)
 
-    def shared_lists(section, validated):
-        for key, spec in section.fields.items():
-            if isinstance(spec.default, Section):
-                yield from shared_lists(spec.default, validated[key])
-            elif isinstance(spec.default, list) and validated[key] is spec.default:
-                yield key
+    def mutable(value):
+        if dataclasses.is_dataclass(value):
+            return any(mutable(getattr(value, spec.name)) for spec in dataclasses.fields(value))
+        if isinstance(value, tuple):
+            return any(mutable(item) for item in value)
+        return isinstance(value, (list, dict, set))
 
-    assert list(shared_lists(CONFIG, second)) == []
+    assert not mutable(second)
+
+
+def test_the_embedded_json_reads_back_as_the_same_config():
+    raw = {**copy.deepcopy(GOOD), "blend": "gmean", "models": [
+        {"name": "se50", "folds": [0, 1], "value": [0.1, 0.2], "tta": ["hflip"]},
+        {"name": "res", "sha256": "a" * 64, "threshold_shift": 0.05}],
+           "submission": {"format": "multilabel", "threshold": [0.3, 0.4], "classes": ["a", 2]}}
+    config = EnsembleConfig.from_dict(raw)
+    assert EnsembleConfig.from_json(config.to_json()) == config
+    assert EnsembleConfig.from_dict(config.to_dict()) == config
+    plain = json.loads(config.to_json())
+    assert plain == config.to_dict() and plain["tta_blend"] == "gmean"
+    assert plain["submission"]["threshold"] == [0.3, 0.4]
+    assert plain["models"][0]["folds"] == [0, 1]
 
 
 def test_a_folds_entry_expands_to_one_member_per_fold_sharing_its_weight():
-    config = validate_config(_with(("models",), [
+    config = EnsembleConfig.from_dict(_with(("models",), [
         {"name": "se50", "folds": [0, 1, 2, 3], "weight": 0.3, "tta": ["hflip"]},
         {"name": "res_f0", "weight": 0.7},
     ]))
-    assert config["models"][0]["folds"] == [0, 1, 2, 3]  # the config keeps the group form
-    members = expand_models(config["models"])
-    assert [(m["label"], m["name"], m["fold"], m["group"], m["index"]) for m in members] == [
+    assert config.models[0].folds == (0, 1, 2, 3)  # the config keeps the group form
+    members = config.members()
+    assert [(m.label, m.entry.name, m.fold, m.group, m.index) for m in members] == [
         ("se50_f0", "se50", 0, "se50", 0), ("se50_f1", "se50", 1, "se50", 0),
         ("se50_f2", "se50", 2, "se50", 0), ("se50_f3", "se50", 3, "se50", 0),
         ("res_f0", "res_f0", None, "res_f0", 1)]
-    assert [m["weight"] for m in members] == pytest.approx([0.075] * 4 + [0.7])
-    assert all(m["tta"] == ["hflip"] for m in members[:4])
+    assert [m.weight for m in members] == pytest.approx([0.075] * 4 + [0.7])
+    assert all(m.entry.tta == ("hflip",) for m in members[:4])
     # Folds that were not found: the group keeps its weight, split over the folds present.
-    present = expand_models(config["models"], present={"se50_f1", "se50_f3", "res_f0"})
-    assert [(m["label"], m["weight"]) for m in present] == [
+    present = config.members(present={"se50_f1", "se50_f3", "res_f0"})
+    assert [(m.label, m.weight) for m in present] == [
         ("se50_f1", pytest.approx(0.15)), ("se50_f3", pytest.approx(0.15)), ("res_f0", 0.7)]
 
 
@@ -151,17 +169,18 @@ def test_a_folds_entry_expands_to_one_member_per_fold_sharing_its_weight():
 ])
 def test_bad_folds_groups_are_named_with_the_fix(entries, message):
     with pytest.raises(ConfigError) as info:
-        validate_config(_with(("models",), entries))
+        EnsembleConfig.from_dict(_with(("models",), entries))
     assert str(info.value).startswith(message)
 
 
 def test_tta_ops_with_parameters_and_the_tta_blend_default():
-    config = validate_config({**copy.deepcopy(GOOD), "blend": "gmean",
-                              "tta": ["identity", "center_crop:0.875", "crop_br:0.9",
-                                      "scale:1.15"]})
-    assert config["tta"] == ["identity", "center_crop:0.875", "crop_br:0.9", "scale:1.15"]
-    assert config["tta_blend"] == "gmean"  # the blend mode, unless given
-    assert validate_config({**copy.deepcopy(GOOD), "tta_blend": "max"})["tta_blend"] == "max"
+    config = EnsembleConfig.from_dict({**copy.deepcopy(GOOD), "blend": "gmean",
+                                       "tta": ["identity", "center_crop:0.875", "crop_br:0.9",
+                                               "scale:1.15"]})
+    assert config.tta == ("identity", "center_crop:0.875", "crop_br:0.9", "scale:1.15")
+    assert config.tta_blend == "gmean"  # the blend mode, unless given
+    assert EnsembleConfig.from_dict({**copy.deepcopy(GOOD), "tta_blend": "max"}).tta_blend \
+        == "max"
 
 
 @pytest.mark.parametrize("tta, message", [
@@ -179,7 +198,7 @@ def test_tta_ops_with_parameters_and_the_tta_blend_default():
 ])
 def test_bad_tta_ops_are_named_with_the_fix(tta, message):
     with pytest.raises(ConfigError) as info:
-        validate_config({**copy.deepcopy(GOOD), "tta": tta})
+        EnsembleConfig.from_dict({**copy.deepcopy(GOOD), "tta": tta})
     assert str(info.value).startswith(message)
     with pytest.raises(ConfigError, match=r"^tta_blend: must be one of mean, gmean, max"):
-        validate_config({**copy.deepcopy(GOOD), "tta_blend": "median"})
+        EnsembleConfig.from_dict({**copy.deepcopy(GOOD), "tta_blend": "median"})

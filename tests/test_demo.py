@@ -9,6 +9,9 @@ from sklearn.metrics import fbeta_score
 from examples.digits.demo import format_report, run_demo
 from examples.digits.prepare import ATTRIBUTES
 
+# Prepares, trains, builds, runs and scores two competitions: about 30 s.
+pytestmark = pytest.mark.slow
+
 
 def _attribute_mask(frame, column):
     return np.array([[a in row.split() for a in ATTRIBUTES] for row in frame[column]])

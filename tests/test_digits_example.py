@@ -85,6 +85,7 @@ def test_competition_is_deterministic_and_rewrites_cleanly(tmp_path):
     assert len(list(other.competition_dir.rglob("*.png"))) == n_rows == LIMIT
 
 
+@pytest.mark.slow
 def test_train_ensemble_writes_loadable_checkpoints(ensemble):
     trained, _, lines = ensemble
     assert [(m.name, m.arch, m.fold) for m in trained] == [
@@ -102,6 +103,7 @@ def test_train_ensemble_writes_loadable_checkpoints(ensemble):
         assert f"{model.name}: val acc {model.val_score:.3f} in " in "\n".join(lines)
 
 
+@pytest.mark.slow
 def test_out_of_fold_predictions_match_the_saved_models(ensemble, competition):
     trained, oof_dir, _ = ensemble
     table, pixels = load_train(competition.competition_dir)
@@ -126,6 +128,7 @@ def test_out_of_fold_predictions_match_the_saved_models(ensemble, competition):
         assert model.val_score == pytest.approx(accuracy)
 
 
+@pytest.mark.slow
 def test_training_is_deterministic(ensemble, competition, tmp_path):
     _, oof_dir, _ = ensemble
     train_ensemble(competition.competition_dir, tmp_path / "models", tmp_path / "oof",
@@ -153,6 +156,7 @@ def test_attributes_competition_shares_the_split_and_labels_each_digit(competiti
         make_competition(tmp_path, name="letters")
 
 
+@pytest.mark.slow
 def test_multilabel_training_saves_sigmoid_models_and_their_oof(competition, tmp_path):
     attributes = make_competition(tmp_path / "data", limit=LIMIT, name="digits-attributes")
     trained = train_ensemble(attributes.competition_dir, tmp_path / "models", tmp_path / "oof",

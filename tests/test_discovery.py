@@ -3,8 +3,9 @@ import shutil
 import pytest
 import torch
 
+from inference_core import model_config, preprocess
 from inference_core.checkpoint import save_checkpoint
-from inference_core.config import validate_config
+from inference_core.config import EnsembleConfig
 from inference_core.discovery import (
     DiscoveryError,
     check_missing,
@@ -12,6 +13,8 @@ from inference_core.discovery import (
     scan_input_roots,
 )
 from inference_core.model_factory import create_model
+from inference_core.preprocess import validate_preprocess
+from inference_core.runner import discover, load_ensemble
 from kernelpack.weights.encrypt import encrypt_checkpoint
 
 KEY = bytes(range(32))
@@ -25,9 +28,8 @@ def _checkpoint(path, name, fold, seed=0):
 
 
 def _models(*entries):
-    config = validate_config({"models": list(entries), "test": {"images": "t"},
-                              "submission": {"format": "multiclass"}})
-    return config["models"]
+    return EnsembleConfig.from_dict({"models": list(entries), "test": {"images": "t"},
+                                     "submission": {"format": "multiclass"}})
 
 
 @pytest.fixture
@@ -129,3 +131,24 @@ def test_a_checkpoint_with_a_bad_config_is_skipped_with_the_field_named(tmp_path
     found, unreadable = scan_input_roots([str(root)])
     assert [(f.relative, f.name, f.fold) for f in found] == [("ds/good.pt", "cnn", 0)]
     assert unreadable == [("ds/typo.pt", "config.fodl: unknown field; did you mean 'fold'?")]
+
+
+def test_each_config_is_read_and_its_preprocessing_checked_once_from_scan_to_load(
+        kaggle_input, monkeypatch):
+    checked_at = []
+
+    def counting(config, where):
+        checked_at.append(where)
+        return validate_preprocess(config, where)
+
+    # Under both names: any reader, through ModelConfig or straight through preprocess, counts.
+    monkeypatch.setattr(model_config, "validate_preprocess", counting)
+    monkeypatch.setattr(preprocess, "validate_preprocess", counting)
+    config = _models({"name": "cnn", "folds": [0, 1]})
+    discovery = discover(config, [str(kaggle_input)], lambda line: None)
+    ensemble = load_ensemble(config, discovery, KEY, lambda line: None)
+    assert [member.name for member in ensemble.members] == ["cnn_f0", "cnn_f1"]
+    assert all(member.preprocess.input_size == 32 for member in ensemble.members)
+    loaded = {"my-models/v2/deep/weights.kpenc", "models/me/digits/pytorch/default/3/model.pt"}
+    assert loaded <= set(checked_at)
+    assert sorted(checked_at) == sorted(set(checked_at))  # each file once

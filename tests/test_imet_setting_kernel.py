@@ -10,12 +10,16 @@ import warnings
 
 import numpy as np
 import pretrainedmodels
+import pytest
 import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 from torch import nn
 
 from kernelpack.cli import main
+
+# A full-size SE-ResNeXt50 trained, then run in a kernel.
+pytestmark = pytest.mark.slow
 
 SIZE = 288
 CLASSES = 7

@@ -17,13 +17,13 @@ from kaggle_helpers import (
     write_files,
 )
 
-from kernelpack.config import KERNEL
+from kernelpack.config import KernelSection
 from kernelpack.errors import KaggleAuthError
-from kernelpack.kaggle.constants import slug_of, title_of
-from kernelpack.kaggle.datasets import MANIFEST_FILE, dataset_metadata
+from kernelpack.kaggle.datasets import MANIFEST_FILE
 from kernelpack.kaggle.service import add_competition
 from kernelpack.kaggle.session import KaggleSession
 from kernelpack.kernel.build import KEY_MARKER, kernel_metadata
+from kernelpack.metadata import dataset_metadata, slug_of, title_of
 
 
 @pytest.fixture
@@ -36,6 +36,7 @@ def _stored_digests(world, slug: str, version: int) -> dict[str, str]:
     return {f["name"]: f["sha256"] for f in record["versions"][version - 1]["files"]}
 
 
+@pytest.mark.slow
 def test_dataset_push_creates_then_skips_an_unchanged_folder_then_adds_a_version(world,
                                                                                  tmp_path):
     files = {"model_f0.kpenc": b"\x01" * 70000, "model_f1.kpenc": b"\x02" * 3}
@@ -63,6 +64,7 @@ def test_dataset_push_creates_then_skips_an_unchanged_folder_then_adds_a_version
         hashlib.sha256(b"\x03" * 4).hexdigest()
 
 
+@pytest.mark.slow
 def test_dataset_push_refuses_sub_folders_naming_them(world, tmp_path):
     folder = write_files(tmp_path / "nested-data", {"a.bin": b"a"})
     (folder / "more").mkdir()
@@ -72,6 +74,7 @@ def test_dataset_push_refuses_sub_folders_naming_them(world, tmp_path):
     assert not world.stored("datasets").exists()
 
 
+@pytest.mark.slow
 def test_missing_credentials_is_one_line_naming_where_to_put_them(world, tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "empty"))
     with pytest.raises(KaggleAuthError, match=r"put kaggle.json .* in .*/empty/ with mode 600, "
@@ -81,6 +84,7 @@ def test_missing_credentials_is_one_line_naming_where_to_put_them(world, tmp_pat
     assert run.returncode == 1 and run.stdout == "" and len(run.stderr.splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_credentials_from_environment_variables_name_the_user(world, tmp_path, monkeypatch):
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "empty"))
     world.service.add_user("someone", "k")               # a user the service knows
@@ -92,6 +96,7 @@ def test_credentials_from_environment_variables_name_the_user(world, tmp_path, m
     assert world.stored("datasets", "someone", "env-data", "dataset.json").is_file()
 
 
+@pytest.mark.slow
 def test_someone_elses_private_dataset_reads_as_missing(world, tmp_path, monkeypatch):
     folders = {name: write_files(tmp_path / name, {"p": b"p"})
                for name in ("private-data", "public-data")}
@@ -106,6 +111,7 @@ def test_someone_elses_private_dataset_reads_as_missing(world, tmp_path, monkeyp
     assert session.dataset_exists(f"{USER}/public-data")
 
 
+@pytest.mark.slow
 def test_an_access_token_signs_in_as_its_user_and_an_unknown_one_does_not(world, tmp_path,
                                                                          monkeypatch):
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "empty"))
@@ -120,6 +126,7 @@ def test_an_access_token_signs_in_as_its_user_and_an_unknown_one_does_not(world,
         KaggleSession(world.url)
 
 
+@pytest.mark.slow
 def test_kernel_push_refuses_an_unset_id_and_a_public_kernel_with_a_key(world, tmp_path):
     unset = tiny_kernel(tmp_path / "unset", "x-kernel", "print(1)\n")
     meta = json.loads((unset / "kernel-metadata.json").read_text())
@@ -135,6 +142,7 @@ def test_kernel_push_refuses_an_unset_id_and_a_public_kernel_with_a_key(world, t
     assert not world.stored("kernels").exists()           # nothing reached the service
 
 
+@pytest.mark.slow
 def test_kernel_push_fails_when_the_service_drops_a_source(world, tmp_path):
     kernel = tiny_kernel(tmp_path / "k", "some-kernel", "print(1)\n",
                          dataset_sources=[f"{USER}/never-pushed"])
@@ -143,6 +151,7 @@ def test_kernel_push_fails_when_the_service_drops_a_source(world, tmp_path):
     assert f"dropped dataset sources ['{USER}/never-pushed']" in run.stderr
 
 
+@pytest.mark.slow
 def test_kernel_push_wait_then_status_logs_and_output_through_the_environment_url(
         world, tmp_path, monkeypatch):
     monkeypatch.setenv("KERNELPACK_KAGGLE_URL", world.url)
@@ -159,6 +168,7 @@ def test_kernel_push_wait_then_status_logs_and_output_through_the_environment_ur
     assert (out / "out.txt").read_text() == "42"
 
 
+@pytest.mark.slow
 def test_a_failing_kernel_run_is_an_error_with_its_last_log_line(world, tmp_path):
     kernel = tiny_kernel(tmp_path / "k", "broken-kernel", 'raise SystemExit("no test images")\n')
     run = world.kernelpack("kernel", "push", str(kernel), "--wait")
@@ -167,6 +177,7 @@ def test_a_failing_kernel_run_is_an_error_with_its_last_log_line(world, tmp_path
     assert world.kernelpack("kernel", "status", f"{USER}/broken-kernel").returncode == 1
 
 
+@pytest.mark.slow
 def test_submit_wait_prints_the_score_of_the_newest_version(world, tmp_path):
     data = write_files(tmp_path / "comp" / "data",
                        {"sample_submission.csv": b"id,label\na,0\nb,0\nc,0\nd,0\n"})
@@ -184,6 +195,7 @@ def test_submit_wait_prints_the_score_of_the_newest_version(world, tmp_path):
     assert "competition 'no-such-comp' not found; check the id" in missing.stderr
 
 
+@pytest.mark.slow
 def test_the_rerun_uses_the_dataset_version_the_kernel_ran_with(world, tmp_path):
     data = write_files(tmp_path / "comp" / "data", {"sample_submission.csv": b"id,label\na,0\n"})
     (tmp_path / "comp" / "solution.csv").write_text("id,label\na,1\n")
@@ -203,6 +215,7 @@ def test_the_rerun_uses_the_dataset_version_the_kernel_ran_with(world, tmp_path)
     assert submission.public_score == "1.00000"        # version 1's label, not version 2's
 
 
+@pytest.mark.slow
 def test_dataset_pushed_without_wait_is_not_verified_and_says_so(world, tmp_path):
     folder = dataset_folder(tmp_path / "ds", "quick-data", {"q.bin": b"q"})
     run = world.kernelpack("dataset", "push", str(folder))
@@ -240,7 +253,6 @@ def test_slugs_and_titles_follow_one_rule_for_datasets_and_kernels(tmp_path):
     folder = write_files(tmp_path / "Se50_Weights.v2", {"w.bin": b"w"})
     metadata = dataset_metadata(folder, None, None, default_owner=USER)
     assert metadata["id"] == f"{USER}/se50-weights-v2" and metadata["title"] == "Se50 Weights V2"
-    kernel = {name: field.default for name, field in KERNEL.fields.items()}
-    metadata = kernel_metadata(kernel, slug_of("ensemble.final"))
+    metadata = kernel_metadata(KernelSection(), slug_of("ensemble.final"))
     assert (metadata["id"], metadata["title"]) == ("INSERT_USERNAME/ensemble-final",
                                                    "Ensemble Final")

@@ -29,6 +29,7 @@ def _stored(world, slug: str) -> list[dict[str, str]]:
     return [{f["name"]: f["sha256"] for f in v["files"]} for v in record["versions"]]
 
 
+@pytest.mark.slow
 def test_429_with_retry_after_is_retried_by_the_client_and_the_dataset_completes(world,
                                                                                   tmp_path):
     world.service.faults.add(Fault("429", "StartBlobUpload"))
@@ -41,6 +42,7 @@ def test_429_with_retry_after_is_retried_by_the_client_and_the_dataset_completes
     assert world.service.faults.pending() == []
 
 
+@pytest.mark.slow
 def test_503_mid_upload_is_resumed_from_the_bytes_that_arrived(world, tmp_path):
     world.service.faults.add(Fault("503", "upload"))
     folder = dataset_folder(tmp_path / "ds", "resumed-data", {"w.bin": BIG})
@@ -51,6 +53,7 @@ def test_503_mid_upload_is_resumed_from_the_bytes_that_arrived(world, tmp_path):
     assert _stored(world, "resumed-data") == [{"w.bin": hashlib.sha256(BIG).hexdigest()}]
 
 
+@pytest.mark.slow
 def test_a_failed_upload_fails_the_push_and_the_next_push_resumes_it(world, tmp_path):
     folder = write_files(tmp_path / "failed-data", {"w.bin": BIG})
     world.service.faults.add(Fault("500", "upload"))
@@ -68,6 +71,7 @@ def test_a_failed_upload_fails_the_push_and_the_next_push_resumes_it(world, tmp_
     assert world.service.faults.pending() == [Fault("400", "StartBlobUpload")]
 
 
+@pytest.mark.slow
 def test_dropped_connections_are_retried_and_create_the_version_once(world, tmp_path):
     folder = write_files(tmp_path / "dropped-data", {"a.bin": b"a" * 10, "b.bin": BIG})
     world.service.faults.add(Fault("drop", "StartBlobUpload"))
@@ -80,6 +84,7 @@ def test_dropped_connections_are_retried_and_create_the_version_once(world, tmp_
     assert world.service.faults.pending() == []
 
 
+@pytest.mark.slow
 def test_429_on_a_call_the_client_does_not_retry_is_one_line_and_a_rerun_pushes(world,
                                                                                  tmp_path):
     kernel = tiny_kernel(tmp_path / "k", "limited-kernel", "print(1)\n")
@@ -100,6 +105,7 @@ def test_429_on_a_call_the_client_does_not_retry_is_one_line_and_a_rerun_pushes(
     assert status.stdout == f"{USER}/limited-kernel: COMPLETE\n", status
 
 
+@pytest.mark.slow
 def test_slow_processing_keeps_a_version_and_a_run_pending_until_done(slow_world, tmp_path):
     world = slow_world
     folder = write_files(tmp_path / "slow-data", {"s.bin": BIG})
@@ -117,6 +123,7 @@ def test_slow_processing_keeps_a_version_and_a_run_pending_until_done(slow_world
     assert session.wait_kernel(f"{USER}/slow-kernel", timeout=30) == "COMPLETE"
 
 
+@pytest.mark.slow
 def test_an_unreachable_service_is_a_one_line_error(world, tmp_path):
     run = world.kernelpack("kernel", "status", f"{USER}/x-kernel", "--kaggle-url",
                            "http://127.0.0.1:9", url=False)

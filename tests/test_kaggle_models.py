@@ -28,11 +28,11 @@ from tqdm import tqdm
 
 from conftest import ENSEMBLE_YML
 from inference_core.kpenc import load_key
-from kernelpack.kaggle.constants import MODEL_INSTANCE_METADATA, MODEL_METADATA
 from kernelpack.kaggle.model_handles import FRAMEWORKS, framework_key, wire_name
 from kernelpack.kaggle.service import add_competition
 from kernelpack.kaggle.session import KaggleSession
 from kernelpack.kernel.build import build_kernel
+from kernelpack.metadata import MODEL_INSTANCE_METADATA, MODEL_METADATA
 from kernelpack.weights.encrypt import encrypt_checkpoint, keygen
 
 HANDLE = f"{USER}/digits-cnn/pyTorch/default"
@@ -68,6 +68,7 @@ def test_frameworks_are_the_clients():
     assert framework_key("tensorFlow") is None and framework_key("torch") is None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("handle", "says"), [
     (f"{USER}/digits-cnn/pyTorch", "expected OWNER/MODEL/FRAMEWORK/VARIATION (4 parts"),
     (f"{USER}/digits-cnn/pyTorch/default/1", "(4 parts separated by '/', got 5)"),
@@ -93,6 +94,7 @@ def _stored(world, version):
     return {path.name: path.read_bytes() for path in folder.iterdir()}
 
 
+@pytest.mark.slow
 def test_push_creates_then_versions_then_skips_an_unchanged_folder(world, tmp_path):
     files = {"cnn_f0.kpenc": bytes(range(256)) * 40, "cnn_f1.kpenc": b"\x07" * 3001}
     folder = write_files(tmp_path / "weights", files)
@@ -138,6 +140,7 @@ def test_push_creates_then_versions_then_skips_an_unchanged_folder(world, tmp_pa
     assert fourth.returncode == 0 and "version 3 created (3 files); pass --wait" in fourth.stdout
 
 
+@pytest.mark.slow
 def test_an_upload_shows_one_byte_bar_over_all_files_when_asked(world, tmp_path):
     """The create (version 1) and the new-version uploads each count every byte on one bar; the
     CLI asks for it only on a terminal without --quiet (tests/test_progress.py checks that)."""
@@ -159,6 +162,7 @@ def test_an_upload_shows_one_byte_bar_over_all_files_when_asked(world, tmp_path)
     assert quiet.getvalue() == ""
 
 
+@pytest.mark.slow
 def test_metadata_that_disagrees_with_the_handle_is_one_line(world, tmp_path):
     folder = write_files(tmp_path / "weights", {"w.bin": b"\x01" * 64})
     (folder / MODEL_INSTANCE_METADATA).write_text(json.dumps(
@@ -171,6 +175,7 @@ def test_metadata_that_disagrees_with_the_handle_is_one_line(world, tmp_path):
     assert not world.stored("models").exists()
 
 
+@pytest.mark.slow
 def test_service_refuses_malformed_and_foreign_model_requests(world, tmp_path):
     world.service.add_user("other", "other-key")
     assert _rpc(world, "CreateModel", {"ownerSlug": USER, "slug": "m", "isPrivate": True})[0] \
@@ -201,6 +206,7 @@ def test_service_refuses_malformed_and_foreign_model_requests(world, tmp_path):
     assert not world.stored("models", USER, "m", "pytorch").exists()
 
 
+@pytest.mark.slow
 def test_a_public_model_is_mounted_for_other_users_and_a_private_one_is_not(world, tmp_path):
     public, private = f"{USER}/open-cnn/pyTorch/default", f"{USER}/own-cnn/pyTorch/default"
     for handle, flags in ((public, ["--public"]), (private, [])):
@@ -224,6 +230,7 @@ def test_a_public_model_is_mounted_for_other_users_and_a_private_one_is_not(worl
     assert list(record["versions"][0]["mounts"]) == ["open-cnn/pytorch/default/1"]
 
 
+@pytest.mark.slow
 def test_public_that_the_metadata_file_contradicts_is_one_line(world, tmp_path):
     folder = write_files(tmp_path / "weights", {"w.bin": b"\x01" * 64})
     assert world.kernelpack("model", "push", str(folder), "--handle", HANDLE).returncode == 0
@@ -235,6 +242,7 @@ def test_public_that_the_metadata_file_contradicts_is_one_line(world, tmp_path):
                                        "instance.json").read_text())["versions"]) == 1
 
 
+@pytest.mark.slow
 def test_a_kernel_naming_a_missing_model_gets_it_dropped(world, tmp_path):
     folder = write_files(tmp_path / "weights", {"w.bin": b"\x01" * 64})
     assert world.kernelpack("model", "push", str(folder), "--handle", HANDLE,
@@ -263,6 +271,7 @@ def test_a_kernel_naming_a_missing_model_gets_it_dropped(world, tmp_path):
     assert f"dropped model sources ['{HANDLE}/1']" in run.stderr, run
 
 
+@pytest.mark.slow
 def test_rehearsal_with_encrypted_weights_as_a_kaggle_model(world, tmp_path, digits_input):
     """Encrypt the digits checkpoints, push them as a model, build a kernel (with the key) that
     names the model in model_sources and no model dataset, run it, submit it, get a score."""

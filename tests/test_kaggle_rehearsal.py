@@ -11,6 +11,9 @@ from conftest import ENSEMBLE_YML
 from kernelpack.kaggle.service import add_competition
 from kernelpack.kernel.build import build_kernel
 
+# A built kernel run and scored by the local Kaggle service.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def world(tmp_path, monkeypatch):

@@ -25,6 +25,9 @@ from kaggle_helpers import (
 from kernelpack.kaggle.service import KaggleService, add_competition
 from kernelpack.kaggle.session import KaggleSession
 
+# Every test here starts the local Kaggle service (half a second to stop it alone).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def world(tmp_path, monkeypatch):

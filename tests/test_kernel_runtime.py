@@ -9,6 +9,7 @@ import torch
 
 from examples.digits.prepare import make_competition
 from inference_core.checkpoint import save_checkpoint
+from inference_core.config import EnsembleConfig
 from inference_core.discovery import DiscoveryError
 from inference_core.kpenc import load_key
 from inference_core.model_factory import create_model
@@ -29,6 +30,7 @@ def _ids(path):
     return pd.read_csv(path, dtype=str)["id"].tolist()
 
 
+@pytest.mark.slow
 def test_encrypted_models_give_the_same_submission_as_plain_ones(
         digits_input, ensemble_yml, tmp_path):
     plain = run_local(build_kernel(ensemble_yml, tmp_path / "plain").kernel, digits_input)
@@ -71,6 +73,7 @@ def test_a_public_kernel_never_embeds_the_key(ensemble_yml, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_larger_swapped_in_test_set_with_a_corrupt_image_still_gives_every_row(
         digits_input, ensemble_yml, full_test_set, tmp_path):
     hidden = tmp_path / "hidden-test"
@@ -89,6 +92,7 @@ def test_a_larger_swapped_in_test_set_with_a_corrupt_image_still_gives_every_row
     assert len(_ids(digits_input / "digits" / "sample_submission.csv")) == 30
 
 
+@pytest.mark.slow
 def test_a_budget_that_fits_part_of_the_ensemble_still_writes_a_valid_submission_in_time(
         digits_input, full_test_set, tmp_path):
     # Six slow models (a wide CNN at 96 px) x 4 TTA views: on 2 cores each view needs seconds for
@@ -136,7 +140,8 @@ def _run_in_process(models, digits_input, work):
               "tta": ["identity", "hflip"], "batch_size": 16}
     lines = []
     work.mkdir()
-    summary = run_kernel(config, working_dir=work, log=lines.append, progress=False)
+    summary = run_kernel(EnsembleConfig.from_dict(config), working_dir=work, log=lines.append,
+                         progress=False)
     return pd.read_csv(summary.submission).set_index("id"), "\n".join(lines)
 
 

@@ -16,6 +16,7 @@ from inference_core.kpenc import (
     TAG_SIZE,
     KpencError,
     KpencHeader,
+    KpencManifest,
     decrypt_bytes,
     decrypt_to_memory,
     inspect,
@@ -61,7 +62,7 @@ def test_every_plaintext_size_round_trips(tmp_path, size):
     plain = os.urandom(size)
     source = tmp_path / "plain.bin"
     source.write_bytes(plain)
-    encrypt_file(source, KEY, tmp_path / "x.kpenc", {"name": "x"}, chunk_size=CHUNK)
+    encrypt_file(source, KEY, tmp_path / "x.kpenc", KpencManifest(name="x"), chunk_size=CHUNK)
     for backend in ("cryptography", "pycryptodome"):
         assert decrypt_bytes(tmp_path / "x.kpenc", KEY, backend=backend) == plain
 
@@ -125,7 +126,7 @@ def test_a_flipped_byte_in_any_chunk_fails_authentication(sealed, chunk, backend
 def test_an_edited_manifest_fails_authentication(sealed):
     data = sealed.read_bytes().replace(b'"fold":2', b'"fold":3')
     sealed.write_bytes(data)
-    assert inspect(sealed).manifest["fold"] == 3
+    assert inspect(sealed).manifest.fold == 3
     with pytest.raises(KpencError, match=r"chunk 0 of \d+ fails authentication"):
         decrypt_bytes(sealed, KEY)
 
@@ -214,7 +215,7 @@ def test_cli_round_trip_and_one_line_errors(checkpoint, tmp_path, capsys):
 
 
 def test_the_header_class_writes_what_it_reads(tmp_path):
-    header = KpencHeader.create(KEY, 10_000, {"name": "m", "fold": 1}, chunk_size=CHUNK,
+    header = KpencHeader.create(KEY, 10_000, KpencManifest(name="m", fold=1), chunk_size=CHUNK,
                                 path="m.kpenc")
     assert (header.chunks, header.chunk_length(2)) == (3, 10_000 - 2 * CHUNK)
     assert header.nonce(2)[-1:] == b"\x01" and header.nonce(1)[-1:] == b"\x00"
@@ -230,11 +231,11 @@ def test_a_header_that_would_not_read_back_is_never_written(tmp_path):
     source = tmp_path / "plain.bin"
     source.write_bytes(b"x" * 100)
     with pytest.raises(KpencError, match=r"manifest fold '2' is not an integer"):
-        encrypt_file(source, KEY, tmp_path / "x.kpenc", {"name": "x", "fold": "2"})
+        encrypt_file(source, KEY, tmp_path / "x.kpenc", KpencManifest(name="x", fold="2"))
     with pytest.raises(KpencError, match=r"the manifest makes the header \d+ bytes"):
-        encrypt_file(source, KEY, tmp_path / "x.kpenc", {"name": "x" * MAX_HEADER_SIZE})
+        encrypt_file(source, KEY, tmp_path / "x.kpenc", KpencManifest(name="x" * MAX_HEADER_SIZE))
     with pytest.raises(KpencError, match=r"chunk size must be a positive integer, got 0"):
-        encrypt_file(source, KEY, tmp_path / "x.kpenc", {"name": "x"}, chunk_size=0)
+        encrypt_file(source, KEY, tmp_path / "x.kpenc", KpencManifest(name="x"), chunk_size=0)
     assert not list(tmp_path.glob("x.kpenc*"))
 
 
@@ -245,3 +246,27 @@ def test_a_header_with_inconsistent_sizes_is_named_damaged(sealed):
     with pytest.raises(KpencError) as info:
         inspect(sealed)
     assert "header fields are inconsistent" in _one_line(info) and str(sealed) in str(info.value)
+
+
+def test_the_manifest_is_typed_and_each_field_checked_when_a_header_is_read(tmp_path):
+    source = tmp_path / "plain.bin"
+    source.write_bytes(b"x" * 100)
+    manifest = KpencManifest(name="m", fold=1, arch="small_cnn", num_classes=3,
+                             mean=(0.5, 0.5, 0.5), sha256="ab" * 32)
+    sealed = tmp_path / "m.kpenc"
+    written = encrypt_file(source, KEY, sealed, manifest)
+    assert inspect(sealed).manifest == manifest and inspect(sealed).manifest.mean == (0.5,) * 3
+    assert written["manifest"] == {"arch": "small_cnn", "fold": 1, "input_size": None,
+                                   "mean": [0.5, 0.5, 0.5], "name": "m", "num_classes": 3,
+                                   "resize": None, "sha256": "ab" * 32, "std": None}
+    for field, bad, problem in [("sha256", "AB" * 32, "is not 64 hex digits"),
+                                ("num_classes", "3", "is not an integer"),
+                                ("mean", [0.5, "x"], "is not a list of numbers"),
+                                ("colour", "red", "is unknown")]:
+        body = json.dumps({**written, "manifest": {**written["manifest"], field: bad}}).encode()
+        sealed.write_bytes(MAGIC + struct.pack("<HI", 1, len(body)) + body)
+        with pytest.raises(KpencError) as info:
+            inspect(sealed)
+        message = _one_line(info)
+        assert message.startswith(f"{sealed}: header fields are inconsistent (manifest ")
+        assert field in message and problem in message

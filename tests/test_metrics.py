@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, fbeta_score, log_loss
 
+from inference_core.config import SubmissionSection
 from inference_core.submission import multiclass_labels, multilabel_labels
 from kernelpack.errors import SearchError
 from kernelpack.search.metrics import METRICS, f2, get_metric, label_mask, logloss, macro_f1
@@ -27,15 +28,15 @@ def test_label_mask_is_the_kernels_multilabel_rule(min_labels, max_labels, per_c
     # Rounded to tenths: many ties, which the kernel breaks by class index.
     probs = np.round(rng.random((300, 6)), 1)
     threshold = list(np.round(rng.uniform(0.2, 0.8, 6), 2)) if per_class else 0.5
-    rule = {"format": "multilabel", "threshold": threshold, "min_labels": min_labels,
-            "max_labels": max_labels}
+    rule = SubmissionSection(format="multilabel", threshold=threshold if not per_class else
+                             tuple(threshold), min_labels=min_labels, max_labels=max_labels)
     expected = _kernel_mask(probs, threshold, min_labels, max_labels)
     np.testing.assert_array_equal(label_mask(probs, rule), expected)
 
 
 def test_label_mask_is_the_kernels_argmax_for_multiclass():
     probs = np.array([[0.2, 0.4, 0.4], [0.5, 0.1, 0.4], [0.3, 0.3, 0.3]])
-    mask = label_mask(probs, {"format": "multiclass"})
+    mask = label_mask(probs, SubmissionSection(format="multiclass"))
     assert [list(np.flatnonzero(row)) for row in mask] == \
         [[c] for c in multiclass_labels(probs, [0, 1, 2])]
     assert mask.sum(axis=1).tolist() == [1, 1, 1]
@@ -60,7 +61,7 @@ def test_label_metrics_agree_with_scikit_learn(seed):
                                                                 average="macro"))
     assert METRICS["accuracy"].score(
         np.where(predicted, 0.9, 0.1), truth,
-        {"format": "multilabel", "threshold": 0.5, "min_labels": 0, "max_labels": None},
+        SubmissionSection(format="multilabel", threshold=0.5, min_labels=0, max_labels=None),
     ) == pytest.approx(accuracy_score(truth, predicted))
 
 
@@ -91,7 +92,7 @@ def test_an_unknown_metric_is_named_with_the_known_ones():
     assert "'f3'" in message and "accuracy" in message and "f2" in message
     assert "\n" not in message
     with pytest.raises(SearchError, match="format 'ranked': the label metrics"):
-        METRICS["f2"].score(np.eye(2), np.eye(2, dtype=bool), {"format": "ranked"})
+        METRICS["f2"].score(np.eye(2), np.eye(2, dtype=bool), SubmissionSection(format="ranked"))
 
 
 def test_the_cli_help_lists_exactly_the_metrics_there_are():

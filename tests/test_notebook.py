@@ -16,10 +16,10 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from conftest import connection_probe, import_probe
 from kernelpack.cli import main
 from kernelpack.errors import BuildError
-from kernelpack.kaggle.constants import KERNEL_METADATA, title_of
 from kernelpack.kaggle.service import add_competition
 from kernelpack.kernel.build import build_kernel, embeds_key
 from kernelpack.kernel.sandbox import network_namespace_available, run_local
+from kernelpack.metadata import KERNEL_METADATA, title_of
 
 NETWORK_MODES = ["guard"] + (["unshare"] if network_namespace_available() else [])
 
@@ -78,6 +78,7 @@ def test_build_notebook_is_a_valid_notebook_holding_the_script_kernel(ensemble_y
         build_kernel(ensemble_yml, tmp_path / "mine", notebook=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("network", NETWORK_MODES)
 def test_run_local_runs_a_notebook_offline_and_reports_its_failed_cell(
         tmp_path, listening_port, network, capsys):
@@ -110,6 +111,7 @@ open("partial.csv", "w").write("id\\n")
     assert (error.ename, error.evalue) == ("ValueError", "bad threshold 1")
 
 
+@pytest.mark.slow
 def test_a_notebook_killed_at_its_budget_keeps_the_cells_that_ran(tmp_path):
     (tmp_path / "input").mkdir()
     kernel = _notebook_kernel(tmp_path / "k", "slow", "print('first cell done')",
@@ -120,6 +122,7 @@ def test_a_notebook_killed_at_its_budget_keeps_the_cells_that_ran(tmp_path):
     assert nbformat.read(result.notebook, as_version=4).cells[2].outputs == []
 
 
+@pytest.mark.slow
 def test_run_local_runs_a_built_notebook_and_writes_the_submission(
         ensemble_yml, digits_input, tmp_path, capsys):
     """A real kernel (torch, the bundled runtime) in a Jupyter kernel."""
@@ -146,6 +149,7 @@ def world(tmp_path, monkeypatch):
     yield from kaggle_world(tmp_path, monkeypatch)
 
 
+@pytest.mark.slow
 def test_kaggle_client_pushes_a_notebook_that_runs_and_is_submitted(world, tmp_path):
     data = write_files(tmp_path / "comp" / "data", {"sample_submission.csv": b"id,label\na,0\n"})
     hidden = write_files(tmp_path / "comp" / "hidden",
@@ -182,6 +186,7 @@ def test_kaggle_client_pushes_a_notebook_that_runs_and_is_submitted(world, tmp_p
     assert "wrote 2 rows" in _outputs(rerun / "notebook" / "kernel.ipynb", 2)
 
 
+@pytest.mark.slow
 def test_a_failing_notebook_is_an_error_naming_its_cell(world, tmp_path):
     kernel = _notebook_kernel(tmp_path / "k", "broken", "print('start')",
                               "import sys\nprint('kernel error: no model found', file=sys.stderr)"

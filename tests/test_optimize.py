@@ -15,7 +15,7 @@ from torch import nn
 
 from inference_core.blend import BlendAccumulator
 from inference_core.budget import rank_units
-from inference_core.config import validate_config
+from inference_core.config import EnsembleConfig
 from inference_core.errors import ConfigError
 from inference_core.model_factory import create_model
 from inference_core.optimize import (
@@ -218,10 +218,10 @@ def test_compile_is_tried_only_where_the_remaining_work_pays_it_back(digit_image
 def test_compile_is_off_by_default_and_auto_or_off_only():
     base = {"models": [{"name": "m"}], "test": {"images": "test"},
             "submission": {"format": "multiclass"}}
-    assert validate_config(base)["compile"] == "off"
-    assert validate_config({**base, "compile": "auto"})["compile"] == "auto"
+    assert EnsembleConfig.from_dict(base).compile == "off"
+    assert EnsembleConfig.from_dict({**base, "compile": "auto"}).compile == "auto"
     with pytest.raises(ConfigError, match="compile"):
-        validate_config({**base, "compile": "yes"})
+        EnsembleConfig.from_dict({**base, "compile": "yes"})
 
 
 def test_the_kernel_optimises_before_the_probe_is_timed_and_plans_with_it(digits_input,
@@ -233,7 +233,8 @@ def test_the_kernel_optimises_before_the_probe_is_timed_and_plans_with_it(digits
               "submission": {"format": "probabilities"}, "tta": ["identity", "hflip"],
               "batch_size": 16}
     lines: list[str] = []
-    summary = run_kernel(config, working_dir=tmp_path, log=lines.append, progress=False)
+    summary = run_kernel(EnsembleConfig.from_dict(config), working_dir=tmp_path,
+                         log=lines.append, progress=False)
     optimise = [i for i, line in enumerate(lines) if line.startswith("optimise ")]
     plan = next(i for i, line in enumerate(lines) if line.startswith("plan: "))
     assert len(optimise) == 2 and max(optimise) < plan

@@ -16,6 +16,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from sklearn.datasets import load_digits
@@ -163,6 +164,7 @@ def _reference(models, image_paths) -> np.ndarray:
     return np.exp(log_sum / len(models))
 
 
+@pytest.mark.slow
 def test_own_ensemble_runs_in_the_kernel_as_trained(tmp_path):
     package = _write_package(tmp_path / "src")
     build = _load_user_net(package)

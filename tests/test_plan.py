@@ -4,7 +4,7 @@ clocks are fed in directly, so nothing here depends on how fast this machine is.
 import pytest
 
 from inference_core.budget import ADD_HEADROOM, DeadlineGuard, choose_units, rank_units
-from inference_core.config import expand_models, validate_config
+from inference_core.config import EnsembleConfig
 from inference_core.errors import ConfigError
 from inference_core.runner import run_kernel
 
@@ -154,18 +154,18 @@ def test_the_guard_adds_nothing_before_it_has_measured_a_batch():
 
 
 def test_config_values_one_number_per_member():
-    config = validate_config({
+    config = EnsembleConfig.from_dict({
         "models": [{"name": "cnn", "folds": [0, 2], "value": [0.01, 0.03]},
                    {"name": "res", "folds": [0, 1], "value": 0.04},
                    {"name": "solo", "value": -0.002}],
         "test": {"images": "t"}, "submission": {"format": "multiclass"}})
-    members = expand_models(config["models"])
-    assert [(m["label"], m["value"]) for m in members] == [
+    members = config.members()
+    assert [(m.label, m.value) for m in members] == [
         ("cnn_f0", 0.01), ("cnn_f2", 0.03), ("res_f0", 0.02), ("res_f1", 0.02),
         ("solo", -0.002)]
     # A missing fold keeps the listed values of the others; a single number is re-split.
-    present = expand_models(config["models"], present={"cnn_f2", "res_f1", "solo"})
-    assert [m["value"] for m in present] == [0.03, 0.04, -0.002]
+    present = config.members(present={"cnn_f2", "res_f1", "solo"})
+    assert [m.value for m in present] == [0.03, 0.04, -0.002]
     for bad, message in (
             ({"name": "cnn", "folds": [0, 1], "value": [0.1]},
              "models[0].value: 1 values for 2 folds; give one per fold, in the order of folds"),
@@ -173,8 +173,8 @@ def test_config_values_one_number_per_member():
              "models[0].value: a list of values is for a folds group"),
             ({"name": "cnn", "value": "high"}, "models[0].value: must be a number, got 'high'")):
         with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-            validate_config({"models": [bad], "test": {"images": "t"},
-                             "submission": {"format": "multiclass"}})
+            EnsembleConfig.from_dict({"models": [bad], "test": {"images": "t"},
+                                      "submission": {"format": "multiclass"}})
 
 
 def test_the_kernel_plans_with_the_values_in_its_config(digits_input, tmp_path):
@@ -185,7 +185,8 @@ def test_the_kernel_plans_with_the_values_in_its_config(digits_input, tmp_path):
               "submission": {"format": "multiclass"}, "tta": ["identity", "hflip"],
               "batch_size": 16}
     lines = []
-    summary = run_kernel(config, working_dir=tmp_path, log=lines.append, progress=False)
+    summary = run_kernel(EnsembleConfig.from_dict(config), working_dir=tmp_path,
+                         log=lines.append, progress=False)
     plan = next(line for line in lines if line.startswith("plan:")).splitlines()
     assert "4 of 4 model views run" in plan[0] and "by OOF value per second" in plan[0]
     # The group's value (0.02 + 0.01) sits on its cheaper fold (which one depends on the

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from inference_core import preprocess
+from inference_core import decode
 from inference_core.blend import BlendAccumulator
 from inference_core.budget import rank_units
 from inference_core.model_factory import create_model
@@ -34,7 +34,7 @@ def images(tmp_path):
 
 def test_each_image_is_decoded_once_for_all_models_and_groups(images, monkeypatch):
     calls = []
-    real = preprocess.decode_image
+    real = decode.decode_image
     monkeypatch.setattr("inference_core.predict.decode_image",
                         lambda path, *decoder: calls.append((path, *decoder)) or real(path))
     members = [_member("a", 32), _member("b", 32), _member("c", 48)]

@@ -17,16 +17,12 @@ from albumentations.pytorch import ToTensorV2
 from timm.data import create_transform, resolve_data_config
 from torchvision import transforms as T
 
+from inference_core.decode import decode_image
 from inference_core.errors import CheckpointError, TestSetError
 from inference_core.model_factory import create_model
 from inference_core.predict import EnsemblePredictor, Member, prefetch
-from inference_core.preprocess import (
-    Preprocess,
-    decode_image,
-    target_size,
-    to_tensor,
-    validate_preprocess,
-)
+from inference_core.preprocess import Preprocess, validate_preprocess
+from inference_core.transforms import target_size, to_tensor
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -39,8 +39,8 @@ from inference_core.model_factory import create_model
 from kernelpack.bundler.bundle import PROGRESS_BYTES
 from kernelpack.cli import main
 from kernelpack.cli.main import make_parser
-from kernelpack.kaggle.constants import URL_ENV
 from kernelpack.kaggle.service import Fault, KaggleService
+from kernelpack.metadata import URL_ENV
 
 # Runs each argv list of argv[1] (JSON) through the CLI's main(), marking where each one starts
 # on both streams, so one interpreter start serves many commands.
@@ -180,6 +180,7 @@ def runs(tmp_path_factory):
     return result, checkpoint.stat().st_size, big_source, files
 
 
+@pytest.mark.slow
 def test_encrypt_and_decrypt_count_every_byte_on_a_terminal(runs):
     result, size, _, _ = runs
     out, err = result["tty"]["encrypt"]
@@ -197,6 +198,7 @@ def test_encrypt_and_decrypt_count_every_byte_on_a_terminal(runs):
     assert err.count("\n") == 2 and err.endswith("@@exit=1\n"), err
 
 
+@pytest.mark.slow
 def test_a_dataset_push_shows_one_bar_over_all_its_files(runs):
     result, _, _, files = runs
     out, err = result["tty"]["push"]
@@ -219,6 +221,7 @@ def test_a_dataset_push_shows_one_bar_over_all_its_files(runs):
     assert max(sent) <= total
 
 
+@pytest.mark.slow
 def test_a_large_bundle_shows_a_bar_and_a_small_one_none(runs):
     result, _, big_source, _ = runs
     out, err = result["tty"]["bundle"]
@@ -235,6 +238,7 @@ def test_a_large_bundle_shows_a_bar_and_a_small_one_none(runs):
     assert float(scanned[1]) * 1024 ** " kMG".index(scanned[2] or " ") > big_source, scanned
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["pipe", "quiet"])
 def test_no_bar_on_a_pipe_or_with_quiet(runs, kind):
     result, size, _, _ = runs
@@ -263,6 +267,7 @@ def _usage_error(argv: list[str]) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_dataset_and_kernel_push_take_the_folder_either_way(world, tmp_path):
     positional = dataset_folder(tmp_path / "one", "data-one", {"x.bin": b"1"})
     assert world.kernelpack("dataset", "push", str(positional), "--wait").returncode == 0

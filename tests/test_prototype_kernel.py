@@ -9,6 +9,7 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from PIL import Image
 
@@ -16,6 +17,8 @@ from examples.digits.prepare import make_competition
 from inference_core.checkpoint import load_checkpoint, save_checkpoint
 from inference_core.model_factory import create_model
 from kernelpack import cli
+
+pytestmark = pytest.mark.slow
 
 SIZE, DIM, K = 32, 16, 3
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from inference_core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from inference_core.config import SUBMISSION
+from inference_core.config import SubmissionSection
 from inference_core.errors import ConfigError, UnknownArchError
-from inference_core.fields import validate_section
+from inference_core.fields import read_schema
 from inference_core.model_factory import create_model
 from inference_core.optimize import fold_batchnorm
 from inference_core.prototypes import PrototypeNet
@@ -179,7 +179,7 @@ def test_topk_submission_lists_the_best_labels_first(tmp_path):
     probs = np.array([[0.1, 0.5, 0.3, 0.1], [0.4, 0.1, 0.2, 0.3]])
     assert topk_labels(probs, ["a", "b", "c", "d"], 2) == ["b c", "a d"]
     assert topk_labels(probs, ["a", "b", "c", "d"], 9) == ["b c a d", "a d c b"]
-    submission = validate_section({"format": "topk", "k": 3}, SUBMISSION, "submission")
+    submission = read_schema(SubmissionSection, {"format": "topk", "k": 3}, "submission")
     with SubmissionWriter(tmp_path / "s.csv", submission, [10, 11, 12, 13]) as writer:
         writer.write(["x", "y"], probs)
     frame = pd.read_csv(tmp_path / "s.csv", dtype=str)

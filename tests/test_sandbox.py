@@ -27,6 +27,7 @@ def test_the_network_is_cut_even_to_a_server_on_this_machine(tmp_path, listening
     assert "BLOCKED" in log and "CONNECTED" not in log
 
 
+@pytest.mark.slow
 def test_the_project_cannot_be_imported_inside(tmp_path):
     kernel = _kernel(tmp_path, import_probe("kernelpack", "inference_core")
                      + "import torch, numpy, PIL  # what a Kaggle image has is still there\n")
@@ -37,6 +38,7 @@ def test_the_project_cannot_be_imported_inside(tmp_path):
     assert "IMPORTED" not in log
 
 
+@pytest.mark.slow
 def test_packages_the_image_lacks_come_only_from_the_kernels_own_paths(tmp_path):
     """stickytape and pretrainedmodels are installed here but not on Kaggle: hidden, unless the
     kernel brings its own copy (as a bundle or a wheel dataset does)."""
@@ -75,6 +77,7 @@ def test_kaggle_layout_cwd_and_exit_code(tmp_path):
     assert result.submission is None
 
 
+@pytest.mark.slow
 def test_the_budget_kills_a_kernel_that_overruns(tmp_path):
     kernel = _kernel(tmp_path, """
         import time

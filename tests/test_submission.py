@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from inference_core.config import SUBMISSION
+from inference_core.config import SubmissionSection
 from inference_core.errors import ConfigError
-from inference_core.fields import validate_section
+from inference_core.fields import read_schema
 from inference_core.submission import TOPK_ROWS, SubmissionWriter, multilabel_labels, topk_labels
 
 PROBS = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2], [0.05, 0.05, 0.9], [0.4, 0.45, 0.15]])
@@ -12,7 +12,7 @@ IDS = ["a", "b", "0042", "d"]  # "0042" must stay a string id, not become 42
 
 
 def _submission(**fields):
-    return validate_section(fields, SUBMISSION, "submission")
+    return read_schema(SubmissionSection, fields, "submission")
 
 
 def _write(path, submission, classes, batches=2):

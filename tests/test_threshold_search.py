@@ -2,6 +2,7 @@
 prefers the global threshold when per-class ones only fit noise, and writes a config whose rule
 the kernel applies with the same score."""
 
+import dataclasses
 import re
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 import yaml
 from sklearn.metrics import fbeta_score
 
+from inference_core.config import SubmissionSection
 from inference_core.submission import SubmissionWriter
 from kernelpack import cli
 from kernelpack.config import load_config
@@ -18,7 +20,7 @@ from kernelpack.search.metrics import METRICS
 from kernelpack.search.thresholds import search_thresholds
 
 CUTS = np.array([0.2, 0.5, 0.8, 0.5])
-DEFAULT = {"format": "multilabel", "threshold": 0.5, "min_labels": 1, "max_labels": None}
+DEFAULT = SubmissionSection(format="multilabel", threshold=0.5, min_labels=1, max_labels=None)
 
 
 def _separable(rows=600, seed=0):
@@ -87,11 +89,11 @@ def test_written_rule_scores_the_same_through_the_kernels_writer(tmp_path, capsy
     printed = capsys.readouterr().out
     assert "chosen: per-class" in printed and "keep the global threshold: z" in printed
 
-    fitted = load_config(out)
-    rule = fitted["submission"]
-    assert isinstance(rule["threshold"], list) and len(rule["threshold"]) == 4
-    assert rule["min_labels"] == 0 and rule["classes"] == classes
-    assert [m["name"] for m in fitted["models"]] == ["m1_f0", "m1_f1"]
+    fitted = load_config(out).ensemble
+    rule = fitted.submission
+    assert isinstance(rule.threshold, tuple) and len(rule.threshold) == 4
+    assert rule.min_labels == 0 and rule.classes == tuple(classes)
+    assert [m.name for m in fitted.models] == ["m1_f0", "m1_f1"]
     with SubmissionWriter(tmp_path / "submission.csv", rule, classes) as writer:
         writer.write([f"r{i}" for i in range(len(truth))], probs)
     written = pd.read_csv(tmp_path / "submission.csv", dtype=str, keep_default_na=False)
@@ -105,7 +107,8 @@ def test_threshold_search_refuses_what_it_cannot_fit(tmp_path, capsys):
     probs, truth = _separable(rows=60)
     folds = np.arange(60) % 2
     with pytest.raises(SearchError, match="threshold search is for multilabel"):
-        search_thresholds(probs, truth, folds, METRICS["f2"], {**DEFAULT, "format": "multiclass"})
+        search_thresholds(probs, truth, folds, METRICS["f2"],
+                          dataclasses.replace(DEFAULT, format="multiclass"))
     with pytest.raises(SearchError, match="--metric logloss: thresholds do not change"):
         search_thresholds(probs, truth, folds, METRICS["logloss"], DEFAULT)
     with pytest.raises(SearchError, match="--min-support 0: must be at least 1"):

@@ -7,9 +7,10 @@ from torch import nn
 
 from inference_core.blend import BlendAccumulator
 from inference_core.budget import rank_units
+from inference_core.config import TTA_CROP_OPS, TTA_OP_NAMES, EnsembleConfig
 from inference_core.predict import EnsemblePredictor, Member
 from inference_core.preprocess import Preprocess
-from inference_core.tta import TTA_OPS, run_tta, split_tta_outputs, tta_batch
+from inference_core.tta import TTA_OPS, run_tta, split_tta_outputs, tta_batch, tta_op
 
 ALL_OPS = list(TTA_OPS)
 
@@ -52,6 +53,18 @@ def test_run_tta_lines_up_all_views_of_a_non_square_batch_in_two_passes(images):
 def test_views_of_different_shapes_cannot_share_one_batch(images):
     with pytest.raises(ValueError, match="use run_tta"):
         tta_batch(images, ["identity", "rot90"])
+
+
+def test_every_view_the_config_accepts_has_an_implementation(images):
+    """The config names the views (without torch), `tta` implements them: the two agree."""
+    ops = [*TTA_OP_NAMES, *(f"{kind}:0.5" for kind in TTA_CROP_OPS), "scale:1.5"]
+    config = EnsembleConfig.from_dict({"models": [{"name": "m"}], "test": {"images": "t"},
+                                       "submission": {"format": "multiclass"}, "tta": ops})
+    assert config.tta == tuple(ops)
+    assert list(TTA_OPS) == list(TTA_OP_NAMES)
+    for op in ops:
+        apply, _ = tta_op(op)
+        assert apply(images).shape[:2] == images.shape[:2], op
 
 
 def test_rotations_and_transpose_are_the_geometry_they_name():

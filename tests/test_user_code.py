@@ -187,6 +187,7 @@ def _one_kernel_error(result):
     return errors[0]
 
 
+@pytest.mark.slow
 def test_kernel_runs_the_users_own_archs_offline_as_this_test_computes_them(
         own_package, own_input, tmp_path, monkeypatch):
     # End to end, so 10-30 s: a build, and a kernel started in a fresh `python -I` (torch, timm).
@@ -225,6 +226,7 @@ def test_host_import_registers_the_users_names_and_builds_their_callable(own_pac
         "no callable 'biuld'; close names: build")
 
 
+@pytest.mark.slow
 def test_a_module_not_given_with_code_is_one_kernel_error_naming_the_fix(own_input, tmp_path):
     input_dir, _, _ = own_input
     out = tmp_path / "out"
@@ -234,6 +236,7 @@ def test_a_module_not_given_with_code_is_one_kernel_error_naming_the_fix(own_inp
     assert f"module '{PACKAGE_NAME}.models' not found; add --code PATH" in line
 
 
+@pytest.mark.slow
 def test_user_code_that_fails_to_import_is_one_kernel_error(own_input, tmp_path):
     input_dir, _, _ = own_input
     broken = write_package(tmp_path / "kp_broken_archs", {
@@ -287,6 +290,7 @@ NAMESPACE_PACKAGE = {
 }
 
 
+@pytest.mark.slow
 def test_a_folder_without_init_py_is_carried_as_a_namespace_package(tmp_path):
     package = write_package(tmp_path / "repo" / NAMESPACE_NAME, NAMESPACE_PACKAGE)
     root = tmp_path / "input"

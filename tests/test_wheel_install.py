@@ -16,6 +16,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+# Builds kernelpack's wheel and installs it into a fresh virtual environment.
+pytestmark = pytest.mark.slow
+
 CHECKOUT = Path(__file__).resolve().parent.parent
 PACKAGES = ("kernelpack", "inference_core")
 SCRIPT = '''\

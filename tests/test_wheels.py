@@ -167,6 +167,7 @@ def test_build_without_the_wheel_dataset_names_kernelpack_wheels(kernel, tmp_pat
     assert len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_the_kernel_installs_the_wheels_offline_and_computes_with_them(kernel):
     # End to end (10-30 s): a kernel in a fresh `python -I`, network cut, pip from the dataset.
     out, input_dir, ids, twin = kernel
@@ -194,6 +195,7 @@ def test_the_kernel_installs_the_wheels_offline_and_computes_with_them(kernel):
     assert np.abs(expected - 1 / CLASSES).max() > 0.1  # not vacuous: far from uniform
 
 
+@pytest.mark.slow
 def test_a_dataset_for_another_python_is_one_kernel_error(kernel, tmp_path):
     out, input_dir, _, _ = kernel
     wrong = tmp_path / "input"
@@ -336,6 +338,7 @@ def world(tmp_path, monkeypatch):
     yield from kaggle_world(tmp_path, monkeypatch)
 
 
+@pytest.mark.slow
 def test_pushed_wheel_dataset_is_installed_by_a_kernel_the_local_service_runs(
         world, kernel, tmp_path):
     # Against the local service with the real kaggle client (10-30 s): the wheel dataset and the

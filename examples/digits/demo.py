@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import shutil
 import sys
@@ -43,6 +44,7 @@ from examples.digits.train_own import ARCH as OWN_ARCH
 from examples.digits.train_own import PACKAGE as OWN_PACKAGE
 from examples.digits.train_own import STEM as OWN_STEM
 from examples.digits.train_own import OwnTraining, train_own
+from inference_core.config import EnsembleConfig
 from inference_core.runner import run_kernel
 from kernelpack import cli
 from kernelpack.config import load_config
@@ -208,10 +210,10 @@ def _oof_through_the_kernel(trained: Sequence[TrainedModel], own: OwnTraining,
     return oof_dir
 
 
-def _only(config: dict, names: Sequence[str]) -> dict:
+def _only(config: EnsembleConfig, names: Sequence[str]) -> EnsembleConfig:
     """`config` with just the entries in `names`, equally weighted."""
-    models = [{**m, "weight": 1.0} for m in config["models"] if m["name"] in names]
-    return {**config, "models": models}
+    models = tuple(dataclasses.replace(m, weight=1.0) for m in config.models if m.name in names)
+    return dataclasses.replace(config, models=models)
 
 
 @dataclass
@@ -224,16 +226,16 @@ class _Task:
     classes: list
     multilabel: bool
 
-    def oof_score(self, config: dict) -> float:
+    def oof_score(self, config: EnsembleConfig) -> float:
         """The score of the blend `config` computes, on the OOF predictions of its models."""
         stems = list(dict.fromkeys(model_stem(m.arch, self.multilabel) for m in self.trained
-                                   if any(e["name"] == m.name for e in config["models"])))
+                                   if any(e.name == m.name for e in config.models)))
         weights, shifts = oof_weights(config, stems, "the demo's config")
         oof = [np.load(self.oof_dir / f"{stem}.npy").astype(np.float64) for stem in stems]
-        probs = blend_probs(oof, weights, config["blend"], shifts)
+        probs = blend_probs(oof, weights, config.blend, shifts)
         labels = pd.read_csv(self.oof_dir / "labels.csv", dtype=str, keep_default_na=False)
         truth = truth_mask(labels, self.classes, self.multilabel, self.oof_dir / "labels.csv")
-        predicted = label_mask(probs, config["submission"])
+        predicted = label_mask(probs, config.submission)
         return (f2 if self.multilabel else accuracy)(predicted, truth)
 
     def test_score(self, submission: Path) -> float:
@@ -246,9 +248,8 @@ class _Runner:
     def __init__(self, out_dir: Path, input_dir: Path) -> None:
         self.out_dir, self.input_dir = out_dir, input_dir
 
-    def __call__(self, config: dict, label: str, task: _Task) -> float:
-        runnable = {**config, "input_roots": [str(self.input_dir)]}
-        runnable.pop("kernel", None)
+    def __call__(self, config: EnsembleConfig, label: str, task: _Task) -> float:
+        runnable = dataclasses.replace(config, input_roots=(str(self.input_dir),))
         work = self.out_dir / "singles" / label
         work.mkdir(parents=True)
         summary = run_kernel(runnable, working_dir=work, log=lambda _: None, progress=False)
@@ -366,14 +367,14 @@ def run_demo(out_dir: Path, *, archs: Sequence[str] = DEFAULT_ARCHS,
 
 def _digits_table(task: _Task, fitted: Path, base: Path, submission: Path,
                   run: _Runner) -> Table:
-    config, equal = load_config(fitted), load_config(base)
-    weights = {m["name"]: m["weight"] for m in config["models"]}
+    config, equal = load_config(fitted).ensemble, load_config(base).ensemble
+    weights = {m.name: m.weight for m in config.models}
     rows = [Row(m.name, weights[m.name], m.val_score, run(_only(config, [m.name]), m.name, task))
             for m in task.trained]
     for arch in dict.fromkeys(m.arch for m in task.trained):
         alone = _only(config, [m.name for m in task.trained if m.arch == arch])
-        rows.append(Row(f"{model_stem(arch)} ({len(alone['models'])} folds)",
-                        sum(weights[m["name"]] for m in alone["models"]), task.oof_score(alone),
+        rows.append(Row(f"{model_stem(arch)} ({len(alone.models)} folds)",
+                        sum(weights[m.name] for m in alone.models), task.oof_score(alone),
                         run(alone, model_stem(arch), task)))
     rows.append(Row("blend, equal weights", None, task.oof_score(equal),
                     run(equal, "equal", task)))
@@ -383,22 +384,23 @@ def _digits_table(task: _Task, fitted: Path, base: Path, submission: Path,
 
 def _attributes_table(task: _Task, fitted: Path, base: Path, submission: Path,
                       run: _Runner) -> Table:
-    config, searched = load_config(base), load_config(fitted)
+    config, searched = load_config(base).ensemble, load_config(fitted).ensemble
     # Threshold 0.5 with zero labels allowed: what the threshold alone adds.
-    no_minimum = {**config, "submission": {**config["submission"], "min_labels": 0}}
+    no_minimum = dataclasses.replace(
+        config, submission=dataclasses.replace(config.submission, min_labels=0))
     rows = [Row(m.name, None, m.val_score, run(_only(config, [m.name]), m.name, task))
             for m in task.trained]
     rows.append(Row(AT_HALF, None, task.oof_score(config), run(config, "at-0.5", task)))
     rows.append(Row("blend, threshold 0.5, min_labels 0", None, task.oof_score(no_minimum),
                     run(no_minimum, "at-0.5-min-0", task)))
     rows.append(Row(SEARCHED, None, task.oof_score(searched), task.test_score(submission)))
-    rule = searched["submission"]
-    threshold = rule["threshold"]
-    shown = f"{threshold:g}" if not isinstance(threshold, list) else \
+    rule = searched.submission
+    threshold = rule.threshold
+    shown = f"{threshold:g}" if not isinstance(threshold, tuple) else \
         "[" + ", ".join(f"{t:g}" for t in threshold) + "]"
     title = (f"digits-attributes (multilabel: {', '.join(ATTRIBUTES)}); searched rule: "
-             f"threshold {shown}, min_labels {rule['min_labels']}, "
-             f"max_labels {rule['max_labels']}")
+             f"threshold {shown}, min_labels {rule.min_labels}, "
+             f"max_labels {rule.max_labels}")
     return Table(title, "F2", rows)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from inference_core.config import EnsembleConfig
 from kernelpack.config import load_config
 from kernelpack.kaggle.service import KaggleService, add_competition
 
@@ -74,17 +75,18 @@ def _account(folder: Path) -> Iterator[str]:
                 os.environ[name] = value
 
 
-def kaggle_config(fitted: dict, competition: str, model_version: str, target: Path) -> Path:
+def kaggle_config(fitted: EnsembleConfig, competition: str, model_version: str, target: Path
+                  ) -> Path:
     """The fitted ensemble (its loaded config), its weights read from the Kaggle Model: the
     models keep their names and weights (discovery finds them by identity, wherever the version
     is mounted)."""
-    config = dict(fitted)
+    config = fitted.to_dict()
     config["models"] = [{key: value for key, value in entry.items() if key != "path"}
                         for entry in config["models"]]
     config["kernel"] = {"id": f"{USER}/{competition}-ensemble",
                         "competition_sources": [competition],
                         "model_sources": [model_version]}
-    config.pop("input_roots", None)
+    del config["input_roots"]
     target.write_text(yaml.safe_dump(config, sort_keys=False))
     return target
 
@@ -95,8 +97,8 @@ def run_kaggle_loop(out_dir: Path, fitted: Path, models_dir: Path, competition: 
     """Encrypt, push, build, run and submit the ensemble of `fitted` (its checkpoints in
     `models_dir`) to `competition` (kernels see `data_dir`; `labels` are held back)."""
     out_dir.mkdir(parents=True)
-    ensemble = load_config(fitted)
-    files = [Path(entry["path"]).name for entry in ensemble["models"]]
+    ensemble = load_config(fitted).ensemble
+    files = [Path(entry.path).name for entry in ensemble.models]
     with _account(out_dir / "account") as key, KaggleService(
             out_dir / "service", port=0, users={USER: key}) as service:
         kaggle = ["--kaggle-url", service.url]

@@ -25,6 +25,7 @@ from sklearn.model_selection import StratifiedKFold
 from torch import nn
 
 from inference_core.checkpoint import save_checkpoint
+from inference_core.config import SubmissionSection
 from inference_core.model_factory import create_model
 from kernelpack.search.metrics import f2, label_mask
 
@@ -35,7 +36,7 @@ STD = (0.25, 0.25, 0.25)
 DEFAULT_ARCHS = ("small_cnn", "torchvision.resnet18")
 DEFAULT_EPOCHS = 6
 # The kernel's default rule: what the multilabel models' validation F2 is reported at.
-DEFAULT_RULE = {"format": "multilabel", "threshold": 0.5, "min_labels": 1, "max_labels": None}
+DEFAULT_RULE = SubmissionSection(format="multilabel")
 MAX_LR = 3e-3
 WEIGHT_DECAY = 0.05
 

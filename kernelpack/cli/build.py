@@ -47,7 +47,7 @@ def _run_local(args: argparse.Namespace) -> int:
               f"({result.last_line()}); {where}", file=sys.stderr)
         return 1
     if result.submission is None:
-        print(f"kernelpack: kernel finished but wrote no submission.csv; {where}",
+        print(f"kernelpack: kernel finished but wrote no {result.submission_file}; {where}",
               file=sys.stderr)
         return 1
     executed = f", executed notebook {result.notebook}" if result.notebook else ""

@@ -9,8 +9,10 @@ import math
 import sys
 from pathlib import Path
 
+from inference_core.config import SUBMISSION_FILE
+
 from ..errors import KaggleServiceError
-from ..kaggle.constants import DATASET_METADATA, KERNEL_METADATA, URL_ENV
+from ..metadata import DATASET_METADATA, KERNEL_METADATA, URL_ENV
 from ..progress import shows_progress
 from .folders import OneFolder, add_folder_argument, needs_folder
 
@@ -206,7 +208,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     submit.add_argument("--kernel", required=True, metavar="OWNER/SLUG")
     submit.add_argument("--version", type=int, default=None,
                         help="kernel version (default: the newest)")
-    submit.add_argument("--file", default="submission.csv", help="the kernel's output file")
+    submit.add_argument("--file", default=SUBMISSION_FILE, help="the kernel's output file")
     submit.add_argument("-m", "--message", default=None, help="submission description")
     submit.add_argument("--wait", action="store_true",
                         help="wait for the rerun on the hidden test set and print the score")

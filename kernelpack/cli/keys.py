@@ -47,8 +47,8 @@ def _inspect(args: argparse.Namespace) -> int:
     header = inspect_kpenc(args.input)
     print(json.dumps({"file": header.path, "format_version": KPENC_VERSION, "key_id": header.key_id,
                       "chunk_size": header.chunk_size, "chunks": header.chunks,
-                      "plaintext_size": header.plaintext_size, "manifest": header.manifest},
-                     indent=2))
+                      "plaintext_size": header.plaintext_size,
+                      "manifest": header.manifest.fields()}, indent=2))
     return 0
 
 

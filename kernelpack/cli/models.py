@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..kaggle.constants import MODEL_INSTANCE_METADATA, MODEL_METADATA
 from ..kaggle.model_handles import EXAMPLE, parse_handle
+from ..metadata import MODEL_INSTANCE_METADATA, MODEL_METADATA
 from ..progress import shows_progress
 from .folders import add_folder_argument, needs_folder
 from .kaggle import kaggle_target

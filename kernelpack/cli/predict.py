@@ -29,9 +29,9 @@ def _predict(args: argparse.Namespace) -> int:
         raise PredictError(f"--folds {args.folds}: out-of-fold files come with --per-model; add "
                            "--per-model, or drop --folds")
     config = load_config(args.config)
-    import_user_code([args.config.parent / path for path in config["kernel"]["code"]]
+    import_user_code([args.config.parent / path for path in config.kernel.code]
                      + list(args.code))
-    prediction = predict_images(config, args.images, args.sample, args.models,
+    prediction = predict_images(config.ensemble, args.images, args.sample, args.models,
                                 key=load_key(args.key) if args.key else None,
                                 per_model=args.per_model, folds=args.folds,
                                 progress=shows_progress(args.quiet),

@@ -12,15 +12,14 @@ from typing import Any
 from inference_core.files import sha256_file
 
 from ..errors import KaggleError, KaggleNotFoundError, KaggleUploadError
-from ..progress import byte_bar, sha256_with_progress
-from .constants import (
+from ..metadata import (
     DATASET_METADATA,
     KERNEL_METADATA,
     MODEL_INSTANCE_METADATA,
     MODEL_METADATA,
-    slug_of,
-    title_of,
+    dataset_metadata,
 )
+from ..progress import byte_bar, sha256_with_progress
 
 # What was last pushed and verified from a dataset folder; lets an unchanged folder skip the
 # upload. It lives in the folder and is never uploaded.
@@ -193,27 +192,3 @@ def local_dataset_files(folder: Path) -> list[Path]:
     if not entries:
         raise KaggleError(f"{folder}: no files to upload")
     return entries
-
-
-def dataset_metadata(folder: Path, dataset_id: str | None, title: str | None, *,
-                     default_owner: str) -> dict:
-    """The folder's dataset-metadata.json; when absent, written from `dataset_id` (default:
-    OWNER/FOLDER-NAME) and `title`."""
-    path = folder / DATASET_METADATA
-    if path.is_file():
-        try:
-            metadata = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise KaggleError(f"{path}: not valid JSON ({exc}); fix it or delete it to have it "
-                              "written from --id/--title") from None
-        if "/" not in str(metadata.get("id", "")):
-            raise KaggleError(f"{path}: id must be 'owner/dataset-slug'; fix it")
-        if dataset_id and metadata["id"] != dataset_id:
-            raise KaggleError(f"{path}: id is {metadata['id']!r} but --id says {dataset_id!r}; "
-                              "drop --id or fix the file")
-        return metadata
-    dataset_id = dataset_id or f"{default_owner}/{slug_of(folder.resolve().name)}"
-    metadata = {"id": dataset_id, "title": title or title_of(dataset_id.partition("/")[2]),
-                "licenses": [{"name": "CC0-1.0"}]}
-    path.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
-    return metadata

@@ -13,7 +13,7 @@ from inference_core.config import KAGGLE_RUN_SECONDS
 
 from ..errors import KaggleError
 from ..kernel.build import embeds_key
-from .constants import KERNEL_METADATA
+from ..metadata import KERNEL_METADATA
 
 _FINISHED = {"COMPLETE", "ERROR", "CANCEL_ACKNOWLEDGED"}
 

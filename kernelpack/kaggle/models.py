@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import KaggleError, KaggleNotFoundError
-from .constants import MODEL_INSTANCE_METADATA, MODEL_METADATA, title_of
+from ..metadata import MODEL_INSTANCE_METADATA, MODEL_METADATA, title_of
 from .datasets import (
     MANIFEST_FILE,
     all_pages,

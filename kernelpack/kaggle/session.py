@@ -22,8 +22,8 @@ from contextlib import redirect_stderr, redirect_stdout
 from typing import Any
 
 from ..errors import KaggleAuthError, KaggleError, KaggleNotFoundError
+from ..metadata import URL_ENV
 from . import _client_internals as internals
-from .constants import URL_ENV
 from .datasets import DatasetCalls
 from .kernels import KernelCalls
 from .models import ModelCalls

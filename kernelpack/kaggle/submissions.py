@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from inference_core.config import KAGGLE_RUN_SECONDS
+from inference_core.config import KAGGLE_RUN_SECONDS, SUBMISSION_FILE
 
 from ..errors import KaggleError
 
@@ -24,7 +24,7 @@ class SubmissionCalls:
     """Mixed into `KaggleSession`, whose `call`, `wait`, `api` and `kernel_version` it uses."""
 
     def submit(self, competition: str, kernel: str, *, version: int | None = None,
-               file_name: str = "submission.csv", message: str | None = None,
+               file_name: str = SUBMISSION_FILE, message: str | None = None,
                wait: bool = False, timeout: float = KAGGLE_RUN_SECONDS) -> Submission:
         """Submit a kernel version's output to a code competition; with `wait`, wait for the
         rerun on the hidden test set and its score."""

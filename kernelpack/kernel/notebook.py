@@ -13,7 +13,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from inference_core.config import EnsembleConfig
+
 from .. import __version__, read_template
+from ..config import HostConfig
 from ..errors import BuildError
 
 NOTEBOOK_FILE = "kernel.ipynb"
@@ -23,11 +26,6 @@ EXECUTED_FOLDER = "notebook"
 # Distributions the Jupyter kernel process itself runs on: on Kaggle's image (it runs
 # notebooks), so the sandbox's import hook must not hide them (nor what they require) there.
 JUPYTER_KERNEL = ("ipykernel",)
-# Ends the sandbox's boot code in the Jupyter kernel process (argv: `-f CONNECTION_FILE`).
-START_IPYKERNEL = """
-sys.argv = ["ipykernel_launcher", *sys.argv[1:]]
-runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
-"""
 # Notebook metadata key marking a notebook as kernelpack's (which `build` may overwrite).
 METADATA_KEY = "kernelpack"
 
@@ -36,26 +34,25 @@ def is_notebook(path: str | Path) -> bool:
     return Path(path).suffix == ".ipynb"
 
 
-def _summary(config: dict) -> list[str]:
-    models = config["models"]
-    names = ", ".join(f"`{model['name']}`" for model in models[:8])
+def _summary(config: EnsembleConfig) -> list[str]:
+    models = config.models
+    names = ", ".join(f"`{model.name}`" for model in models[:8])
     more = f" and {len(models) - 8} more" if len(models) > 8 else ""
-    tta = ", ".join(t if isinstance(t, str) else json.dumps(t) for t in config.get("tta") or [])
     return [f"- **Models** ({len(models)}): {names}{more}",
-            f"- **Blend**: {config['blend']}; **TTA**: {tta or 'none'}",
-            f"- **Test images**: `../input/{config['test']['images'].strip('/')}`",
-            f"- **Submission**: {config['submission']['format']}, written to "
-            f"`{config['submission'].get('file', 'submission.csv')}`"]
+            f"- **Blend**: {config.blend}; **TTA**: {', '.join(config.tta)}",
+            f"- **Test images**: `../input/{config.test.images.strip('/')}`",
+            f"- **Submission**: {config.submission.format}, written to "
+            f"`{config.submission.file}`"]
 
 
-def make_notebook(kernel_text: str, config_path: str | Path, config: dict,
+def make_notebook(kernel_text: str, config_path: str | Path, config: HostConfig,
                   embeds_key: bool = False) -> str:
     """The notebook (nbformat v4 JSON text): what it is and which config it embeds, then the
     bundle as its one code cell. Validated against the nbformat schema."""
     import nbformat
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-    title = config["kernel"]["title"] or Path(config_path).stem
+    title = config.kernel.title or Path(config_path).stem
     lines = [f"# {title}", "",
              f"Made by [kernelpack](https://pypi.org/project/kernelpack/) {__version__} from "
              f"`{Path(config_path).name}`; rebuild it with `kernelpack build "
@@ -63,7 +60,7 @@ def make_notebook(kernel_text: str, config_path: str | Path, config: dict,
              "The code cell below is the whole kernel: the kernelpack runtime and this config, "
              "bundled. Run as is, it finds the models under `../input`, predicts the test set "
              "with test-time augmentation within Kaggle's time limit, blends and writes "
-             "`submission.csv`.", "", *_summary(config)]
+             f"`{config.ensemble.submission.file}`.", "", *_summary(config.ensemble)]
     if embeds_key:
         lines += ["", "**This notebook embeds a decryption key: keep it private.**"]
     notebook = new_notebook(

@@ -28,86 +28,30 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
 import inference_core
-from inference_core.config import BUDGET_ENV, validate_config
+from inference_core.config import BUDGET_ENV, SUBMISSION_FILE, EnsembleConfig
 from inference_core.errors import ConfigError
 
 from ..bundler.image_packages import canonical_name, image_ships
 from ..errors import SandboxError
+from ..templates import fill_template
 from .folder import CONFIG_FILE
 from .notebook import (
     EXECUTED_FOLDER,
     JUPYTER_KERNEL,
     NOTEBOOK_FILE,
-    START_IPYKERNEL,
     is_notebook,
     runner_source,
 )
 
-# Runs first in the sandboxed interpreter: installs the import hook (see the module docstring;
-# sys.path is left whole, the paths present now are the host's installation) and, when no network
-# namespace is available, cuts the network in-process.
-_BOOT = r"""
-import runpy, sys
-from importlib.machinery import PathFinder
-
-HIDDEN = frozenset({hidden!r})
-HOST_PATHS = frozenset(sys.path)
-
-class _KernelOwnPaths:
-    # A hidden name is looked up on the paths the kernel added (its bundle, a wheel dataset).
-    @staticmethod
-    def find_spec(name, path=None, target=None):
-        if path is not None or name not in HIDDEN:
-            return None
-        return PathFinder.find_spec(name, [p for p in sys.path if p not in HOST_PATHS])
-
-class _HostHidden:
-    # Wraps each finder of this installation: it does not see hidden names, so a probe such as
-    # importlib.util.find_spec answers None, as on Kaggle.
-    def __init__(self, finder):
-        self.finder = finder
-
-    def find_spec(self, name, path=None, target=None):
-        if path is None and name in HIDDEN:
-            return None
-        find = getattr(self.finder, "find_spec", None)
-        return find(name, path, target) if find else None
-
-    def __getattr__(self, attribute):
-        return getattr(self.finder, attribute)
-
-sys.meta_path[:] = [_KernelOwnPaths, *map(_HostHidden, sys.meta_path)]
-PARENT = {parent!r}
-if PARENT is not None:
-    # Die with the parent, even if it is killed outright (SIGKILL): run-local itself (no
-    # launcher between; checked after, in case it died before), or a notebook's runner (0).
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, 9)  # PR_SET_PDEATHSIG, SIGKILL
-    except (OSError, AttributeError):
-        pass
-    if PARENT and __import__("os").getppid() != PARENT:
-        raise SystemExit("kernelpack run-local has gone; not running the kernel")
-if {socket_guard!r}:
-    import socket
-    def _offline(*args, **kwargs):
-        raise OSError(101, "Network is unreachable (kernelpack sandbox: internet is off)")
-    socket.socket.connect = socket.socket.connect_ex = _offline
-    socket.create_connection = socket.getaddrinfo = _offline
-"""
-# Ends the boot code of a script kernel: `python -I -c BOOT SCRIPT` runs SCRIPT as __main__.
-_RUN_SCRIPT = """
-script = sys.argv[1]
-sys.argv = [script]
-runpy.run_path(script, run_name="__main__")
-"""
+# The boot program run first in the sandboxed interpreter (see templates/sandbox_boot.py).
+BOOT_NAME = "sandbox_boot.py"
 
 NETWORK_MODES = ("auto", "unshare", "guard")
 # In every sandbox root: run-local wipes a non-empty root only when it finds this file there.
@@ -127,6 +71,7 @@ class SandboxResult:
     log: Path
     outputs: list[Path] = field(default_factory=list)
     notebook: Path | None = None        # a notebook kernel's executed notebook
+    submission_file: str = SUBMISSION_FILE  # the config's submission.file
 
     def last_line(self) -> str:
         """The log's last non-blank line: for a failed notebook, which cell failed and why."""
@@ -135,7 +80,7 @@ class SandboxResult:
 
     @property
     def submission(self) -> Path | None:
-        path = self.root / "working" / "submission.csv"
+        path = self.root / "working" / self.submission_file
         return path if path.is_file() else None
 
 
@@ -252,36 +197,41 @@ def _overlay(source: Path, target: Path, swaps: dict[str, Path]) -> None:
         _overlay(source / head, target / head, inner)
 
 
+def kernel_config(kernel_dir: Path) -> EnsembleConfig:
+    """The config `kernelpack build` wrote beside the kernel (kernel-config.json)."""
+    config_path = kernel_dir / CONFIG_FILE
+    try:
+        return EnsembleConfig.from_json(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, ConfigError) as exc:  # UnicodeDecodeError is a ValueError
+        raise SandboxError(f"{config_path}: not the config `kernelpack build` writes ({exc}); "
+                           "rebuild the kernel") from None
+
+
 def hidden_test_swaps(kernel_dir: Path, test_dir: Path, root: Path | None) -> dict[str, Path]:
     """What to swap under input/ so that the kernel sees `test_dir` as its test set, the way
     Kaggle swaps in the hidden test set at rerun: the test folder and, when the config reads ids
     from a sample submission, a sample submission that lists the new images (written into
     `root`; with None, the inputs are only checked)."""
-    config_path = kernel_dir / CONFIG_FILE
-    if not config_path.is_file():
-        raise SandboxError(f"{config_path}: not found; --test-dir needs the folder written by "
-                           "`kernelpack build` (rebuild the kernel)")
-    try:
-        config = validate_config(json.loads(config_path.read_text(encoding="utf-8")))
-    except (ValueError, ConfigError) as exc:  # JSONDecodeError is a ValueError
-        raise SandboxError(f"{config_path}: not the config `kernelpack build` writes ({exc}); "
-                           "rebuild the kernel") from None
-    test, submission = config["test"], config["submission"]
+    if not (kernel_dir / CONFIG_FILE).is_file():
+        raise SandboxError(f"{kernel_dir / CONFIG_FILE}: not found; --test-dir needs the folder "
+                           "written by `kernelpack build` (rebuild the kernel)")
+    config = kernel_config(kernel_dir)
+    test, submission = config.test, config.submission
     if not test_dir.is_dir():
         raise SandboxError(f"{test_dir}: test folder not found; pass a folder of test images")
-    swaps = {test["images"].strip("/"): test_dir}
-    if test["sample_submission"]:
-        images = sorted(p for p in test_dir.glob(test["pattern"]) if p.is_file())
+    swaps = {test.images.strip("/"): test_dir}
+    if test.sample_submission:
+        images = sorted(p for p in test_dir.glob(test.pattern) if p.is_file())
         if not images:
-            raise SandboxError(f"{test_dir}: no files match {test['pattern']!r} (test.pattern)")
+            raise SandboxError(f"{test_dir}: no files match {test.pattern!r} (test.pattern)")
         if root is None:  # only checking
             return swaps
         sample = root / "swapped_sample_submission.csv"
         with open(sample, "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow([submission["id_column"], submission["label_column"]])
+            writer.writerow([submission.id_column, submission.label_column])
             writer.writerows([p.stem, ""] for p in images)
-        swaps[test["sample_submission"].strip("/")] = sample
+        swaps[test.sample_submission.strip("/")] = sample
     return swaps
 
 
@@ -319,6 +269,9 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
     if test_dir is not None:
         keep["--test-dir"] = Path(test_dir).resolve()
     check_root(root, keep)
+    # The kernel's output: a folder `build` wrote says which file; a bare kernel, the default.
+    submission_file = kernel_config(kernel.parent).submission.file \
+        if (kernel.parent / CONFIG_FILE).is_file() else SUBMISSION_FILE
     swaps = None
     if test_dir is not None:
         hidden_test_swaps(kernel.parent, Path(test_dir), None)  # bad input fails before the wipe
@@ -333,9 +286,8 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
     if is_notebook(script):
         command = _notebook_command(script, root, socket_guard=not namespace, parent=parent)
     else:
-        boot = _BOOT.format(hidden=sorted(hidden_packages()), socket_guard=not namespace,
-                            parent=parent)
-        command = [sys.executable, "-I", "-c", boot + _RUN_SCRIPT, str(script)]
+        program = boot_program(hidden_packages(), not namespace, parent, "run_script()")
+        command = [sys.executable, "-I", "-c", program, str(script)]
     if namespace:
         command = ["unshare", "-n", "--", *command]
     command = [*(launcher or ()), *command]
@@ -365,13 +317,14 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
     executed = root / EXECUTED_FOLDER / script.name
     return SandboxResult(root, process.returncode, seconds, timed_out,
                          "unshare -n" if namespace else "socket guard", log_path, outputs,
-                         executed if executed.is_file() and not executed.is_symlink() else None)
+                         executed if executed.is_file() and not executed.is_symlink() else None,
+                         submission_file)
 
 
 def _code_file(folder: Path) -> str:
     """The kernel file of a folder `build` wrote: kernel-metadata.json's code_file (a file name
     beside it), else kernel.py."""
-    from ..kaggle.constants import KERNEL_METADATA
+    from ..metadata import KERNEL_METADATA
 
     try:
         name = json.loads((folder / KERNEL_METADATA).read_text(encoding="utf-8"))["code_file"]
@@ -380,20 +333,29 @@ def _code_file(folder: Path) -> str:
     return name if isinstance(name, str) and name and Path(name).name == name else "kernel.py"
 
 
+def boot_program(hidden: Iterable[str], socket_guard: bool, parent: int | None, then: str
+                 ) -> str:
+    """The sandbox's boot code, given its settings as data (hide the top-level names `hidden`;
+    cut the network in-process with `socket_guard`; die with the process `parent`, None for
+    none, 0 for the parent whichever it is), then the code `then` that runs next."""
+    settings = json.dumps({"hidden": sorted(hidden), "socket_guard": socket_guard,
+                           "parent": parent})
+    return f"{fill_template(BOOT_NAME, {'SETTINGS': f'json.loads({settings!r})'})}\n{then}\n"
+
+
 def _notebook_command(notebook: Path, root: Path, socket_guard: bool, parent: int | None
                       ) -> list[str]:
     """The runner that executes `notebook` with a Jupyter kernel, which starts with the boot
     code a script gets (hook, network cut; it dies with the runner), and writes the executed
     notebook to ROOT/notebook/."""
     boot = root / "src" / "kernel_boot.py"
-    boot.write_text(_BOOT.format(hidden=sorted(hidden_packages(JUPYTER_KERNEL)),
-                                 socket_guard=socket_guard, parent=0) + START_IPYKERNEL,
-                    encoding="utf-8")
+    boot.write_text(boot_program(hidden_packages(JUPYTER_KERNEL), socket_guard, 0,
+                                 "start_ipykernel()"), encoding="utf-8")
     (root / EXECUTED_FOLDER).mkdir(exist_ok=True)
     # The runner dies with run-local as a script kernel does; it needs no hook (kernelpack's
     # own code, reading only the notebook) and opens no network connection.
-    guard = _BOOT.format(hidden=[], socket_guard=False, parent=parent)
-    return [sys.executable, "-I", "-c", guard + "\n" + runner_source(), str(notebook),
+    runner = boot_program((), False, parent, runner_source())
+    return [sys.executable, "-I", "-c", runner, str(notebook),
             str(root / EXECUTED_FOLDER / notebook.name), str(boot)]
 
 

@@ -31,7 +31,7 @@ from inference_core.wheel_install import MANIFEST_FILE, MANIFEST_FORMAT, read_ma
 
 from ..bundler.image_packages import canonical_name, image_ships
 from ..errors import KernelpackError
-from ..kaggle.constants import DATASET_METADATA, slug_of
+from ..metadata import DATASET_METADATA, dataset_metadata, slug_of
 
 PYTHONS = ("3.11", "3.12")
 DEFAULT_PYTHON = "3.12"  # the Kaggle image's
@@ -202,8 +202,6 @@ def _previous_wheels(folder: Path) -> list[str]:
 
 
 def _write_metadata(folder: Path, dataset_id: str, title: str | None) -> Path:
-    from ..kaggle.datasets import dataset_metadata  # the kaggle helpers, only when asked
-
     dataset_metadata(folder, dataset_id, title, default_owner="")  # an existing file is kept
     return folder / DATASET_METADATA
 

@@ -20,6 +20,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from inference_core.blend import BlendAccumulator
+from inference_core.config import SubmissionSection
 
 from ..errors import SearchError
 from .metrics import Metric
@@ -49,7 +50,7 @@ class Problem:
     truth: np.ndarray
     metric: Metric
     mode: str
-    submission: dict
+    submission: SubmissionSection
     shifts: list[float]
 
     def score(self, weights: Sequence[float]) -> float:
@@ -128,7 +129,7 @@ class BlendSearch:
         return np.max([np.abs(f.weights - self.weights) for f in self.folds], axis=0)
 
 
-def search_blend(oof: OofSet, metric: Metric, mode: str, submission: dict,
+def search_blend(oof: OofSet, metric: Metric, mode: str, submission: SubmissionSection,
                  shifts: Sequence[float] | None = None, restarts: int = 8,
                  seed: int = 0) -> BlendSearch:
     """Fit weights on all OOF rows, and again without each fold to check them on it."""

@@ -4,10 +4,11 @@ report, and write the fitted config (the CLI module only parses arguments)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 import numpy as np
 
-from inference_core.config import SUBMISSION
+from inference_core.config import SubmissionSection
 
 from ..errors import SearchError
 from .blend import BlendSearch, blend_probs, search_blend
@@ -28,26 +29,26 @@ VALUE_NOTE = ("value: how much the OOF {metric} worsens without the model (one p
               "folds group); the kernel's budget plan keeps the most value per second")
 
 
-def _load(args: argparse.Namespace, submission: dict) -> OofSet:
+def _load(args: argparse.Namespace, submission: SubmissionSection) -> OofSet:
     return load_oof_set(parse_oof_args(args.oof), args.labels, args.folds,
-                        submission["classes"], submission["format"] == "multilabel")
+                        submission.classes, submission.format == "multilabel")
 
 
 def blend_search_command(args: argparse.Namespace) -> int:
     metric = get_metric(args.metric)
     raw, base = read_base(args.base)
     if base is not None:
-        submission = base["submission"]
-        if args.format and args.format != submission["format"]:
+        submission = base.ensemble.submission
+        if args.format and args.format != submission.format:
             raise SearchError(f"--format {args.format}: {args.base} says submission.format "
-                              f"{submission['format']}; drop --format or change the config")
+                              f"{submission.format}; drop --format or change the config")
     else:
         fmt = args.format or ("multilabel" if metric.name == "f2" else "multiclass")
-        submission = {name: spec.default for name, spec in SUBMISSION.fields.items()}
-        submission["format"] = fmt
-    mode = args.mode or (base["blend"] if base is not None else "mean")
+        submission = SubmissionSection(format=fmt)
+    mode = args.mode or (base.ensemble.blend if base is not None else "mean")
     oof = _load(args, submission)
-    shifts = oof_weights(base, oof.names, str(args.base))[1] if base is not None else None
+    shifts = oof_weights(base.ensemble, oof.names, str(args.base))[1] if base is not None \
+        else None
     result = search_blend(oof, metric, mode, submission, shifts, args.restarts, args.seed)
     print(format_blend_search(result))
     values = oof_values(oof, result.weights, mode, shifts, metric, submission)
@@ -87,11 +88,12 @@ def format_blend_search(result: BlendSearch) -> str:
 
 def threshold_search_command(args: argparse.Namespace) -> int:
     metric = get_metric(args.metric)
-    raw, config = read_base(args.base)
-    oof = _load(args, config["submission"])
+    raw, base = read_base(args.base)
+    config = base.ensemble
+    oof = _load(args, config.submission)
     weights, shifts = oof_weights(config, oof.names, str(args.base))
-    probs = blend_probs(oof.probs, weights, config["blend"], shifts)
-    result = search_thresholds(probs, oof.truth, oof.folds, metric, config["submission"],
+    probs = blend_probs(oof.probs, weights, config.blend, shifts)
+    result = search_thresholds(probs, oof.truth, oof.folds, metric, config.submission,
                                args.min_support)
     print(format_threshold_search(result, oof.classes))
     chosen = result.chosen
@@ -101,9 +103,10 @@ def threshold_search_command(args: argparse.Namespace) -> int:
               f"rows: {metric.name} {_chosen_score(result):.4f} (was "
               f"{result.baseline_score:.4f})\n{VALUE_NOTE.format(metric=metric.name)}")
     fitted = with_thresholds(raw, threshold, chosen.min_labels, chosen.max_labels)
-    values = oof_values(oof, weights, config["blend"], shifts, metric,
-                        {**config["submission"], "threshold": threshold,
-                         "min_labels": chosen.min_labels, "max_labels": chosen.max_labels})
+    values = oof_values(oof, weights, config.blend, shifts, metric,
+                        dataclasses.replace(config.submission, threshold=chosen.threshold,
+                                            min_labels=chosen.min_labels,
+                                            max_labels=chosen.max_labels))
     print(format_values(values, metric.name))
     write_config(with_values(fitted, values, str(args.base)), args.output, header)
     print(f"wrote {args.output}")

@@ -18,26 +18,29 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from inference_core.config import EnsembleConfig, ModelEntry, SubmissionSection
 from inference_core.errors import ConfigError
+from inference_core.fields import read_schema, to_plain
 
-from ..config import read_yaml, validate_host_config, validate_loaded
+from ..config import HostConfig, read_yaml, validate_host_config, validate_loaded
 from ..errors import SearchError
 from .values import VALUE_DECIMALS, OofValues
 
 
-def entries_of(models: list[dict], names: Sequence[str], source: str) -> dict[str, list[int]]:
+def entries_of(models: Sequence[ModelEntry], names: Sequence[str], source: str
+               ) -> dict[str, list[int]]:
     """Indices of the config's model entries that each OOF name stands for; every entry must
     belong to exactly one name, since the weights are fitted over all of them together."""
     groups: dict[str, list[int]] = {name: [] for name in names}
     for i, entry in enumerate(models):
         owners = [name for name in names
-                  if re.fullmatch(re.escape(name) + r"(_f\d+)?", entry["name"])]
+                  if re.fullmatch(re.escape(name) + r"(_f\d+)?", entry.name)]
         if len(owners) != 1:
             problem = "matches no --oof name" if not owners else \
                 f"matches several --oof names ({', '.join(owners)})"
             raise SearchError(
-                f"{source}: models[{i}] {entry['name']!r} {problem}; pass --oof NAME=PATH for "
-                f"NAME = {entry['name']!r} or its model (entries NAME or NAME_f<k>), or remove "
+                f"{source}: models[{i}] {entry.name!r} {problem}; pass --oof NAME=PATH for "
+                f"NAME = {entry.name!r} or its model (entries NAME or NAME_f<k>), or remove "
                 "the entry")
         groups[owners[0]].append(i)
     for name, indices in groups.items():
@@ -47,7 +50,13 @@ def entries_of(models: list[dict], names: Sequence[str], source: str) -> dict[st
     return groups
 
 
-def read_base(path: Path | None) -> tuple[dict, dict | None]:
+def _entries(raw: dict) -> list[ModelEntry]:
+    """The model entries of a raw config (as written, or as fitted here), read."""
+    return [read_schema(ModelEntry, entry, f"models[{i}]")
+            for i, entry in enumerate(raw["models"])]
+
+
+def read_base(path: Path | None) -> tuple[dict, HostConfig | None]:
     """The base config as written (to keep the user's file) and validated (for its values)."""
     if path is None:
         return {}, None
@@ -56,18 +65,18 @@ def read_base(path: Path | None) -> tuple[dict, dict | None]:
 
 
 def with_weights(raw: dict, names: Sequence[str], weights: Sequence[float], mode: str,
-                 submission: dict, source: str) -> dict:
+                 submission: SubmissionSection, source: str) -> dict:
     """`raw` (a base config, or {}) with the fitted weights and blend mode; without a base, one
     model entry per OOF name and the submission section the weights were fitted for."""
     config = copy.deepcopy(raw)
     if not config:
         config["models"] = [{"name": name, "weight": float(w)}
                             for name, w in zip(names, weights, strict=True)]
-        config["submission"] = {key: value for key, value in submission.items()
+        config["submission"] = {key: value for key, value in to_plain(submission).items()
                                 if key in ("format", "classes", "threshold", "min_labels",
                                            "max_labels") and value is not None}
     else:
-        groups = entries_of(config["models"], names, source)
+        groups = entries_of(_entries(config), names, source)
         for name, weight in zip(names, weights, strict=True):
             for i in groups[name]:
                 config["models"][i]["weight"] = float(weight) / len(groups[name])
@@ -75,13 +84,12 @@ def with_weights(raw: dict, names: Sequence[str], weights: Sequence[float], mode
     return config
 
 
-def entry_folds(entry: dict, name: str) -> int | list[int] | None:
+def entry_folds(entry: ModelEntry, name: str) -> int | tuple[int, ...] | None:
     """The fold(s) whose OOF rows an entry of `--oof NAME` predicted: a `folds:` group's list,
     a NAME_f<k> entry's `fold` (or k); None for the entry named NAME itself."""
-    if entry.get("folds") is not None or entry["name"] == name:
-        return entry.get("folds")
-    fold = entry.get("fold")
-    return int(entry["name"].rsplit("_f", 1)[1]) if fold is None else fold
+    if entry.folds is not None or entry.name == name:
+        return entry.folds
+    return int(entry.name.rsplit("_f", 1)[1]) if entry.fold is None else entry.fold
 
 
 def with_values(config: dict, values: OofValues, source: str) -> dict:
@@ -90,17 +98,18 @@ def with_values(config: dict, values: OofValues, source: str) -> dict:
     entry the value of fold k. A fold with no OOF rows (fold indices that do not match the
     models') cannot be measured: its entries then share NAME's value evenly, as one number."""
     config = copy.deepcopy(config)
-    groups = entries_of(config["models"], values.names, source)
+    entries = _entries(config)
+    groups = entries_of(entries, values.names, source)
     for name, value, per_fold in zip(values.names, values.values, values.fold_values,
                                      strict=True):
-        folds_of = {i: entry_folds(config["models"][i], name) for i in groups[name]}
+        folds_of = {i: entry_folds(entries[i], name) for i in groups[name]}
         measured = all(int(f) in per_fold for folds in folds_of.values() if folds is not None
                        for f in np.atleast_1d(folds))
         for i, folds in folds_of.items():
             entry = config["models"][i]
             if folds is None or not measured:
                 entry["value"] = round(value / len(folds_of), VALUE_DECIMALS)
-            elif isinstance(folds, list):
+            elif isinstance(folds, tuple):
                 entry["value"] = [per_fold[int(f)] for f in folds]
             else:
                 entry["value"] = per_fold[int(folds)]
@@ -115,19 +124,19 @@ def with_thresholds(raw: dict, threshold: float | list[float], min_labels: int,
     return config
 
 
-def oof_weights(config: dict, names: Sequence[str], source: str
+def oof_weights(config: EnsembleConfig, names: Sequence[str], source: str
                 ) -> tuple[list[float], list[float]]:
     """Per OOF name: the summed weight of its entries and their (common) threshold shift."""
-    groups = entries_of(config["models"], names, source)
+    groups = entries_of(config.models, names, source)
     weights, shifts = [], []
     for name in names:
-        entries = [config["models"][i] for i in groups[name]]
-        entry_shifts = {entry["threshold_shift"] for entry in entries}
+        entries = [config.models[i] for i in groups[name]]
+        entry_shifts = {entry.threshold_shift for entry in entries}
         if len(entry_shifts) > 1:
             raise SearchError(f"{source}: the entries of {name!r} have different "
                               f"threshold_shift values {sorted(entry_shifts)}; one OOF file "
                               "can only be blended with one shift, so give them the same")
-        weights.append(sum(entry["weight"] for entry in entries))
+        weights.append(sum(entry.weight for entry in entries))
         shifts.append(entry_shifts.pop())
     return weights, shifts
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inference_core.config import SubmissionSection
 from inference_core.submission import multilabel_mask, rank_order
 
 from ..errors import SearchError
@@ -28,13 +29,13 @@ from ..errors import SearchError
 LOGLOSS_EPS = 1e-15
 
 
-def label_mask(probs: np.ndarray, submission: dict) -> np.ndarray:
+def label_mask(probs: np.ndarray, submission: SubmissionSection) -> np.ndarray:
     """The labels the kernel writes for `probs` (rows x classes), as a boolean mask.
 
     `submission` is the config's submission section: format, threshold (one, or one per class),
     min_labels and max_labels."""
     probs = np.asarray(probs, dtype=np.float64)
-    fmt = submission["format"]
+    fmt = submission.format
     if fmt in ("multiclass", "probabilities"):
         mask = np.zeros(probs.shape, dtype=bool)
         mask[np.arange(len(probs)), np.argmax(probs, axis=1)] = True
@@ -42,8 +43,8 @@ def label_mask(probs: np.ndarray, submission: dict) -> np.ndarray:
     if fmt != "multilabel":
         raise SearchError(f"submission.format {fmt!r}: the label metrics know the labels of "
                           "multiclass and multilabel submissions only; use --metric logloss")
-    return multilabel_mask(probs, rank_order(probs), submission["threshold"],
-                           submission["min_labels"], submission["max_labels"])
+    return multilabel_mask(probs, rank_order(probs), submission.threshold,
+                           submission.min_labels, submission.max_labels)
 
 
 def _f_beta(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, beta: float) -> np.ndarray:
@@ -89,9 +90,10 @@ class Metric:
     greater_is_better: bool
     on_labels: Callable[[np.ndarray, np.ndarray], float] | None = None
 
-    def score(self, probs: np.ndarray, truth: np.ndarray, submission: dict) -> float:
+    def score(self, probs: np.ndarray, truth: np.ndarray, submission: SubmissionSection
+              ) -> float:
         if self.on_labels is None:
-            return logloss(probs, truth, submission["format"] == "multilabel")
+            return logloss(probs, truth, submission.format == "multilabel")
         return self.on_labels(label_mask(probs, submission), truth)
 
     def better(self, a: float, b: float) -> bool:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from inference_core.config import SubmissionSection
 from inference_core.submission import multilabel_mask, rank_order
 
 from ..errors import SearchError
@@ -43,10 +44,11 @@ def _score(rule: Rule, probs: np.ndarray, truth: np.ndarray, metric: Metric,
     return metric.on_labels(mask, truth)
 
 
-def fit_global(probs: np.ndarray, truth: np.ndarray, metric: Metric, base: dict) -> Rule:
+def fit_global(probs: np.ndarray, truth: np.ndarray, metric: Metric, base: SubmissionSection
+               ) -> Rule:
     n_classes = probs.shape[1]
     # The config's own label counts come first, so a tie keeps them.
-    counts = [(base["min_labels"], base["max_labels"])]
+    counts = [(base.min_labels, base.max_labels)]
     counts += [(lo, hi) for lo in MIN_LABELS if lo <= n_classes
                for hi in (None, *[k for k in MAX_LABELS if k < n_classes])
                if (hi is None or lo <= hi) and (lo, hi) != counts[0]]
@@ -110,19 +112,18 @@ class ThresholdSearch:
 
 
 def search_thresholds(probs: np.ndarray, truth: np.ndarray, folds: np.ndarray, metric: Metric,
-                      submission: dict, min_support: int = 20) -> ThresholdSearch:
+                      submission: SubmissionSection, min_support: int = 20
+                      ) -> ThresholdSearch:
     """`submission` is the config's submission section; its rule is the baseline."""
-    if submission["format"] != "multilabel":
-        raise SearchError(f"submission.format is {submission['format']!r}; threshold search is "
+    if submission.format != "multilabel":
+        raise SearchError(f"submission.format is {submission.format!r}; threshold search is "
                           "for multilabel submissions (multiclass takes the argmax)")
     if metric.name == "logloss":
         raise SearchError("--metric logloss: thresholds do not change the log loss; use f2, "
                           "macro_f1 or accuracy")
     if min_support < 1:
         raise SearchError(f"--min-support {min_support}: must be at least 1")
-    threshold = submission["threshold"]
-    baseline = Rule(tuple(threshold) if isinstance(threshold, list) else threshold,
-                    submission["min_labels"], submission["max_labels"])
+    baseline = Rule(submission.threshold, submission.min_labels, submission.max_labels)
 
     def fit(rows: np.ndarray) -> tuple[Rule, Rule, np.ndarray]:
         eligible = truth[rows].sum(axis=0) >= min_support

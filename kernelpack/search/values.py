@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from inference_core.blend import BlendAccumulator
+from inference_core.config import SubmissionSection
 from inference_core.fallback import FallbackPrior
 
 from .metrics import Metric
@@ -40,7 +41,7 @@ class OofValues:
 
 
 def blended_score(oof: OofSet, weights: Sequence[float], mode: str, shifts: Sequence[float],
-                  metric: Metric, submission: dict,
+                  metric: Metric, submission: SubmissionSection,
                   present: Sequence[np.ndarray | None] | None = None) -> float:
     """The metric of the kernel's blend of the OOF set; with `present`, name i is in the blend
     only on the rows where `present[i]` (a boolean mask; None: every row) is true."""
@@ -57,7 +58,7 @@ def blended_score(oof: OofSet, weights: Sequence[float], mode: str, shifts: Sequ
 
 
 def oof_values(oof: OofSet, weights: Sequence[float], mode: str, shifts: Sequence[float] | None,
-               metric: Metric, submission: dict) -> OofValues:
+               metric: Metric, submission: SubmissionSection) -> OofValues:
     """Every name's value and, with folds, every fold's value (rounded as written)."""
     shifts = list(shifts) if shifts is not None else [0.0] * len(oof.names)
     sign = 1.0 if metric.greater_is_better else -1.0

@@ -13,28 +13,38 @@ import sys
 from inference_core.runner import main
 from inference_core.wheel_install import WheelInstallError, install_wheel_datasets
 
-CONFIG = json.loads(__KERNELPACK_CONFIG_JSON__)
-KEY = __KERNELPACK_KEY__
-USER_CODE = __KERNELPACK_USER_CODE__
+# Filled in by `kernelpack build` (kernelpack/kernel/build.py's render_entry); the defaults only
+# let this module be imported and tested.
+CONFIG = json.loads("{}")  # kernelpack: fill
+KEY = None  # kernelpack: fill
+USER_CODE = []  # kernelpack: fill
 
-# Attached wheel datasets (`kernelpack wheels`) are installed first: the user's code may import
-# their packages.
-try:
-    install_wheel_datasets(CONFIG.get("input_roots"), log=lambda line: print(line, flush=True))
-except WheelInstallError as exc:
-    print(f"kernel error: {exc}", file=sys.stderr, flush=True)
-    sys.exit(1)
 
-if USER_CODE:
-    from inference_core.errors import UserCodeError
-    from inference_core.model_factory import import_modules
-
+def prepare_and_run(config: dict, key: bytes | None, user_code: list[str]) -> int:
+    """Install the attached wheel datasets, import the user's code, predict; the exit code. A
+    failure before the prediction is one `kernel error:` line on stderr and exit code 1."""
+    # Attached wheel datasets (`kernelpack wheels`) are installed first: the user's code may
+    # import their packages.
     try:
-        import_modules(USER_CODE)
-    except UserCodeError as exc:  # one line, as `main` reports its own errors
+        install_wheel_datasets(config.get("input_roots"), log=lambda line: print(line, flush=True))
+    except WheelInstallError as exc:
         print(f"kernel error: {exc}", file=sys.stderr, flush=True)
-        sys.exit(1)
+        return 1
 
-exit_code = main(CONFIG, key=KEY)
-if exit_code:
-    sys.exit(exit_code)
+    if user_code:
+        from inference_core.errors import UserCodeError
+        from inference_core.model_factory import import_modules
+
+        try:
+            import_modules(user_code)
+        except UserCodeError as exc:  # one line, as `main` reports its own errors
+            print(f"kernel error: {exc}", file=sys.stderr, flush=True)
+            return 1
+
+    return main(config, key=key)
+
+
+if __name__ == "__main__":  # the bundle runs its entry as __main__
+    exit_code = prepare_and_run(CONFIG, KEY, USER_CODE)
+    if exit_code:
+        sys.exit(exit_code)

@@ -21,6 +21,7 @@ from inference_core.kpenc import (
     KEY_SIZE,
     KpencError,
     KpencHeader,
+    KpencManifest,
     decrypt_chunks,
 )
 from inference_core.model_config import ModelConfig
@@ -69,7 +70,7 @@ def keygen(path: str | os.PathLike) -> Path:
 
 
 def manifest_for(checkpoint_path: Path, name: str | None, fold: int | None,
-                 progress: bool = False) -> dict:
+                 progress: bool = False) -> KpencManifest:
     """The public manifest, from the checkpoint itself (its plain fields, read without torch; a
     checkpoint that needs pickled code is refused here, as torch.load(weights_only=True) does).
     Hashing reads the whole file: `progress` shows it as a byte bar, once the config passed."""
@@ -78,17 +79,10 @@ def manifest_for(checkpoint_path: Path, name: str | None, fold: int | None,
     with byte_bar(checkpoint_path.stat().st_size, f"hash {checkpoint_path.name}",
                   progress) as bar:
         digest = sha256_with_progress(checkpoint_path, bar)
-    return {
-        "name": name or config.name or checkpoint_path.stem,
-        "fold": fold if fold is not None else config.fold,
-        "arch": config.arch,
-        "num_classes": config.num_classes,
-        "input_size": config.input_size,
-        "resize": config.resize,
-        "mean": list(config.mean) if config.mean else None,
-        "std": list(config.std) if config.std else None,
-        "sha256": digest,
-    }
+    return KpencManifest(name=name or config.name or checkpoint_path.stem,
+                         fold=fold if fold is not None else config.fold, arch=config.arch,
+                         num_classes=config.num_classes, input_size=config.input_size,
+                         resize=config.resize, mean=config.mean, std=config.std, sha256=digest)
 
 
 def encrypt_checkpoint(checkpoint: str | os.PathLike, key: bytes, output: str | os.PathLike, *,
@@ -107,7 +101,8 @@ def encrypt_checkpoint(checkpoint: str | os.PathLike, key: bytes, output: str | 
 
 
 def encrypt_file(source: str | os.PathLike, key: bytes, output: str | os.PathLike,
-                 manifest: dict, chunk_size: int = DEFAULT_CHUNK_SIZE, bar: Any = None) -> dict:
+                 manifest: KpencManifest, chunk_size: int = DEFAULT_CHUNK_SIZE, bar: Any = None
+                 ) -> dict:
     """Seal any file into a .kpenc container with `manifest`; returns the header written (its
     JSON object). The container is written mode 0600 and appears only once complete. `bar`: a
     byte bar (`progress.byte_bar`) that the plaintext read advances."""

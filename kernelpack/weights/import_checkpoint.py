@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from inference_core.checkpoint import WeightMismatch, build_model, save_checkpoint
-from inference_core.model_config import PREPROCESS_FIELDS, ModelConfig
+from inference_core.model_config import ModelConfig
 
 from ..errors import CheckpointImportError
 
@@ -93,7 +93,7 @@ def _model_config(arch: str, num_classes: int, name: str, fold: int | None,
         fields[key] = value
     config = ModelConfig.from_checkpoint(
         {"arch": arch, "num_classes": num_classes, "config": fields}, where)
-    if all(getattr(config, key) is None for key in PREPROCESS_FIELDS):
+    if config.preprocess is None:
         raise CheckpointImportError(
             f"{where}: says nothing about the model's input; give input_size (with mean, std, "
             "resize or a preprocess recipe) in --config FILE, as the model was trained")
@@ -266,9 +266,9 @@ def _explaining_prefix(mismatch: WeightMismatch) -> str | None:
 
 def _check_forward(model: nn.Module, config: ModelConfig, source: Path) -> tuple[int, ...]:
     """Run a dummy batch, prepared as the kernel prepares images, through the model."""
-    from inference_core.preprocess import to_tensor, validate_preprocess
+    from inference_core.transforms import to_tensor
 
-    preprocess = validate_preprocess(config.to_dict(), str(source))
+    preprocess = config.required_preprocess(str(source))
     side = config.input_size or DUMMY_SIDE
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (side, side, 3), dtype=np.uint8) for _ in range(DUMMY_BATCH)]

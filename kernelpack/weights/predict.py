@@ -11,6 +11,7 @@ entry (a model, or all folds of a folds group; out-of-fold with each row's fold)
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from inference_core.blend import BlendAccumulator
+from inference_core.config import EnsembleConfig
 from inference_core.data import TestSet, resolve_test_set
 from inference_core.predict import Member
 from inference_core.runner import discover, load_ensemble, prepared_batches
@@ -38,18 +40,18 @@ class HostPrediction:
     per_group: dict[str, np.ndarray] = field(default_factory=dict)  # config entry -> its blend
 
 
-def _test_set(config: dict, images: Path, sample: Path | None) -> TestSet:
+def _test_set(config: EnsembleConfig, images: Path, sample: Path | None) -> TestSet:
     if not images.is_dir():
         raise PredictError(f"--images {images}: not a folder; pass the folder of test images")
     if sample is not None and not sample.is_file():
         raise PredictError(f"--sample {sample}: file not found; pass the sample submission CSV "
                            "whose id column orders the rows, or leave it out")
-    test = {**config["test"], "images": str(images.resolve()),
-            "sample_submission": str(sample.resolve()) if sample else None}
-    return resolve_test_set(test, Path.cwd(), config["submission"]["id_column"])
+    test = dataclasses.replace(config.test, images=str(images.resolve()),
+                               sample_submission=str(sample.resolve()) if sample else None)
+    return resolve_test_set(test, Path.cwd(), config.submission.id_column)
 
 
-def predict_images(config: dict, images: Path, sample: Path | None = None,
+def predict_images(config: EnsembleConfig, images: Path, sample: Path | None = None,
                    model_roots: Sequence[Path] = (), key: bytes | None = None,
                    per_model: bool = False, folds: Path | None = None,
                    log: Callable[[str], None] = print, progress: bool = True) -> HostPrediction:
@@ -64,8 +66,8 @@ def predict_images(config: dict, images: Path, sample: Path | None = None,
         if not Path(root).is_dir():
             raise PredictError(f"--models {root}: not a folder; pass a folder that holds the "
                                "checkpoints (searched recursively)")
-    roots = [str(root) for root in model_roots] or config["input_roots"]
-    discovery = discover(config["models"], roots, log)
+    roots = [str(root) for root in model_roots] or config.input_roots
+    discovery = discover(config, roots, log)
     test_set = _test_set(config, Path(images), sample)
     fold_of_row = None if folds is None else read_folds(Path(folds), len(test_set))
     log(f"images: {len(test_set)} in {images}")
@@ -79,18 +81,18 @@ def predict_images(config: dict, images: Path, sample: Path | None = None,
                disable=not progress)
     with torch.inference_mode():
         for (begin, end), prepared in prepared_batches(ensemble.predictor, test_set, config,
-                                                       first=config["batch_size"]):
+                                                       first=config.batch_size):
             if prepared.errors:
                 raise PredictError(f"{prepared.errors[0]}; the kernel would write a fallback "
                                    "row for it, which no reference matches: fix or remove it")
-            blend = BlendAccumulator(end - begin, n_classes, config["blend"])
+            blend = BlendAccumulator(end - begin, n_classes, config.blend)
             per_member = {m: array[begin:end] for m, array in enumerate(member_probs)}
             ensemble.predictor.predict(prepared, every_view, blend,
                                        per_member=per_member if per_model else None)
             probs[begin:end] = blend.result()
             bar.update(end - begin)
     bar.close()
-    by_group = _per_model(members, member_probs, config["blend"], fold_of_row, test_set, log) \
+    by_group = _per_model(members, member_probs, config.blend, fold_of_row, test_set, log) \
         if per_model else {}
     return HostPrediction(list(test_set.ids), probs, ensemble.classes, by_group)
 

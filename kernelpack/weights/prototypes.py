@@ -7,10 +7,11 @@ The input is a trained embedding model, either
 - a prototype checkpoint (`prototype:<backbone>`, `prototype_cnn`), whose prototypes (empty, or
   from other images) are replaced; its head settings are kept unless --metric/--temperature say.
 Each training image is decoded and prepared by the checkpoint's own `Preprocess`, exactly as the
-kernel prepares test images (`inference_core.preprocess`), and embedded by the output model's
-own `embed`. Per class, running sums (float64) of the embeddings are kept, never the embeddings:
-a prototype is the mean embedding (sqeuclidean) or the normalised mean of the normalised
-embeddings (cosine). The classes are the CSV's labels, sorted (as integers when all are).
+kernel prepares test images (`inference_core.decode`, `inference_core.transforms`), and embedded
+by the output model's own `embed`. Per class, running sums (float64) of the embeddings are kept,
+never the embeddings: a prototype is the mean embedding (sqeuclidean) or the normalised mean of
+the normalised embeddings (cosine). The classes are the CSV's labels, sorted (as integers when
+all are).
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from tqdm.auto import tqdm
 from inference_core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from inference_core.config import DEFAULT_CLASS_CHUNK
 from inference_core.data import image_file
+from inference_core.decode import decode_image
 from inference_core.errors import TestSetError
 from inference_core.model_config import ModelConfig
 from inference_core.model_factory import PROTOTYPE_PREFIX, create_model
 from inference_core.predict import prefetch, same_shape_batches
-from inference_core.preprocess import Preprocess, decode_image, to_tensor
+from inference_core.preprocess import Preprocess
 from inference_core.prototypes import HEAD_KWARGS, PrototypeNet
+from inference_core.transforms import to_tensor
 
 from ..errors import PrototypeError
 
@@ -119,7 +122,7 @@ def read_embedding_model(path: Path, metric: str | None, temperature: float | No
     name = str(path)
     checkpoint = load_checkpoint(path, name)
     config = ModelConfig.from_checkpoint(checkpoint, name)
-    model = model_from_checkpoint(checkpoint, name)
+    model = model_from_checkpoint(checkpoint, name, config)
     overrides = {key: value for key, value in (("metric", metric), ("temperature", temperature))
                  if value is not None}
     if isinstance(model, PrototypeNet):
@@ -158,7 +161,7 @@ def build_prototypes(checkpoint: Path, images: Path, labels: Path, output: Path,
     """Embed every training image listed in `labels`, average per class, and write the
     checkpoint with the `prototypes` buffer (in `dtype`) and the classes to `output`."""
     source = read_embedding_model(checkpoint, metric, temperature)
-    preprocess = Preprocess.from_checkpoint_config(source.config.to_dict(), str(checkpoint))
+    preprocess = source.config.required_preprocess(str(checkpoint))
     rows = read_labels(labels, id_column, label_column)
     paths = image_paths(images, rows.ids, extension, labels)
     model = create_model(source.arch, len(rows.classes), **source.model_kwargs)

@@ -26,6 +26,7 @@ from inference_core.kpenc import (
     VERSION,
     KpencError,
     KpencHeader,
+    KpencManifest,
     decrypt_bytes,
     key_id,
 )
@@ -58,7 +59,8 @@ def _read_or_kpenc_error(path: Path) -> None:
 def sealed_bytes(tmp_path_factory) -> bytes:
     folder = tmp_path_factory.mktemp("sealed")
     (folder / "plain.bin").write_bytes(os.urandom(100))
-    encrypt_file(folder / "plain.bin", KEY, folder / "m.kpenc", {"name": "m", "fold": 0}, 32)
+    encrypt_file(folder / "plain.bin", KEY, folder / "m.kpenc", KpencManifest(name="m", fold=0),
+                 32)
     return (folder / "m.kpenc").read_bytes()
 
 

@@ -10,6 +10,9 @@ from kaggle_helpers import USER, kaggle_world
 
 from kernelpack.kernel.build import build_kernel, embeds_key
 
+# Every test here starts the local Kaggle service (half a second to stop it alone).
+pytestmark = pytest.mark.slow
+
 KEY = bytes(range(32))
 CONFIG = f"""\
 models: [{{name: a}}]

@@ -127,6 +127,7 @@ def _start_run_local(tmp_path: Path) -> tuple[subprocess.Popen, int]:
     return process, int(pid_file.read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL])
 def test_stopping_run_local_stops_its_kernel(tmp_path, stop):
     process, kernel_pid = _start_run_local(tmp_path)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shutil
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -15,8 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from inference_core.config import EnsembleConfig
+from inference_core.decode import MAX_IMAGE_PIXELS, decode_image
 from inference_core.errors import TestSetError
-from inference_core.preprocess import MAX_IMAGE_PIXELS, decode_image
 from inference_core.runner import run_kernel
 
 # The kernel silences PIL's bomb warning once (its own check says more); pytest resets warning
@@ -97,6 +100,7 @@ def hostile_test_set(digits_input, tmp_path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_a_large_scan_is_decoded_and_a_bomb_is_one_fallback_row(hostile_test_set, tmp_path):
     # ~10 s: one 15000 x 15000 image is decoded for real; that is the case under test.
     config = {"models": [{"name": "cnn_f0"}, {"name": "cnn_f1"}],
@@ -106,7 +110,8 @@ def test_a_large_scan_is_decoded_and_a_bomb_is_one_fallback_row(hostile_test_set
     work = tmp_path / "working"
     work.mkdir()
     lines: list[str] = []
-    summary = run_kernel(config, working_dir=work, log=lines.append, progress=False)
+    summary = run_kernel(EnsembleConfig.from_dict(config), working_dir=work, log=lines.append,
+                         progress=False)
     submission = pd.read_csv(work / "submission.csv", dtype=str)
     expected = sorted(p.stem for p in (hostile_test_set / "comp" / "test").glob("*.png"))
     assert sorted(submission["id"]) == expected and submission["label"].notna().all()
@@ -116,3 +121,37 @@ def test_a_large_scan_is_decoded_and_a_bomb_is_one_fallback_row(hostile_test_set
     assert any("bomb.png" in w and "cannot decode image" in w for w in warnings)
     assert any("half-bomb.png" in w and "pixels is above" in w for w in warnings)
     assert not any("herbarium" in w for w in warnings)
+
+
+PROCESS_STATE_PROBE = """
+import sys, warnings
+from pathlib import Path
+import numpy, torch  # they install warning filters of their own on import
+from PIL import Image
+
+before = (Image.MAX_IMAGE_PIXELS, list(warnings.filters))
+import inference_core.decode, inference_core.predict, inference_core.preprocess
+import inference_core.transforms
+assert (Image.MAX_IMAGE_PIXELS, list(warnings.filters)) == before, "state set on import"
+
+warnings.simplefilter("error")  # PIL's bomb warning would now fail the decode
+from inference_core.decode import MAX_IMAGE_PIXELS, decode_image
+from inference_core.errors import TestSetError
+try:
+    decode_image(Path(sys.argv[1]))
+except TestSetError as exc:
+    print(exc)
+assert Image.MAX_IMAGE_PIXELS == MAX_IMAGE_PIXELS
+"""
+
+
+def test_importing_sets_no_process_state_and_the_first_decode_allows_large_images(tmp_path):
+    # A header of 14000 x 13000 pixels: twice PIL's default limit, so PIL refuses to open it
+    # unless the limit was raised first; its data is cut short, so decoding fails after that.
+    path = bomb_png(tmp_path / "large.png", 14_000, 13_000)
+    assert 2 * 89_478_485 < 14_000 * 13_000 <= MAX_IMAGE_PIXELS
+    done = subprocess.run([sys.executable, "-c", PROCESS_STATE_PROBE, str(path)],
+                          capture_output=True, text=True, cwd=Path(__file__).parents[2],
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "large.png: cannot decode image (image file is truncated" in done.stdout

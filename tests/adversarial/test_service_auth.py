@@ -19,6 +19,9 @@ from kaggle_helpers import (
 from kernelpack.kaggle.service import add_competition
 from kernelpack.kaggle.session import KaggleSession
 
+# Every test here starts the local Kaggle service (half a second to stop it alone).
+pytestmark = pytest.mark.slow
+
 NO_AUTH_NEEDED = {"IntrospectToken"}       # how a client signs in with a token
 
 

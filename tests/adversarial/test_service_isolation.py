@@ -11,7 +11,9 @@ from kernelpack.kaggle.service import add_competition
 from kernelpack.kaggle.service.run_queue import isolation
 from kernelpack.kaggle.session import KaggleSession
 
-pytestmark = pytest.mark.skipif(not isolation()[0], reason="no namespaces here: " + isolation()[1])
+pytestmark = [pytest.mark.slow,  # a kernel run by the local Kaggle service
+              pytest.mark.skipif(not isolation()[0],
+                                 reason="no namespaces here: " + isolation()[1])]
 
 OTHER, OTHER_KEY = "other-user", "other-key"
 

@@ -40,6 +40,7 @@ def _versions(world, slug: str) -> list[dict[str, str]]:
     return [{f["name"]: f["sha256"][:8] for f in v["files"]} for v in record["versions"]]
 
 
+@pytest.mark.slow
 def test_two_racing_pushes_of_one_new_dataset_lose_nothing_silently(world, tmp_path,
                                                                     monkeypatch):
     # Both pushes ask "does it exist?" before either creates it: the race, made certain.
@@ -80,6 +81,7 @@ def test_two_racing_pushes_of_one_new_dataset_lose_nothing_silently(world, tmp_p
     assert again.version == 2 and set(_versions(world, "shared-data")[1]) == {f"{lost}.bin"}
 
 
+@pytest.mark.slow
 def test_uploads_nobody_claims_are_deleted_after_their_time(world, tmp_path):
     folder = write_files(tmp_path / "orphan-data", {"w.bin": b"w" * 1000})
     # The upload arrives, then the create is refused (the service answers 500 for it).
@@ -97,6 +99,7 @@ def test_uploads_nobody_claims_are_deleted_after_their_time(world, tmp_path):
                                                                  "orphan-data").exists()
 
 
+@pytest.mark.slow
 def test_a_run_that_breaks_the_service_is_an_error_and_the_queue_goes_on(world, tmp_path,
                                                                           monkeypatch):
     # A fault no real input makes: reading the run's sources raises what nothing expects.
@@ -139,6 +142,7 @@ def _run_state(root: Path) -> str:
                      if path.is_file() else f"{path.name}: missing" for path in (record, log))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
                          ids=lambda number: number.name)
 def test_stopping_serve_kaggle_stops_the_kernels_it_started(tmp_path, stop):
@@ -196,6 +200,7 @@ def test_a_malformed_serve_kaggle_option_is_one_line(tmp_path, args, problem):
     assert err.getvalue().startswith("kernelpack: error: ") and problem in err.getvalue()
 
 
+@pytest.mark.slow
 def test_without_namespaces_a_run_falls_back_to_linked_sources(world, tmp_path, monkeypatch):
     from kernelpack.kaggle.service import run_queue
 
@@ -211,6 +216,7 @@ def test_without_namespaces_a_run_falls_back_to_linked_sources(world, tmp_path, 
                         "fallback-data").is_symlink()
 
 
+@pytest.mark.slow
 def test_an_output_link_is_neither_listed_nor_served_nor_scored(world, tmp_path):
     labels = tmp_path / "solution.csv"
     labels.write_text("id,label\na,1\n")

@@ -12,6 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kaggle_helpers import KEY, USER, kaggle_world
 
+# Every test here starts the local Kaggle service (half a second to stop it alone).
+pytestmark = pytest.mark.slow
+
 AUTH = "Basic " + base64.b64encode(f"{USER}:{KEY}".encode()).decode()
 RPC = "/api/v1/datasets.DatasetApiService/"
 

@@ -14,6 +14,8 @@ import shutil
 import time
 from pathlib import Path
 
+from inference_core.config import SUBMISSION_FILE
+
 from ...errors import KaggleServiceError
 from .kernels import Kernels, regular_file_in
 from .run_queue import Runner, RunStopped
@@ -92,7 +94,7 @@ class Competitions:
             raise ApiError(403, f"{owner}/{kernel_slug} is not yours; copy it to your account "
                                 "and submit your own version")
         version = self.kernels.version(record, request.get("kernelVersion"))
-        file_name = check_name(request.get("fileName") or "submission.csv", "file name")
+        file_name = check_name(request.get("fileName") or SUBMISSION_FILE, "file name")
         ref_text = f"{owner}/{kernel_slug} version {version['number']}"
         if self.limits(user, request, base_url)["numAllowedNow"] == 0:
             raise ApiError(429, f"daily limit of {DAILY_SUBMISSIONS} submissions to {slug} "
