@@ -5,7 +5,9 @@ An arch is one of three kinds of name:
   `@register_model`); the families live in `inference_core.archs`;
 - `timm.<model name>`: `timm.create_model(name, pretrained=False, num_classes=N, **kwargs)`;
 - `package.module:callable`, the user's own code (bundled with `kernelpack build --code`),
-  called as `callable(num_classes=N, **kwargs)`;
+  called as `callable(num_classes=N, **kwargs)`; only code imported with `import_modules` (what
+  --code does, on the host and in the kernel) qualifies: a checkpoint is data and never chooses
+  other code to run;
 - `prototype:<any of the above>`: that backbone with `embedding_dim` outputs under a prototype
   head of N classes (`inference_core.prototypes`; takes precedence over a module `prototype`).
 Every one returns an `nn.Module` with random weights and its classification head sized for
@@ -18,6 +20,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
+import importlib.util
 import re
 from collections.abc import Sequence
 from types import ModuleType
@@ -34,6 +37,8 @@ TIMM_PREFIX = "timm."
 PROTOTYPE_PREFIX = "prototype:"
 # `package.module:callable` (the callable may be an attribute path, `module:Class.build`).
 _IMPORT_STRING = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+# The user's own top-level modules (`import_modules`): the only code an import-string arch may call.
+_USER_CODE: set[str] = set()
 # Keyword arguments that would fetch or read weights: a checkpoint brings its own.
 _WEIGHT_KWARGS = ("pretrained", "checkpoint_path")
 
@@ -62,11 +67,17 @@ def _import(module: str, subject: str, error: type[KernelError]) -> ModuleType:
 
 
 def import_modules(names: Sequence[str]) -> None:
-    """Import the user's own modules (`--code`), so that their `@register_model` calls run.
+    """Import the user's own modules (`--code`), so that their `@register_model` calls run, and
+    make their callables the only ones a `package.module:callable` arch may name.
 
     A module that fails to import raises UserCodeError naming it, the cause and the fix."""
     for name in names:
         _import(name, "user code", UserCodeError)
+        _USER_CODE.add(name)
+
+
+def _is_user_code(module: str) -> bool:
+    return any(module == name or module.startswith(f"{name}.") for name in _USER_CODE)
 
 
 def _register_families() -> None:
@@ -116,10 +127,30 @@ def _import_builder(arch: str) -> ModelBuilder:
         raise UnknownArchError(f"unknown architecture {arch!r}: not a valid import string; "
                                "write package.module:callable")
     module_name, attribute = arch.split(":")
+    # Checkpoints are data: an arch may call the user's own code, never whatever else is
+    # importable (`torch.hub:load`, `logging:basicConfig`), and is checked before any import.
+    if not _is_user_code(module_name):
+        top = module_name.split(".")[0]
+        if importlib.util.find_spec(top) is None:  # finds a top-level name without running it
+            raise UnknownArchError(
+                f"unknown architecture {arch!r}: module {module_name!r} not found; add --code "
+                f"PATH, the folder of package {top!r} (or its module file), to kernelpack build "
+                "(or list it in kernel.code) and to the host commands")
+        raise UnknownArchError(
+            f"architecture {arch!r}: module {module_name!r} is not code you passed with --code; "
+            "an arch names a registered architecture, timm.<name> or a callable in your own "
+            "code (kernelpack build --code PATH, kernel.code in the config, the host commands' "
+            "--code)")
     target = module = _import(module_name, f"unknown architecture {arch!r}",
                                      UnknownArchError)
     for part in attribute.split("."):
         target = getattr(target, part, None)
+    if callable(target) and not _is_user_code(getattr(target, "__module__", None) or ""):
+        # `pkg.net:torch.hub.load` or a name the module imported from elsewhere
+        raise UnknownArchError(
+            f"architecture {arch!r}: {attribute!r} is not defined in your own code (it comes "
+            f"from {getattr(target, '__module__', None)!r}); name a function or class that "
+            f"{module_name!r} defines")
     if not callable(target):
         found = [name for name, value in vars(module).items()
                  if callable(value) and not name.startswith("_")]

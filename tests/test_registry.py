@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from inference_core.errors import UnknownArchError
-from inference_core.model_factory import create_model, list_models
+from inference_core.model_factory import create_model, import_modules, list_models
 from inference_core.registry import register_model
 
 
@@ -119,6 +119,7 @@ def user_module(tmp_path, monkeypatch):
             return "a string"
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
+    import_modules(["kp_user_archs"])  # what --code does
     yield "kp_user_archs"
     sys.modules.pop("kp_user_archs", None)
 
@@ -148,3 +149,42 @@ def test_a_bad_import_string_is_one_line_naming_the_arch_and_the_fix(user_module
         create_model(arch, num_classes=3)
     assert str(info.value).startswith(expected)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("arch, expected", [
+    # importable, but not the user's: refused before anything is imported or called
+    ("logging:basicConfig", "architecture 'logging:basicConfig': module 'logging' is not code "
+                            "you passed with --code"),
+    ("torch.hub:load", "architecture 'torch.hub:load': module 'torch.hub' is not code you "
+                       "passed with --code"),
+    ("prototype:torch.hub:load", "architecture 'torch.hub:load': module 'torch.hub' is not "
+                                 "code you passed with --code"),
+    # the user's module, but a callable it only imported from elsewhere
+    ("kp_user_archs:nn.Linear", "architecture 'kp_user_archs:nn.Linear': 'nn.Linear' is not "
+                                "defined in your own code (it comes from "
+                                "'torch.nn.modules.linear')"),
+])
+def test_an_arch_calls_only_the_users_own_code(user_module, tmp_path, arch, expected):
+    target = tmp_path / "truncated.log"
+    target.write_text("kept")
+    with pytest.raises(UnknownArchError) as info:
+        create_model(arch, num_classes=3, filename=str(target), filemode="w",
+                     embedding_dim=4) if arch.startswith("prototype:") else \
+            create_model(arch, num_classes=3, filename=str(target), filemode="w")
+    assert str(info.value).startswith(expected) and "\n" not in str(info.value)
+    assert target.read_text() == "kept"
+
+
+def test_a_checkpoint_naming_other_code_is_refused_by_name(tmp_path):
+    from inference_core.checkpoint import load_checkpoint, model_from_checkpoint
+
+    path = tmp_path / "evil.pt"
+    torch.save({"arch": "torch.hub:load", "num_classes": 2, "state_dict": {},
+                "config": {"model_kwargs": {"repo_or_dir": str(tmp_path), "model": "x",
+                                            "source": "local"}}}, path)
+    (tmp_path / "hubconf.py").write_text("open(__file__ + '.ran', 'w').close()\nx = None\n")
+    with pytest.raises(Exception) as info:
+        model_from_checkpoint(load_checkpoint(path), "evil.pt")
+    assert str(info.value).startswith("evil.pt: ") and "not code you passed with --code" in \
+        str(info.value)
+    assert not (tmp_path / "hubconf.py.ran").exists()
