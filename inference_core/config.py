@@ -25,7 +25,6 @@ from .fields import (
     fraction,
     inside_pattern,
     integer,
-    label,
     list_of,
     number,
     optional,
@@ -37,6 +36,7 @@ from .fields import (
     shown,
     string,
     to_plain,
+    unique_labels,
 )
 
 SUBMISSION_FORMATS = ("multiclass", "multilabel", "topk", "probabilities")
@@ -168,12 +168,23 @@ class SubmissionSection:
                           hint=f"one of {', '.join(SUBMISSION_FORMATS)}")
     id_column: str = checked(string, default="id")
     label_column: str = checked(string, default="label")
-    classes: tuple[str | int, ...] | None = checked(optional(list_of(label)), default=None)
+    classes: tuple[str | int, ...] | None = checked(optional(unique_labels), default=None)
     threshold: float | tuple[float, ...] = checked(_threshold, default=0.5)
     min_labels: int = checked(integer(0, MAX_COUNT), default=1)
     max_labels: int | None = checked(optional(integer(1, MAX_COUNT)), default=None)
     k: int = checked(integer(1, MAX_COUNT), default=5)  # topk: the k best labels, best first
     file: str = checked(output_file, default=SUBMISSION_FILE)
+
+    def __post_init__(self) -> None:
+        if self.max_labels is not None and self.max_labels < self.min_labels:
+            raise fail("submission.max_labels", f"{self.max_labels} is below min_labels "
+                                                f"{self.min_labels}; no row could satisfy both, "
+                                                "raise max_labels or lower min_labels")
+        if (isinstance(self.threshold, tuple) and self.classes is not None
+                and len(self.threshold) != len(self.classes)):
+            raise fail("submission.threshold", f"{len(self.threshold)} thresholds for "
+                                               f"{len(self.classes)} classes; give one per "
+                                               "class, in the order of classes")
 
 
 @dataclass(frozen=True, kw_only=True)

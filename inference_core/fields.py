@@ -140,6 +140,18 @@ def label(value: Any, where: str) -> str | int:
     return value
 
 
+def unique_labels(value: Any, where: str) -> list[str | int]:
+    """A non-empty list of class labels, each given once (one output, one label)."""
+    labels = list_of(label)(list(value) if isinstance(value, tuple) else value, where)
+    first: dict[str | int, int] = {}
+    for j, item in enumerate(labels):
+        if item in first:
+            raise fail(where, f"labels must be unique; {shown(item)} is listed at [{first[item]}] "
+                              f"and [{j}]")
+        first[item] = j
+    return labels
+
+
 def boolean(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
         raise fail(where, f"must be true or false, got {shown(value)}")

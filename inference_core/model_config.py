@@ -34,13 +34,13 @@ from .fields import (
     checked,
     choice,
     integer,
-    label,
     list_of,
     number,
     optional,
     read_schema,
     string,
     to_plain,
+    unique_labels,
 )
 from .preprocess import Preprocess, missing_input_size, validate_preprocess
 
@@ -90,13 +90,6 @@ def _channels(value: Any, where: str) -> tuple[float, ...]:
     return tuple(list_of(number())(list(value) if isinstance(value, tuple) else value, where))
 
 
-def _labels(value: Any, where: str) -> tuple:
-    labels = list_of(label)(list(value) if isinstance(value, tuple) else value, where)
-    if len(set(labels)) != len(labels):
-        raise ConfigError(f"{where}: labels must be unique, got {labels!r}")
-    return tuple(labels)
-
-
 # The fields that say how an image becomes the model's input.
 _PREPROCESS_FIELDS = ("input_size", "resize", "mean", "std", "preprocess")
 
@@ -114,7 +107,7 @@ class SavedConfig:
     std: tuple[float, ...] | None = checked(optional(_channels), default=None)
     preprocess: dict | None = checked(optional(_plain_mapping), default=None)
     activation: str | None = checked(optional(choice(*ACTIVATIONS)), default=None)
-    classes: tuple[str | int, ...] | None = checked(optional(_labels), default=None)
+    classes: tuple[str | int, ...] | None = checked(optional(unique_labels), default=None)
     model_kwargs: dict = checked(_model_kwargs, default=dict)
 
     def to_dict(self) -> dict:

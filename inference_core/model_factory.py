@@ -64,6 +64,10 @@ def _import(module: str, subject: str, error: type[KernelError]) -> ModuleType:
     except Exception as exc:  # the user's code can raise anything while it is imported
         raise error(f"{subject}: importing {module!r} failed ({_describe(exc)}); fix that "
                     "module") from None
+    except SystemExit as exc:  # a script's `sys.exit()` at import would end the command silently
+        raise error(f"{subject}: importing {module!r} called sys.exit({exc.code!r}); a module "
+                    "passed with --code must not exit when imported (guard the script part with "
+                    "`if __name__ == \"__main__\":`)") from None
 
 
 def import_modules(names: Sequence[str]) -> None:

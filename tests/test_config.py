@@ -202,3 +202,17 @@ def test_bad_tta_ops_are_named_with_the_fix(tta, message):
     assert str(info.value).startswith(message)
     with pytest.raises(ConfigError, match=r"^tta_blend: must be one of mean, gmean, max"):
         EnsembleConfig.from_dict({**copy.deepcopy(GOOD), "tta_blend": "median"})
+
+
+@pytest.mark.parametrize("submission, message", [
+    ({"format": "multilabel", "classes": ["cat", "dog", "cat"]},
+     "submission.classes: labels must be unique; 'cat' is listed at [0] and [2]"),
+    ({"format": "multilabel", "min_labels": 3, "max_labels": 2},
+     "submission.max_labels: 2 is below min_labels 3; no row could satisfy both"),
+    ({"format": "multilabel", "classes": ["a", "b", "c"], "threshold": [0.3, 0.4]},
+     "submission.threshold: 2 thresholds for 3 classes; give one per class"),
+])
+def test_submission_fields_that_contradict_each_other_are_refused(submission, message):
+    with pytest.raises(ConfigError) as info:
+        EnsembleConfig.from_dict({**copy.deepcopy(GOOD), "submission": submission})
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)

@@ -188,3 +188,17 @@ def test_a_checkpoint_naming_other_code_is_refused_by_name(tmp_path):
     assert str(info.value).startswith("evil.pt: ") and "not code you passed with --code" in \
         str(info.value)
     assert not (tmp_path / "hubconf.py.ran").exists()
+
+
+@pytest.mark.parametrize("code", ["0", "None", "'done'"])
+def test_user_code_that_exits_at_import_is_an_error_not_a_silent_exit(tmp_path, monkeypatch,
+                                                                       code):
+    from inference_core.errors import UserCodeError
+
+    (tmp_path / "kp_exits_at_import.py").write_text(f"import sys\nsys.exit({code})\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(UserCodeError) as info:
+        import_modules(["kp_exits_at_import"])
+    assert str(info.value).startswith(f"user code: importing 'kp_exits_at_import' called "
+                                      f"sys.exit({eval(code)!r})")
+    sys.modules.pop("kp_exits_at_import", None)

@@ -8,6 +8,7 @@ import-checkpoint and predict see the same architectures as the kernel.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from types import ModuleType
 
 from inference_core.errors import UserCodeError
 
+from ..bundler.image_packages import image_ships
 from ..bundler.locate import Location
 
 # The runtime's own top-level name: user code named like it would replace it in the kernel.
@@ -45,11 +47,32 @@ def code_location(path: str | Path, where: str | None = None) -> Location:
     if not name.isidentifier():
         raise UserCodeError(f"{where}: {name!r} cannot be imported (not a Python identifier); "
                             "rename it")
-    if name in sys.stdlib_module_names or name == RUNTIME_PACKAGE:
-        owner = "kernelpack's runtime" if name == RUNTIME_PACKAGE else "the standard library"
+    if name in sys.stdlib_module_names or name == RUNTIME_PACKAGE or image_ships(name):
+        owner = ("kernelpack's runtime" if name == RUNTIME_PACKAGE else "the standard library"
+                 if name in sys.stdlib_module_names else "the Kaggle image")
         raise UserCodeError(f"{where}: named {name!r} like a module of {owner}, which it would "
                             "replace in the kernel; rename it")
+    elsewhere = _installed_elsewhere(name, path.resolve())
+    if elsewhere is not None:
+        raise UserCodeError(f"{where}: named {name!r} like the package installed at "
+                            f"{elsewhere}, which it would replace (or be replaced by); rename it")
     return Location(name, path.resolve(), portions)
+
+
+def _installed_elsewhere(name: str, place: Path) -> str | None:
+    """Where an installed top-level module `name` lies, when that is not `place` (found without
+    importing it); None when there is none."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):  # a broken installation: not a name clash to report
+        return None
+    if spec is None:
+        return None
+    places = [Path(spec.origin).resolve()] if spec.origin and spec.has_location else []
+    places += [Path(folder).resolve() for folder in spec.submodule_search_locations or ()]
+    if any(found == place or found.parent == place for found in places) or not places:
+        return None
+    return str(places[0])
 
 
 def code_locations(paths: Sequence[tuple[str | Path, str]]) -> list[Location]:
