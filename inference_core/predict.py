@@ -33,7 +33,7 @@ from .class_chunks import Embedder, chunk_probabilities, scores_in_chunks
 from .config import DEFAULT_CLASS_CHUNK
 from .decode import decode_image
 from .errors import KernelError, TestSetError
-from .optimize import TOLERANCE, CompileBudget, optimize_model
+from .optimize import CHECK_PASSES, TOLERANCE, CompileBudget, check_fits, optimize_model
 from .preprocess import Decoder, Preprocess
 from .transforms import to_tensor
 from .tta import run_tta
@@ -115,6 +115,9 @@ class EnsemblePredictor:
         self.runs: list[nn.Module] = [Embedder(m.model) if chunked else m.model
                                       for m, chunked in zip(members, self.chunked, strict=True)]
         self.groups: dict[Preprocess, list[int]] = {}
+        # Images whose probabilities (or embedding) came out NaN or infinite, per member name:
+        # left out of the blend for that member (`newly_left_out`, `left_out_summary`).
+        self.left_out: dict[str, int] = {}
         for index, member in enumerate(members):
             self.groups.setdefault(member.preprocess, []).append(index)
             member.model.to(self.placement[index])
@@ -179,13 +182,16 @@ class EnsemblePredictor:
     @torch.inference_mode()
     def optimize(self, check: PreparedBatch, log: Callable[[str], None],
                  images_left: int = 0, seconds_left: float = 0.0,
-                 accumulator: BlendAccumulator | None = None) -> None:
+                 accumulator: BlendAccumulator | None = None,
+                 deadline: float | None = None) -> None:
         """Make each member faster by the exact steps of `optimize_model`, checked on `check`
         (real test images, every TTA view of the member) against its unoptimised outputs, one
         model at a time. Run before the probe is timed, so that the budget plans with the
         optimised costs; the check also warms the optimised model up. With `accumulator`, the
         unoptimised outputs (every view) are blended into it: they are `check`'s predictions.
-        With `compile: auto`, `images_left` and `seconds_left` decide if compiling pays back."""
+        With `compile: auto`, `images_left` and `seconds_left` decide if compiling pays back.
+        With `deadline` (a `time.monotonic()` value), a member whose check would eat too much of
+        the time left runs as loaded (see `optimize.check_fits`)."""
         for m, member in enumerate(self.members):
             tensors = check.tensors.get(member.preprocess, [])
             if not tensors:
@@ -200,11 +206,19 @@ class EnsemblePredictor:
                         for view in self._views(m, self._to_device(batch, device, channels_last),
                                                 self.members[m].tta, model)]
 
+            started = time.perf_counter()
             reference = run(None, False)
+            reference_seconds = time.perf_counter() - started
             if accumulator is not None:
                 views = len(member.tta)  # run_tta gives one output per view, in order
                 self._add([(m, check.decoded[rows], reference[i * views:(i + 1) * views])
                            for i, (rows, _) in enumerate(batches)], accumulator)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and not check_fits(reference_seconds, left):
+                log(f"optimise {member.name}: skipped, the check would take about "
+                    f"{CHECK_PASSES * reference_seconds:.1f} s of the {max(left, 0):.1f} s left "
+                    "before the deadline; runs as loaded")
+                continue
             budget = (CompileBudget(images_left, seconds_left, len(tensors))
                       if self.compile_mode == "auto" else None)
             tolerance = TOLERANCE["fp16" if self.fp16 and device.type == "cuda" else "fp32"]
@@ -267,13 +281,44 @@ class EnsemblePredictor:
         for m, rows, views in pending:
             member = self.members[m]
             if self.chunked[m]:
-                self._add_in_chunks(m, rows, views, accumulator, per_member)
+                finite = torch.stack([v.isfinite().all(dim=1) for v in views]).all(dim=0).cpu()
+                kept = self._finite(m, rows, finite.numpy())
+                if per_member is not None:
+                    per_member[m][rows] = np.nan  # what `predict` refuses to write, if left
+                if kept.size:
+                    index = torch.as_tensor(kept, device=views[0].device)
+                    self._add_in_chunks(m, rows[kept], [v[index] for v in views], accumulator,
+                                        per_member)
                 continue
             probs = [view.cpu().numpy() for view in views]
-            accumulator.add(combine_views(probs, self.tta_blend, member.threshold_shift),
-                            member.weight, rows=rows)
+            blended = combine_views(probs, self.tta_blend, member.threshold_shift)
+            kept = self._finite(m, rows, np.isfinite(blended).all(axis=1))
+            accumulator.add(blended[kept], member.weight, rows=rows[kept])
             if per_member is not None:
                 per_member[m][rows] = combine_views(probs, self.tta_blend)
+
+    def _finite(self, m: int, rows: np.ndarray, finite: np.ndarray) -> np.ndarray:
+        """The positions of `rows` whose outputs are finite; the others are counted as left out.
+        A NaN weight or an overflow would otherwise turn the whole blend of those rows into NaN
+        and every label into the first class."""
+        if not finite.all():
+            name = self.members[m].name
+            self.left_out[name] = self.left_out.get(name, 0) + int((~finite).sum())
+        return np.flatnonzero(finite)
+
+    def newly_left_out(self, reported: set[str]) -> list[str]:
+        """Members left out of the blend for some image (see `_finite`) that are not in
+        `reported` yet; they are added to it, so that a log names each member once."""
+        new = [name for name in self.left_out if name not in reported]
+        reported.update(new)
+        return new
+
+    def left_out_summary(self) -> str | None:
+        """One line for the end of the run: each member and its images left out, if any."""
+        if not self.left_out:
+            return None
+        return "left out of the blend for non-finite outputs: " + ", ".join(
+            f"{name} ({images} images)" for name, images in self.left_out.items())
 
     def _add_in_chunks(self, m: int, rows: np.ndarray, embeddings: list[torch.Tensor],
                        accumulator: BlendAccumulator, per_member: dict[int, np.ndarray] | None

@@ -24,11 +24,10 @@ from torch.nn import functional
 
 from .archs.small_cnn import SmallCNN
 from .class_chunks import class_slices
-from .config import DEFAULT_CLASS_CHUNK
+from .config import DEFAULT_CLASS_CHUNK, MIN_PROTOTYPE_TEMPERATURE, PROTOTYPE_METRICS
 from .errors import ConfigError
 from .registry import register_model
 
-METRICS = ("cosine", "sqeuclidean")
 # model_kwargs the prototype head takes; every other key goes to the backbone.
 HEAD_KWARGS = ("embedding_dim", "metric", "temperature", "class_chunk")
 
@@ -128,13 +127,14 @@ def check_head(embedding_dim, metric, temperature, class_chunk) -> None:
     if isinstance(embedding_dim, bool) or not isinstance(embedding_dim, int) or embedding_dim < 1:
         raise ConfigError(f"model_kwargs.embedding_dim must be a positive int (the backbone's "
                           f"output width), got {embedding_dim!r}")
-    if metric not in METRICS:
-        raise ConfigError(f"model_kwargs.metric must be one of {', '.join(METRICS)}, got "
+    if metric not in PROTOTYPE_METRICS:
+        raise ConfigError(f"model_kwargs.metric must be one of {', '.join(PROTOTYPE_METRICS)}, got "
                           f"{metric!r}")
     if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
-            or not math.isfinite(temperature) or temperature <= 0):
-        raise ConfigError(f"model_kwargs.temperature must be a number > 0 (logits are scores / "
-                          f"temperature), got {temperature!r}")
+            or not math.isfinite(temperature) or temperature < MIN_PROTOTYPE_TEMPERATURE):
+        raise ConfigError(f"model_kwargs.temperature must be a number of at least "
+                          f"{MIN_PROTOTYPE_TEMPERATURE:g} (logits are scores / temperature; a "
+                          f"smaller one overflows them into NaN), got {temperature!r}")
     if isinstance(class_chunk, bool) or not isinstance(class_chunk, int) or class_chunk < 1:
         raise ConfigError(f"model_kwargs.class_chunk must be a positive int, got "
                           f"{class_chunk!r}")

@@ -248,3 +248,34 @@ def test_a_scale_view_on_a_fixed_size_model_is_one_line_naming_the_fix(setup, tm
     assert err.count("\n") == 1
     assert "model tiny_f0: forward pass failed on TTA views identity, scale:1.25" in err
     assert "cannot take scale:F views: drop them from its tta" in err
+
+
+def test_a_model_with_nan_weights_is_left_out_of_the_blend_and_its_own_file_refused(
+        setup, tmp_path, capsys):
+    import copy
+    import shutil
+
+    models = tmp_path / "models"
+    shutil.copytree(setup["root"] / "models", models)
+    broken = copy.deepcopy(setup["models"][("solo", None)])
+    with torch.no_grad():
+        broken[1].weight.fill_(float("nan"))
+    save_checkpoint(models / "solo_2.pt", f"{PACKAGE}.net:build", CLASSES,
+                    {"input_size": SIZE, "mean": list(MEAN), "std": list(STD),
+                     "activation": "softmax", "preprocess": {"interpolation": "area"},
+                     "name": "solo"}, broken)
+    args = ["predict", str(setup["config"]), "--images", str(setup["images"]), "--models",
+            str(models), "--code", str(setup["package"]), "--sample", str(setup["sample"])]
+    out = tmp_path / "preds"  # no .npy: written exactly there
+    assert cli.main([*args, "-o", str(out)]) == 0
+    assert "WARNING left out of the blend for non-finite outputs: solo (7 images)" in \
+        capsys.readouterr().out
+    _, groups = _reference(setup, setup["order"])
+    with open(out, "rb") as handle:  # the blend of the finite members only
+        np.testing.assert_allclose(np.load(handle), groups["tiny"], atol=1e-6)
+    assert not (tmp_path / "preds.npy").exists()
+    per_model = tmp_path / "per-model.npy"
+    assert cli.main([*args, "--per-model", "--quiet", "-o", str(per_model)]) == 1
+    error = capsys.readouterr().err
+    assert "entry 'solo' holds NaN or infinite probabilities in 7 rows" in error
+    assert not per_model.exists() and not (tmp_path / "per-model.tiny.npy").exists()

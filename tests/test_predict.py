@@ -66,6 +66,28 @@ def test_predict_blends_every_active_unit_and_skips_undecoded_rows(images):
     np.testing.assert_allclose(accumulator.result(prepared.decoded), expected, rtol=1e-5)
 
 
+def test_a_member_with_non_finite_outputs_is_left_out_of_the_blend_for_those_images(images):
+    good, broken = _member("good", 32), _member("broken", 32)
+    with torch.no_grad():
+        for parameter in broken.model.parameters():
+            parameter.fill_(float("nan"))
+    predictor = EnsemblePredictor([good, broken])
+    prepared = predictor.prepare(images)
+    accumulator = BlendAccumulator(len(images), 4, "gmean")
+    units = rank_units([("good", 1.0, ["identity"]), ("broken", 1.0, ["identity"])])
+    predictor.predict(prepared, set(units), accumulator)
+    assert accumulator.row_weight.tolist() == [1, 1, 0, 1, 1, 1]  # the good member's only
+    with torch.inference_mode():
+        expected = good.model(torch.stack(prepared.tensors[good.preprocess])).softmax(1)
+    np.testing.assert_allclose(accumulator.result(prepared.decoded), expected.numpy(),
+                               rtol=1e-5)
+    reported: set[str] = set()
+    assert predictor.newly_left_out(reported) == ["broken"]
+    assert predictor.newly_left_out(reported) == []  # named once
+    assert predictor.left_out_summary() == ("left out of the blend for non-finite outputs: "
+                                            "broken (5 images)")
+
+
 def test_prefetch_keeps_order_and_works_ahead_in_threads():
     seen = []
 

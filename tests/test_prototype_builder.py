@@ -12,10 +12,9 @@ from PIL import Image
 
 from examples.digits.prepare import make_competition
 from inference_core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from inference_core.config import PROTOTYPE_METRICS as METRICS
 from inference_core.model_factory import create_model
-from inference_core.prototypes import METRICS
 from kernelpack import cli
-from kernelpack.cli import prototypes as prototypes_cli
 
 DIM, SIZE = 12, 24
 MEAN, STD = (0.5, 0.45, 0.4), (0.25, 0.2, 0.3)
@@ -155,5 +154,15 @@ def test_an_input_it_cannot_use_is_one_line(digits, tmp_path, capsys, case, mess
 
 
 def test_the_metric_choices_are_the_heads_metrics():
-    # The CLI keeps its own copy so that --help imports no torch.
-    assert prototypes_cli.METRICS == METRICS
+    import argparse
+
+    from inference_core.prototypes import check_head
+    from kernelpack.cli.main import make_parser
+
+    commands = next(action for action in make_parser()._actions
+                    if isinstance(action, argparse._SubParsersAction))
+    choices = next(action.choices for action in commands.choices["prototypes"]._actions
+                   if "--metric" in action.option_strings)
+    assert tuple(choices) == METRICS
+    for metric in choices:  # every choice the CLI offers is one the head takes
+        check_head(4, metric, 1.0, 8)

@@ -9,7 +9,7 @@ from inference_core.checkpoint import load_checkpoint, model_from_checkpoint, sa
 from inference_core.config import SubmissionSection
 from inference_core.errors import ConfigError, UnknownArchError
 from inference_core.fields import read_schema
-from inference_core.model_factory import create_model
+from inference_core.model_factory import create_model, import_modules
 from inference_core.optimize import fold_batchnorm
 from inference_core.prototypes import PrototypeNet
 from inference_core.submission import SubmissionWriter, topk_labels
@@ -132,6 +132,7 @@ def build(num_classes, hidden=8):
 def test_the_users_own_backbone_gets_its_kwargs_and_the_embedding_width(tmp_path, monkeypatch):
     (tmp_path / "prototype_test_embedders.py").write_text(USER_BACKBONE)
     monkeypatch.syspath_prepend(str(tmp_path))
+    import_modules(["prototype_test_embedders"])  # what --code does
     model = create_model("prototype:prototype_test_embedders:build", 5, embedding_dim=6,
                          hidden=4, metric="sqeuclidean", temperature=0.5).eval()
     assert model.backbone[1].out_features == 4 and model.backbone[3].out_features == 6
@@ -163,7 +164,9 @@ def test_prototype_cnn_keeps_its_scaled_cosine_scores():
     ("prototype:small_cnn", {"embedding_dim": 4, "metric": "l2"}, ConfigError,
      "metric must be one of cosine, sqeuclidean, got 'l2'"),
     ("prototype:small_cnn", {"embedding_dim": 4, "temperature": 0}, ConfigError,
-     "temperature must be a number > 0"),
+     "temperature must be a number of at least 0.001"),
+    ("prototype:small_cnn", {"embedding_dim": 4, "temperature": 1e-300}, ConfigError,
+     "temperature must be a number of at least 0.001"),
 ])
 def test_a_bad_prototype_arch_or_setting_is_one_line_naming_the_checkpoint(
         tmp_path, arch, kwargs, error, message):

@@ -20,6 +20,7 @@ def _predict(args: argparse.Namespace) -> int:
     from ..errors import PredictError
     from ..kernel.user_code import import_user_code
     from ..weights.predict import (
+        check_prediction_outputs,
         compare_predictions,
         predict_images,
         write_predictions,
@@ -29,6 +30,9 @@ def _predict(args: argparse.Namespace) -> int:
         raise PredictError(f"--folds {args.folds}: out-of-fold files come with --per-model; add "
                            "--per-model, or drop --folds")
     config = load_config(args.config)
+    check_prediction_outputs(args.output, [entry.name for entry in config.ensemble.models]
+                             if args.per_model else None,
+                             [args.config, args.sample, args.compare, args.folds, args.key])
     import_user_code([args.config.parent / path for path in config.kernel.code]
                      + list(args.code))
     prediction = predict_images(config.ensemble, args.images, args.sample, args.models,

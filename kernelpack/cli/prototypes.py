@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from inference_core.config import DEFAULT_CLASS_CHUNK
+from inference_core.config import (
+    DEFAULT_CLASS_CHUNK,
+    MIN_PROTOTYPE_TEMPERATURE,
+    PROTOTYPE_METRICS,
+)
 
 from ..progress import shows_progress
 from .numbers import finite_float, int_at_least
-
-METRICS = ("cosine", "sqeuclidean")  # inference_core.prototypes.METRICS, kept apart: no torch
 
 
 def _prototypes(args: argparse.Namespace) -> int:
@@ -51,9 +53,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                         help="label column (default: label)")
     parser.add_argument("--extension", default=".png",
                         help="appended to an id that names no file (default: .png)")
-    parser.add_argument("--metric", choices=METRICS, default=None,
+    parser.add_argument("--metric", choices=PROTOTYPE_METRICS, default=None,
                         help="distance of the head (default: the checkpoint's, else cosine)")
-    parser.add_argument("--temperature", type=finite_float(0.0, exclusive=True), default=None,
+    parser.add_argument("--temperature", type=finite_float(MIN_PROTOTYPE_TEMPERATURE),
+                        default=None,
                         help="logits = scores / temperature (default: the checkpoint's, else 1)")
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32",
                         help="of the stored prototypes (default: float32; scores are float32 "

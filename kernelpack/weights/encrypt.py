@@ -27,28 +27,9 @@ from inference_core.kpenc import (
 from inference_core.model_config import ModelConfig
 
 from ..errors import KernelpackError
+from ..outputs import check_output_file
 from ..progress import ProgressReader, byte_bar, sha256_with_progress
 from .checkpoint_fields import checkpoint_fields
-
-
-def check_output_file(path: str | os.PathLike, option: str = "-o",
-                      source: str | os.PathLike | None = None) -> Path:
-    """`path` as a file to write: its folder must exist, it must not be a folder or a device,
-    nor the `source` file being read (which it would replace)."""
-    path = Path(path)
-    if path.is_dir():
-        raise KernelpackError(f"{option} {path}: is a folder; pass the path of the file to "
-                              "write (e.g. inside that folder)")
-    if path.exists() and not path.is_file():
-        raise KernelpackError(f"{option} {path}: exists and is not a regular file; pass the "
-                              "path of a file to write")
-    if not path.parent.is_dir():
-        raise KernelpackError(f"{option} {path}: folder {path.parent} does not exist; create it "
-                              "first (mkdir -p) or pick another path")
-    if source is not None and path.exists() and path.samefile(source):
-        raise KernelpackError(f"{option} {path}: is the input file itself, which would be "
-                              "replaced; write to another file")
-    return path
 
 
 def keygen(path: str | os.PathLike) -> Path:
@@ -94,7 +75,7 @@ def encrypt_checkpoint(checkpoint: str | os.PathLike, key: bytes, output: str | 
     if not checkpoint.is_file():
         raise KernelpackError(f"{checkpoint}: checkpoint not found (or not a file); pass a "
                               "kernelpack checkpoint (.pt)")
-    check_output_file(output, source=checkpoint)
+    check_output_file(output, inputs=[checkpoint])
     manifest = manifest_for(checkpoint, name, fold, progress)
     with byte_bar(checkpoint.stat().st_size, f"encrypt {checkpoint.name}", progress) as bar:
         return encrypt_file(checkpoint, key, output, manifest, chunk_size, bar)
@@ -127,7 +108,7 @@ def decrypt_file(source: str | os.PathLike, key: bytes, output: str | os.PathLik
     before it is written; the file appears under its name only once every chunk is in, and
     nothing is left on any failure. Returns the plaintext size. `progress`: show a byte bar on
     stderr."""
-    output = check_output_file(output, source=source if Path(source).is_file() else None)
+    output = check_output_file(output, inputs=[source])
     size, bar = 0, None
     with atomic_write(output, private=True) as sink, ExitStack() as closing:
         for header, plain in decrypt_chunks(source, key):

@@ -27,6 +27,7 @@ from inference_core.checkpoint import WeightMismatch, build_model, save_checkpoi
 from inference_core.model_config import ModelConfig
 
 from ..errors import CheckpointImportError
+from ..outputs import check_output_file
 
 # Where training frameworks keep the model's state dict inside a bigger checkpoint dict.
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
@@ -53,6 +54,7 @@ def import_checkpoint(source: str | Path, output: str | Path, *, arch: str, num_
     source = Path(source)
     if not source.is_file():
         raise CheckpointImportError(f"{source}: file not found; pass the weights file to import")
+    check_output_file(output, inputs=[source, config_file])
     config = _model_config(arch, num_classes, name, fold, config_file, source)
     if code:
         from ..kernel.user_code import import_user_code

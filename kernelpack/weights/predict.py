@@ -28,6 +28,7 @@ from inference_core.predict import Member
 from inference_core.runner import discover, load_ensemble, prepared_batches
 
 from ..errors import PredictError
+from ..outputs import check_output_file
 from ..search.blend import blend_probs
 from ..search.oof import load_npy, read_folds
 
@@ -89,9 +90,17 @@ def predict_images(config: EnsembleConfig, images: Path, sample: Path | None = N
             per_member = {m: array[begin:end] for m, array in enumerate(member_probs)}
             ensemble.predictor.predict(prepared, every_view, blend,
                                        per_member=per_member if per_model else None)
+            unblended = np.flatnonzero(blend.row_weight <= 0)
+            if unblended.size:
+                row = begin + int(unblended[0])
+                raise PredictError(f"row {row} (id {test_set.ids[row]}): every model gave NaN or "
+                                   "infinite outputs; check the models' weights, nothing was "
+                                   "written")
             probs[begin:end] = blend.result()
             bar.update(end - begin)
     bar.close()
+    if ensemble.predictor.left_out_summary():
+        log(f"WARNING {ensemble.predictor.left_out_summary()}")
     by_group = _per_model(members, member_probs, config.blend, fold_of_row, test_set, log) \
         if per_model else {}
     return HostPrediction(list(test_set.ids), probs, ensemble.classes, by_group)
@@ -143,16 +152,33 @@ def per_group_path(output: Path, group: str) -> Path:
     return output.with_name(f"{output.stem}.{group}.npy")
 
 
+def check_prediction_outputs(output: Path, groups: Sequence[str] | None,
+                             inputs: Sequence[Path | None]) -> None:
+    """Before any work: `output` and, for `groups` (--per-model), each entry's file beside it
+    are files to write and none of the command's `inputs`."""
+    check_output_file(output, inputs=inputs)
+    for group in groups or ():
+        check_output_file(per_group_path(output, group), "--per-model", inputs=inputs)
+
+
 def write_predictions(prediction: HostPrediction, output: Path) -> list[Path]:
-    """The blend to `output` (.npy), and each config entry's blend beside it."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    np.save(output, prediction.probs)
-    written = [output]
+    """The blend to `output` (exactly that path, in .npy format), and each config entry's blend
+    beside it. Arrays holding NaN or infinities are refused, naming the entry, before any is
+    written: a blend fitted on them would be silently wrong."""
+    arrays = {output: ("the blend", prediction.probs)}
     for group, probs in prediction.per_group.items():
-        path = per_group_path(output, group)
-        np.save(path, probs)
-        written.append(path)
-    return written
+        arrays[per_group_path(output, group)] = (f"entry {group!r}", probs)
+    for path, (what, probs) in arrays.items():
+        bad = np.flatnonzero(~np.isfinite(probs).all(axis=1))
+        if bad.size:
+            raise PredictError(f"{path}: {what} holds NaN or infinite probabilities in {bad.size} "
+                               f"rows (first: row {bad[0]}, id {prediction.ids[bad[0]]}); check "
+                               "that model's weights and inputs, nothing was written")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    for path, (_, probs) in arrays.items():
+        with open(path, "wb") as handle:  # np.save(path) would add .npy to another name
+            np.save(handle, probs)
+    return list(arrays)
 
 
 @dataclass

@@ -38,6 +38,7 @@ from inference_core.prototypes import HEAD_KWARGS, PrototypeNet
 from inference_core.transforms import to_tensor
 
 from ..errors import PrototypeError
+from ..outputs import check_output_file
 
 PROTOTYPE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 _INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")  # labels that read back as the same int
@@ -160,6 +161,7 @@ def build_prototypes(checkpoint: Path, images: Path, labels: Path, output: Path,
                      dtype: str = "float32", progress: bool = True) -> PrototypeResult:
     """Embed every training image listed in `labels`, average per class, and write the
     checkpoint with the `prototypes` buffer (in `dtype`) and the classes to `output`."""
+    check_output_file(output, inputs=[checkpoint, labels])
     source = read_embedding_model(checkpoint, metric, temperature)
     preprocess = source.config.required_preprocess(str(checkpoint))
     rows = read_labels(labels, id_column, label_column)

@@ -85,3 +85,42 @@ def test_predict_tolerance_must_be_finite_and_not_negative(tmp_path, value):
                       tmp_path / "p.npy", "--tolerance", value)
     assert_one_line_error(done, "argument --tolerance", code=2)
     assert not (tmp_path / "p.npy").exists()
+
+
+def test_no_command_writes_onto_its_own_input(tmp_path):
+    import torch
+
+    from inference_core.model_factory import create_model
+
+    weights = tmp_path / "weights.pth"
+    torch.save(create_model("small_cnn", num_classes=3).state_dict(), weights)
+    original = weights.read_bytes()
+    link = tmp_path / "link.pth"
+    link.symlink_to(weights)
+    for target in (weights, link):  # the input itself, and through a link
+        assert_one_line_error(kernelpack("import-checkpoint", weights, "-o", target, "--arch",
+                                         "small_cnn", "--num-classes", 3, "--name", "a"),
+                              f"-o {target}", "is the input file itself")
+    assert weights.read_bytes() == original
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,label\na,x\n")
+    for target in (weights, labels):
+        assert_one_line_error(kernelpack("prototypes", "--checkpoint", weights, "--images",
+                                         tmp_path, "--labels", labels, "-o", target),
+                              f"-o {target}", "is the input file itself")
+    assert weights.read_bytes() == original and labels.read_text() == "id,label\na,x\n"
+    config = tmp_path / "ensemble.yml"
+    config.write_text(CONFIG)
+    sample = tmp_path / "sample.csv"
+    sample.write_text("id,label\na,0\n")
+    for target, extra in ((config, ()), (sample, ("--sample", sample))):
+        assert_one_line_error(kernelpack("predict", config, "--images", tmp_path, *extra,
+                                         "-o", target), f"-o {target}",
+                              "is the input file itself")
+    # --per-model writes PREDS.<entry>.npy beside PREDS: those may not be inputs either
+    (tmp_path / "preds.a.npy").write_bytes(b"mine")
+    assert_one_line_error(kernelpack("predict", config, "--images", tmp_path, "--per-model",
+                                     "--compare", tmp_path / "preds.a.npy",
+                                     "-o", tmp_path / "preds.npy"),
+                          f"--per-model {tmp_path / 'preds.a.npy'}", "is the input file itself")
+    assert config.read_text() == CONFIG and (tmp_path / "preds.a.npy").read_bytes() == b"mine"
