@@ -160,3 +160,19 @@ def test_build_prints_the_bundlers_warnings_for_the_users_code(ensemble_yml, tmp
                  "--code", str(package)]) == 0
     err = capsys.readouterr().err
     assert "kernelpack: warning:" in err and "imp" in err and "__init__.py" in err
+
+
+@pytest.mark.parametrize("notebook", [False, True])
+def test_a_kernel_that_embeds_a_key_is_written_owner_only_even_over_an_older_build(
+        ensemble_yml, tmp_path, notebook):
+    import os
+    import stat
+
+    out = tmp_path / "out"
+    plain = build_kernel(ensemble_yml, out, notebook=notebook)
+    os.chmod(plain.kernel, 0o644)
+    keyed = build_kernel(ensemble_yml, out, key=os.urandom(32), notebook=notebook)
+    assert keyed.kernel == plain.kernel
+    assert stat.S_IMODE(keyed.kernel.stat().st_mode) == 0o600
+    again = build_kernel(ensemble_yml, out, notebook=notebook)  # no key: readable as before
+    assert stat.S_IMODE(again.kernel.stat().st_mode) & 0o044

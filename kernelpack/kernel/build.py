@@ -13,6 +13,7 @@ from pathlib import Path
 
 import inference_core
 from inference_core.config import EnsembleConfig
+from inference_core.files import atomic_write
 
 from ..bundler.bundle import GENERATED, Entry, bundle
 from ..bundler.payload import DAMAGED, PAYLOAD_NAME, decode_payload, payload_pieces
@@ -213,7 +214,9 @@ def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None 
     if other.is_file() and not other.is_symlink() and _made_by_kernelpack(other):
         other.unlink()
     kernel_path = outdir / kernel_file
-    kernel_path.write_text(kernel_text, encoding="utf-8")
+    # A kernel that embeds a key is as secret as the key file: mode 0600 from its first byte.
+    with atomic_write(kernel_path, "w", encoding="utf-8", private=key is not None) as handle:
+        handle.write(kernel_text)
     metadata_path = outdir / KERNEL_METADATA
     metadata_path.write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
     # A readable copy of the embedded config (never the key), for people and `run-local`.
