@@ -15,6 +15,7 @@ from ..errors import KaggleServiceError
 from ..metadata import DATASET_METADATA, KERNEL_METADATA, URL_ENV
 from ..progress import shows_progress
 from .folders import OneFolder, add_folder_argument, needs_folder
+from .numbers import int_at_least
 
 
 def _session(args: argparse.Namespace):  # -> kernelpack.kaggle.session.KaggleSession
@@ -206,7 +207,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                                  help="submit a kernel's output to a code competition")
     submit.add_argument("competition", help="competition slug")
     submit.add_argument("--kernel", required=True, metavar="OWNER/SLUG")
-    submit.add_argument("--version", type=int, default=None,
+    submit.add_argument("--version", type=int_at_least(1), default=None,
                         help="kernel version (default: the newest)")
     submit.add_argument("--file", default=SUBMISSION_FILE, help="the kernel's output file")
     submit.add_argument("-m", "--message", default=None, help="submission description")

@@ -28,7 +28,7 @@ class SubmissionCalls:
                wait: bool = False, timeout: float = KAGGLE_RUN_SECONDS) -> Submission:
         """Submit a kernel version's output to a code competition; with `wait`, wait for the
         rerun on the hidden test set and its score."""
-        version = version or self.kernel_version(kernel)
+        version = self.kernel_version(kernel) if version is None else version
         answer = self.call(f"{competition}: submit {kernel} version {version}",
                            self.api.competition_submit_code, file_name,
                            message or f"{kernel} version {version}", competition, kernel,

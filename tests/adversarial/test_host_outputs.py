@@ -87,6 +87,13 @@ def test_predict_tolerance_must_be_finite_and_not_negative(tmp_path, value):
     assert not (tmp_path / "p.npy").exists()
 
 
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_submit_version_must_name_a_version(value):
+    # 0 used to mean "the newest" (a falsy version); no service is reached before the check
+    done = kernelpack("submit", "digits", "--kernel", "me/k", "--version", value)
+    assert_one_line_error(done, "argument --version", f"must be at least 1, got {value}", code=2)
+
+
 def test_no_command_writes_onto_its_own_input(tmp_path):
     import torch
 
