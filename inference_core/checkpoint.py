@@ -133,7 +133,8 @@ def build_model(config: ModelConfig, name: str) -> nn.Module:
         return create_model(config.arch, config.num_classes, **config.model_kwargs)
     except KernelError as exc:  # UnknownArchError, UserCodeError: same type, named checkpoint
         raise type(exc)(f"{name}: {exc}") from None
-    except TypeError as exc:  # a model_kwargs key the builder does not take
+    except (TypeError, ValueError, RuntimeError) as exc:
+        # a model_kwargs key the builder does not take, a negative width, a head too large
         raise CheckpointError(
             f"{name}: cannot build arch {config.arch!r} with model_kwargs "
             f"{config.model_kwargs} ({_first_line(exc)}); fix model_kwargs in the checkpoint "

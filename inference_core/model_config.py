@@ -47,6 +47,10 @@ from .preprocess import Preprocess, missing_input_size, validate_preprocess
 # The top-level keys of a kernelpack checkpoint (here, not in `checkpoint`, so that reading them
 # needs no torch: `kernelpack encrypt` reads a checkpoint's fields without it).
 CHECKPOINT_KEYS = ("arch", "num_classes", "config", "state_dict")
+# Sanity bounds: beyond them a value is a typo, and building or checking the model would only
+# exhaust memory (Herbarium 2021 had 64,500 classes; networks take inputs of hundreds of pixels).
+MAX_NUM_CLASSES = 1_000_000
+MAX_INPUT_SIZE = 4096
 
 # How the runtime turns a model's outputs into probabilities (`predict.activate`).
 ACTIVATIONS = ("softmax", "sigmoid", "none")
@@ -100,7 +104,7 @@ class SavedConfig:
 
     name: str | None = checked(optional(string), default=None)
     fold: int | None = checked(optional(integer(0)), default=None)
-    input_size: int | None = checked(optional(integer(1)), default=None)
+    input_size: int | None = checked(optional(integer(1, MAX_INPUT_SIZE)), default=None)
     # resize's values, and how many mean/std channels, are the preprocessing's to check
     resize: str | None = checked(optional(string), default=None)
     mean: tuple[float, ...] | None = checked(optional(_channels), default=None)
@@ -156,7 +160,7 @@ class ModelConfig:
                     raise ConfigError(f"{key}: missing; save the checkpoint with "
                                       "inference_core.checkpoint.save_checkpoint")
             arch = string(checkpoint["arch"], "arch")
-            num_classes = integer(1)(checkpoint["num_classes"], "num_classes")
+            num_classes = integer(1, MAX_NUM_CLASSES)(checkpoint["num_classes"], "num_classes")
             saved = read_schema(SavedConfig, checkpoint["config"], "config")
             if saved.classes is not None and len(saved.classes) != num_classes:
                 raise ConfigError(f"config.classes: holds {len(saved.classes)} labels but the "

@@ -12,10 +12,11 @@ from .errors import KernelpackError
 
 
 def check_output_file(path: str | os.PathLike, option: str = "-o",
-                      inputs: Iterable[str | os.PathLike | None] = ()) -> Path:
-    """`path` as a file to write: its folder must exist, it must not be a folder or a device,
-    nor any of `inputs` (the files the command reads; None entries are skipped), which it would
-    replace."""
+                      inputs: Iterable[str | os.PathLike | None] = (), *,
+                      makes_folder: bool = False) -> Path:
+    """`path` as a file to write: its folder must exist (unless the command `makes_folder`), it
+    must not be a folder or a device, nor any of `inputs` (the files the command reads; None
+    entries are skipped), which it would replace."""
     path = Path(path)
     if path.is_dir():
         raise KernelpackError(f"{option} {path}: is a folder; pass the path of the file to "
@@ -23,7 +24,7 @@ def check_output_file(path: str | os.PathLike, option: str = "-o",
     if path.exists() and not path.is_file():
         raise KernelpackError(f"{option} {path}: exists and is not a regular file; pass the "
                               "path of a file to write")
-    if not path.parent.is_dir():
+    if not makes_folder and not path.parent.is_dir():
         raise KernelpackError(f"{option} {path}: folder {path.parent} does not exist; create it "
                               "first (mkdir -p) or pick another path")
     if path.exists():

@@ -243,3 +243,25 @@ def test_a_config_key_given_twice_is_an_error_not_the_last_one(original, tmp_pat
     err = _error(capsys, _cli(source, tmp_path / "x.pt", twice_json))
     assert f"{twice_json}: key 'input_size' is given twice" in err
     assert not (tmp_path / "x.pt").exists()
+
+
+@pytest.mark.parametrize("config, flags, expected", [
+    ({}, ["--num-classes", "1000000000"], "num_classes: must be <= 1000000, got 1000000000"),
+    ({"input_size": 100000}, [], "config.input_size: must be <= 4096, got 100000"),
+    ({"input_size": 32, "model_kwargs": {"width": -3}}, [],
+     "cannot build arch 'small_cnn' with model_kwargs {'width': -3} (Trying to create tensor "
+     "with negative dimension"),
+    ({"input_size": 32, "model_kwargs": {"width": 10 ** 9}}, [],
+     "cannot build arch 'small_cnn' with model_kwargs {'width': 1000000000} ("),
+])
+def test_absurd_sizes_are_one_line_before_any_memory_runs_out(original, tmp_path, capsys,
+                                                              config, flags, expected):
+    source = tmp_path / "w.pth"
+    torch.save(original.state_dict(), source)
+    config_path = tmp_path / "sizes.json"
+    config_path.write_text(json.dumps(config))
+    argv = _cli(source, tmp_path / "x.pt", config_path)
+    if flags:
+        argv[argv.index("--num-classes") + 1] = flags[1]
+    assert expected in _error(capsys, argv)
+    assert not (tmp_path / "x.pt").exists()

@@ -54,7 +54,7 @@ def import_checkpoint(source: str | Path, output: str | Path, *, arch: str, num_
     source = Path(source)
     if not source.is_file():
         raise CheckpointImportError(f"{source}: file not found; pass the weights file to import")
-    check_output_file(output, inputs=[source, config_file])
+    check_output_file(output, inputs=[source, config_file], makes_folder=True)
     config = _model_config(arch, num_classes, name, fold, config_file, source)
     if code:
         from ..kernel.user_code import import_user_code

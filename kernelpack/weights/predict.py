@@ -156,9 +156,10 @@ def check_prediction_outputs(output: Path, groups: Sequence[str] | None,
                              inputs: Sequence[Path | None]) -> None:
     """Before any work: `output` and, for `groups` (--per-model), each entry's file beside it
     are files to write and none of the command's `inputs`."""
-    check_output_file(output, inputs=inputs)
+    check_output_file(output, inputs=inputs, makes_folder=True)
     for group in groups or ():
-        check_output_file(per_group_path(output, group), "--per-model", inputs=inputs)
+        check_output_file(per_group_path(output, group), "--per-model", inputs=inputs,
+                          makes_folder=True)
 
 
 def write_predictions(prediction: HostPrediction, output: Path) -> list[Path]:

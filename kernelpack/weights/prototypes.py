@@ -161,7 +161,7 @@ def build_prototypes(checkpoint: Path, images: Path, labels: Path, output: Path,
                      dtype: str = "float32", progress: bool = True) -> PrototypeResult:
     """Embed every training image listed in `labels`, average per class, and write the
     checkpoint with the `prototypes` buffer (in `dtype`) and the classes to `output`."""
-    check_output_file(output, inputs=[checkpoint, labels])
+    check_output_file(output, inputs=[checkpoint, labels], makes_folder=True)
     source = read_embedding_model(checkpoint, metric, temperature)
     preprocess = source.config.required_preprocess(str(checkpoint))
     rows = read_labels(labels, id_column, label_column)
