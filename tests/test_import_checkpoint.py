@@ -265,3 +265,21 @@ def test_absurd_sizes_are_one_line_before_any_memory_runs_out(original, tmp_path
         argv[argv.index("--num-classes") + 1] = flags[1]
     assert expected in _error(capsys, argv)
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_tensor_of_another_kind_than_the_models_is_refused_not_cast(original, config_file,
+                                                                     tmp_path, capsys):
+    # A safetensors header that says I32 for float weights: load_state_dict would cast silently.
+    weights = {key: value.contiguous() for key, value in original.state_dict().items()}
+    first = next(key for key, value in weights.items() if value.is_floating_point())
+    weights[first] = (weights[first] * 1000).to(torch.int32)
+    source = tmp_path / "lying.safetensors"
+    save_file(weights, str(source))
+    err = _error(capsys, _cli(source, tmp_path / "x.pt", config_file))
+    assert f"tensor {first!r} is int32 but the model holds float32 there" in err
+    assert not (tmp_path / "x.pt").exists()
+    # another float width is an ordinary cast
+    halves = {key: value.half() if value.is_floating_point() else value
+              for key, value in original.state_dict().items()}
+    torch.save(halves, tmp_path / "half.pth")
+    assert main(_cli(tmp_path / "half.pth", tmp_path / "h.pt", config_file)) == 0

@@ -71,10 +71,27 @@ def import_checkpoint(source: str | Path, output: str | Path, *, arch: str, num_
         raise CheckpointImportError(
             f"{source}: weights do not fit arch {arch!r} with {num_classes} classes "
             f"({mismatch.describe()}){hint}")
+    _check_kinds(model, state_dict, source)
     model.load_state_dict(state_dict, strict=True)
     input_shape = _check_forward(model, config, source)
     path = save_checkpoint(output, config.arch, config.num_classes, config.to_dict(), model)
     return ImportedCheckpoint(path, config, source_format, len(state_dict), left_out, input_shape)
+
+
+def _check_kinds(model: nn.Module, state_dict: dict, source: Path) -> None:
+    """Each tensor must be of the kind (float, integer, bool) the model holds there:
+    load_state_dict would cast integers into float weights silently, so a file whose header
+    lies about a dtype (or weights of another model) would import as garbage. Another float
+    width (fp16 weights into an fp32 model) is an ordinary cast."""
+    expected = model.state_dict()
+    for key, tensor in state_dict.items():
+        want = expected[key].dtype
+        if (tensor.dtype.is_floating_point, tensor.dtype == torch.bool) != \
+                (want.is_floating_point, want == torch.bool):
+            raise CheckpointImportError(
+                f"{source}: tensor {key!r} is {str(tensor.dtype).removeprefix('torch.')} but "
+                f"the model holds {str(want).removeprefix('torch.')} there; the file's header "
+                "is wrong or the weights belong to another model, export them again")
 
 
 def _model_config(arch: str, num_classes: int, name: str, fold: int | None,
