@@ -201,3 +201,24 @@ def test_a_failing_notebook_is_an_error_naming_its_cell(world, tmp_path):
     (kernel / "kernel.ipynb").write_text('{"cells": "none"}')
     refused = world.kaggle("kernels", "push", "-p", str(kernel))
     assert "not valid notebook JSON" in refused.stdout + refused.stderr, refused
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("not json", "Notebook does not appear to be JSON"),
+    ("", "Notebook does not appear to be JSON"),
+    ("[]", "'list' object has no attribute 'get'"),
+    ('{"cells": [{"cell_type": "code", "source": 5, "metadata": {}, "outputs": [], '
+     '"execution_count": null}], "nbformat": 4, "nbformat_minor": 5, "metadata": {}}',
+     "5 is not valid under any of the given schemas"),
+])
+def test_run_local_refuses_a_notebook_jupyter_cannot_run_in_one_line(tmp_path, capsys, text,
+                                                                     problem):
+    from kernelpack.cli import main
+
+    kernel = tmp_path / "kernel.ipynb"
+    kernel.write_text(text)
+    (tmp_path / "input").mkdir()
+    assert main(["run-local", str(kernel), "--input", str(tmp_path / "input")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a notebook Jupyter can run (" in err and problem in err
+    assert not (tmp_path / "sandbox").exists()  # refused before any sandbox was laid out

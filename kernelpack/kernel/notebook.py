@@ -96,6 +96,19 @@ def _read(path: Path) -> dict:
     return notebook
 
 
+def check_runnable(path: Path) -> None:
+    """A notebook Jupyter can run: JSON that nbformat reads and validates (BuildError, one line
+    naming the file and the first problem, otherwise)."""
+    import nbformat  # here: `kernelpack --help` needs no Jupyter
+
+    try:
+        nbformat.validate(nbformat.read(path, as_version=4))
+    except Exception as exc:  # nbformat raises JSON, schema, type and attribute errors alike
+        problem = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise BuildError(f"{path}: not a notebook Jupyter can run ({problem}); build it again "
+                         "with kernelpack build --notebook") from None
+
+
 def notebook_code(path: str | Path) -> str:
     """The code cells' source, joined: what a notebook kernel runs (for the key check)."""
     cells = _read(Path(path))["cells"]

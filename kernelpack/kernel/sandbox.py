@@ -46,6 +46,7 @@ from .notebook import (
     EXECUTED_FOLDER,
     JUPYTER_KERNEL,
     NOTEBOOK_FILE,
+    check_runnable,
     is_notebook,
     runner_source,
 )
@@ -254,6 +255,8 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
     if not kernel.is_file():
         raise SandboxError(f"{kernel}: kernel not found; run `kernelpack build CONFIG -o DIR` "
                            "first and pass DIR")
+    if is_notebook(kernel):
+        check_runnable(kernel)
     if not input_dir.is_dir():
         raise SandboxError(f"{input_dir}: input folder not found; pass a folder laid out like "
                            "/kaggle/input (one sub-folder per dataset or competition)")
