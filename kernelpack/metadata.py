@@ -32,6 +32,12 @@ def title_of(slug: str) -> str:
     return slug.replace("-", " ").title()
 
 
+def is_owner_slug(value: str) -> bool:
+    """`OWNER/slug`, as Kaggle names a dataset: the slug in lower case, digits and '-'."""
+    owner, _, slug = value.partition("/")
+    return bool(re.fullmatch(r"[A-Za-z0-9_-]+", owner) and slug and slug_of(slug) == slug)
+
+
 def dataset_metadata(folder: Path, dataset_id: str | None, title: str | None, *,
                      default_owner: str) -> dict:
     """The folder's dataset-metadata.json; when absent, written from `dataset_id` (default:
@@ -43,12 +49,16 @@ def dataset_metadata(folder: Path, dataset_id: str | None, title: str | None, *,
         except ValueError as exc:
             raise KaggleError(f"{path}: not valid JSON ({exc}); fix it or delete it to have it "
                               "written from --id/--title") from None
-        if "/" not in str(metadata.get("id", "")):
-            raise KaggleError(f"{path}: id must be 'owner/dataset-slug'; fix it")
+        if not isinstance(metadata, dict) or not is_owner_slug(str(metadata.get("id", ""))):
+            raise KaggleError(f"{path}: id must be 'owner/dataset-slug' (lower case, digits and "
+                              "'-'); fix it")
         if dataset_id and metadata["id"] != dataset_id:
             raise KaggleError(f"{path}: id is {metadata['id']!r} but --id says {dataset_id!r}; "
                               "drop --id or fix the file")
         return metadata
+    if dataset_id is not None and not is_owner_slug(dataset_id):  # before anything is written
+        raise KaggleError(f"--id {dataset_id}: must be OWNER/dataset-slug (lower case, digits "
+                          "and '-')")
     dataset_id = dataset_id or f"{default_owner}/{slug_of(folder.resolve().name)}"
     metadata = {"id": dataset_id, "title": title or title_of(dataset_id.partition("/")[2]),
                 "licenses": [{"name": "CC0-1.0"}]}

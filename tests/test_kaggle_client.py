@@ -247,6 +247,19 @@ def test_an_untested_kaggle_version_is_refused_naming_the_tested_ones_and_the_pi
     assert "no Kaggle credentials found" in tried.stderr
 
 
+@pytest.mark.parametrize("dataset_id", ["x", "me/", "/slug", "me/Upper", "me/a/b", "me/a b"])
+def test_a_bad_dataset_id_is_refused_before_any_metadata_is_written(tmp_path, dataset_id):
+    from kernelpack.errors import KaggleError
+
+    folder = write_files(tmp_path / "weights", {"w.bin": b"w"})
+    with pytest.raises(KaggleError, match=r"must be OWNER/dataset-slug"):
+        dataset_metadata(folder, dataset_id, None, default_owner=USER)
+    assert not (folder / "dataset-metadata.json").exists()  # a later push is not broken by it
+    (folder / "dataset-metadata.json").write_text(f'{{"id": "{dataset_id}"}}')
+    with pytest.raises(KaggleError, match=r"id must be 'owner/dataset-slug'"):
+        dataset_metadata(folder, None, None, default_owner=USER)
+
+
 def test_slugs_and_titles_follow_one_rule_for_datasets_and_kernels(tmp_path):
     assert slug_of("My_Models.v2") == "my-models-v2" and slug_of("--a  b--") == "a-b"
     assert title_of("my-models-v2") == "My Models V2"

@@ -31,7 +31,7 @@ from inference_core.wheel_install import MANIFEST_FILE, MANIFEST_FORMAT, read_ma
 
 from ..bundler.image_packages import canonical_name, image_ships
 from ..errors import KernelpackError
-from ..metadata import DATASET_METADATA, dataset_metadata, slug_of
+from ..metadata import DATASET_METADATA, dataset_metadata, is_owner_slug
 
 PYTHONS = ("3.11", "3.12")
 DEFAULT_PYTHON = "3.12"  # the Kaggle image's
@@ -185,8 +185,7 @@ def _check_arguments(requirements: Sequence[str], python: str, dataset_id: str |
     if python not in PYTHONS:
         raise WheelsError(f"--python {python}: Kaggle kernels run CPython "
                           f"{' or '.join(PYTHONS)}; pick one (default {DEFAULT_PYTHON})")
-    owner, _, slug = (dataset_id or "x/x").partition("/")
-    if not owner or not slug or slug_of(slug) != slug:
+    if dataset_id is not None and not is_owner_slug(dataset_id):
         raise WheelsError(f"--id {dataset_id}: must be OWNER/dataset-slug (lower case, digits "
                           "and '-')")
 
