@@ -180,7 +180,9 @@ class SubmissionSection:
     k: int = checked(integer(1, MAX_COUNT), default=5)  # topk: the k best labels, best first
     file: str = checked(output_file, default=SUBMISSION_FILE)
 
-    def __post_init__(self) -> None:
+    def check_consistent(self) -> None:
+        """The checks across fields, run where a config is read (a rule built in code, such as
+        a search's candidate, may hold any combination)."""
         if self.max_labels is not None and self.max_labels < self.min_labels:
             raise fail("submission.max_labels", f"{self.max_labels} is below min_labels "
                                                 f"{self.min_labels}; no row could satisfy both, "
@@ -302,6 +304,7 @@ class EnsembleConfig:
     def from_dict(cls, raw: Any) -> EnsembleConfig:
         """The config with defaults filled in; raise ConfigError naming the first bad field."""
         config = read_schema(cls, raw, "")
+        config.submission.check_consistent()
         taken: set[str] = set()
         for i, model in enumerate(config.models):
             _check_folds_group(model, f"models[{i}]")
