@@ -23,7 +23,9 @@ unit on the images left (with some headroom), that unit joins. Rows are blended 
 weights, so a model that runs on only part of the images counts only there, and a model that
 loses views keeps its weight: the views it still runs are combined and carry it. At least one
 unit always runs; if even that cannot finish, the hard stop lets the kernel write fallback rows
-for the rest, so a submission is always written in time.
+for the rest, so a submission is always written in time. Before all this, the kernel has written
+a whole fallback submission (see `startup`), and start-up answers to the same deadline: a model
+that cannot load in time is left out, a model whose optimise check does not fit runs as loaded.
 """
 
 from __future__ import annotations
@@ -38,6 +40,25 @@ from typing import NamedTuple
 # so that measurement noise does not add and drop the same unit batch after batch.
 ADD_HEADROOM = 0.15
 _EPS = 1e-12
+
+
+@dataclass(frozen=True)
+class Deadlines:
+    """The run's two moments on the `time.monotonic()` clock: planned work ends by `plan` (the
+    budget less its margin); no prediction starts after `hard_stop` (half the margin left, for
+    the last batch and the file). Start-up (loading, the optimise-and-check pass) answers to
+    `plan` too: it is the models' time it would eat."""
+
+    plan: float
+    hard_stop: float
+
+    @classmethod
+    def from_budget(cls, started: float, budget: float, margin: float) -> Deadlines:
+        return cls(started + budget * (1 - margin), started + budget * (1 - margin / 2))
+
+    def left(self) -> float:
+        """Seconds left before `plan` (negative once it has passed)."""
+        return self.plan - time.monotonic()
 
 
 @dataclass(frozen=True)

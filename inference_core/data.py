@@ -1,25 +1,29 @@
 """The test set: find the input root, the test images and their ids.
 
 The test ids come from the sample submission when the config names one (the order Kaggle scores
-in), else from a glob over the test folder. Decoding the images is `decode`'s job, preparing them
-for each model `transforms`'.
+in), else from a glob over the test folder. Both are found in whichever of Kaggle's layouts their
+source is mounted (see `inputs`). Decoding the images is `decode`'s job, preparing them for each
+model `transforms`'.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import TestSection
 from .errors import TestSetError
+from .inputs import find_input
 
 
 @dataclass(frozen=True)
 class TestSet:
     ids: list[str]
     paths: list[Path]
+    folder: Path  # the test folder, where it was found
+    sample_submission: Path | None = None  # where it was found, when the config names one
 
     __test__ = False  # not a pytest test class despite the name
 
@@ -38,16 +42,25 @@ def find_input_root(roots: Sequence[str]) -> Path:
     )
 
 
-def resolve_test_set(test: TestSection, input_root: Path, id_column: str) -> TestSet:
-    """Ids and image paths of the test set described by the config's `test` section."""
-    folder = input_root / test.images
+def resolve_test_set(test: TestSection, input_root: Path, id_column: str,
+                     log: Callable[[str], None] | None = None) -> TestSet:
+    """Ids and image paths of the test set described by the config's `test` section, its paths
+    found in any of Kaggle's layouts under `input_root`; `log` gets a line saying where each was
+    found. Raises InputLayoutError when a slug is mounted twice."""
+    images = find_input(input_root, test.images)
+    sample = find_input(input_root, test.sample_submission) if test.sample_submission else None
+    if log is not None:
+        log(images.describe("test.images"))
+        if sample is not None:
+            log(sample.describe("test.sample_submission"))
+    folder = images.path
     if not folder.is_dir():
         raise TestSetError(
             f"test folder {test.images!r} not found under {input_root}; attach the competition "
             "data to the kernel or fix test.images in the config"
         )
-    if test.sample_submission:
-        ids = _ids_from_sample_submission(input_root / test.sample_submission, id_column)
+    if sample is not None:
+        ids = _ids_from_sample_submission(sample.path, id_column)
         paths = [image_file(folder, image_id, test.extension) for image_id in ids]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
@@ -61,7 +74,8 @@ def resolve_test_set(test: TestSection, input_root: Path, id_column: str) -> Tes
             raise TestSetError(f"test folder {folder} has no files matching {test.pattern!r}; "
                                "fix test.pattern in the config")
         ids = [p.stem for p in paths]
-    return TestSet(ids=ids, paths=paths)
+    return TestSet(ids=ids, paths=paths, folder=folder,
+                   sample_submission=sample.path if sample is not None else None)
 
 
 def image_file(folder: Path, image_id: str, extension: str) -> Path:

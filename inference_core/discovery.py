@@ -2,10 +2,12 @@
 
 Every input root (`/kaggle/input`, `../input`, ...) is walked recursively, through symlinks and
 whatever the layout: `<dataset>/<any depth>/`, a Kaggle Model's `<model>/<framework>/<variation>/
-<version>/` (framework lower-cased: `pytorch`), `competitions/<slug>/`. Each `.kpenc` container is
-identified by its public manifest, each plain checkpoint (`.pt`, `.pth`) by the config stored in
-it (read with mmap, so scanning does not read the weights). A config entry matches on `name`,
-and on `fold`, `sha256` and `path` when it gives them; each fold of a `folds:` group matches on
+<version>/` (framework lower-cased: `pytorch`), and today's `competitions/<slug>/`,
+`datasets/<owner>/<slug>/`, `models/<owner>/<model>/...`, `notebooks/<owner>/<slug>/`. Each `.kpenc`
+container is identified by its public manifest, each plain checkpoint (`.pt`, `.pth`) by the config
+stored in it (read with mmap, so scanning does not read the weights). A config entry matches on
+`name`, and on `fold`, `sha256` and `path` when it gives them (`path` as found, or by slug without
+the layout's folders and owner, see `inputs.as_named`); each fold of a `folds:` group matches on
 the group's name (or `NAME_f<k>`) and that fold. Missing, duplicate and unused files are
 reported in one readable block.
 """
@@ -20,6 +22,7 @@ from .checkpoint import load_checkpoint
 from .config import EnsembleConfig, EnsembleMember
 from .errors import KernelError
 from .files import sha256_file
+from .inputs import as_named
 from .kpenc import inspect, is_kpenc
 from .model_config import ModelConfig
 
@@ -121,7 +124,8 @@ def _fits(member: EnsembleMember, found: FoundModel) -> bool:
     entry = member.entry
     return (found.name in (entry.name, member.label)
             and (member.fold is None or found.fold == member.fold)
-            and (entry.path is None or found.relative == entry.path.strip("/"))
+            and (entry.path is None
+                 or entry.path.strip("/") in (found.relative, as_named(found.relative)))
             and (entry.sha256 is None or found.sha256 == entry.sha256))
 
 

@@ -14,6 +14,9 @@ its own unoptimised outputs; otherwise the model runs without that step, and a l
   from its measured time on the check batch, pays back a conservative guess of the compile time;
   then kept only if it compiled, is equal, and ran faster on the check batch.
 
+The check itself is skipped when it would eat the time the models need to predict (a tight
+budget, or a start-up that took most of it): the model then runs as loaded.
+
 Reduced precision is no step here: fp16 autocast is the predictor's (GPU or `precision: fp16`);
 its outputs are compared with the unoptimised model under the same autocast.
 """
@@ -36,6 +39,12 @@ COMPILE_SECONDS_GUESS = 60.0
 COMPILE_PASSES = 3
 COMPILE_GAIN_GUESS = 0.1  # fraction of forward time assumed saved (fold + channels-last first)
 COMPILE_BUDGET_SHARE = 0.1  # never put more than this share of the time left into compiling
+
+# The check runs a model's check batch up to this many times after its unoptimised pass (both
+# steps at once; if that fails, each step alone), and may take at most this share of the time
+# left before the deadline: the rest is the models' time to predict.
+CHECK_PASSES = 3
+CHECK_BUDGET_SHARE = 0.25
 
 # run(model, channels_last) -> the model's (activated) outputs on the check batch, on the CPU.
 Run = Callable[[nn.Module, bool], list[torch.Tensor]]
@@ -71,6 +80,13 @@ def compile_pays_back(projected_seconds: float, seconds_left: float) -> bool:
     cost = COMPILE_SECONDS_GUESS * COMPILE_PASSES
     return projected_seconds * COMPILE_GAIN_GUESS > cost and \
         cost <= COMPILE_BUDGET_SHARE * seconds_left
+
+
+def check_fits(reference_seconds: float, seconds_left: float) -> bool:
+    """Whether checking a model whose unoptimised pass over the check batch took
+    `reference_seconds` fits in its share of the `seconds_left` before the deadline; a model
+    whose check does not fit runs as loaded."""
+    return CHECK_PASSES * reference_seconds <= CHECK_BUDGET_SHARE * seconds_left
 
 
 _CONV_OF_BATCHNORM = {nn.BatchNorm1d: nn.Conv1d, nn.BatchNorm2d: nn.Conv2d,

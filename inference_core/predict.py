@@ -33,7 +33,7 @@ from .class_chunks import Embedder, chunk_probabilities, scores_in_chunks
 from .config import DEFAULT_CLASS_CHUNK
 from .decode import decode_image
 from .errors import KernelError, TestSetError
-from .optimize import TOLERANCE, CompileBudget, optimize_model
+from .optimize import CHECK_PASSES, TOLERANCE, CompileBudget, check_fits, optimize_model
 from .preprocess import Decoder, Preprocess
 from .transforms import to_tensor
 from .tta import run_tta
@@ -182,13 +182,16 @@ class EnsemblePredictor:
     @torch.inference_mode()
     def optimize(self, check: PreparedBatch, log: Callable[[str], None],
                  images_left: int = 0, seconds_left: float = 0.0,
-                 accumulator: BlendAccumulator | None = None) -> None:
+                 accumulator: BlendAccumulator | None = None,
+                 deadline: float | None = None) -> None:
         """Make each member faster by the exact steps of `optimize_model`, checked on `check`
         (real test images, every TTA view of the member) against its unoptimised outputs, one
         model at a time. Run before the probe is timed, so that the budget plans with the
         optimised costs; the check also warms the optimised model up. With `accumulator`, the
         unoptimised outputs (every view) are blended into it: they are `check`'s predictions.
-        With `compile: auto`, `images_left` and `seconds_left` decide if compiling pays back."""
+        With `compile: auto`, `images_left` and `seconds_left` decide if compiling pays back.
+        With `deadline` (a `time.monotonic()` value), a member whose check would eat too much of
+        the time left runs as loaded (see `optimize.check_fits`)."""
         for m, member in enumerate(self.members):
             tensors = check.tensors.get(member.preprocess, [])
             if not tensors:
@@ -203,11 +206,19 @@ class EnsemblePredictor:
                         for view in self._views(m, self._to_device(batch, device, channels_last),
                                                 self.members[m].tta, model)]
 
+            started = time.perf_counter()
             reference = run(None, False)
+            reference_seconds = time.perf_counter() - started
             if accumulator is not None:
                 views = len(member.tta)  # run_tta gives one output per view, in order
                 self._add([(m, check.decoded[rows], reference[i * views:(i + 1) * views])
                            for i, (rows, _) in enumerate(batches)], accumulator)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and not check_fits(reference_seconds, left):
+                log(f"optimise {member.name}: skipped, the check would take about "
+                    f"{CHECK_PASSES * reference_seconds:.1f} s of the {max(left, 0):.1f} s left "
+                    "before the deadline; runs as loaded")
+                continue
             budget = (CompileBudget(images_left, seconds_left, len(tensors))
                       if self.compile_mode == "auto" else None)
             tolerance = TOLERANCE["fp16" if self.fp16 and device.type == "cuda" else "fp32"]

@@ -27,13 +27,14 @@ def plan_from_probe(predictor: EnsemblePredictor, ranked: list[Unit], prepared: 
 
     On the first half each model is optimised, checked against its unoptimised outputs (which
     are that half's predictions) and warmed up, paying its one-time set-up costs; the second half,
-    of the same shape, is timed with the optimised models. Both halves' predictions are kept."""
+    of the same shape, is timed with the optimised models. Both halves' predictions are kept. A
+    model whose check would eat the time left before `deadline` is timed as loaded."""
     members = predictor.members
     decoded = prepared.decoded.size
     half = decoded // 2
     timings: dict[int, float] = {}
     predictor.optimize(prepared.part(0, half), log, images_left + decoded - half,
-                       deadline - time.monotonic(), accumulator)
+                       deadline - time.monotonic(), accumulator, deadline=deadline)
     predictor.predict(prepared.part(half, decoded), set(ranked), accumulator, timings)
     timed = max(decoded - half, 1)
     cost = {u: timings.get(u.member, 0.0) / timed / len(members[u.member].tta) for u in ranked}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,14 +19,10 @@ import torch
 from tqdm import tqdm  # text, never a widget: a notebook run is read in its log
 
 from .blend import BlendAccumulator
-from .budget import DeadlineGuard, Unit, rank_units
+from .budget import DeadlineGuard, Deadlines, Unit, rank_units
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import EnsembleConfig
-from .data import (
-    TestSet,
-    find_input_root,
-    resolve_test_set,
-)
+from .data import TestSet
 from .discovery import (
     Discovery,
     FoundModel,
@@ -39,9 +35,16 @@ from .fallback import FallbackPrior
 from .model_config import ModelConfig
 from .predict import EnsemblePredictor, Member, PreparedBatch, prefetch
 from .probe import PROBE_IMAGES, batch_bounds, plan_from_probe
+from .startup import (
+    KernelStart,
+    Log,
+    exit_code,
+    make_log,
+    out_of_time,
+    start_kernel,
+    start_submission,
+)
 from .submission import SubmissionWriter
-
-Log = Callable[[str], None]
 
 
 @dataclass
@@ -56,25 +59,30 @@ class RunSummary:
     predict_seconds: float = 0.0  # from the first batch to the written submission
 
 
-def make_log(start: float, stream=sys.stdout) -> Log:
-    """Lines stamped with the seconds since the kernel started, flushed for Kaggle's log viewer."""
-
-    def log(message: str) -> None:
-        print(f"[{time.monotonic() - start:8.1f}s] {message}", file=stream, flush=True)
-
-    return log
-
-
-def load_members(config: EnsembleConfig, found: dict[str, FoundModel], key: bytes | None, log: Log
-                 ) -> list[Member]:
+def load_members(config: EnsembleConfig, found: dict[str, FoundModel], key: bytes | None, log: Log,
+                 deadlines: Deadlines | None = None) -> list[Member]:
     """Load the discovered models (each fold of a folds group apart, the group's weight split
-    over the folds found) with a positive weight, in config order; `found` is keyed by label."""
+    over the folds found) with a positive weight, in config order; `found` is keyed by label.
+
+    With `deadlines`, a model whose loading (decryption included) is projected, from the bytes
+    per second of the models loaded so far, to end past the planning deadline is left out with
+    a log line: the time it would eat is the other models' time to predict."""
     default_activation = "sigmoid" if config.submission.format == "multilabel" else "softmax"
     members = []
+    loaded_bytes, loading_seconds = 0, 0.0
     for entry in config.members(present=set(found)):
         if entry.weight <= 0:
             continue
         location = found[entry.label]
+        size = location.path.stat().st_size
+        if deadlines is not None:
+            estimate = size * loading_seconds / loaded_bytes if loaded_bytes else 0.0
+            left = deadlines.left()
+            if estimate >= left:
+                log(f"deadline guard: {entry.label} left out; loading it would take about "
+                    f"{estimate:.1f} s of the {max(left, 0):.1f} s left before the deadline")
+                continue
+        began = time.monotonic()
         checkpoint = load_checkpoint(location.path, location.relative, key=key)
         model_config = location.config or ModelConfig.from_checkpoint(checkpoint,
                                                                       location.relative)
@@ -95,6 +103,8 @@ def load_members(config: EnsembleConfig, found: dict[str, FoundModel], key: byte
         ))
         log(f"loaded {entry.label} ({model_config.arch}, {model_config.num_classes} classes"
             f", {'decrypted in memory' if location.encrypted else 'plain'})")
+        loaded_bytes += size
+        loading_seconds += time.monotonic() - began
     widths = {m.num_classes for m in members}
     if len(widths) > 1:
         raise CheckpointError(
@@ -138,10 +148,15 @@ class Ensemble:
     load_seconds: float
 
 
-def load_ensemble(config: EnsembleConfig, discovery: Discovery, key: bytes | None, log: Log
-                  ) -> Ensemble:
+def load_ensemble(config: EnsembleConfig, discovery: Discovery, key: bytes | None, log: Log,
+                  deadlines: Deadlines | None = None) -> Ensemble | None:
+    """Load the discovered models onto their devices; None when `deadlines` left no time to
+    load any (see `load_members`)."""
     loading = time.monotonic()
-    members = load_members(config, discovery.matched, key, log)
+    members = load_members(config, discovery.matched, key, log, deadlines)
+    if not members:
+        log("deadline guard: no model could load in time")
+        return None
     predictor = EnsemblePredictor(members, config.precision, tta_blend=config.tta_blend,
                                   compile_mode=config.compile, class_chunk=config.class_chunk)
     load_seconds = time.monotonic() - loading
@@ -164,43 +179,44 @@ def prepared_batches(predictor: EnsemblePredictor, test_set: TestSet, config: En
                     predictor.loader_threads(config.loader_threads))
 
 
-def process_age() -> float:
-    """Seconds since this process started (Linux; 0 elsewhere): a kernel's budget also pays for
-    interpreter start-up and `import torch`."""
-    try:
-        with open("/proc/self/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        with open("/proc/uptime") as handle:
-            uptime = float(handle.read().split()[0])
-        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))  # field 22: start
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
 def run_kernel(config: EnsembleConfig, working_dir: str | os.PathLike = ".", log: Log | None = None,
-               progress: bool = True, key: bytes | None = None, started: float | None = None
-               ) -> RunSummary:
+               progress: bool = True, key: bytes | None = None, started: float | None = None,
+               test_set: TestSet | None = None) -> RunSummary:
     """Predict the test set with the ensemble, inside the budget, into `working_dir`.
 
-    The budget counts from `started` (a `time.monotonic()` value; default: now)."""
+    The budget counts from `started` (a `time.monotonic()` value; default: now). `test_set` is
+    the one whose fallback submission is already written (`startup.start_kernel`); without it,
+    the test set is found and its fallback submission written first. Start-up answers to the
+    deadline: a model that cannot load in time is left out, a model whose optimise check does
+    not fit runs as loaded, and when no model can run in time the fallback submission stands."""
     start = time.monotonic() if started is None else started
     log = log or make_log(start)
     budget = config.budget_seconds(os.environ)
     margin = config.budget.margin
-    deadline, hard_stop = start + budget * (1 - margin), start + budget * (1 - margin / 2)
+    deadlines = Deadlines.from_budget(start, budget, margin)
+    deadline, hard_stop = deadlines.plan, deadlines.hard_stop
     log(f"kernelpack runtime: torch {torch.__version__}, budget {budget:.0f} s "
         f"(plan within {budget * (1 - margin):.0f} s)")
+    if test_set is None:
+        test_set = start_submission(config, working_dir, log)
+    target = Path(working_dir) / config.submission.file
+    total = len(test_set)
 
+    def fallback_stands() -> RunSummary:
+        seconds = time.monotonic() - start
+        log(f"kept the fallback submission {target} ({total} rows, all fallback) after "
+            f"{seconds:.1f} s of a {budget:g} s budget")
+        return RunSummary(target, total, [], seconds, fallback_rows=total)
+
+    if out_of_time(deadlines, log, "the models were looked for"):
+        return fallback_stands()
     discovery = discover(config, config.input_roots, log)
-    input_root = find_input_root(config.input_roots)
-    test_set: TestSet = resolve_test_set(config.test, input_root, config.submission.id_column)
-    log(f"test set: {len(test_set)} images in {input_root / config.test.images}")
-    ensemble = load_ensemble(config, discovery, key, log)
+    ensemble = load_ensemble(config, discovery, key, log, deadlines)
+    if ensemble is None or out_of_time(deadlines, log, "the first batch"):
+        return fallback_stands()
     predictor, classes, ranked = ensemble.predictor, ensemble.classes, ensemble.units
     members = ensemble.members
 
-    target = Path(working_dir) / config.submission.file
-    total = len(test_set)
     fallback = FallbackPrior(len(classes))
     guard: DeadlineGuard | None = None
     stopped = False
@@ -209,6 +225,7 @@ def run_kernel(config: EnsembleConfig, working_dir: str | os.PathLike = ".", log
     interval = 1.0 if sys.stdout.isatty() else 30.0
     bar = tqdm(total=total, desc="predict", unit="img", file=sys.stdout, mininterval=interval,
                delay=interval, disable=not progress)
+    warned: set[str] = set()  # members whose non-finite outputs were logged
     batches = prepared_batches(predictor, test_set, config, first=PROBE_IMAGES)
     log(f"first batch starts; {ensemble.load_seconds:.1f} s of the start-up went to loading "
         "weights")
@@ -239,10 +256,15 @@ def run_kernel(config: EnsembleConfig, working_dir: str | os.PathLike = ".", log
                     log(f"deadline guard: ahead of the projection, adding "
                         f"{', '.join(u.label for u in change.added)} for the last "
                         f"{total - end} images")
+            for name in predictor.newly_left_out(warned):
+                log(f"WARNING model {name} gives NaN or infinite outputs; left out of the blend "
+                    "for each image where it does")
             out.write(test_set.ids[begin:end], fallback.complete(accumulator))
             bar.update(end - begin)
             batch_start = time.perf_counter()
     bar.close()
+    if predictor.left_out_summary():
+        log(f"WARNING {predictor.left_out_summary()}")
     fallback_rows = fallback.rows
     seconds = time.monotonic() - start
     log(f"wrote {target} ({total} rows, {fallback_rows} fallback) in {seconds:.1f} s of a "
@@ -252,13 +274,14 @@ def run_kernel(config: EnsembleConfig, working_dir: str | os.PathLike = ".", log
                       tuple(added), time.monotonic() - predicting)
 
 
+def run_started(start: KernelStart, key: bytes | None = None) -> RunSummary:
+    """Run the models of a kernel whose start (config, test ids, fallback submission) is done."""
+    return run_kernel(start.config, key=key, started=start.started, log=start.log,
+                      test_set=start.test_set)
+
+
 def main(config: dict, key: bytes | None = None) -> int:
-    """Kernel entry point: read the embedded config (plain JSON types) and run; a KernelError,
-    a bad config's included, is one readable line and exit code 1."""
-    started = time.monotonic() - process_age()
-    try:
-        run_kernel(EnsembleConfig.from_dict(config), key=key, started=started)
-    except KernelError as exc:
-        print(f"kernel error: {exc}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+    """Kernel entry point: read the embedded config (plain JSON types), write the fallback
+    submission, and run; a KernelError, a bad config's included, is one readable line and exit
+    code 1."""
+    return exit_code(lambda: run_started(start_kernel(config), key))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -106,20 +106,29 @@ class SubmissionWriter:
         return [id_column, self.submission.label_column]
 
     def write(self, ids: Sequence[str], probs: np.ndarray) -> None:
+        self._writer.writerows([image_id, *cells]
+                               for image_id, cells in zip(ids, self._cells(probs), strict=True))
+
+    def write_same_row(self, ids: Sequence[str], probs: np.ndarray) -> None:
+        """Write one row of probabilities for every id in `ids`, formatted once: a fallback
+        submission of a million rows and 32,000 classes costs one row's labels."""
+        cells = next(self._cells(np.asarray(probs)[None]))
+        self._writer.writerows([image_id, *cells] for image_id in ids)
+
+    def _cells(self, probs: np.ndarray) -> Iterator[list]:
+        """Each row's cells after the id: its probabilities (formatted a row at a time: a batch
+        of 32,000 columns would be millions of strings), or its labels in the format."""
         fmt = self.submission.format
         if fmt == "probabilities":
-            for image_id, row in zip(ids, probs, strict=True):
-                self._writer.writerow([image_id] + [f"{p:.6g}" for p in row])
+            return ([f"{p:.6g}" for p in row] for row in probs)
+        if fmt == "multiclass":
+            labels = multiclass_labels(probs, self.classes)
+        elif fmt == "topk":
+            labels = topk_labels(probs, self.classes, self.submission.k)
         else:
-            if fmt == "multiclass":
-                labels = multiclass_labels(probs, self.classes)
-            elif fmt == "topk":
-                labels = topk_labels(probs, self.classes, self.submission.k)
-            else:
-                labels = multilabel_labels(probs, self.classes, self.submission.threshold,
-                                           self.submission.min_labels,
-                                           self.submission.max_labels)
-            self._writer.writerows(zip(ids, labels, strict=True))
+            labels = multilabel_labels(probs, self.classes, self.submission.threshold,
+                                       self.submission.min_labels, self.submission.max_labels)
+        return ([label] for label in labels)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         # Renames the whole file into place, or removes it when writing failed.

@@ -24,13 +24,10 @@ from pathlib import Path
 
 from .config import DEFAULT_INPUT_ROOTS
 from .errors import KernelError
+from .inputs import source_patterns
 
 MANIFEST_FILE = "kernelpack-wheels.json"
 MANIFEST_FORMAT = 1
-# Where a manifest may lie under an input root: `<slug>/` (classic), one folder down, and
-# `datasets/<owner>/<slug>/` (newer Kaggle layout). Not deeper: that would list whole
-# competitions (a million-image folder) at every kernel start.
-_DATASET_DEPTHS = ("*", "*/*", "datasets/*/*")
 _PIP_TIMEOUT = 600
 # A distribution name (PEP 508) and a version (PEP 440 characters).
 _NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
@@ -46,13 +43,14 @@ def running_python() -> str:
 
 
 def find_wheel_datasets(roots: Sequence[str]) -> list[Path]:
-    """The folders holding a MANIFEST_FILE under the input roots, each real folder once."""
+    """The folders holding a MANIFEST_FILE under the input roots, each real folder once: a
+    source's own folder, in any of Kaggle's layouts, or one level inside it."""
     found: dict[str, Path] = {}
     for root in map(Path, roots):
         if not root.is_dir():
             continue
-        for depth in _DATASET_DEPTHS:
-            for manifest in sorted(root.glob(f"{depth}/{MANIFEST_FILE}")):
+        for pattern in source_patterns():
+            for manifest in sorted(root.glob(f"{pattern}/{MANIFEST_FILE}")):
                 found.setdefault(os.path.realpath(manifest.parent), manifest.parent)
     return list(found.values())
 

@@ -42,23 +42,87 @@ def _kernel_id(value: Any, where: str) -> str:
 _SOURCES = list_of(string, non_empty=False)
 
 
+@dataclass(frozen=True)
+class Accelerator:
+    machine_shape: str  # what kernel-metadata.json and `kaggle kernels push --accelerator` send
+    shown_as: str  # its name in Kaggle's notebook editor
+    kind: str  # "gpu" or "tpu"
+    aliases: tuple[str, ...]  # other names accepted in the config, compared without case/spaces
+
+
+# The machine shapes the pinned client documents (kagglesdk 0.1.37, ApiSaveKernelRequest and
+# ApiCreateKernelSessionRequest: "Currently supported options"); the client sends the string as
+# given, so a name outside them would only fail on Kaggle, after the push.
+ACCELERATORS = (
+    Accelerator("NvidiaTeslaT4", "GPU T4 x2", "gpu", ("T4 x2", "T4")),
+    Accelerator("NvidiaTeslaP100", "GPU P100", "gpu", ("P100",)),
+    Accelerator("Tpu1VmV38", "TPU VM v3-8", "tpu", ("TPU v3-8", "TPU")),
+)
+_NO_ACCELERATOR = ("none", "cpu")
+
+
+def _squeezed(name: str) -> str:
+    return "".join(name.split()).lower()
+
+
+def accelerator_named(name: str) -> Accelerator | None:
+    """The accelerator a config or metadata names (any of its names, case and spaces aside)."""
+    for accelerator in ACCELERATORS:
+        names = (accelerator.machine_shape, accelerator.shown_as, *accelerator.aliases)
+        if _squeezed(name) in map(_squeezed, names):
+            return accelerator
+    return None
+
+
+def _accelerator(value: Any, where: str) -> str | None:
+    """An accelerator's machine shape, or None for `none` / `cpu` (no accelerator)."""
+    if isinstance(value, str) and _squeezed(value) in _NO_ACCELERATOR:
+        return None
+    accelerator = accelerator_named(value) if isinstance(value, str) else None
+    if accelerator is None:
+        listed = ", ".join(f"{a.machine_shape} ({a.shown_as})" for a in ACCELERATORS)
+        raise fail(where, f"must be one of {listed} or none, got {shown(value)}")
+    return accelerator.machine_shape
+
+
 @dataclass(frozen=True, kw_only=True)
 class KernelSection:
     """kernel-metadata.json keys and their defaults: a private, offline kernel, the only kind a
     code competition accepts. `code`: package folders or module files, relative to the config
-    file."""
+    file. `accelerator`: the machine shape (see ACCELERATORS); `enable_gpu` and `enable_tpu`
+    follow from it, so `enable_gpu` is only for a GPU of Kaggle's choosing (no accelerator
+    named) and must agree with an accelerator that is."""
 
     id: str | None = checked(optional(_kernel_id), default=None)
     title: str | None = checked(optional(string), default=None)
     is_private: bool = checked(boolean, default=True)
-    enable_gpu: bool = checked(boolean, default=False)
+    accelerator: str | None = checked(optional(_accelerator), default=None)
+    enable_gpu: bool | None = checked(optional(boolean), default=None)  # None: as accelerator
     enable_internet: bool = checked(boolean, default=False)
-    machine_shape: str | None = checked(optional(string), default=None)
     dataset_sources: tuple[str, ...] = checked(_SOURCES, default=())
     competition_sources: tuple[str, ...] = checked(_SOURCES, default=())
     kernel_sources: tuple[str, ...] = checked(_SOURCES, default=())
     model_sources: tuple[str, ...] = checked(_SOURCES, default=())
     code: tuple[str, ...] = checked(_SOURCES, default=())
+
+    def __post_init__(self) -> None:
+        if self.accelerator and self.enable_gpu is not None and self.enable_gpu != self.gpu:
+            raise ConfigError(
+                f"kernel.enable_gpu: {str(self.enable_gpu).lower()} contradicts kernel."
+                f"accelerator {self.accelerator}, which is {'a' if self.gpu else 'no'} GPU; "
+                "remove enable_gpu (it follows from the accelerator)")
+
+    @property
+    def gpu(self) -> bool:
+        """kernel-metadata.json's enable_gpu."""
+        if self.accelerator:
+            return accelerator_named(self.accelerator).kind == "gpu"
+        return bool(self.enable_gpu)
+
+    @property
+    def tpu(self) -> bool:
+        """kernel-metadata.json's enable_tpu."""
+        return bool(self.accelerator) and accelerator_named(self.accelerator).kind == "tpu"
 
 
 @dataclass(frozen=True)

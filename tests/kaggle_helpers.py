@@ -86,8 +86,10 @@ def run_kaggle(home: Path, tmp: Path, url: str, *args: str) -> Run:
 
 
 def kaggle_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                 processing_seconds: float = 0.0) -> Iterator[World]:
-    """Yield a started service and a fresh Kaggle account around it."""
+                 processing_seconds: float = 0.0, flat_input: bool = True) -> Iterator[World]:
+    """Yield a started service and a fresh Kaggle account around it. Its kernels see their
+    sources in the old flat layout (`../input/SLUG`, what most tests read) unless `flat_input`
+    is False (today's `../input/competitions/SLUG`, `../input/datasets/OWNER/SLUG`, ...)."""
     home, tmp = kaggle_account(tmp_path)
     for name in _PROXY_VARIABLES + _CREDENTIAL_VARIABLES:
         monkeypatch.delenv(name, raising=False)
@@ -96,7 +98,7 @@ def kaggle_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     # The client keeps upload resume state under tempfile.gettempdir(), cached per process.
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     with KaggleService(tmp_path / "service", processing_seconds=processing_seconds,
-                       users={USER: KEY}) as service:
+                       users={USER: KEY}, flat_input=flat_input) as service:
         yield World(service, service.store.root, home, tmp)
 
 

@@ -176,3 +176,39 @@ def test_a_kernel_that_embeds_a_key_is_written_owner_only_even_over_an_older_bui
     assert stat.S_IMODE(keyed.kernel.stat().st_mode) == 0o600
     again = build_kernel(ensemble_yml, out, notebook=notebook)  # no key: readable as before
     assert stat.S_IMODE(again.kernel.stat().st_mode) & 0o044
+
+
+@pytest.mark.parametrize(("written", "shape", "gpu", "tpu"), [
+    ("NvidiaTeslaT4", "NvidiaTeslaT4", True, False),
+    ("T4 x2", "NvidiaTeslaT4", True, False),
+    ("gpu p100", "NvidiaTeslaP100", True, False),
+    ("TPU VM v3-8", "Tpu1VmV38", False, True),
+    ("none", None, False, False),
+])
+def test_the_accelerator_is_the_clients_machine_shape_and_enable_gpu_follows_it(
+        ensemble_yml, tmp_path, written, shape, gpu, tpu):
+    ensemble_yml.write_text(ensemble_yml.read_text().replace(
+        "kernel: {", f"kernel: {{accelerator: {written}, "))
+    metadata = json.loads(build_kernel(ensemble_yml, tmp_path / "out").metadata.read_text())
+    assert metadata.get("machine_shape") == shape
+    assert (metadata["enable_gpu"], metadata["enable_tpu"]) == (gpu, tpu)
+
+
+def test_an_accelerator_the_client_does_not_know_or_a_contradicting_enable_gpu_is_refused(
+        ensemble_yml, tmp_path):
+    original = ensemble_yml.read_text()
+    ensemble_yml.write_text(original.replace("kernel: {", "kernel: {accelerator: A100, "))
+    with pytest.raises(ConfigError, match=r"kernel\.accelerator: must be one of NvidiaTeslaT4 "
+                                          r"\(GPU T4 x2\), NvidiaTeslaP100 \(GPU P100\), "
+                                          r"Tpu1VmV38 \(TPU VM v3-8\) or none, got 'A100'"):
+        build_kernel(ensemble_yml, tmp_path / "out")
+    ensemble_yml.write_text(original.replace(
+        "kernel: {", "kernel: {accelerator: TPU, enable_gpu: true, "))
+    with pytest.raises(ConfigError, match=r"kernel\.enable_gpu: true contradicts kernel\."
+                                          r"accelerator Tpu1VmV38, which is no GPU; remove "
+                                          r"enable_gpu"):
+        build_kernel(ensemble_yml, tmp_path / "out")
+    # Without an accelerator, enable_gpu alone still asks for a GPU (of Kaggle's choosing).
+    ensemble_yml.write_text(original.replace("kernel: {", "kernel: {enable_gpu: true, "))
+    metadata = json.loads(build_kernel(ensemble_yml, tmp_path / "out").metadata.read_text())
+    assert metadata["enable_gpu"] is True and "machine_shape" not in metadata

@@ -7,12 +7,13 @@ from PIL import Image
 from inference_core.config import TestSection
 from inference_core.data import find_input_root, resolve_test_set
 from inference_core.errors import TestSetError
+from inference_core.inputs import InputLayoutError
 
 TEST = TestSection(images="comp/test", sample_submission=None, pattern="*.png", extension=".png")
 
 
-def _competition(tmp_path, ids=("b", "a", "c")):
-    folder = tmp_path / "comp" / "test"
+def _competition(tmp_path, ids=("b", "a", "c"), mount="comp"):
+    folder = tmp_path / mount / "test"
     folder.mkdir(parents=True)
     for i, image_id in enumerate(ids):
         Image.fromarray(np.full((8, 8), i * 60, dtype=np.uint8)).save(folder / f"{image_id}.png")
@@ -54,3 +55,25 @@ def test_wrong_id_column_and_no_input_root(tmp_path):
         resolve_test_set(test, tmp_path, "id")
     with pytest.raises(TestSetError, match="no input root found"):
         find_input_root([str(tmp_path / "nope"), str(tmp_path / "nope2")])
+
+
+def test_the_test_set_is_found_in_todays_layout_and_the_log_says_where(tmp_path):
+    folder = _competition(tmp_path, mount="competitions/comp")
+    (folder.parent / "sample_submission.csv").write_text("id,label\nc,0\na,0\n")
+    (tmp_path / "datasets" / "me" / "comp-models").mkdir(parents=True)
+    test = dataclasses.replace(TEST, sample_submission="comp/sample_submission.csv")
+    lines = []
+    test_set = resolve_test_set(test, tmp_path, "id", lines.append)
+    assert (test_set.ids, test_set.folder) == (["c", "a"], folder)
+    assert test_set.paths == [folder / "c.png", folder / "a.png"]
+    assert lines == [f"input test.images 'comp/test': {folder} (competitions layout)",
+                     "input test.sample_submission 'comp/sample_submission.csv': "
+                     f"{folder.parent / 'sample_submission.csv'} (competitions layout)"]
+
+
+def test_a_competition_mounted_twice_is_an_error_naming_both(tmp_path):
+    _competition(tmp_path)
+    _competition(tmp_path, mount="competitions/comp")
+    with pytest.raises(InputLayoutError, match=r"2 sources are mounted as 'comp' under .* \(comp "
+                                               r"and competitions/comp\); attach only one"):
+        resolve_test_set(TEST, tmp_path, "id")

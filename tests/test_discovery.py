@@ -110,6 +110,23 @@ def test_different_files_with_one_identity_must_be_disambiguated(kaggle_input):
     assert by_hash.matched["cnn"].relative.startswith("models/")
 
 
+def test_todays_layout_is_walked_and_a_path_named_by_slug_matches_it(kaggle_input, tmp_path):
+    _checkpoint(kaggle_input / "datasets" / "alice" / "cnn-models" / "f2.pt", "cnn", 2, seed=3)
+    _checkpoint(kaggle_input / "notebooks" / "bob" / "trainer" / "out" / "f3.pt", "cnn", 3, seed=4)
+    found, _ = scan_input_roots([str(kaggle_input)])
+    assert {f.relative: f.fold for f in found if f.name == "cnn"} == {
+        "datasets/alice/cnn-models/f2.pt": 2, "models/me/digits/pytorch/default/3/model.pt": 1,
+        "my-models/v2/deep/weights.kpenc": 0, "notebooks/bob/trainer/out/f3.pt": 3}
+    # The config names each by its slug, never by the owner or the layout's folders.
+    for path, fold in (("cnn-models/f2.pt", 2), ("trainer/out/f3.pt", 3),
+                       ("digits/pytorch/default/3/model.pt", 1),
+                       ("datasets/alice/cnn-models/f2.pt", 2)):
+        assert match_models(_models({"name": "cnn", "path": path}), found).matched["cnn"].fold \
+            == fold
+    assert match_models(_models({"name": "cnn", "path": "alice/cnn-models/f2.pt"}),
+                        found).missing == ["cnn"]
+
+
 def test_a_missing_required_model_stops_the_kernel_and_an_optional_one_does_not(kaggle_input):
     found, _ = scan_input_roots([str(kaggle_input)])
     optional = _models({"name": "baseline"}, {"name": "ghost"})

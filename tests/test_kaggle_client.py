@@ -22,7 +22,7 @@ from kernelpack.errors import KaggleAuthError
 from kernelpack.kaggle.datasets import MANIFEST_FILE
 from kernelpack.kaggle.service import add_competition
 from kernelpack.kaggle.session import KaggleSession
-from kernelpack.kernel.build import KEY_MARKER, kernel_metadata
+from kernelpack.kernel.build import KEY_MARKER, build_kernel, kernel_metadata
 from kernelpack.metadata import dataset_metadata, slug_of, title_of
 
 
@@ -140,6 +140,28 @@ def test_kernel_push_refuses_an_unset_id_and_a_public_kernel_with_a_key(world, t
     assert refused.returncode == 1, refused
     assert "embeds a decryption key but" in refused.stderr and "is_private: false" in refused.stderr
     assert not world.stored("kernels").exists()           # nothing reached the service
+
+
+def test_the_accelerator_a_build_writes_reaches_the_service_and_an_unknown_one_is_refused(
+        world, tmp_path, ensemble_yml):
+    ensemble_yml.write_text(ensemble_yml.read_text().replace(
+        "kernel: {id: tester/digits-kernel, competition_sources: [digits]",
+        f"kernel: {{id: {USER}/gpu-kernel, accelerator: T4 x2"))
+    folder = build_kernel(ensemble_yml, tmp_path / "built").metadata.parent
+    pushed = world.kernelpack("kernel", "push", str(folder))
+    assert pushed.returncode == 0, pushed
+    record = json.loads(world.stored("kernels", USER, "gpu-kernel", "kernel.json").read_text())
+    version = record["versions"][0]
+    assert (version["machineShape"], version["enableGpu"]) == ("NvidiaTeslaT4", True)
+    assert not version.get("enableTpu")
+
+    unknown = tiny_kernel(tmp_path / "unknown", "h100-kernel", "print(1)\n",
+                          machine_shape="NvidiaH100")
+    refused = world.kernelpack("kernel", "push", str(unknown))
+    assert refused.returncode == 1
+    assert "machine_shape 'NvidiaH100' is none the kaggle client knows (NvidiaTeslaT4, " \
+           "NvidiaTeslaP100, Tpu1VmV38)" in refused.stderr
+    assert not world.stored("kernels", USER, "h100-kernel").exists()
 
 
 @pytest.mark.slow

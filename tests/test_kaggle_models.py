@@ -101,8 +101,9 @@ def test_push_creates_then_versions_then_skips_an_unchanged_folder(world, tmp_pa
     first = world.kernelpack("model", "push", str(folder), "--handle", HANDLE, "--wait")
     assert first.returncode == 0, first
     assert (f"{HANDLE}: version 1 is ready (created the model and the instance), all 2 files "
-            f"listed with their sizes (model_sources: {HANDLE}/1; "
-            "input/digits-cnn/pytorch/default/1/)") in first.stdout
+            f"listed with their sizes (model_sources: {HANDLE}/1; input/models/"
+            f"{HANDLE.split('/')[0]}/digits-cnn/pytorch/default/1/ "
+            "(flat: input/digits-cnn/pytorch/default/1/))") in first.stdout
     assert _stored(world, 1) == files
     # The unmodified kaggle command sees the model the way kernelpack pushed it.
     listed = world.kaggle("models", "instances", "versions", "files", f"{HANDLE}/1", "-v")

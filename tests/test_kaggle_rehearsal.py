@@ -1,5 +1,6 @@
 """The whole rehearsal with a real built kernel: push the model dataset, push the kernel built by
-`build_kernel`, let it run in the service's sandbox, submit it and get a score on held-back labels.
+`build_kernel`, let it run in the service's sandbox with its sources mounted as Kaggle mounts them
+today, submit it and get a score on held-back labels.
 """
 
 import shutil
@@ -17,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def world(tmp_path, monkeypatch):
-    yield from kaggle_world(tmp_path, monkeypatch)
+    yield from kaggle_world(tmp_path, monkeypatch, flat_input=False)
 
 
 def test_built_kernel_is_pushed_run_submitted_and_scored(world, tmp_path, digits_input):
@@ -33,6 +34,12 @@ def test_built_kernel_is_pushed_run_submitted_and_scored(world, tmp_path, digits
         f"competition_sources: [digits], dataset_sources: [{USER}/digits-models]}}"))
     build_kernel(config, tmp_path / "out")
     run = world.kernelpack("kernel", "push", str(tmp_path / "out"), "--wait")
-    assert run.returncode == 0, (run, world.kernelpack("kernel", "logs", f"{USER}/digits-kernel"))
+    log = world.kernelpack("kernel", "logs", f"{USER}/digits-kernel").stdout
+    assert run.returncode == 0, (run, log)
+    # The config names the competition and the models by slug; the kernel found them in
+    # competitions/digits/ and datasets/tester/digits-models/.
+    assert "input test.images 'digits/test': ../input/competitions/digits/test (competitions " \
+           "layout)" in log, log
+    assert f"found    cnn_f0                   datasets/{USER}/digits-models/cnn_f0.pt" in log, log
 
     submit_and_check_score(world, "digits", f"{USER}/digits-kernel", labels)

@@ -34,6 +34,13 @@ def world(tmp_path, monkeypatch):
     yield from kaggle_world(tmp_path, monkeypatch)
 
 
+@pytest.fixture(params=[False, True], ids=["today", "flat"])
+def layout_world(request, tmp_path, monkeypatch):
+    """(a world whose kernels see their sources as Kaggle mounts them today, or flat; flat)"""
+    for world in kaggle_world(tmp_path, monkeypatch, flat_input=request.param):
+        yield world, request.param
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -118,10 +125,57 @@ def test_kaggle_cli_pushed_kernel_runs_offline_with_its_sources_mounted(world, t
     assert metadata["enable_internet"] is False
 
 
-def test_code_submission_reruns_on_the_hidden_test_set_and_is_scored(world, tmp_path):
+# Kernel B: every file under ../input, and what kernel A wrote, found by its slug.
+LIST_INPUT = """\
+import os
+for folder, _, files in sorted(os.walk("../input", followlinks=True)):
+    for name in sorted(files):
+        print("file", os.path.relpath(os.path.join(folder, name), "../input"))
+prep = [os.path.join(f, "prep.txt") for f in ("../input/prep-kernel",
+                                               "../input/notebooks/tester/prep-kernel")]
+print("read", *[open(p).read() for p in prep if os.path.exists(p)])
+"""
+
+
+def test_sources_are_mounted_as_kaggle_mounts_them_and_one_kernel_feeds_another(
+        layout_world, tmp_path):
+    world, flat = layout_world
     _competition(world, tmp_path)
-    kernel = tiny_kernel(tmp_path / "k", "tiny-kernel", PREDICT_ONES,
-                         competition_sources=["tinycomp"])
+    data = dataset_folder(tmp_path / "ds", "extra-data", {"extra.txt": b"x"})
+    assert world.kaggle("datasets", "create", "-p", str(data), "-q").returncode == 0
+    weights = write_files(tmp_path / "weights", {"w.bin": b"\x01" * 64})
+    model = world.kernelpack("model", "push", str(weights), "--handle",
+                             f"{USER}/tiny-model/pyTorch/default", "--wait")
+    assert model.returncode == 0, model
+    prep = tiny_kernel(tmp_path / "a", "prep-kernel", 'open("prep.txt", "w").write("from A")\n')
+    assert "successfully pushed" in world.kaggle("kernels", "push", "-p", str(prep)).stdout
+    world.service.runner.wait_idle()
+    reader = tiny_kernel(tmp_path / "b", "reader-kernel", LIST_INPUT,
+                         kernel_sources=[f"{USER}/prep-kernel"], competition_sources=["tinycomp"],
+                         dataset_sources=[f"{USER}/extra-data"],
+                         model_sources=[f"{USER}/tiny-model/pyTorch/default/1"])
+    assert "successfully pushed" in world.kaggle("kernels", "push", "-p", str(reader)).stdout
+    world.service.runner.wait_idle()
+
+    log = world.kernelpack("kernel", "logs", f"{USER}/reader-kernel").stdout
+    listed = sorted(line.split(" ", 1)[1] for line in log.splitlines() if line.startswith("file "))
+    assert listed == (["extra-data/extra.txt", "prep-kernel/prep.txt",
+                       "tiny-model/pytorch/default/1/w.bin", "tinycomp/sample_submission.csv"]
+                      if flat else
+                      ["competitions/tinycomp/sample_submission.csv",
+                       "datasets/tester/extra-data/extra.txt",
+                       "models/tester/tiny-model/pytorch/default/1/w.bin",
+                       "notebooks/tester/prep-kernel/prep.txt"]), log
+    assert "read from A" in log.splitlines()
+
+
+def test_code_submission_reruns_on_the_hidden_test_set_and_is_scored(layout_world, tmp_path):
+    world, flat = layout_world
+    _competition(world, tmp_path)
+    # The rerun's hidden test set goes where the run had the data, in either layout.
+    body = PREDICT_ONES if flat else PREDICT_ONES.replace("../input/tinycomp/",
+                                                          "../input/competitions/tinycomp/")
+    kernel = tiny_kernel(tmp_path / "k", "tiny-kernel", body, competition_sources=["tinycomp"])
     assert world.kaggle("kernels", "push", "-p", str(kernel)).returncode == 0
     world.service.runner.wait_idle()
 
@@ -185,7 +239,7 @@ def test_serve_kaggle_command_serves_competitions_and_faults_until_interrupted(t
     server = subprocess.Popen(
         [sys.executable, "-m", "kernelpack.cli", "serve-kaggle", "--root", str(tmp_path / "s"),
          "--port", "0", "--competition", f"tinycomp:{data}:{solution}:{hidden}",
-         "--fault", "429:ListSubmissions", "--user", f"{USER}:{KEY}"],
+         "--fault", "429:ListSubmissions", "--user", f"{USER}:{KEY}", "--flat-input"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         banner = server.stdout.readline()
@@ -199,6 +253,7 @@ def test_serve_kaggle_command_serves_competitions_and_faults_until_interrupted(t
         server.send_signal(signal.SIGINT)
         rest = server.communicate(timeout=30)[0]
     assert server.returncode == 0 and rest.rstrip().endswith("stopped")
+    assert "kernel sources: input/SLUG, as Kaggle mounted them before (--flat-input)" in rest
 
 
 def test_names_that_would_climb_out_of_the_state_folder_are_refused(world):

@@ -3,6 +3,7 @@ eager outputs on real images, and each step left out, with a log line, where it 
 
 import copy
 import re
+import time
 
 import numpy as np
 import pandas as pd
@@ -242,3 +243,20 @@ def test_the_kernel_optimises_before_the_probe_is_timed_and_plans_with_it(digits
     assert summary.fallback_rows == 0  # the check batch's outputs are its predictions
     rows = pd.read_csv(summary.submission).set_index("id")
     assert len(rows) == summary.rows and np.allclose(rows.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_a_model_whose_check_does_not_fit_before_the_deadline_runs_as_loaded(digit_images):
+    torch.manual_seed(5)
+    model = _trained_like(create_model("small_cnn", num_classes=10, width=8))
+    predictor = EnsemblePredictor([_member("cnn", model)], "fp32", [torch.device("cpu")])
+    check = predictor.prepare(digit_images[:4])
+    accumulator = BlendAccumulator(4, 10, "mean")
+    lines: list[str] = []
+    predictor.optimize(check, lines.append, accumulator=accumulator, deadline=time.monotonic())
+    assert re.fullmatch(r"optimise cnn: skipped, the check would take about \d+\.\d s of the "
+                        r"0\.0 s left before the deadline; runs as loaded", lines[0])
+    assert predictor.members[0].model is model and not predictor.channels_last[0]
+    assert (accumulator.row_weight > 0).all()  # its unoptimised outputs are still predictions
+    # With the time to check it, the same model is optimised.
+    predictor.optimize(check, lines.append, deadline=time.monotonic() + 3600)
+    assert lines[1].startswith("optimise cnn: fold, channels-last;")

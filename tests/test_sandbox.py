@@ -78,7 +78,7 @@ def test_kaggle_layout_cwd_and_exit_code(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_budget_kills_a_kernel_that_overruns(tmp_path):
+def test_the_budget_kills_a_kernel_that_overruns(tmp_path, capsys):
     kernel = _kernel(tmp_path, """
         import time
         print("started", flush=True)
@@ -88,6 +88,16 @@ def test_the_budget_kills_a_kernel_that_overruns(tmp_path):
     assert result.timed_out
     assert result.seconds < 20
     assert "started" in result.log.read_text()
+    assert result.last_line() == "run-local: kernel stopped at the 2 s budget; it left no " \
+                                 "submission.csv"
+    # A kernel that wrote its submission before the budget: the line says what it left.
+    kernel.write_text('open("submission.csv", "w").write("id,label\\na,1\\nb,2\\n")\n'
+                      'import time\ntime.sleep(60)\n')
+    assert main(["run-local", str(kernel.parent), "--input", str(tmp_path / "input"),
+                 "--budget", "2"]) == 1
+    assert capsys.readouterr().err.startswith(
+        "kernelpack: kernel stopped at the 2 s budget; it left submission.csv (2 rows, as last "
+        "written); sandbox ")
 
 
 def test_bad_arguments_are_clear_errors(tmp_path, capsys):

@@ -39,8 +39,7 @@ def _run_local(args: argparse.Namespace) -> int:
         return 130
     where = f"sandbox {result.root} (network cut: {result.network_cut}), log {result.log}"
     if result.timed_out:
-        print(f"kernelpack: kernel killed at the {args.budget:g} s budget; {where}",
-              file=sys.stderr)
+        print(f"kernelpack: {result.stopped}; {where}", file=sys.stderr)
         return 1
     if result.returncode != 0:
         print(f"kernelpack: kernel exited with code {result.returncode} "

@@ -125,7 +125,8 @@ def _serve(args: argparse.Namespace) -> int:
         add_competition(args.root, slug, data, solution, hidden)
     try:
         service = KaggleService(args.root, host=args.host, port=args.port,
-                                processing_seconds=args.processing_seconds, users=users)
+                                processing_seconds=args.processing_seconds, users=users,
+                                flat_input=args.flat_input)
     except (OSError, OverflowError) as exc:
         raise KaggleServiceError(f"serve-kaggle on {args.host}:{args.port}: "
                                  f"{getattr(exc, 'strerror', None) or exc}; pick another --host "
@@ -140,6 +141,11 @@ def _serve(args: argparse.Namespace) -> int:
           f"  kaggle:      KAGGLE_API_ENVIRONMENT=LOCALHOST HTTP_PROXY={service.url} kaggle ...",
           flush=True)
     print(f"kernel runs: {isolation()[1]}", file=sys.stderr, flush=True)
+    print("kernel sources: " + ("input/SLUG, as Kaggle mounted them before (--flat-input)"
+                                if args.flat_input else
+                                "input/competitions/SLUG, input/datasets/OWNER/SLUG, input/"
+                                "models/OWNER/..., input/notebooks/OWNER/SLUG, as Kaggle mounts "
+                                "them today"), file=sys.stderr, flush=True)
     if not service.accounts.has_anyone():
         print("no users yet: every call is refused until you restart with --user NAME:KEY "
               "(the username and key of your kaggle.json) or --token TOKEN=USERNAME",
@@ -234,4 +240,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                             "the state folder, so once is enough")
     serve.add_argument("--token", action="append", default=[], metavar="TOKEN=USERNAME",
                        help="accept this access token (KAGGLE_API_TOKEN) for USERNAME")
+    serve.add_argument("--flat-input", action="store_true",
+                       help="mount kernel sources as Kaggle did before, input/SLUG, not as it "
+                            "does today (input/competitions/SLUG, input/datasets/OWNER/SLUG, "
+                            "...)")
     serve.set_defaults(handler=_serve)

@@ -20,7 +20,9 @@ def _model_push(args: argparse.Namespace) -> int:
     push = KaggleSession(args.kaggle_url).push_model(args.folder, handle, message=args.message,
                                                      wait=args.wait, public=args.public,
                                                      progress=shows_progress(args.quiet))
-    source = f"model_sources: {push.handle}/{push.version}; input/{push.mount_point}/"
+    # Where a kernel finds it: Kaggle's layout today, and the flat one it used before.
+    source = (f"model_sources: {push.handle}/{push.version}; input/models/"
+              f"{handle.owner}/{push.mount_point}/ (flat: input/{push.mount_point}/)")
     if push.skipped:
         print(f"{push.handle}: unchanged since version {push.version}; nothing uploaded "
               f"({source})")

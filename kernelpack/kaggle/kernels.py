@@ -1,6 +1,7 @@
 """Kernel calls of `KaggleSession`: push a folder written by `kernelpack build` (refusing a
-public kernel that embeds a key, failing when Kaggle drops a data source), follow its run, fetch
-its log and output."""
+public kernel that embeds a key or a machine shape the client does not know, failing when Kaggle
+drops a data source), follow its run, fetch its log and output. The accelerator travels as
+kernel-metadata.json's machine_shape, which the client sends with the push."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from inference_core.config import KAGGLE_RUN_SECONDS
 
+from ..config import ACCELERATORS
 from ..errors import KaggleError
 from ..kernel.build import embeds_key
 from ..metadata import KERNEL_METADATA
@@ -52,6 +54,12 @@ class KernelCalls:
             raise KaggleError(f"{metadata_path}: id is {ref!r} because kernel.id is not set; set "
                               "kernel.id: your-username/kernel-slug in the config's kernel "
                               "section and build again")
+        shape = metadata.get("machine_shape")
+        names = [accelerator.machine_shape for accelerator in ACCELERATORS]
+        if shape and shape not in names:  # the client sends any string; Kaggle fails it later
+            raise KaggleError(f"{metadata_path}: machine_shape {shape!r} is none the kaggle "
+                              f"client knows ({', '.join(names)}); set kernel.accelerator in "
+                              "the config and build again")
         code = folder / metadata.get("code_file", "kernel.py")
         # Read from the kernel's content (its decompressed payload), not from a marker line.
         if not _is_true(metadata.get("is_private", True)) and code.is_file() and embeds_key(code):

@@ -109,15 +109,16 @@ def kernel_metadata(kernel: KernelSection, default_slug: str, notebook: bool = F
         "language": "python",
         "kernel_type": "notebook" if notebook else "script",
         "is_private": kernel.is_private,
-        "enable_gpu": kernel.enable_gpu,
+        "enable_gpu": kernel.gpu,
+        "enable_tpu": kernel.tpu,
         "enable_internet": kernel.enable_internet,
         "dataset_sources": list(kernel.dataset_sources),
         "competition_sources": list(kernel.competition_sources),
         "kernel_sources": list(kernel.kernel_sources),
         "model_sources": list(kernel.model_sources),
     }
-    if kernel.machine_shape:
-        metadata["machine_shape"] = kernel.machine_shape
+    if kernel.accelerator:  # the client sends it as the session's machine shape
+        metadata["machine_shape"] = kernel.accelerator
     return metadata
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 import inference_core
 from inference_core.config import BUDGET_ENV, SUBMISSION_FILE, EnsembleConfig
 from inference_core.errors import ConfigError
+from inference_core.inputs import find_input
 
 from ..bundler.image_packages import canonical_name, image_ships
 from ..errors import SandboxError
@@ -73,6 +74,7 @@ class SandboxResult:
     outputs: list[Path] = field(default_factory=list)
     notebook: Path | None = None        # a notebook kernel's executed notebook
     submission_file: str = SUBMISSION_FILE  # the config's submission.file
+    stopped: str | None = None  # when stopped at the budget: `stop_line`
 
     def last_line(self) -> str:
         """The log's last non-blank line: for a failed notebook, which cell failed and why."""
@@ -208,11 +210,20 @@ def kernel_config(kernel_dir: Path) -> EnsembleConfig:
                            "rebuild the kernel") from None
 
 
-def hidden_test_swaps(kernel_dir: Path, test_dir: Path, root: Path | None) -> dict[str, Path]:
-    """What to swap under input/ so that the kernel sees `test_dir` as its test set, the way
-    Kaggle swaps in the hidden test set at rerun: the test folder and, when the config reads ids
-    from a sample submission, a sample submission that lists the new images (written into
-    `root`; with None, the inputs are only checked)."""
+def _as_found(input_dir: Path, named: str) -> str:
+    """The config's path `named` relative to `input_dir`, where the kernel finds it (in any of
+    Kaggle's layouts); an absolute path outside it, as before, from the root of input/."""
+    found = find_input(input_dir, named).path
+    return found.relative_to(input_dir).as_posix() if found.is_relative_to(input_dir) \
+        else named.strip("/")
+
+
+def hidden_test_swaps(kernel_dir: Path, test_dir: Path, input_dir: Path, root: Path | None
+                      ) -> dict[str, Path]:
+    """What to swap under input/ (the user's `input_dir`) so that the kernel sees `test_dir` as
+    its test set, the way Kaggle swaps in the hidden test set at rerun: the test folder and, when
+    the config reads ids from a sample submission, a sample submission that lists the new images
+    (written into `root`; with None, the inputs are only checked)."""
     if not (kernel_dir / CONFIG_FILE).is_file():
         raise SandboxError(f"{kernel_dir / CONFIG_FILE}: not found; --test-dir needs the folder "
                            "written by `kernelpack build` (rebuild the kernel)")
@@ -220,7 +231,8 @@ def hidden_test_swaps(kernel_dir: Path, test_dir: Path, root: Path | None) -> di
     test, submission = config.test, config.submission
     if not test_dir.is_dir():
         raise SandboxError(f"{test_dir}: test folder not found; pass a folder of test images")
-    swaps = {test.images.strip("/"): test_dir}
+    input_dir = input_dir.resolve()
+    swaps = {_as_found(input_dir, test.images): test_dir}
     if test.sample_submission:
         images = sorted(p for p in test_dir.glob(test.pattern) if p.is_file())
         if not images:
@@ -232,7 +244,7 @@ def hidden_test_swaps(kernel_dir: Path, test_dir: Path, root: Path | None) -> di
             writer = csv.writer(handle)
             writer.writerow([submission.id_column, submission.label_column])
             writer.writerows([p.stem, ""] for p in images)
-        swaps[test.sample_submission.strip("/")] = sample
+        swaps[_as_found(input_dir, test.sample_submission)] = sample
     return swaps
 
 
@@ -277,9 +289,10 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
         if (kernel.parent / CONFIG_FILE).is_file() else SUBMISSION_FILE
     swaps = None
     if test_dir is not None:
-        hidden_test_swaps(kernel.parent, Path(test_dir), None)  # bad input fails before the wipe
+        # Bad input fails before the wipe.
+        hidden_test_swaps(kernel.parent, Path(test_dir), input_dir, None)
         fresh_root(root)
-        swaps = hidden_test_swaps(kernel.parent, Path(test_dir), root)
+        swaps = hidden_test_swaps(kernel.parent, Path(test_dir), input_dir, root)
     else:
         fresh_root(root)
     script = prepare_root(root, input_dir, kernel, swaps)
@@ -315,13 +328,30 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
             _kill_group(process)
             timed_out = True
         reader.join()
+        stopped = stop_line(budget, root / "working" / submission_file) if timed_out else None
+        if stopped:  # the kernel's own last line may be anything: say why it ended
+            log.write(f"run-local: {stopped}\n")
+            if on_line:
+                on_line(f"run-local: {stopped}")
     seconds = time.monotonic() - start
     outputs = sorted(p for p in (root / "working").rglob("*") if p.is_file())
     executed = root / EXECUTED_FOLDER / script.name
     return SandboxResult(root, process.returncode, seconds, timed_out,
                          "unshare -n" if namespace else "socket guard", log_path, outputs,
                          executed if executed.is_file() and not executed.is_symlink() else None,
-                         submission_file)
+                         submission_file, stopped)
+
+
+def stop_line(budget: float, submission: Path) -> str:
+    """Why run-local stopped a kernel (the log's last line, after `run-local: `): the budget,
+    and the submission the kernel left (the one it wrote last, whole: submissions are written
+    atomically), or that there is none."""
+    stopped = f"kernel stopped at the {budget:g} s budget"
+    if not submission.is_file():
+        return f"{stopped}; it left no {submission.name}"
+    with open(submission, "rb") as handle:
+        rows = max(sum(1 for _ in handle) - 1, 0)  # less the header
+    return f"{stopped}; it left {submission.name} ({rows} rows, as last written)"
 
 
 def _code_file(folder: Path) -> str:

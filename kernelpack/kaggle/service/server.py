@@ -50,12 +50,15 @@ class KaggleService:
     """The local Kaggle service over a state folder; `start()` serves on a background thread.
 
     `users` (name -> key) are added to the ones kept in the root; `upload_seconds` is how long
-    an upload may sit unclaimed (unfinished, or refused after it arrived) before it is deleted.
+    an upload may sit unclaimed (unfinished, or refused after it arrived) before it is deleted;
+    `flat_input` mounts kernel sources as Kaggle did before (`input/<slug>`), not as it does
+    today (`input/competitions/<slug>`, `input/datasets/<owner>/<slug>`, ...; see sources.py).
     """
 
     def __init__(self, root: str | Path, host: str = "127.0.0.1", port: int = 0,
                  processing_seconds: float = 0.0, users: dict[str, str] | None = None,
-                 upload_seconds: float = UNCLAIMED_UPLOAD_SECONDS) -> None:
+                 upload_seconds: float = UNCLAIMED_UPLOAD_SECONDS,
+                 flat_input: bool = False) -> None:
         self.store = Store(root)
         self.accounts = Accounts(self.store)
         for name, key in (users or {}).items():
@@ -66,7 +69,7 @@ class KaggleService:
         self.runner = Runner(processing_seconds, self.store.root)
         self.datasets = Datasets(self.store, self.blobs, processing_seconds)
         self.models = Models(self.store, self.blobs, processing_seconds)
-        sources = Sources(self.store, self.datasets, self.models)
+        sources = Sources(self.store, self.datasets, self.models, flat=flat_input)
         self.kernels = Kernels(self.store, sources, self.runner, self.accounts.sign)
         self.competitions = Competitions(self.store, self.kernels, sources, self.runner)
         self.kernels.resume_unfinished()

@@ -1,14 +1,19 @@
 """A kernel's data sources: checked at push (the real service drops invalid ones and says so) and
-mounted read-only for a run under `input/` (see run_queue), the way Kaggle lays out /kaggle/input:
+mounted read-only for a run under `input/` (see run_queue), the way Kaggle lays out /kaggle/input
+today (the old flat layout, every source at `input/<slug>`, with `flat`):
 
-- dataset `owner/slug` -> `input/slug` (its newest READY version);
-- competition `slug` -> `input/slug` (`ROOT/competitions/slug/data`; a code submission's rerun
-  mounts `hidden/` there instead, and every other source as the version ran with it);
-- kernel `owner/slug` -> `input/slug` (the `working/` output of its newest COMPLETE version);
-- model `owner/model/framework/variation/version` -> `input/model/framework/variation/version`
-  (that READY version of a pushed model, see models.py; the framework lower-cased, `pytorch`).
+- dataset `owner/slug` -> `input/datasets/owner/slug` (flat: `input/slug`), its newest READY
+  version;
+- competition `slug` -> `input/competitions/slug` (flat: `input/slug`), from
+  `ROOT/competitions/slug/data`; a code submission's rerun mounts `hidden/` there instead, and
+  every other source as the version ran with it;
+- kernel `owner/slug` -> `input/notebooks/owner/slug` (flat: `input/slug`), the `working/` output
+  of its newest COMPLETE version;
+- model `owner/model/framework/variation/version` ->
+  `input/models/owner/model/framework/variation/version` (flat: without `models/owner/`), that
+  READY version of a pushed model, see models.py; the framework lower-cased, `pytorch`.
 
-A source whose mount point would lie inside another's, or hold it (a model `digits` under a
+A source whose mount point would lie inside another's, or hold it (flat: a model `digits` under a
 dataset `digits`), is dropped as invalid: one folder cannot be both.
 """
 
@@ -27,6 +32,9 @@ INVALID_FIELDS = {"datasetDataSources": "invalidDatasetSources",
                   "competitionDataSources": "invalidCompetitionSources",
                   "kernelDataSources": "invalidKernelSources",
                   "modelDataSources": "invalidModelSources"}
+# Source field -> the folder under input/ that holds its kind of source today, by owner.
+_KIND_FOLDERS = {"datasetDataSources": "datasets", "kernelDataSources": "notebooks",
+                 "modelDataSources": "models"}
 
 
 def competition_dir(store: Store, slug: str) -> Path | None:
@@ -47,11 +55,21 @@ def _nests(point: str, mounts: dict[str, Path]) -> bool:
                for other in mounts)
 
 
+def mount_point(field: str, ref: str, flat_point: str) -> str:
+    """Where Kaggle mounts the source `ref` (of request field `field`) today, given its mount
+    point in the flat layout (`slug`, or a model's `model/framework/variation/version`)."""
+    if field == "competitionDataSources":
+        return f"competitions/{flat_point}"
+    return f"{_KIND_FOLDERS[field]}/{ref.split('/')[0]}/{flat_point}"
+
+
 class Sources:
-    def __init__(self, store: Store, datasets: Datasets, models: Models) -> None:
+    def __init__(self, store: Store, datasets: Datasets, models: Models,
+                 flat: bool = False) -> None:
         self.store = store
         self.datasets = datasets
         self.models = models
+        self.flat = flat        # mount as Kaggle did before: every source at input/<slug>
 
     def _dataset(self, ref: str, user: str) -> Path | None:
         owner, _, slug = ref.partition("/")
@@ -80,7 +98,7 @@ class Sources:
         """(mount point under input/ -> folder, invalid sources by response field)."""
         mounts: dict[str, Path] = {}
         invalid: dict[str, list[str]] = {}
-        # Each finder: ref -> (mount point, folder), or None for a source that is not there.
+        # Each finder: ref -> (flat mount point, folder), or None for a source that is not there.
         kinds = (("datasetDataSources", lambda r: _at(r.split("/")[-1], self._dataset(r, user))),
                  ("competitionDataSources", lambda r: _at(r, self._competition(r))),
                  ("kernelDataSources", lambda r: _at(r.split("/")[-1], self._kernel(r, user))),
@@ -88,6 +106,8 @@ class Sources:
         for field, find in kinds:
             for ref in version.get(field, []):
                 found = find(ref)
+                if found is not None and not self.flat:
+                    found = mount_point(field, ref, found[0]), found[1]
                 if found is None or _nests(found[0], mounts):
                     invalid.setdefault(INVALID_FIELDS[field], []).append(ref)
                 else:
@@ -108,5 +128,7 @@ class Sources:
         for slug in version.get("competitionDataSources", []):
             folder = competition_dir(self.store, slug)
             if folder is not None and (folder / "hidden").is_dir():
-                mounts[slug] = folder / "hidden"
+                # Wherever the version's run had the data mounted, whichever layout it ran in.
+                for point in [p for p, source in mounts.items() if source == folder / "data"]:
+                    mounts[point] = folder / "hidden"
         return mounts
