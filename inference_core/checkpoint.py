@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import CheckpointError, KernelError
+from .errors import CheckpointError, DamagedCheckpointError, KernelError
 from .files import atomic_write
 from .kpenc import decrypt_to_memory, is_kpenc, mappable_path
 from .model_config import CHECKPOINT_KEYS, ModelConfig
@@ -74,14 +74,14 @@ def _load(source, label: str, mmap: bool) -> dict:
         checkpoint = torch.load(source, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
         first_line = _first_line(exc)
-        raise CheckpointError(
+        raise DamagedCheckpointError(
             f"{label}: cannot load with weights_only=True ({first_line}); convert it with "
             "`kernelpack import-checkpoint` or save it with inference_core.checkpoint."
             "save_checkpoint (plain types and a state_dict, not a pickled model)"
         ) from None
     if not isinstance(checkpoint, dict) or not all(k in checkpoint for k in CHECKPOINT_KEYS):
         found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise CheckpointError(
+        raise DamagedCheckpointError(
             f"{label}: not a kernelpack checkpoint (expected keys {list(CHECKPOINT_KEYS)}, "
             f"found {found}); convert it with `kernelpack import-checkpoint`"
         )

@@ -21,6 +21,16 @@ class CheckpointError(KernelError):
     """A checkpoint file is missing, unreadable, or not in the kernelpack format."""
 
 
+class DamagedFileError(KernelError):
+    """A model file whose content cannot be read (cut short, tampered, not a checkpoint): an
+    optional model in that state is left out of the ensemble, a required one stops the kernel,
+    whether it shows at discovery or only when the file is loaded."""
+
+
+class DamagedCheckpointError(CheckpointError, DamagedFileError):
+    """A plain checkpoint file that torch cannot load, or that is not a kernelpack checkpoint."""
+
+
 class TestSetError(KernelError):
     """The test images or the sample submission cannot be found or read."""
 

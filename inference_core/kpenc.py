@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .errors import KernelError
+from .errors import DamagedFileError, KernelError
 
 MAGIC = b"\x89KPENC\r\n"
 VERSION = 1
@@ -61,6 +61,10 @@ _PREAMBLE = struct.Struct("<8sHI")
 
 class KpencError(KernelError):
     """A .kpenc file cannot be read or decrypted; the message names the file and the fix."""
+
+
+class KpencDamagedError(KpencError, DamagedFileError):
+    """A .kpenc file whose size or content does not authenticate: cut short, padded, tampered."""
 
 
 def key_id(key: bytes) -> str:
@@ -358,8 +362,9 @@ def decrypt_chunks(path: str | os.PathLike, key: bytes, backend: str | None = No
                              f"({key_id(key)}); pass the key this model was encrypted with")
         actual_size = os.fstat(handle.fileno()).st_size
         if actual_size != header.file_size:
-            raise KpencError(f"{label}: file is {actual_size} bytes but its header promises "
-                             f"{header.file_size}; it is truncated or padded, re-download it")
+            raise KpencDamagedError(f"{label}: file is {actual_size} bytes but its header "
+                                    f"promises {header.file_size}; it is truncated or padded, "
+                                    "re-download it")
         opener = _Opener(key, backend)
         # The first chunk is the largest; the size check above bounds it by the file's size.
         buffer = bytearray(header.chunk_length(0) + TAG_SIZE)
@@ -370,9 +375,9 @@ def decrypt_chunks(path: str | os.PathLike, key: bytes, backend: str | None = No
             try:
                 plain = opener.open(header.nonce(index), view, header.aad)
             except ValueError:
-                raise KpencError(f"{label}: chunk {index} of {header.chunks} fails "
-                                 "authentication (tampered, reordered or corrupted); "
-                                 "re-download or re-encrypt the file") from None
+                raise KpencDamagedError(f"{label}: chunk {index} of {header.chunks} fails "
+                                        "authentication (tampered, reordered or corrupted); "
+                                        "re-download or re-encrypt the file") from None
             yield header, plain
 
 

@@ -30,7 +30,7 @@ from .discovery import (
     match_models,
     scan_input_roots,
 )
-from .errors import CheckpointError, KernelError
+from .errors import CheckpointError, DamagedFileError, KernelError
 from .fallback import FallbackPrior
 from .model_config import ModelConfig
 from .predict import EnsemblePredictor, Member, PreparedBatch, prefetch
@@ -70,6 +70,7 @@ def load_members(config: EnsembleConfig, found: dict[str, FoundModel], key: byte
     default_activation = "sigmoid" if config.submission.format == "multilabel" else "softmax"
     members = []
     loaded_bytes, loading_seconds = 0, 0.0
+    damaged: list[str] = []
     for entry in config.members(present=set(found)):
         if entry.weight <= 0:
             continue
@@ -83,7 +84,14 @@ def load_members(config: EnsembleConfig, found: dict[str, FoundModel], key: byte
                     f"{estimate:.1f} s of the {max(left, 0):.1f} s left before the deadline")
                 continue
         began = time.monotonic()
-        checkpoint = load_checkpoint(location.path, location.relative, key=key)
+        try:
+            checkpoint = load_checkpoint(location.path, location.relative, key=key)
+        except DamagedFileError as exc:  # as an unreadable file is treated at discovery
+            if entry.entry.required:
+                raise
+            log(f"WARNING {exc}; the optional model {entry.describe()} is left out")
+            damaged.append(str(exc))
+            continue
         model_config = location.config or ModelConfig.from_checkpoint(checkpoint,
                                                                       location.relative)
         model = model_from_checkpoint(checkpoint, location.relative, model_config)
@@ -105,6 +113,9 @@ def load_members(config: EnsembleConfig, found: dict[str, FoundModel], key: byte
             f", {'decrypted in memory' if location.encrypted else 'plain'})")
         loaded_bytes += size
         loading_seconds += time.monotonic() - began
+    if damaged and not members:
+        raise CheckpointError(f"no model could be loaded, every one is damaged (first: "
+                              f"{damaged[0]})")
     widths = {m.num_classes for m in members}
     if len(widths) > 1:
         raise CheckpointError(

@@ -169,3 +169,41 @@ def test_each_config_is_read_and_its_preprocessing_checked_once_from_scan_to_loa
     loaded = {"my-models/v2/deep/weights.kpenc", "models/me/digits/pytorch/default/3/model.pt"}
     assert loaded <= set(checked_at)
     assert sorted(checked_at) == sorted(set(checked_at))  # each file once
+
+
+
+@pytest.mark.parametrize("required", [False, True])
+def test_a_damaged_kpenc_is_treated_as_a_damaged_pt_is(kaggle_input, required):
+    """Tampering shows only when a .kpenc is decrypted, after discovery: an optional model is
+    left out with a warning there too, a required one stops the kernel."""
+    from inference_core.kpenc import KpencDamagedError
+
+    encrypted = kaggle_input / "my-models" / "v2" / "deep" / "weights.kpenc"
+    data = bytearray(encrypted.read_bytes())
+    data[-40] ^= 0xFF  # inside the last chunk: the header still reads
+    encrypted.write_bytes(bytes(data))
+    config = _models({"name": "cnn", "folds": [0, 1], "required": required})
+    lines = []
+    discovery = discover(config, [str(kaggle_input)], lines.append)
+    assert "cnn_f0" in discovery.matched  # its header reads: found
+    if required:
+        with pytest.raises(KpencDamagedError, match="fails authentication"):
+            load_ensemble(config, discovery, KEY, lines.append)
+        return
+    ensemble = load_ensemble(config, discovery, KEY, lines.append)
+    assert [member.name for member in ensemble.members] == ["cnn_f1"]
+    assert any(line.startswith("WARNING ") and "fails authentication" in line
+               and "the optional model cnn fold 0 is left out" in line for line in lines)
+
+
+def test_when_every_model_is_damaged_the_kernel_stops_naming_the_first(kaggle_input):
+    from inference_core.errors import CheckpointError
+
+    encrypted = kaggle_input / "my-models" / "v2" / "deep" / "weights.kpenc"
+    data = bytearray(encrypted.read_bytes())
+    data[-40] ^= 0xFF
+    encrypted.write_bytes(bytes(data))
+    config = _models({"name": "cnn", "fold": 0})
+    discovery = discover(config, [str(kaggle_input)], lambda line: None)
+    with pytest.raises(CheckpointError, match="no model could be loaded, every one is damaged"):
+        load_ensemble(config, discovery, KEY, lambda line: None)
