@@ -37,7 +37,7 @@ def _run_local(args: argparse.Namespace) -> int:
         print("kernelpack: run-local interrupted (Ctrl-C); the kernel was stopped with it",
               file=sys.stderr)
         return 130
-    where = f"sandbox {result.root} (network cut: {result.network_cut}), log {result.log}"
+    where = f"sandbox {result.root} (network {result.network}), log {result.log}"
     if result.timed_out:
         print(f"kernelpack: {result.stopped}; {where}", file=sys.stderr)
         return 1

@@ -3,8 +3,9 @@
 Layout (a temporary Kaggle): `ROOT/input` (the user's input tree, laid out like /kaggle/input),
 `ROOT/working` (the current directory, so `../input` resolves as on Kaggle), `ROOT/temp` (TMPDIR,
 where the bundle unpacks) and `ROOT/src/kernel.py`. The kernel runs in a fresh `python -I` that
-cannot import this project, with the network cut by `unshare -n` where the system allows it and a
-socket guard otherwise, and is killed at the wall-clock budget. A notebook kernel
+cannot import this project, with the network cut by `unshare -n` where the system allows it (else
+only guarded: Python's socket module refuses to connect, which a subprocess or `_socket` gets
+around, and run-local says so), and is killed at the wall-clock budget. A notebook kernel
 (`src/kernel.ipynb`) runs cell by cell in a Jupyter kernel that starts the same way (see
 notebook.py); its executed copy is kept in `ROOT/notebook/`.
 
@@ -56,6 +57,11 @@ from .notebook import (
 BOOT_NAME = "sandbox_boot.py"
 
 NETWORK_MODES = ("auto", "unshare", "guard")
+# What each mode does, as run-local reports it: the guard is no cut (it wraps this process's
+# socket module; `_socket`, a subprocess or curl still reach the network).
+NETWORK_CUT = "cut (unshare -n: an empty network namespace)"
+NETWORK_GUARDED = ("NOT cut, only guarded (Python's socket module refuses to connect; _socket, "
+                   "a subprocess or curl still reach the network)")
 # In every sandbox root: run-local wipes a non-empty root only when it finds this file there.
 SANDBOX_MARKER = ".kernelpack-sandbox"
 
@@ -69,7 +75,7 @@ class SandboxResult:
     returncode: int
     seconds: float
     timed_out: bool
-    network_cut: str
+    network: str  # NETWORK_CUT or NETWORK_GUARDED
     log: Path
     outputs: list[Path] = field(default_factory=list)
     notebook: Path | None = None        # a notebook kernel's executed notebook
@@ -337,7 +343,7 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
     outputs = sorted(p for p in (root / "working").rglob("*") if p.is_file())
     executed = root / EXECUTED_FOLDER / script.name
     return SandboxResult(root, process.returncode, seconds, timed_out,
-                         "unshare -n" if namespace else "socket guard", log_path, outputs,
+                         NETWORK_CUT if namespace else NETWORK_GUARDED, log_path, outputs,
                          executed if executed.is_file() and not executed.is_symlink() else None,
                          submission_file, stopped)
 
