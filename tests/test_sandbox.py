@@ -1,4 +1,5 @@
 import textwrap
+import time
 
 import pytest
 
@@ -110,3 +111,33 @@ def test_bad_arguments_are_clear_errors(tmp_path, capsys):
         run_local(kernel, tmp_path / "no-input")
     assert main(["run-local", str(kernel.parent), "--input", str(tmp_path / "no-input")]) == 1
     assert "no-input: input folder not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_daemon_the_kernel_forks_is_stopped_with_it_and_does_not_keep_run_local_waiting(
+        tmp_path):
+    import threading
+    from pathlib import Path
+
+    kernel = _kernel(tmp_path, """
+        import os, time
+        if os.fork() == 0:          # double fork: the daemon's parent exits at once
+            if os.fork() == 0:
+                print("daemon", os.getpid(), flush=True)
+                time.sleep(600)     # holds the log pipe open
+                os._exit(0)
+            os._exit(0)
+        time.sleep(0.5)
+        print("kernel done", flush=True)
+    """)
+    results = []
+    runner = threading.Thread(target=lambda: results.append(run_local(kernel, tmp_path / "input")))
+    runner.start()
+    runner.join(timeout=60)
+    assert not runner.is_alive(), "run-local still waits on the kernel's daemon"
+    log = results[0].log.read_text()
+    assert "kernel done" in log
+    daemon = int(log.split("daemon ", 1)[1].split()[0])
+    time.sleep(0.5)
+    status = Path(f"/proc/{daemon}/status")  # stopped with the kernel: gone, or a zombie
+    assert not status.exists() or "State:\tZ" in status.read_text()

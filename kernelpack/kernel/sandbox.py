@@ -56,6 +56,8 @@ from .notebook import (
 # The boot program run first in the sandboxed interpreter (see templates/sandbox_boot.py).
 BOOT_NAME = "sandbox_boot.py"
 
+# How long the log may still be read after the kernel's group is stopped.
+LEFTOVER_SECONDS = 5.0
 NETWORK_MODES = ("auto", "unshare", "guard")
 # What each mode does, as run-local reports it: the guard is no cut (it wraps this process's
 # socket module; `_socket`, a subprocess or curl still reach the network).
@@ -331,9 +333,14 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
             with _stopped_with_this_process(process):
                 process.wait(timeout=budget)
         except subprocess.TimeoutExpired:
-            _kill_group(process)
             timed_out = True
-        reader.join()
+        # The kernel's whole group ends with it: a daemon it forked would outlive the run and
+        # hold the log open, keeping run-local waiting.
+        _kill_group(process)
+        reader.join(timeout=LEFTOVER_SECONDS)
+        if reader.is_alive():  # a process that left the group still holds the log: stop reading
+            os.close(process.stdout.fileno())
+            reader.join()
         stopped = stop_line(budget, root / "working" / submission_file) if timed_out else None
         if stopped:  # the kernel's own last line may be anything: say why it ended
             log.write(f"run-local: {stopped}\n")
@@ -400,7 +407,7 @@ def _notebook_command(notebook: Path, root: Path, socket_guard: bool, parent: in
 
 def _kill_group(process: subprocess.Popen) -> None:
     """SIGKILL the kernel's process group (it leads its own session) and reap it."""
-    with suppress(ProcessLookupError):
+    with suppress(ProcessLookupError, PermissionError):  # the group is gone already
         os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 
@@ -434,7 +441,8 @@ def _stopped_with_this_process(process: subprocess.Popen) -> Iterator[None]:
 
 
 def _copy_lines(stream, log, on_line: Callable[[str], None] | None) -> None:
-    for line in stream:
-        log.write(line)
-        if on_line:
-            on_line(line.rstrip("\n"))
+    with suppress(OSError, ValueError):  # the pipe closed under it (see run_local)
+        for line in stream:
+            log.write(line)
+            if on_line:
+                on_line(line.rstrip("\n"))
