@@ -206,8 +206,8 @@ def run_kernel(config: EnsembleConfig, working_dir: str | os.PathLike = ".", log
     margin = config.budget.margin
     deadlines = Deadlines.from_budget(start, budget, margin)
     deadline, hard_stop = deadlines.plan, deadlines.hard_stop
-    log(f"kernelpack runtime: torch {torch.__version__}, budget {budget:.0f} s "
-        f"(plan within {budget * (1 - margin):.0f} s)")
+    log(f"kernelpack runtime: torch {torch.__version__}, budget {budget:g} s "
+        f"(plan within {budget * (1 - margin):.1f} s)")
     if test_set is None:
         test_set = start_submission(config, working_dir, log)
     target = Path(working_dir) / config.submission.file
@@ -279,7 +279,7 @@ def run_kernel(config: EnsembleConfig, working_dir: str | os.PathLike = ".", log
     fallback_rows = fallback.rows
     seconds = time.monotonic() - start
     log(f"wrote {target} ({total} rows, {fallback_rows} fallback) in {seconds:.1f} s of a "
-        f"{budget:.0f} s budget")
+        f"{budget:g} s budget")
     dropped = tuple(u.label for u in ranked if guard is None or u not in guard.active)
     return RunSummary(target, total, [m.name for m in members], seconds, fallback_rows, dropped,
                       tuple(added), time.monotonic() - predicting)

@@ -53,3 +53,17 @@ def test_a_hand_edited_non_finite_model_number_stops_the_kernel(digits_input, tm
     assert main(config) == 1
     assert f"models[0].{field}: must be a finite number" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_fractional_budget_is_reported_as_given_not_rounded(digits_input, tmp_path,
+                                                              monkeypatch):
+    from inference_core.config import EnsembleConfig
+    from inference_core.runner import run_kernel
+
+    monkeypatch.setenv(BUDGET_ENV, "3600.5")
+    lines: list[str] = []
+    run_kernel(EnsembleConfig.from_dict(_config(digits_input)), tmp_path, log=lines.append,
+               progress=False)
+    log = "\n".join(lines)
+    assert "budget 3600.5 s (plan within 3240.5 s)" in log  # "3600" before; 10% margin
+    assert "s of a 3600.5 s budget" in log
