@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .config import TestSection
 from .errors import TestSetError
+from .files import open_csv
 from .inputs import find_input
 
 
@@ -88,10 +89,14 @@ def _ids_from_sample_submission(path: Path, id_column: str) -> list[str]:
     if not path.is_file():
         raise TestSetError(f"sample submission {path} not found; attach the competition data or "
                            "fix test.sample_submission in the config")
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        if id_column not in (reader.fieldnames or []):
-            raise TestSetError(f"{path}: no column {id_column!r} (columns: {reader.fieldnames}); "
-                               "set submission.id_column in the config")
-        return [row[id_column] for row in reader]
+    try:
+        with open_csv(path) as handle:
+            reader = csv.DictReader(handle)
+            if id_column not in (reader.fieldnames or []):
+                raise TestSetError(f"{path}: no column {id_column!r} (columns: "
+                                   f"{reader.fieldnames}); set submission.id_column in the config")
+            return [row[id_column] for row in reader]
+    except UnicodeDecodeError as exc:
+        raise TestSetError(f"{path}: not UTF-8 text (byte {exc.start}); save the sample "
+                           "submission as UTF-8") from None
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from .blend import BlendAccumulator
 from .config import SubmissionSection
+from .files import open_csv
 from .submission import SubmissionWriter
 
 
@@ -79,7 +80,7 @@ def _sample_head(sample: Path | None) -> tuple[list[str], list[str]]:
     """The sample submission's header and first row (empty when there is none)."""
     if sample is None:
         return [], []
-    with open(sample, newline="") as handle:
+    with open_csv(sample) as handle:
         reader = csv.reader(handle)
         return next(reader, []), next(reader, [])
 

@@ -1,5 +1,6 @@
-"""File helpers shared by the kernel and the host: a file's SHA-256, and writing a file so that
-its final name never holds half of it. Standard library only (this module runs in kernels)."""
+"""File helpers shared by the kernel and the host: a file's SHA-256, reading a CSV as every
+reader here does, and writing a file so that its final name never holds half of it. Standard
+library only (this module runs in kernels)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+
+def open_csv(path: str | os.PathLike) -> IO[str]:
+    """A CSV file for reading, as UTF-8 with or without a byte-order mark (a spreadsheet saves
+    one; pandas, which the host's searches use, skips it too)."""
+    return open(path, newline="", encoding="utf-8-sig")
+
 
 # Linux: a file with no name in a folder, given one only when it is complete (linkat).
 _O_TMPFILE = getattr(os, "O_TMPFILE", 0)

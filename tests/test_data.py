@@ -29,6 +29,20 @@ def test_ids_come_from_the_sample_submission_in_its_order(tmp_path):
     assert [p.name for p in test_set.paths] == ["c.png", "b.png", "a.png"]
 
 
+def test_a_sample_submission_with_a_byte_order_mark_reads_as_the_searches_read_it(tmp_path):
+    import pandas as pd
+
+    _competition(tmp_path)
+    sample = tmp_path / "comp" / "sample_submission.csv"
+    sample.write_bytes(b"\xef\xbb\xbfid,label\nc,0\nb,0\na,0\n")  # as a spreadsheet saves it
+    test = dataclasses.replace(TEST, sample_submission="comp/sample_submission.csv")
+    assert resolve_test_set(test, tmp_path, "id").ids == ["c", "b", "a"]
+    assert list(pd.read_csv(sample, dtype=str)["id"]) == ["c", "b", "a"]  # blend search's reader
+    sample.write_bytes(b"id,label\nc\xe9,0\n")  # latin-1, not UTF-8
+    with pytest.raises(TestSetError, match=r"sample_submission.csv: not UTF-8 text \(byte \d+\)"):
+        resolve_test_set(test, tmp_path, "id")
+
+
 def test_ids_come_from_a_sorted_glob_without_a_sample_submission(tmp_path):
     _competition(tmp_path)
     assert resolve_test_set(TEST, tmp_path, "id").ids == ["a", "b", "c"]
