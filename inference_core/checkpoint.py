@@ -20,7 +20,7 @@ from .errors import CheckpointError, DamagedCheckpointError, KernelError
 from .files import atomic_write
 from .kpenc import decrypt_to_memory, is_kpenc, mappable_path
 from .model_config import CHECKPOINT_KEYS, ModelConfig
-from .model_factory import create_model
+from .model_factory import build_arch
 
 
 def _first_line(exc: BaseException) -> str:
@@ -130,7 +130,8 @@ class WeightMismatch:
 def build_model(config: ModelConfig, name: str) -> nn.Module:
     """The architecture of `config` with random weights; errors are prefixed with `name`."""
     try:
-        return create_model(config.arch, config.num_classes, **config.model_kwargs)
+        return build_arch(config.arch, config.num_classes, config.model_kwargs,
+                          config.classes_argument)
     except KernelError as exc:  # UnknownArchError, UserCodeError: same type, named checkpoint
         raise type(exc)(f"{name}: {exc}") from None
     except (TypeError, ValueError, RuntimeError) as exc:

@@ -34,6 +34,13 @@ def string(value: Any, where: str) -> str:
     return value
 
 
+def identifier(value: Any, where: str) -> str:
+    """A Python name, such as a keyword argument's."""
+    if not isinstance(value, str) or not value.isidentifier():
+        raise fail(where, f"must be a Python name (e.g. n_classes), got {shown(value)}")
+    return value
+
+
 def choice(*allowed: str) -> Callable[[Any, str], str]:
     def check(value: Any, where: str) -> str:
         if value not in allowed:

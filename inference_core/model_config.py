@@ -12,7 +12,10 @@ holds the rest:
     preprocess    dict    the full preprocessing recipe (checked by inference_core.preprocess)
     activation    str     softmax | sigmoid | none (the model already outputs probabilities)
     classes       list    one label per output (str or int), in output order
-    model_kwargs  dict    keyword arguments the architecture was built with, e.g. {"width": 16}
+    model_kwargs  dict    keyword arguments the architecture was built with, e.g. {"width": 16},
+                          passed as given whatever their names (`arch` included)
+    classes_argument str  a `package.module:callable` factory's parameter for the class count,
+                          when it is not num_classes (e.g. n_classes)
 
 Every field of `config` is optional; an unknown key is refused with the closest known name, so
 a typo never silently falls back to a default. Saving, loading, discovery, encryption and the
@@ -33,6 +36,7 @@ from .errors import CheckpointError, ConfigError
 from .fields import (
     checked,
     choice,
+    identifier,
     integer,
     list_of,
     number,
@@ -113,6 +117,9 @@ class SavedConfig:
     activation: str | None = checked(optional(choice(*ACTIVATIONS)), default=None)
     classes: tuple[str | int, ...] | None = checked(optional(unique_labels), default=None)
     model_kwargs: dict = checked(_model_kwargs, default=dict)
+    # The parameter of a `package.module:callable` factory that takes the class count, when it
+    # is not `num_classes` (a 2019 factory's `n_classes`, `classes`, ...).
+    classes_argument: str | None = checked(optional(identifier), default=None)
 
     def to_dict(self) -> dict:
         """The plain `config` dict: fields left unset (and empty model_kwargs) are left out."""
@@ -147,6 +154,7 @@ class ModelConfig:
     activation = property(attrgetter("saved.activation"))
     classes = property(attrgetter("saved.classes"))
     model_kwargs = property(attrgetter("saved.model_kwargs"))
+    classes_argument = property(attrgetter("saved.classes_argument"))
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Any, where: str) -> ModelConfig:

@@ -21,16 +21,21 @@ import difflib
 import fnmatch
 import importlib
 import importlib.util
+import inspect
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
+from typing import Any
 
 from torch import nn
 
 from .config import DEFAULT_CLASS_CHUNK
 from .errors import ConfigError, KernelError, UnknownArchError, UserCodeError
 from .prototypes import PrototypeNet, check_head
-from .registry import ModelBuilder, registered, registered_names
+from .registry import registered, registered_names
+
+# What every kind of arch is built with: (class count, the checkpoint's model_kwargs).
+Build = Callable[[int, dict[str, Any]], nn.Module]
 
 TIMM_PREFIX = "timm."
 # `prototype:<backbone arch>`: a prototype head on any of the kinds above (`prototypes`).
@@ -109,7 +114,7 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(names)
 
 
-def _timm_builder(arch: str) -> ModelBuilder:
+def _timm_builder(arch: str) -> Build:
     timm = _timm()
     name = arch.removeprefix(TIMM_PREFIX)
     # `resnet18.a1_in1k`: the tag names pretrained weights, never fetched here.
@@ -120,13 +125,13 @@ def _timm_builder(arch: str) -> ModelBuilder:
         raise UnknownArchError(f"unknown architecture {arch!r}: timm {timm.__version__} has no "
                                f"model {name!r}; {hint}")
 
-    def build(num_classes: int, **kwargs) -> nn.Module:
+    def build(num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
         return timm.create_model(name, pretrained=False, num_classes=num_classes, **kwargs)
 
     return build
 
 
-def _import_builder(arch: str) -> ModelBuilder:
+def _import_builder(arch: str, classes_argument: str | None) -> Build:
     if not _IMPORT_STRING.match(arch):
         raise UnknownArchError(f"unknown architecture {arch!r}: not a valid import string; "
                                "write package.module:callable")
@@ -163,10 +168,24 @@ def _import_builder(arch: str) -> ModelBuilder:
         raise UnknownArchError(f"unknown architecture {arch!r}: module {module_name!r} has no "
                                f"callable {attribute!r}; {hint}")
 
-    def build(num_classes: int, **kwargs) -> nn.Module:
-        model = target(num_classes=num_classes, **kwargs)
+    count = classes_argument or "num_classes"
+    takes = _parameters(target)
+
+    def build(num_classes: int, kwargs: dict[str, Any]) -> nn.Module:
+        # The checkpoint's model_kwargs as given, whatever their names; the class count only
+        # under the factory's own name for it, and only where the factory takes it.
+        call = dict(kwargs)
+        if count not in call:
+            if takes is None or count in takes or (classes_argument is None and "**" in takes):
+                call[count] = num_classes
+            elif classes_argument is not None and "**" not in takes:
+                raise UnknownArchError(
+                    f"architecture {arch!r}: classes_argument {count!r}: {attribute} takes no "
+                    f"such parameter (it takes {', '.join(takes) or 'none'}); fix "
+                    "classes_argument in the checkpoint config")
+        model = target(**call)
         if not isinstance(model, nn.Module):
-            raise UnknownArchError(f"architecture {arch!r}: {attribute}(num_classes=...) returned "
+            raise UnknownArchError(f"architecture {arch!r}: {attribute}({count}=...) returned "
                                    f"{type(model).__name__}, not a torch.nn.Module; make it "
                                    "return the model")
         return model
@@ -174,17 +193,28 @@ def _import_builder(arch: str) -> ModelBuilder:
     return build
 
 
-def _builder(arch: str) -> ModelBuilder:
+def _parameters(target: Callable) -> list[str] | None:
+    """The keyword parameters a callable takes (`**` for a **kwargs), None when unknown."""
+    try:
+        parameters = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):  # a builtin or an extension: pass the count, as always
+        return None
+    return ["**" if p.kind is p.VAR_KEYWORD else p.name for p in parameters
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY, p.VAR_KEYWORD)]
+
+
+def _builder(arch: str, classes_argument: str | None) -> Build:
     builder = registered(arch)
     if builder is not None:
-        return builder
+        return lambda num_classes, kwargs: builder(num_classes, **kwargs)
     if arch.startswith(PROTOTYPE_PREFIX):
         backbone = arch.removeprefix(PROTOTYPE_PREFIX)
-        return lambda num_classes, **kwargs: prototype_net(backbone, num_classes, **kwargs)
+        return lambda num_classes, kwargs: prototype_net(backbone, num_classes, classes_argument,
+                                                         **kwargs)
     if arch.startswith(TIMM_PREFIX):
         return _timm_builder(arch)
     if ":" in arch:
-        return _import_builder(arch)
+        return _import_builder(arch, classes_argument)
     close = difflib.get_close_matches(arch, registered_names(), n=5, cutoff=0.5)
     hint = f"close names: {', '.join(close)}" if close else "see list_models() for all names"
     raise UnknownArchError(
@@ -192,9 +222,19 @@ def _builder(arch: str) -> ModelBuilder:
         "package.module:callable (with --code PATH), or register one with @register_model")
 
 
-def create_model(arch: str, num_classes: int, **model_kwargs) -> nn.Module:
+def create_model(arch: str, /, num_classes: int, **model_kwargs) -> nn.Module:
     """Build `arch` (a registered name, `timm.<name>` or `package.module:callable`) with a head
-    of `num_classes` outputs and random weights; raises UnknownArchError naming the fix."""
+    of `num_classes` outputs and random weights; raises UnknownArchError naming the fix. The
+    keyword arguments go to the architecture as given (even one named `arch`)."""
+    return build_arch(arch, num_classes, model_kwargs)
+
+
+def build_arch(arch: str, num_classes: int, model_kwargs: Mapping[str, Any],
+               classes_argument: str | None = None) -> nn.Module:
+    """`create_model` for a checkpoint: its `model_kwargs` as a mapping (no name of theirs can
+    collide with this function's own), and `classes_argument`, the parameter of a
+    `package.module:callable` factory that takes the class count when it is not `num_classes`
+    (a factory that takes neither, nor **kwargs, gets no count)."""
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     refused = [key for key in _WEIGHT_KWARGS if model_kwargs.get(key)]
@@ -202,12 +242,13 @@ def create_model(arch: str, num_classes: int, **model_kwargs) -> nn.Module:
         raise UnknownArchError(f"architecture {arch!r}: model_kwargs {refused[0]!r} would load "
                                "other weights; drop it, the checkpoint brings the weights")
     _register_families()
-    return _builder(arch)(num_classes=num_classes, **model_kwargs)
+    return _builder(arch, classes_argument)(num_classes, dict(model_kwargs))
 
 
-def prototype_net(backbone_arch: str, num_classes: int, *, embedding_dim: int | None = None,
-                  metric: str = "cosine", temperature: float = 1.0,
-                  class_chunk: int = DEFAULT_CLASS_CHUNK, **backbone_kwargs) -> nn.Module:
+def prototype_net(backbone_arch: str, num_classes: int, classes_argument: str | None = None,
+                  /, *, embedding_dim: int | None = None, metric: str = "cosine",
+                  temperature: float = 1.0, class_chunk: int = DEFAULT_CLASS_CHUNK,
+                  **backbone_kwargs) -> nn.Module:
     """`prototype:<backbone_arch>`: the backbone built with `embedding_dim` outputs (its other
     model_kwargs passed on), under a prototype head of `num_classes` classes."""
     arch = PROTOTYPE_PREFIX + backbone_arch
@@ -219,5 +260,5 @@ def prototype_net(backbone_arch: str, num_classes: int, *, embedding_dim: int | 
         raise ConfigError(f"architecture {arch!r}: model_kwargs.embedding_dim is missing; set it "
                           "to the backbone's output width (the embedding size)")
     check_head(embedding_dim, metric, temperature, class_chunk)
-    backbone = create_model(backbone_arch, embedding_dim, **backbone_kwargs)
+    backbone = build_arch(backbone_arch, embedding_dim, backbone_kwargs, classes_argument)
     return PrototypeNet(backbone, embedding_dim, num_classes, metric, temperature, class_chunk)

@@ -202,3 +202,63 @@ def test_user_code_that_exits_at_import_is_an_error_not_a_silent_exit(tmp_path, 
     assert str(info.value).startswith(f"user code: importing 'kp_exits_at_import' called "
                                       f"sys.exit({eval(code)!r})")
     sys.modules.pop("kp_exits_at_import", None)
+
+
+FACTORIES_2019 = """
+    from torch import nn
+
+
+    def by_n_classes(n_classes, arch="resnet", dropout=0.0):
+        # a factory of its own: its class count has another name, and it takes an `arch` too
+        net = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(3 * 4 * 4, n_classes))
+        net.arch = arch
+        return net
+
+
+    def from_config(config):
+        # takes no class count at all: it is inside the config it is given
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, config["classes"]))
+"""
+
+
+@pytest.fixture
+def factories_2019(tmp_path, monkeypatch):
+    (tmp_path / "kp_factories_2019.py").write_text(textwrap.dedent(FACTORIES_2019))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import_modules(["kp_factories_2019"])
+    yield "kp_factories_2019"
+    sys.modules.pop("kp_factories_2019", None)
+
+
+def test_a_factory_gets_its_own_kwargs_whatever_their_names_and_the_count_by_its_own_name(
+        factories_2019):
+    from inference_core.model_factory import build_arch
+
+    net = build_arch(f"{factories_2019}:by_n_classes", 7, {"arch": "se_resnext50"}, "n_classes")
+    assert net.arch == "se_resnext50" and net[2].out_features == 7
+    net = create_model(f"{factories_2019}:by_n_classes", num_classes=7, arch="bninception",
+                       n_classes=5)  # a count given among the kwargs is kept as given
+    assert net.arch == "bninception" and net[2].out_features == 5
+    net = create_model(f"{factories_2019}:from_config", num_classes=3, config={"classes": 3})
+    assert net[1].out_features == 3  # no count passed to a factory that takes none
+    with pytest.raises(UnknownArchError) as info:
+        build_arch(f"{factories_2019}:by_n_classes", 7, {}, "num_labels")
+    assert str(info.value) == (
+        f"architecture '{factories_2019}:by_n_classes': classes_argument 'num_labels': "
+        "by_n_classes takes no such parameter (it takes n_classes, arch, dropout); fix "
+        "classes_argument in the checkpoint config")
+
+
+def test_a_checkpoint_names_its_factorys_class_count_parameter(factories_2019, tmp_path):
+    from inference_core.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+    from inference_core.model_factory import build_arch
+
+    model = build_arch(f"{factories_2019}:by_n_classes", 4, {"arch": "x"}, "n_classes")
+    path = save_checkpoint(tmp_path / "m.pt", f"{factories_2019}:by_n_classes", 4,
+                           {"model_kwargs": {"arch": "x"}, "classes_argument": "n_classes"},
+                           model)
+    loaded = model_from_checkpoint(load_checkpoint(path), "m.pt")
+    assert loaded.arch == "x" and loaded[2].out_features == 4
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
