@@ -64,10 +64,10 @@ MAX_CLASS_CHUNK = 1 << 24
 # Classes a prototype member scores at a time (`inference_core.class_chunks`).
 DEFAULT_CLASS_CHUNK = 8192
 # A prototype head's distances and smallest temperature (`inference_core.prototypes`), named here
-# so that the CLI checks them without torch. Scores are at most 1 (cosine) in magnitude per unit
-# of temperature: 1e-3 keeps float32 logits far from overflowing into NaN.
+# so that the CLI checks them without torch. A cosine score is at most 1, so logits stay within
+# 1e6 (float32 reaches 3e38); 1e-300 overflowed them into NaN.
 PROTOTYPE_METRICS = ("cosine", "sqeuclidean")
-MIN_PROTOTYPE_TEMPERATURE = 1e-3
+MIN_PROTOTYPE_TEMPERATURE = 1e-6
 
 
 def parse_tta_op(op: Any) -> tuple[str, float | None]:

@@ -164,9 +164,9 @@ def test_prototype_cnn_keeps_its_scaled_cosine_scores():
     ("prototype:small_cnn", {"embedding_dim": 4, "metric": "l2"}, ConfigError,
      "metric must be one of cosine, sqeuclidean, got 'l2'"),
     ("prototype:small_cnn", {"embedding_dim": 4, "temperature": 0}, ConfigError,
-     "temperature must be a number of at least 0.001"),
+     "temperature must be a number of at least 1e-06"),
     ("prototype:small_cnn", {"embedding_dim": 4, "temperature": 1e-300}, ConfigError,
-     "temperature must be a number of at least 0.001"),
+     "temperature must be a number of at least 1e-06"),
 ])
 def test_a_bad_prototype_arch_or_setting_is_one_line_naming_the_checkpoint(
         tmp_path, arch, kwargs, error, message):

@@ -62,6 +62,8 @@ def code_location(path: str | Path, where: str | None = None) -> Location:
 def _installed_elsewhere(name: str, place: Path) -> str | None:
     """Where an installed top-level module `name` lies, when that is not `place` (found without
     importing it); None when there is none."""
+    if name in sys.modules:  # imported already: import_user_code names where it came from
+        return None
     try:
         spec = importlib.util.find_spec(name)
     except (ImportError, ValueError):  # a broken installation: not a name clash to report
