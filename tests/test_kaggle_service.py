@@ -264,3 +264,16 @@ def test_names_that_would_climb_out_of_the_state_folder_are_refused(world):
     assert answer.status_code == 400
     assert answer.json() == {"code": 400, "message": "invalid name '..': must be a plain file "
                                                      "or slug name"}
+
+
+def test_the_services_state_is_owner_only_from_the_start(tmp_path):
+    import stat
+
+    from kernelpack.kaggle.service.store import Store
+
+    root = tmp_path / "service"
+    root.mkdir(mode=0o755)
+    store = Store(root)
+    store.write({"key": "secret"}, "signing.json")
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    assert stat.S_IMODE((root / "signing.json").stat().st_mode) == 0o600

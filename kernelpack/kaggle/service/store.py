@@ -19,6 +19,9 @@ class Store:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        # It holds the signing secret, the users' keys and kernels that embed decryption keys:
+        # only its owner may enter it, and its records are owner-only from their first byte.
+        self.root.chmod(0o700)
         self.lock = threading.RLock()
 
     def path(self, *parts: str) -> Path:
@@ -43,7 +46,7 @@ class Store:
         path = self.path(*parts)
         path.parent.mkdir(parents=True, exist_ok=True)
         # A crash never leaves half a record behind.
-        with atomic_write(path, "w", encoding="utf-8") as handle:
+        with atomic_write(path, "w", encoding="utf-8", private=True) as handle:
             json.dump(data, handle, indent=1, sort_keys=True)
 
     def next_id(self, name: str) -> int:
