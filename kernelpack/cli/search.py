@@ -24,6 +24,12 @@ def _add_oof_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--folds", type=Path, required=True, metavar="FOLDS",
                         help="each row's fold index: .npy or a one-column CSV")
     parser.add_argument("-o", "--output", type=Path, required=True, help="fitted ensemble YAML")
+    parser.add_argument("--report", type=Path, default=None, metavar="FILE.json",
+                        help="also write the whole report (every class, fold and score) as "
+                             "JSON; the printed one summarises wide outputs")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar (one shows on a terminal once a search runs "
+                             "for a few seconds)")
 
 
 def _blend_search(args: argparse.Namespace) -> int:

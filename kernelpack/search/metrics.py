@@ -2,9 +2,9 @@
 
 The search must optimise what the kernel computes, so every metric but `logloss` first turns the
 blended probabilities into label sets with the kernel's own rule (argmax for multiclass; for
-multilabel, `inference_core.submission.multilabel_mask`, the one definition the kernel's writer
-uses too: every class at or above its threshold, topped up to `min_labels` and cut to
-`max_labels` by probability).
+multilabel, the rule of `inference_core.submission.multilabel_mask`, which the kernel's writer
+uses: every class at or above its threshold, topped up to `min_labels` and cut to `max_labels` by
+probability; `fast_rule` computes the same mask without sorting every row).
 
     accuracy   share of rows whose label set is exactly right (argmax accuracy for multiclass)
     macro_f1   F1 of each class over the rows, averaged over the classes
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from inference_core.config import SubmissionSection
-from inference_core.submission import multilabel_mask, rank_order
 
 from ..errors import SearchError
+from .fast_rule import rule_mask
 
 # Kaggle clips probabilities to [1e-15, 1 - 1e-15] before its log loss.
 LOGLOSS_EPS = 1e-15
@@ -43,8 +43,7 @@ def label_mask(probs: np.ndarray, submission: SubmissionSection) -> np.ndarray:
     if fmt != "multilabel":
         raise SearchError(f"submission.format {fmt!r}: the label metrics know the labels of "
                           "multiclass and multilabel submissions only; use --metric logloss")
-    return multilabel_mask(probs, rank_order(probs), submission.threshold,
-                           submission.min_labels, submission.max_labels)
+    return rule_mask(probs, submission.threshold, submission.min_labels, submission.max_labels)
 
 
 def _f_beta(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, beta: float) -> np.ndarray:
@@ -56,8 +55,21 @@ def _f_beta(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray, beta: float) -> np.n
                      where=denominator > 0)
 
 
+def row_counts(predicted: np.ndarray, truth: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row: true positives, false positives, false negatives of the labels written."""
+    tp = np.sum(predicted & truth, axis=1)
+    fp = np.sum(predicted, axis=1) - tp
+    fn = np.sum(truth, axis=1) - tp
+    return tp, fp, fn
+
+
+def accuracy_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    return (fp == 0) & (fn == 0)
+
+
 def accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean(np.all(predicted == truth, axis=1)))
+    return float(np.mean(accuracy_counts(*row_counts(predicted, truth))))
 
 
 def macro_f1(predicted: np.ndarray, truth: np.ndarray) -> float:
@@ -67,11 +79,12 @@ def macro_f1(predicted: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(_f_beta(tp, fp, fn, 1.0)))
 
 
+def f2_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
+    return _f_beta(tp, fp, fn, 2.0)
+
+
 def f2(predicted: np.ndarray, truth: np.ndarray) -> float:
-    tp = np.sum(predicted & truth, axis=1)
-    fp = np.sum(predicted & ~truth, axis=1)
-    fn = np.sum(~predicted & truth, axis=1)
-    return float(np.mean(_f_beta(tp, fp, fn, 2.0)))
+    return float(np.mean(f2_counts(*row_counts(predicted, truth))))
 
 
 def logloss(probs: np.ndarray, truth: np.ndarray, multilabel: bool) -> float:
@@ -84,11 +97,17 @@ def logloss(probs: np.ndarray, truth: np.ndarray, multilabel: bool) -> float:
 
 @dataclass(frozen=True)
 class Metric:
-    """A score of (labels written, true labels), or for logloss of (probabilities, labels)."""
+    """A score of (labels written, true labels), or for logloss of (probabilities, labels).
+
+    `on_counts`, for a score that is a mean over rows, gives each row's part from the row's
+    true positive, false positive and false negative counts: a search then scores any subset of
+    rows (a fold) from one pass over the blend, blends in row chunks, and counts labels without
+    building masks."""
 
     name: str
     greater_is_better: bool
     on_labels: Callable[[np.ndarray, np.ndarray], float] | None = None
+    on_counts: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None
 
     def score(self, probs: np.ndarray, truth: np.ndarray, submission: SubmissionSection
               ) -> float:
@@ -96,15 +115,24 @@ class Metric:
             return logloss(probs, truth, submission.format == "multilabel")
         return self.on_labels(label_mask(probs, submission), truth)
 
+    def row_scores(self, probs: np.ndarray, truth: np.ndarray, submission: SubmissionSection
+                   ) -> np.ndarray:
+        """Each row's part of the score (its mean over rows is `score`); needs `on_counts`."""
+        return self.on_masks(label_mask(probs, submission), truth)
+
+    def on_masks(self, predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+        """Each row's part of the score of the labels `predicted`; needs `on_counts`."""
+        return self.on_counts(*row_counts(predicted, truth))
+
     def better(self, a: float, b: float) -> bool:
         """True when score `a` is strictly better than score `b`."""
         return a > b if self.greater_is_better else a < b
 
 
 METRICS: dict[str, Metric] = {
-    "accuracy": Metric("accuracy", True, accuracy),
+    "accuracy": Metric("accuracy", True, accuracy, accuracy_counts),
     "macro_f1": Metric("macro_f1", True, macro_f1),
-    "f2": Metric("f2", True, f2),
+    "f2": Metric("f2", True, f2, f2_counts),
     "logloss": Metric("logloss", False),
 }
 

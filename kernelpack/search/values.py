@@ -26,6 +26,7 @@ from inference_core.blend import BlendAccumulator
 from inference_core.config import SubmissionSection
 from inference_core.fallback import FallbackPrior
 
+from .blend import Problem
 from .metrics import Metric
 from .oof import OofSet
 
@@ -62,19 +63,42 @@ def oof_values(oof: OofSet, weights: Sequence[float], mode: str, shifts: Sequenc
     """Every name's value and, with folds, every fold's value (rounded as written)."""
     shifts = list(shifts) if shifts is not None else [0.0] * len(oof.names)
     sign = 1.0 if metric.greater_is_better else -1.0
+    folds = [] if oof.folds is None else [int(f) for f in np.unique(oof.folds)]
+    everywhere = np.ones(len(oof.truth), dtype=bool)
+    n = len(oof.names)
+    # A mean over rows, with another name weighted (no row left to the fallback): the blend
+    # without each name, once, gives the score without it on any fold's rows; all the blends
+    # share one pass over the OOF arrays.
+    by_rows = [metric.on_counts is not None and any(w > 0 for j, w in enumerate(weights)
+                                                    if j != i) for i in range(n)]
+    if any(by_rows):
+        problem = Problem(oof.probs, oof.truth, metric, mode, submission, shifts)
+        full_rows, *without = problem.row_scores_many(
+            [weights, *([0.0 if j == i else w for j, w in enumerate(weights)]
+                        for i in range(n) if by_rows[i])])
+        without_rows = dict(zip([i for i in range(n) if by_rows[i]], without, strict=True))
 
-    def drop(left_out: int, rows: np.ndarray) -> float:
-        present = [None] * len(oof.names)
-        present[left_out] = ~rows
-        without = blended_score(oof, weights, mode, shifts, metric, submission, present)
+    def value(full: float, without: float) -> float:
         return round(sign * (full - without), VALUE_DECIMALS) + 0.0  # no -0.0 in the YAML
 
-    full = blended_score(oof, weights, mode, shifts, metric, submission)
-    everywhere = np.ones(len(oof.truth), dtype=bool)
-    folds = [] if oof.folds is None else [int(f) for f in np.unique(oof.folds)]
-    return OofValues(list(oof.names), [drop(i, everywhere) for i in range(len(oof.names))],
-                     [{f: drop(i, oof.folds == f) for f in folds}
-                      for i in range(len(oof.names))])
+    def name_values(left_out: int) -> tuple[float, dict[int, float]]:
+        if by_rows[left_out]:
+            full, rows = float(np.mean(full_rows)), without_rows[left_out]
+            return (value(full, float(np.mean(rows))),
+                    {f: value(full, float(np.mean(np.where(oof.folds == f, rows, full_rows))))
+                     for f in folds})
+        full = blended_score(oof, weights, mode, shifts, metric, submission)
+
+        def drop(rows: np.ndarray) -> float:
+            present = [None] * len(oof.names)
+            present[left_out] = ~rows
+            return value(full, blended_score(oof, weights, mode, shifts, metric, submission,
+                                             present))
+
+        return drop(everywhere), {f: drop(oof.folds == f) for f in folds}
+
+    per_name = [name_values(i) for i in range(n)]
+    return OofValues(list(oof.names), [v for v, _ in per_name], [f for _, f in per_name])
 
 
 def format_values(values: OofValues, metric: str) -> str:
