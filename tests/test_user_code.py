@@ -326,7 +326,7 @@ def test_a_folder_without_init_py_is_carried_as_a_namespace_package(tmp_path):
     ({"json/__init__.py": ""}, "json", "--code json: named 'json' like a module of the standard"),
     ({"torch/__init__.py": ""}, "torch", "--code torch: named 'torch' like a module of the "
                                          "Kaggle image, which it would replace in the kernel"),
-    ({"six/__init__.py": ""}, "six", "--code six: named 'six' like the package installed at "),
+    ({"six/__init__.py": ""}, "six", "--code six: another module named 'six' is "),
     ({"kp_needs_more/__init__.py": "import kp_not_installed_anywhere\n"}, "kp_needs_more",
      "import kp_not_installed_anywhere (kp_needs_more/__init__.py:1): neither on the Kaggle "
      "image nor installed here"),
@@ -354,6 +354,8 @@ def test_two_code_paths_with_one_name_are_refused(tmp_path):
 def test_host_commands_refuse_code_named_like_an_installed_package_before_importing_it(
         tmp_path, name):
     package = write_package(tmp_path / name, {"__init__.py": "raise SystemExit('imported')\n"})
-    with pytest.raises(UserCodeError, match=rf"--code {package}: named '{name}' like .*rename it"):
+    with pytest.raises(UserCodeError, match=rf"--code {package}: (named '{name}' like a module of "
+                                            rf"the Kaggle image|another module named '{name}' is "
+                                            r"(already imported|installed at) .*rename your)"):
         import_user_code([package])
     assert str(tmp_path) not in sys.path

@@ -52,29 +52,32 @@ def code_location(path: str | Path, where: str | None = None) -> Location:
                  if name in sys.stdlib_module_names else "the Kaggle image")
         raise UserCodeError(f"{where}: named {name!r} like a module of {owner}, which it would "
                             "replace in the kernel; rename it")
-    elsewhere = _installed_elsewhere(name, path.resolve())
-    if elsewhere is not None:
-        raise UserCodeError(f"{where}: named {name!r} like the package installed at "
-                            f"{elsewhere}, which it would replace (or be replaced by); rename it")
+    taken = _taken_by(name, path.resolve())
+    if taken is not None:
+        raise UserCodeError(f"{where}: another module named {name!r} is {taken}, which it would "
+                            "replace (or be replaced by); rename your package")
     return Location(name, path.resolve(), portions)
 
 
-def _installed_elsewhere(name: str, place: Path) -> str | None:
-    """Where an installed top-level module `name` lies, when that is not `place` (found without
-    importing it); None when there is none."""
-    if name in sys.modules:  # imported already: import_user_code names where it came from
+def _taken_by(name: str, place: Path) -> str | None:
+    """Where another top-level module `name` lies, already imported or installed (found without
+    importing it), when that is not `place`; None when there is none."""
+    if name in sys.modules:
+        places = _places(sys.modules[name])
+        taken = "already imported (from {})"
+    else:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):  # a broken installation: not a name clash to report
+            return None
+        if spec is None:
+            return None
+        places = [Path(spec.origin).resolve()] if spec.origin and spec.has_location else []
+        places += [Path(folder).resolve() for folder in spec.submodule_search_locations or ()]
+        taken = "installed at {}"
+    if not places or place in places or any(found.parent == place for found in places):
         return None
-    try:
-        spec = importlib.util.find_spec(name)
-    except (ImportError, ValueError):  # a broken installation: not a name clash to report
-        return None
-    if spec is None:
-        return None
-    places = [Path(spec.origin).resolve()] if spec.origin and spec.has_location else []
-    places += [Path(folder).resolve() for folder in spec.submodule_search_locations or ()]
-    if any(found == place or found.parent == place for found in places) or not places:
-        return None
-    return str(places[0])
+    return taken.format(", ".join(map(str, places)))
 
 
 def code_locations(paths: Sequence[tuple[str | Path, str]]) -> list[Location]:
@@ -95,15 +98,10 @@ def code_locations(paths: Sequence[tuple[str | Path, str]]) -> list[Location]:
 def import_user_code(paths: Sequence[str | Path]) -> None:
     """Import each package/module at `paths` on the host, as the kernel does: its parent folder
     goes on sys.path and its `@register_model` calls run. Raises UserCodeError for a missing
-    path, a name already taken by another imported module, or a module that fails to import."""
+    path, a name another module has taken (`code_location`), or a module that fails to import."""
     from inference_core.model_factory import import_modules
 
     for location in code_locations([(path, f"--code {path}") for path in paths]):
-        loaded = sys.modules.get(location.name)
-        if loaded is not None and location.path not in _places(loaded):
-            raise UserCodeError(f"--code {location.path}: another module named {location.name!r}"
-                                f" is already imported (from {', '.join(map(str, _places(loaded)))}"
-                                "); rename your package")
         parent = str(location.path.parent)
         if parent not in sys.path:
             sys.path.insert(0, parent)
