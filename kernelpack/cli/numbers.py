@@ -28,8 +28,8 @@ def finite_float(minimum: float | None = None, *, exclusive: bool = False
     return parse
 
 
-def int_at_least(minimum: int) -> Callable[[str], int]:
-    """An integer flag of at least `minimum`."""
+def int_at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An integer flag of at least `minimum` (and at most `maximum`, when given)."""
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -37,6 +37,8 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {text}")
+        if maximum is not None and value > maximum:
+            raise argparse.ArgumentTypeError(f"must be at most {maximum}, got {text}")
         return value
 
     parse.__name__ = "integer"

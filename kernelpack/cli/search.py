@@ -8,6 +8,11 @@ from pathlib import Path
 
 from inference_core.config import BLEND_MODES
 
+from .numbers import int_at_least
+
+# Each restart is a whole Nelder-Mead run (with a progress bar); beyond this a value is a typo.
+MAX_RESTARTS = 1000
+
 # The formats a search without --base can fit for: one label per row, or a set of labels.
 SEARCHABLE_FORMATS = ("multiclass", "multilabel")
 
@@ -63,9 +68,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--format", choices=SEARCHABLE_FORMATS, default=None,
                         help="submission format without --base (default: multilabel for f2, "
                              "else multiclass)")
-    search.add_argument("--restarts", type=int, default=8,
-                        help="optimiser starts: equal weights, then random simplex points")
-    search.add_argument("--seed", type=int, default=0, help="seed of the random starts")
+    search.add_argument("--restarts", type=int_at_least(1, MAX_RESTARTS), default=8,
+                        help="optimiser starts: equal weights, then random simplex points "
+                             f"(at most {MAX_RESTARTS})")
+    search.add_argument("--seed", type=int_at_least(0), default=0,
+                        help="seed of the random starts (>= 0)")
     search.set_defaults(handler=_blend_search)
 
     threshold = commands.add_parser("threshold", help="fit multilabel thresholds on OOF")

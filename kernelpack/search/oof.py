@@ -59,6 +59,13 @@ def read_labels(path: Path) -> pd.DataFrame:
     except FileNotFoundError:
         raise SearchError(f"{path}: labels file not found; pass the CSV of OOF labels "
                           "(columns id and label) with --labels") from None
+    except pd.errors.EmptyDataError:
+        raise SearchError(f"{path}: empty file; the labels CSV needs columns id and label and "
+                          "one row per OOF sample") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        problem = str(exc).strip().splitlines()[0][:160]
+        raise SearchError(f"{path}: not a readable CSV ({problem}); save the labels as UTF-8 "
+                          "CSV with columns id and label") from None
     missing = [column for column in ("id", "label") if column not in table.columns]
     if missing:
         raise SearchError(f"{path}: no column {missing[0]!r} (found {list(table.columns)}); "

@@ -131,3 +131,37 @@ def test_no_command_writes_onto_its_own_input(tmp_path):
                                      "-o", tmp_path / "preds.npy"),
                           f"--per-model {tmp_path / 'preds.a.npy'}", "is the input file itself")
     assert config.read_text() == CONFIG and (tmp_path / "preds.a.npy").read_bytes() == b"mine"
+
+
+@pytest.mark.parametrize(("flag", "value", "problem"), [
+    ("--seed", "-5", "must be at least 0, got -5"),
+    ("--restarts", "100000000", "must be at most 1000, got 100000000"),
+    ("--restarts", "0", "must be at least 1, got 0"),
+])
+def test_blend_search_flags_out_of_range_are_usage_errors(tmp_path, flag, value, problem):
+    done = kernelpack("blend", "search", "--oof", f"a={tmp_path / 'a.npy'}", "--labels",
+                      tmp_path / "l.csv", "--folds", tmp_path / "f.npy", "--metric", "f2",
+                      "-o", tmp_path / "x.yml", flag, value)
+    assert_one_line_error(done, f"argument {flag}", problem, code=2)
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (b"", "empty file; the labels CSV needs columns id and label"),
+    (b"id,label\n", "no rows; the labels CSV needs one row per OOF sample"),
+    (b'id,label\n"a,1\n', "not a readable CSV ("),
+])
+@pytest.mark.parametrize("command", ["blend", "threshold"])
+def test_an_empty_or_broken_labels_csv_is_one_line_in_both_searches(tmp_path, content, problem,
+                                                                     command):
+    import numpy as np
+
+    np.save(tmp_path / "a.npy", np.full((3, 4), 0.5))
+    np.save(tmp_path / "f.npy", np.array([0, 1, 0]))
+    (tmp_path / "l.csv").write_bytes(content)
+    (tmp_path / "base.yml").write_text(CONFIG.replace("multiclass", "multilabel"))
+    extra = ("--metric", "f2") if command == "blend" else ("--base", tmp_path / "base.yml")
+    done = kernelpack(command, "search", "--oof", f"a={tmp_path / 'a.npy'}", "--labels",
+                      tmp_path / "l.csv", "--folds", tmp_path / "f.npy", *extra,
+                      "-o", tmp_path / "x.yml")
+    assert_one_line_error(done, "l.csv: ", problem)
+    assert not (tmp_path / "x.yml").exists()
