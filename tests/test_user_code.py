@@ -359,3 +359,13 @@ def test_host_commands_refuse_code_named_like_an_installed_package_before_import
                                             r"(already imported|installed at) .*rename your)"):
         import_user_code([package])
     assert str(tmp_path) not in sys.path
+
+
+@pytest.mark.parametrize("order", ["main_first", "helper_first"])
+def test_code_roots_import_in_any_order(tmp_path, order):
+    main = write_package(tmp_path / "a" / f"kp_order_main_{order}",
+                         {"__init__.py": f"from kp_order_helper_{order} import WIDTH\n"})
+    helper = write_package(tmp_path / "b" / f"kp_order_helper_{order}",
+                           {"__init__.py": "WIDTH = 3\n"})
+    import_user_code([main, helper] if order == "main_first" else [helper, main])
+    assert sys.modules[f"kp_order_main_{order}"].WIDTH == 3

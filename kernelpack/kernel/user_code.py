@@ -101,11 +101,14 @@ def import_user_code(paths: Sequence[str | Path]) -> None:
     path, a name another module has taken (`code_location`), or a module that fails to import."""
     from inference_core.model_factory import import_modules
 
-    for location in code_locations([(path, f"--code {path}") for path in paths]):
+    locations = code_locations([(path, f"--code {path}") for path in paths])
+    # Every root is importable before any is imported, as in the kernel (where the bundle holds
+    # them side by side): a package may import a helper passed after it.
+    for location in locations:
         parent = str(location.path.parent)
         if parent not in sys.path:
             sys.path.insert(0, parent)
-        import_modules([location.name])
+    import_modules([location.name for location in locations])
 
 
 def _places(module: ModuleType) -> list[Path]:
