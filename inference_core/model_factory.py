@@ -54,16 +54,20 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
+def _not_found(module: str, subject: str, error: type[KernelError]) -> KernelError:
+    """`error` for a user module that is nowhere to be imported: pass its code with --code."""
+    return error(f"{subject}: module {module!r} not found; add --code PATH, the folder of "
+                 f"package {module.split('.')[0]!r} (or its module file), to kernelpack build (or "
+                 "list it in kernel.code) and to the host commands")
+
+
 def _import(module: str, subject: str, error: type[KernelError]) -> ModuleType:
     """Import the user's `module`; `error` (naming `subject`) says why it failed, and the fix."""
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
         if exc.name is not None and (module == exc.name or module.startswith(f"{exc.name}.")):
-            top = module.split(".")[0]
-            raise error(f"{subject}: module {module!r} not found; add --code PATH, the folder of "
-                        f"package {top!r} (or its module file), to kernelpack build (or list it "
-                        "in kernel.code) and to the host commands") from None
+            raise _not_found(module, subject, error) from None
         raise error(f"{subject}: module {module!r} imports {exc.name!r}, which is not "
                     "installed; install it, or add its package with --code too") from None
     except Exception as exc:  # the user's code can raise anything while it is imported
@@ -139,12 +143,9 @@ def _import_builder(arch: str, classes_argument: str | None) -> Build:
     # Checkpoints are data: an arch may call the user's own code, never whatever else is
     # importable (`torch.hub:load`, `logging:basicConfig`), and is checked before any import.
     if not _is_user_code(module_name):
-        top = module_name.split(".")[0]
-        if importlib.util.find_spec(top) is None:  # finds a top-level name without running it
-            raise UnknownArchError(
-                f"unknown architecture {arch!r}: module {module_name!r} not found; add --code "
-                f"PATH, the folder of package {top!r} (or its module file), to kernelpack build "
-                "(or list it in kernel.code) and to the host commands")
+        # find_spec of a top-level name finds it without running it
+        if importlib.util.find_spec(module_name.split(".")[0]) is None:
+            raise _not_found(module_name, f"unknown architecture {arch!r}", UnknownArchError)
         raise UnknownArchError(
             f"architecture {arch!r}: module {module_name!r} is not code you passed with --code; "
             "an arch names a registered architecture, timm.<name> or a callable in your own "
