@@ -208,9 +208,12 @@ def _overlay(source: Path, target: Path, swaps: dict[str, Path]) -> None:
         _overlay(source / head, target / head, inner)
 
 
-def kernel_config(kernel_dir: Path) -> EnsembleConfig:
-    """The config `kernelpack build` wrote beside the kernel (kernel-config.json)."""
+def kernel_config(kernel_dir: Path) -> EnsembleConfig | None:
+    """The config `kernelpack build` wrote beside the kernel (kernel-config.json); None beside a
+    kernel `build` did not write."""
     config_path = kernel_dir / CONFIG_FILE
+    if not config_path.is_file():
+        return None
     try:
         return EnsembleConfig.from_json(config_path.read_text(encoding="utf-8"))
     except (OSError, ValueError, ConfigError) as exc:  # UnicodeDecodeError is a ValueError
@@ -232,10 +235,10 @@ def hidden_test_swaps(kernel_dir: Path, test_dir: Path, input_dir: Path, root: P
     its test set, the way Kaggle swaps in the hidden test set at rerun: the test folder and, when
     the config reads ids from a sample submission, a sample submission that lists the new images
     (written into `root`; with None, the inputs are only checked)."""
-    if not (kernel_dir / CONFIG_FILE).is_file():
+    config = kernel_config(kernel_dir)
+    if config is None:
         raise SandboxError(f"{kernel_dir / CONFIG_FILE}: not found; --test-dir needs the folder "
                            "written by `kernelpack build` (rebuild the kernel)")
-    config = kernel_config(kernel_dir)
     test, submission = config.test, config.submission
     if not test_dir.is_dir():
         raise SandboxError(f"{test_dir}: test folder not found; pass a folder of test images")
@@ -293,8 +296,8 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
         keep["--test-dir"] = Path(test_dir).resolve()
     check_root(root, keep)
     # The kernel's output: a folder `build` wrote says which file; a bare kernel, the default.
-    submission_file = kernel_config(kernel.parent).submission.file \
-        if (kernel.parent / CONFIG_FILE).is_file() else SUBMISSION_FILE
+    config = kernel_config(kernel.parent)
+    submission_file = config.submission.file if config else SUBMISSION_FILE
     swaps = None
     if test_dir is not None:
         # Bad input fails before the wipe.
