@@ -274,8 +274,8 @@ def run_kernel(config: EnsembleConfig, working_dir: str | os.PathLike = ".", log
             bar.update(end - begin)
             batch_start = time.perf_counter()
     bar.close()
-    if predictor.left_out_summary():
-        log(f"WARNING {predictor.left_out_summary()}")
+    if summary := predictor.left_out_summary():
+        log(f"WARNING {summary}")
     fallback_rows = fallback.rows
     seconds = time.monotonic() - start
     log(f"wrote {target} ({total} rows, {fallback_rows} fallback) in {seconds:.1f} s of a "

@@ -99,8 +99,8 @@ def predict_images(config: EnsembleConfig, images: Path, sample: Path | None = N
             probs[begin:end] = blend.result()
             bar.update(end - begin)
     bar.close()
-    if ensemble.predictor.left_out_summary():
-        log(f"WARNING {ensemble.predictor.left_out_summary()}")
+    if summary := ensemble.predictor.left_out_summary():
+        log(f"WARNING {summary}")
     by_group = _per_model(members, member_probs, config.blend, fold_of_row, test_set, log) \
         if per_model else {}
     return HostPrediction(list(test_set.ids), probs, ensemble.classes, by_group)
