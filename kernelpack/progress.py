@@ -1,5 +1,5 @@
-"""Progress bars on long host-side work (uploads, encryption, large bundles): when one shows, and
-the bars themselves.
+"""Progress bars on long host-side work (uploads, encryption, large bundles, searches): when one
+shows, and the bars themselves.
 
 One rule for every command: a bar goes to stderr, only when stderr is a terminal and the user
 did not pass --quiet, so a pipe, a log file or a test capture never gets bar lines. The CLI
@@ -31,6 +31,25 @@ def byte_bar(total: int | None, desc: str, enabled: bool) -> Any:  # -> tqdm.tqd
 
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
                 file=sys.stderr, disable=not enabled, dynamic_ncols=True)
+
+
+# A step bar (a search's) shows only once its work has run this long: a search of a few hundred
+# rows never draws one.
+STEP_BAR_DELAY = 3.0
+
+
+def step_bar(total: int, desc: str, enabled: bool) -> Any:  # -> tqdm.tqdm
+    """A bar of `total` steps on stderr, shown after STEP_BAR_DELAY seconds; a silent stand-in
+    with the same methods when not `enabled`."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="step", file=sys.stderr, disable=not enabled,
+                delay=STEP_BAR_DELAY, dynamic_ncols=True)
+
+
+def show_best(bar: Any, metric: str, score: float) -> None:
+    """The best score so far, beside a step bar."""
+    bar.set_postfix_str(f"best {metric} {score:.4f}", refresh=False)
 
 
 class ProgressReader:

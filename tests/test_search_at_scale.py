@@ -138,7 +138,7 @@ def test_chunked_blends_of_many_weightings_are_the_kernels_bit_for_bit(mode):
 
 
 def test_a_long_search_shows_a_bar_with_the_best_score(monkeypatch, capsys):
-    from kernelpack.search import search_bar
+    from kernelpack import progress
 
     probs, truth = _imet_like(200, 6, (2.0, 1.0), seed=7)
     oof = OofSet(["a", "b"], probs, truth, list(range(6)), [str(i) for i in range(200)],
@@ -147,7 +147,7 @@ def test_a_long_search_shows_a_bar_with_the_best_score(monkeypatch, capsys):
     search_blend(oof, METRICS["f2"], "mean", submission, restarts=2, progress=True)
     assert capsys.readouterr().err == ""  # a search of a second or less draws no bar
     # A search that has run past the delay: the bar, with the best score so far.
-    monkeypatch.setattr(search_bar, "SHOW_AFTER_S", 0.0)
+    monkeypatch.setattr(progress, "STEP_BAR_DELAY", 0.0)
     search_blend(oof, METRICS["f2"], "mean", submission, restarts=2, progress=True)
     err = capsys.readouterr().err
     assert "blend search" in err and "6/6" in err and re.search(r"best f2 0\.\d{4}", err)

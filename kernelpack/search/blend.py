@@ -29,10 +29,10 @@ from inference_core.blend import BLEND_EPS, BlendAccumulator
 from inference_core.config import SubmissionSection
 
 from ..errors import SearchError
+from ..progress import show_best, step_bar
 from .metrics import Metric
 from .oof import OofSet
 from .sample import SampledProblem
-from .search_bar import search_bar, show_best
 
 # Written to the YAML with 4 decimals; every score reported is that of the rounded weights.
 WEIGHT_DECIMALS = 4
@@ -278,7 +278,7 @@ def search_blend(oof: OofSet, metric: Metric, mode: str, submission: SubmissionS
         return fit_weights(search, restarts, seed, lambda w: exact.score(w, rows), bar)
 
     fits = 1 + (0 if oof.folds is None else len(np.unique(oof.folds)))
-    bar = search_bar(fits * restarts if n > 1 else 0, "blend search", progress)
+    bar = step_bar(fits * restarts if n > 1 else 0, "blend search", progress)
 
     # The candidates every fit shares, scored in one pass over the OOF arrays.
     exact.prefetch([np.full(n, 1.0 / n), *np.eye(n), *_pair_mixes(n)])

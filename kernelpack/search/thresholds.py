@@ -23,10 +23,10 @@ import numpy as np
 from inference_core.config import SubmissionSection
 
 from ..errors import SearchError
+from ..progress import show_best, step_bar
 from .fast_rule import rule_mask
 from .grid_rule import CHUNK_ROWS, ClassFlips, GridCounts
 from .metrics import Metric
-from .search_bar import search_bar, show_best
 
 GRID = np.round(np.arange(0.01, 1.0, 0.01), 2)
 MIN_LABELS = (0, 1, 2, 3)
@@ -174,7 +174,7 @@ def search_thresholds(probs: np.ndarray, truth: np.ndarray, folds: np.ndarray, m
                                  global_rule.max_labels), eligible
 
     everything = np.ones(len(truth), dtype=bool)
-    bar = search_bar(1 + len(np.unique(folds)), "threshold search", progress)
+    bar = step_bar(1 + len(np.unique(folds)), "threshold search", progress)
     global_rule, per_class_rule, eligible = fit(everything)
     bar.update(1)
     checks = []
