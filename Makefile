@@ -1,6 +1,7 @@
 # The README's two commands: `make demo` (the end-to-end job) and `make test` (the suite).
-# Both bootstrap .venv on a fresh machine: torch and torchvision first (their pinned wheels lie on
-# local disk), then this project in editable mode.
+# Both bootstrap .venv on a fresh machine with the exact tested set (constraints.txt; setup.cfg
+# itself declares ranges): torch and torchvision first (their wheels lie on local disk), then this
+# project in editable mode with every extra and the test tools (`.[dev]`).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,10 +12,10 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -qq "torch==2.14.1" "torchvision==0.29.1"
-	$(BIN)/pip install -qq -e ".[dev]"
+	$(BIN)/pip install -qq -c constraints.txt torch torchvision
+	$(BIN)/pip install -qq -c constraints.txt -e ".[dev]"
 	touch $@
 
 demo: setup

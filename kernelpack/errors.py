@@ -59,3 +59,7 @@ class PredictError(KernelpackError):
 
 class PrototypeError(KernelpackError):
     """`kernelpack prototypes` cannot build class prototypes from these inputs."""
+
+
+class MissingExtraError(KernelpackError):
+    """A command needs an optional part of kernelpack that is not installed (kernelpack.extras)."""

@@ -16,6 +16,7 @@ import warnings
 from torch import nn
 from torch.nn import functional
 
+from ..errors import UnknownArchError
 from ..registry import ModelBuilder, register_model
 
 _PRETRAINEDMODELS_NAMES = (
@@ -58,7 +59,13 @@ def _dpn_logits(self: nn.Module, features):
 
 def _pretrainedmodels_builder(arch: str) -> ModelBuilder:
     def build(num_classes: int, **kwargs) -> nn.Module:
-        import pretrainedmodels
+        try:
+            import pretrainedmodels
+        except ImportError:
+            raise UnknownArchError(
+                f"{arch}: needs Cadene's pretrainedmodels, which is not installed; install it "
+                "where you build (pip install 'kernelpack[pretrainedmodels]'): the bundler then "
+                "vendors it into the kernel") from None
 
         with warnings.catch_warnings():
             # The torchvision-backed ones (resnet*, ...) warn that `pretrained` is deprecated.

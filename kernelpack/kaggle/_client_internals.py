@@ -2,17 +2,24 @@
 
 The client reads its settings once, at import, into class attributes, and kagglesdk has no
 setting for its endpoint; reaching past both is what lets one process sign in as another user or
-talk to a local service. Those parts change between releases, so this module refuses, at import,
-any kaggle or kagglesdk version it was not tested with.
+talk to a local service. Those parts change between releases, so before the first client is made
+this module checks for each *feature* it uses (a class attribute, a method and the parameters it
+is called with, where kagglesdk keeps its endpoint), not for one version string: a client that
+lacks any is refused with one line naming each missing feature, and a release outside the range
+tested (`TESTED`) runs, after one warning line.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import inspect
 import io
+import logging
 import os
+import re
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager, redirect_stdout
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from functools import cache
 from importlib import metadata
 from typing import Any
@@ -20,24 +27,30 @@ from typing import Any
 from ..errors import KaggleError, KaggleUploadError
 from ..progress import byte_bar
 
-# The versions this module was tested with (setup.cfg pins them).
-TESTED_VERSIONS = {"kaggle": ("2.2.4",), "kagglesdk": ("0.1.37",)}
-# Set to 1 to try an untested version anyway (e.g. to test a new release).
-UNTESTED_ENV = "KERNELPACK_UNTESTED_KAGGLE"
+# The oldest and newest releases the Kaggle tests (tests/test_kaggle_*.py, the real client
+# against the local service) passed with; setup.cfg's range starts at the oldest, and
+# constraints.txt holds the pair this project's own environment runs.
+TESTED = {"kaggle": ("2.1.1", "2.2.5"), "kagglesdk": ("0.1.28", "0.1.38")}
+# What a user whose client lacks a feature installs (setup.cfg's kaggle range).
+INSTALL_TESTED = "pip install 'kaggle>=2.1.1,<3'"
+# The client's public calls kernelpack makes (kernelpack/kaggle/*.py).
+PUBLIC_CALLS = (
+    "authenticate", "competition_submit_code", "dataset_create_new", "dataset_create_version",
+    "dataset_list_files", "dataset_status", "kernels_logs", "kernels_output", "kernels_push",
+    "kernels_status", "model_create_new", "model_get", "model_instance_create",
+    "model_instance_get", "model_instance_version_create", "model_instance_version_files",
+)
+# The calls kernelpack passes `ignore_patterns` to (kaggle 2.2.4 added it; for an older client
+# the routed client skips those files itself).
+UPLOAD_CALLS = ("dataset_create_new", "dataset_create_version", "model_instance_create",
+                "model_instance_version_create")
+API_MODULE = "kaggle.api.kaggle_api_extended"
+log = logging.getLogger(__name__)
 
 
-def untested_versions(installed: dict[str, str | None]) -> str | None:
-    """Why these installed versions ({"kaggle": "2.2.4", ...}) are refused, or None."""
-    wrong = [f"{name} {installed.get(name) or '(not installed)'}"
-             for name, tested in TESTED_VERSIONS.items() if installed.get(name) not in tested]
-    if not wrong:
-        return None
-    pin = " ".join(f"{name}=={tested[-1]}" for name, tested in TESTED_VERSIONS.items())
-    tested = ", ".join(f"{name} {' or '.join(versions)}"
-                       for name, versions in TESTED_VERSIONS.items())
-    return (f"{' and '.join(wrong)} installed, but kernelpack is tested with {tested} only (it "
-            f"relies on the client's private parts, which change between releases); install "
-            f"the tested ones with `pip install {pin}`, or set {UNTESTED_ENV}=1 to try these")
+def _version_key(version: str) -> tuple[int, ...]:
+    """(2, 2, 4) for "2.2.4" (a pre-release or local suffix counts as its release)."""
+    return tuple(int(part) for part in re.findall(r"\d+", version.split("+")[0])[:3])
 
 
 def _installed_version(name: str) -> str | None:
@@ -47,9 +60,132 @@ def _installed_version(name: str) -> str | None:
         return None
 
 
-_problem = untested_versions({name: _installed_version(name) for name in TESTED_VERSIONS})
-if _problem and os.environ.get(UNTESTED_ENV) != "1":
-    raise KaggleError(_problem)
+def installed_versions() -> dict[str, str | None]:
+    return {name: _installed_version(name) for name in TESTED}
+
+
+def untested_note(installed: dict[str, str | None]) -> str | None:
+    """The warning line for versions ({"kaggle": "2.3.0", ...}) outside the tested range, or
+    None when every one lies inside it."""
+    outside = []
+    for name, (oldest, newest) in TESTED.items():
+        version = installed.get(name)
+        if version is None:
+            continue
+        key = _version_key(version)
+        if key > _version_key(newest):
+            outside.append(f"{name} {version} is newer than the newest tested ({newest})")
+        elif key < _version_key(oldest):
+            outside.append(f"{name} {version} is older than the oldest tested ({oldest})")
+    if not outside:
+        return None
+    return (f"kernelpack: warning: {' and '.join(outside)}; it has every client feature "
+            "kernelpack uses, so it runs, but an error from the client may be this version's")
+
+
+def _parameters(function: object) -> list[str]:
+    try:
+        return list(inspect.signature(function).parameters)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return []
+
+
+def _takes(function: object, *names: str) -> bool:
+    """A callable whose parameters include `names` (after self)."""
+    return callable(function) and set(names) <= set(_parameters(function))
+
+
+def _starts_with(function: object, *names: str) -> bool:
+    """A callable whose first parameters (after self) are `names`, in order."""
+    return callable(function) and _parameters(function)[1:1 + len(names)] == list(names)
+
+
+def _importable(module: str, *names: str) -> bool:
+    try:
+        imported = __import__(module, fromlist=list(names))
+    except ImportError:
+        return False
+    return all(hasattr(imported, name) for name in names)
+
+
+def _sdk_endpoint() -> bool:
+    """kagglesdk's HTTP client keeps its base URL in `_http_client._endpoint` (a new client
+    reads its settings only, it sends nothing)."""
+    try:
+        from kagglesdk.kaggle_client import KaggleClient
+
+        return isinstance(getattr(KaggleClient()._http_client, "_endpoint", None), str)
+    except Exception:  # any failure here is the feature missing
+        return False
+
+
+def _sdk_call(module: str, client: str, method: str, request: str) -> bool:
+    services, types = module.replace("{}", "services"), module.replace("{}", "types")
+    if not _importable(types, request):
+        return False
+    try:
+        return callable(getattr(getattr(__import__(services, fromlist=[client]), client), method))
+    except (ImportError, AttributeError):
+        return False
+
+
+def client_features(api: type) -> list[tuple[str, Callable[[], bool]]]:
+    """Each feature kernelpack uses beyond the client's documented surface: (how a missing one
+    is named, its check), for `api` (kaggle.api.kaggle_api_extended.KaggleApi)."""
+    upload_filter = all(_takes(getattr(api, name, None), "ignore_patterns")
+                        for name in UPLOAD_CALLS)
+    return [
+        ("KaggleApi.config_file, config_dir and CONFIG_NAME_USER (the settings the client reads "
+         "at import, re-read for each session)",
+         lambda: all(hasattr(api, name) for name in ("config_file", "config_dir",
+                                                     "CONFIG_NAME_USER"))),
+        *((f"KaggleApi.{name}()", lambda name=name: callable(getattr(api, name, None)))
+          for name in PUBLIC_CALLS),
+        ("KaggleApi.build_kaggle_client() (where the endpoint is set)",
+         lambda: callable(getattr(api, "build_kaggle_client", None))),
+        ("KaggleApi.with_retry(method, max_retries=)",
+         lambda: _takes(getattr(api, "with_retry", None), "max_retries")),
+        ("KaggleApi.dataset_status(dataset, format=) (a dataset's version number, kaggle 2.1.1+)",
+         lambda: _takes(getattr(api, "dataset_status", None), "format")),
+        ("KaggleApi.upload_complete(path, url, quiet, resume) (the upload byte bar)",
+         lambda: _starts_with(getattr(api, "upload_complete", None), "path", "url", "quiet",
+                              "resume")),
+        ("KaggleApi._upload_file(file_name, full_path, ...) (a failed upload stops the push)",
+         lambda: _starts_with(getattr(api, "_upload_file", None), "file_name", "full_path")),
+        ("ignore_patterns= of the dataset and model uploads, or KaggleApi._upload_file_or_folder("
+         "parent_path, file_or_folder_name, ...) to skip kernelpack's manifest without it",
+         lambda: upload_filter or _starts_with(getattr(api, "_upload_file_or_folder", None),
+                                               "parent_path", "file_or_folder_name")),
+        ("kagglesdk KaggleClient._http_client._endpoint (kagglesdk has no endpoint setting)",
+         _sdk_endpoint),
+        ("kagglesdk KernelsApiClient.get_kernel(ApiGetKernelRequest)",
+         lambda: _sdk_call("kagglesdk.kernels.{}.kernels_api_service", "KernelsApiClient",
+                           "get_kernel", "ApiGetKernelRequest")),
+        ("kagglesdk CompetitionApiClient.get_submission(ApiGetSubmissionRequest)",
+         lambda: _sdk_call("kagglesdk.competitions.{}.competition_api_service",
+                           "CompetitionApiClient", "get_submission", "ApiGetSubmissionRequest")),
+    ]
+
+
+def missing_features(api: type) -> list[str]:
+    """The features `api` (and the installed kagglesdk) lack, named; empty when all are there."""
+    return [name for name, present in client_features(api) if not present()]
+
+
+def check_client(api: type, installed: dict[str, str | None] | None = None) -> None:
+    """Refuse a client without a feature kernelpack uses (KaggleError naming each); warn, in one
+    line, about one outside the tested range."""
+    installed = installed_versions() if installed is None else installed
+    versions = " / ".join(f"{name} {version or '(version unknown)'}"
+                          for name, version in installed.items())
+    missing = missing_features(api)
+    if missing:
+        raise KaggleError(f"the installed client ({versions}) lacks what kernelpack uses from "
+                          f"it: {'; '.join(missing)}; install a tested one with "
+                          f"`{INSTALL_TESTED}`")
+    note = untested_note(installed)
+    if note:
+        log.warning(note)
 
 
 def config_dir() -> str:
@@ -67,16 +203,30 @@ def config_dir() -> str:
 def routed_api_class() -> type:
     """KaggleApi that reads its settings when built (not at import) and can send every call to
     another endpoint."""
-    # `import kaggle` authenticates a module-level client and prints auth help to stdout.
-    with redirect_stdout(io.StringIO()):
-        from kaggle.api import kaggle_api_extended
-        from kaggle.api.kaggle_api_extended import KaggleApi
+    # `import kaggle` authenticates a module-level client and prints auth help to stdout; kaggle
+    # 2.1 then exits where it finds no credentials, with its API module loaded already (the
+    # session's own sign-in says what is missing).
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        try:
+            from kaggle.api import kaggle_api_extended
+        except ImportError as exc:  # e.g. a kaggle whose kagglesdk is too old for it
+            raise KaggleError(f"the installed kaggle client does not import ({exc}); install a "
+                              f"tested one with `{INSTALL_TESTED}`") from None
+        except SystemExit:
+            kaggle_api_extended = sys.modules.get(API_MODULE)  # type: ignore[assignment]
+            if kaggle_api_extended is None:
+                raise KaggleError(f"`import kaggle` exited before it loaded {API_MODULE}; "
+                                  f"reinstall the client with `{INSTALL_TESTED}`") from None
+    KaggleApi = kaggle_api_extended.KaggleApi
+    check_client(KaggleApi)
 
     class RoutedKaggleApi(KaggleApi):
         # The byte bar that uploaded files advance (see `reporting_uploads`), and where the
         # file being uploaded starts on it.
         upload_bar: Any = None
         _file_start = 0
+        # File name patterns an upload call of a client without `ignore_patterns` skips here.
+        _skipped: tuple[str, ...] = ()
 
         def __init__(self, url: str | None) -> None:
             super().__init__()
@@ -87,6 +237,12 @@ def routed_api_class() -> type:
             self.config_values = {}
             self.args = ["--local"] if os.environ.get("KAGGLE_API_ENVIRONMENT") == "LOCALHOST" \
                 else []
+
+        def with_retry(self, func, *args, **kwargs):  # type: ignore[no-untyped-def]
+            # Before kaggle 2.2.4 the retried call passes on positional arguments only: each
+            # call's arguments travel packed in one.
+            retried = super().with_retry(lambda call: func(*call[0], **call[1]), *args, **kwargs)
+            return lambda *call_args, **call_kwargs: retried((call_args, call_kwargs))
 
         def build_kaggle_client(self):  # type: ignore[no-untyped-def]
             client = super().build_kaggle_client()
@@ -145,7 +301,32 @@ def routed_api_class() -> type:
                 bar.update(self._file_start + os.path.getsize(full_path) - bar.n)
             return uploaded
 
+        def _upload_file_or_folder(  # type: ignore[no-untyped-def]
+                self, parent_path, file_or_folder_name, *args, **kwargs):
+            if any(fnmatch.fnmatch(file_or_folder_name, pattern) for pattern in self._skipped):
+                return None  # as the client does with ignore_patterns since 2.2.4
+            return super()._upload_file_or_folder(parent_path, file_or_folder_name, *args,
+                                                  **kwargs)
+
+    for name in UPLOAD_CALLS:
+        if not _takes(getattr(KaggleApi, name), "ignore_patterns"):
+            setattr(RoutedKaggleApi, name, _skipping_here(getattr(KaggleApi, name)))
     return RoutedKaggleApi
+
+
+def _skipping_here(upload: Callable[..., Any]) -> Callable[..., Any]:
+    """`upload` (an upload call of a client older than `ignore_patterns`) taking
+    `ignore_patterns` all the same: the routed client's `_upload_file_or_folder` skips them."""
+
+    def call(self, *args: Any, ignore_patterns: list[str] | None = None, **kwargs: Any) -> Any:
+        self._skipped = tuple(ignore_patterns or ())
+        try:
+            return upload(self, *args, **kwargs)
+        finally:
+            self._skipped = ()
+
+    call.__name__ = upload.__name__
+    return call
 
 
 class _BarSegment:

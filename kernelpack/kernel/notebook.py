@@ -5,7 +5,8 @@ with a real Jupyter kernel (the runner program and how the kernel process starts
 Kaggle runs a notebook kernel cell by cell in a Jupyter kernel and keeps the executed notebook
 as an output beside /kaggle/working's files. The kernel itself needs nothing beyond the Kaggle
 image (the bundle is the same script a script kernel runs); nbformat, nbclient and ipykernel
-are needed here only, to write and run it.
+are needed here only, to write and run it: the `kernelpack[notebook]` extra, which each entry
+point below asks for first (one line naming it when it is missing).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from inference_core.config import EnsembleConfig
 from .. import __version__, read_template
 from ..config import HostConfig
 from ..errors import BuildError
+from ..extras import require
 
 NOTEBOOK_FILE = "kernel.ipynb"
 RUNNER_NAME = "notebook_runner.py"
@@ -28,6 +30,9 @@ EXECUTED_FOLDER = "notebook"
 JUPYTER_KERNEL = ("ipykernel",)
 # Notebook metadata key marking a notebook as kernelpack's (which `build` may overwrite).
 METADATA_KEY = "kernelpack"
+# What the user asked for, as the missing-extra line names it.
+WRITING = "build --notebook"
+RUNNING = "running a notebook kernel (run-local, the local Kaggle service)"
 
 
 def is_notebook(path: str | Path) -> bool:
@@ -49,6 +54,7 @@ def make_notebook(kernel_text: str, config_path: str | Path, config: HostConfig,
                   embeds_key: bool = False) -> str:
     """The notebook (nbformat v4 JSON text): what it is and which config it embeds, then the
     bundle as its one code cell. Validated against the nbformat schema."""
+    require("notebook", WRITING)
     import nbformat
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
@@ -99,6 +105,7 @@ def _read(path: Path) -> dict:
 def check_runnable(path: Path) -> None:
     """A notebook Jupyter can run: JSON that nbformat reads and validates (BuildError, one line
     naming the file and the first problem, otherwise)."""
+    require("notebook", RUNNING)
     import nbformat  # here: `kernelpack --help` needs no Jupyter
 
     try:
@@ -128,4 +135,5 @@ def made_by_kernelpack(path: str | Path) -> bool:
 
 def runner_source() -> str:
     """The program that executes a notebook in the sandbox (templates/notebook_runner.py)."""
+    require("notebook", RUNNING)
     return read_template(RUNNER_NAME)

@@ -20,10 +20,15 @@ import shutil
 import sys
 import tempfile
 
-import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError, DeadKernelError
-from traitlets.config import Config
+try:
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, DeadKernelError
+    from traitlets.config import Config
+except ImportError as missing:  # run-local checks first; this is the line where it could not
+    print(f"notebook not run: {missing.name} is not installed; pip install "
+          "'kernelpack[notebook]'", flush=True)
+    raise SystemExit(1) from None
 
 # The private kernelspec, found first through JUPYTER_PATH (a unique name: jupyter_client may
 # answer "python3" with the ipykernel installed here).

@@ -1,5 +1,9 @@
-"""Host side of the .kpenc container: keys, streaming encryption with `cryptography`, and
-decryption to a private file (`kernelpack decrypt`).
+"""Host side of the .kpenc container: keys, streaming encryption, and decryption to a private file
+(`kernelpack decrypt`).
+
+AES-GCM comes from `cryptography` when it is installed (the `kernelpack[cryptography]` extra),
+else from `pycryptodome` (a dependency of kernelpack, and on the Kaggle image): the same key and
+nonce give the same bytes from either, and the kernel reads them with either.
 
 The format itself (layout, nonces, header) is defined once, in `inference_core.kpenc`; this module
 only writes it. Plaintext is read twice, chunk by chunk (once to hash it for the manifest, once to
@@ -13,8 +17,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from inference_core.files import atomic_write
 from inference_core.kpenc import (
     DEFAULT_CHUNK_SIZE,
@@ -26,10 +28,51 @@ from inference_core.kpenc import (
 )
 from inference_core.model_config import ModelConfig
 
-from ..errors import KernelpackError
+from ..errors import KernelpackError, MissingExtraError
 from ..outputs import check_output_file
 from ..progress import ProgressReader, byte_bar, sha256_with_progress
 from .checkpoint_fields import checkpoint_fields
+
+# The AES-GCM libraries, in the order tried.
+BACKENDS = ("cryptography", "pycryptodome")
+
+
+class _Sealer:
+    """Seals AES-GCM chunks (ciphertext + 16-byte tag) with one backend."""
+
+    def __init__(self, key: bytes, backend: str | None = None) -> None:
+        self.backend = backend or sealing_backend()
+        if self.backend == "cryptography":
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            self.seal = AESGCM(key).encrypt
+        elif self.backend == "pycryptodome":
+            from Crypto.Cipher import AES
+
+            def seal(nonce: bytes, plain: bytes, aad: bytes) -> bytes:
+                cipher = AES.new(key, AES.MODE_GCM, nonce=nonce)
+                cipher.update(aad)
+                sealed, tag = cipher.encrypt_and_digest(plain)
+                return sealed + tag
+
+            self.seal = seal
+        else:
+            raise KernelpackError(f"unknown AES-GCM backend {self.backend!r}; use one of "
+                                  f"{', '.join(BACKENDS)}")
+
+
+def sealing_backend() -> str:
+    """The first AES-GCM library of BACKENDS that imports."""
+    for backend, module in zip(BACKENDS, ("cryptography.hazmat.primitives.ciphers.aead",
+                                          "Crypto.Cipher.AES"), strict=True):
+        try:
+            __import__(module)
+            return backend
+        except ImportError:
+            continue
+    raise MissingExtraError("encryption needs pycryptodome or cryptography, and neither is "
+                            "installed; pip install pycryptodome (a kernelpack dependency), or "
+                            "pip install 'kernelpack[cryptography]'")
 
 
 def keygen(path: str | os.PathLike) -> Path:
@@ -82,21 +125,22 @@ def encrypt_checkpoint(checkpoint: str | os.PathLike, key: bytes, output: str | 
 
 
 def encrypt_file(source: str | os.PathLike, key: bytes, output: str | os.PathLike,
-                 manifest: KpencManifest, chunk_size: int = DEFAULT_CHUNK_SIZE, bar: Any = None
-                 ) -> dict:
+                 manifest: KpencManifest, chunk_size: int = DEFAULT_CHUNK_SIZE, bar: Any = None,
+                 *, backend: str | None = None) -> dict:
     """Seal any file into a .kpenc container with `manifest`; returns the header written (its
     JSON object). The container is written mode 0600 and appears only once complete. `bar`: a
-    byte bar (`progress.byte_bar`) that the plaintext read advances."""
+    byte bar (`progress.byte_bar`) that the plaintext read advances. `backend`: one of BACKENDS
+    (default: the first installed)."""
     source, output = Path(source), Path(output)
     size = source.stat().st_size
     header = KpencHeader.create(key, size, manifest, chunk_size, path=str(output))
-    aead = AESGCM(key)
+    sealer = _Sealer(key, backend)
     with open(source, "rb") as stream, atomic_write(output, private=True) as sink:
         plain_file = stream if bar is None else ProgressReader(stream, bar)
         sink.write(header.preamble)
         for index in range(header.chunks):
             plain = plain_file.read(chunk_size)
-            sink.write(aead.encrypt(header.nonce(index), plain, header.aad))
+            sink.write(sealer.seal(header.nonce(index), plain, header.aad))
         if len(plain) != header.chunk_length(header.chunks - 1) or plain_file.read(1):
             raise KpencError(f"{source}: changed while it was being encrypted; try again")
     return header.fields()
