@@ -50,6 +50,12 @@ TTA_OP_NAMES = ("identity", "hflip", "vflip", "rot90", "rot180", "rot270", "tran
 # resized back to the input size; `scale:F` resizes the whole input by F (0 < F <= 4).
 TTA_CROP_OPS = ("center_crop", "crop_tl", "crop_tr", "crop_bl", "crop_br")
 MAX_TTA_SCALE = 4.0
+# Seeded random crops, the 2019 "random" TTA made reproducible: `random_crop:SxN` is N views of
+# S x S pixels, written out as `random_crop:S#0` ... `random_crop:S#{N-1}` (view i's position is
+# drawn from seed i; `inference_core.tta.random_crop_box`), each a view of its own for the plan.
+RANDOM_CROP = "random_crop"
+MAX_RANDOM_CROPS = 64
+MAX_RANDOM_CROP_SIZE = 4096
 # How long a run may take before the kernel (`run-local --budget` overrides it).
 BUDGET_ENV = "KERNELPACK_BUDGET_SECONDS"
 KAGGLE_RUN_SECONDS = 9 * 3600
@@ -70,13 +76,23 @@ PROTOTYPE_METRICS = ("cosine", "sqeuclidean")
 MIN_PROTOTYPE_TEMPERATURE = 1e-6
 
 
-def parse_tta_op(op: Any) -> tuple[str, float | None]:
+def parse_tta_op(op: Any) -> tuple[str, float | tuple[int, int] | None]:
     """(kind, parameter) of a TTA op such as `hflip` or `center_crop:0.875`; raises ValueError
-    saying what is wrong, for the caller to prefix with where the op came from."""
-    allowed = ", ".join([*TTA_OP_NAMES, *(f"{kind}:F" for kind in TTA_CROP_OPS), "scale:F"])
+    saying what is wrong, for the caller to prefix with where the op came from. A random crop
+    view `random_crop:S#i` gives (random_crop, (S, i)); `random_crop:SxN`, N of them, is
+    written out by `expand_tta_op` first."""
+    allowed = ", ".join([*TTA_OP_NAMES, *(f"{kind}:F" for kind in TTA_CROP_OPS), "scale:F",
+                         f"{RANDOM_CROP}:SxN"])
     kind, sep, text = op.partition(":") if isinstance(op, str) else (op, "", "")
     if kind in TTA_OP_NAMES and not sep:
         return kind, None
+    if kind == RANDOM_CROP:
+        size, separator, index = text.partition("#")
+        if separator and _whole(size, MAX_RANDOM_CROP_SIZE) and _whole(index, None, 0):
+            return kind, (int(size), int(index))
+        raise ValueError(f"{RANDOM_CROP} needs a crop side in pixels and a view count, S x N "
+                         f"(e.g. {RANDOM_CROP}:288x4: 4 crops of 288 x 288, the same in every "
+                         f"run), or one view S#i, got {shown(op)}")
     if kind not in (*TTA_CROP_OPS, "scale"):
         raise ValueError(f"must be one of {allowed}, got {shown(op)}")
     example = f"{kind}:1.15" if kind == "scale" else f"{kind}:0.875"
@@ -94,18 +110,47 @@ def parse_tta_op(op: Any) -> tuple[str, float | None]:
     return kind, parameter
 
 
+def _whole(text: str, maximum: int | None, minimum: int = 1) -> bool:
+    """Whether `text` is a plain decimal integer within [minimum, maximum]."""
+    return (text.isdigit() and text.isascii() and len(text) <= 9
+            and minimum <= int(text) <= (maximum or int(text)))
+
+
+def expand_tta_op(op: Any) -> list[str]:
+    """The views one listed op stands for: `random_crop:SxN` is N views `random_crop:S#i`,
+    any other op itself (checked by `parse_tta_op`); ValueError says what is wrong."""
+    if isinstance(op, str) and op.startswith(f"{RANDOM_CROP}:") and "#" not in op:
+        size, separator, count = op.removeprefix(f"{RANDOM_CROP}:").partition("x")
+        if not (separator and _whole(size, MAX_RANDOM_CROP_SIZE)
+                and _whole(count, MAX_RANDOM_CROPS)):
+            raise ValueError(f"{RANDOM_CROP} needs a crop side in pixels (1-"
+                             f"{MAX_RANDOM_CROP_SIZE}) and a view count (1-{MAX_RANDOM_CROPS}), "
+                             f"S x N (e.g. {RANDOM_CROP}:288x4: 4 crops of 288 x 288, the same "
+                             f"in every run), got {shown(op)}")
+        return [f"{RANDOM_CROP}:{int(size)}#{i}" for i in range(int(count))]
+    kind, parameter = parse_tta_op(op)
+    if kind == RANDOM_CROP:  # one view, written as the expanded ones are (024#1 is 24#1)
+        return [f"{RANDOM_CROP}:{parameter[0]}#{parameter[1]}"]
+    return [op]
+
+
 def _tta_list(value: Any, where: str) -> list[str]:
-    def check(op: Any, where: str) -> str:
+    """The views listed, `random_crop:SxN` written out as its N views (each one a view of its
+    own for the budget's plan and the blend)."""
+    def check(op: Any, where: str) -> list[str]:
         try:
-            parse_tta_op(op)
+            return expand_tta_op(op)
         except ValueError as exc:
             raise fail(where, str(exc)) from None
-        return op
 
-    ops = list_of(check)(value, where)
-    for j, op in enumerate(ops):
-        if op in ops[:j]:
-            raise fail(f"{where}[{j}]", f"{op!r} is listed twice; list each view once")
+    listed = list_of(check)(value, where)
+    ops = [view for views in listed for view in views]
+    seen: set[str] = set()
+    for j, views in enumerate(listed):
+        for op in views:
+            if op in seen:
+                raise fail(f"{where}[{j}]", f"{op!r} is listed twice; list each view once")
+            seen.add(op)
     return ops
 
 

@@ -16,6 +16,9 @@ holds the rest:
                           passed as given whatever their names (`arch` included)
     classes_argument str  a `package.module:callable` factory's parameter for the class count,
                           when it is not num_classes (e.g. n_classes)
+    versions      dict    {package: version} of torch, numpy, PIL, cv2, albumentations, timm
+                          that built the model and ran its preprocessing (recorded by
+                          import-checkpoint; `inference_core.versions` warns where they differ)
 
 Every field of `config` is optional; an unknown key is refused with the closest known name, so
 a typo never silently falls back to a default. Saving, loading, discovery, encryption and the
@@ -93,6 +96,17 @@ def _model_kwargs(value: Any, where: str) -> dict:
     return {} if value is None else _plain_mapping(value, where)
 
 
+def _versions(value: Any, where: str) -> dict[str, str]:
+    """{package import name: version string}."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: must be a mapping of package to version (e.g. "
+                          f"{{torch: 2.3.1}}), got {value!r}")
+    for package, version in value.items():
+        identifier(package, f"{where} key")
+        string(version, f"{where}.{package}")
+    return dict(value)
+
+
 def _channels(value: Any, where: str) -> tuple[float, ...]:
     """A list of numbers; how many, and their range, are the preprocessing's to check."""
     return tuple(list_of(number())(list(value) if isinstance(value, tuple) else value, where))
@@ -120,6 +134,8 @@ class SavedConfig:
     # The parameter of a `package.module:callable` factory that takes the class count, when it
     # is not `num_classes` (a 2019 factory's `n_classes`, `classes`, ...).
     classes_argument: str | None = checked(optional(identifier), default=None)
+    # The versions of the packages that built the model and ran its preprocessing.
+    versions: dict | None = checked(optional(_versions), default=None)
 
     def to_dict(self) -> dict:
         """The plain `config` dict: fields left unset (and empty model_kwargs) are left out."""
@@ -155,6 +171,7 @@ class ModelConfig:
     classes = property(attrgetter("saved.classes"))
     model_kwargs = property(attrgetter("saved.model_kwargs"))
     classes_argument = property(attrgetter("saved.classes_argument"))
+    versions = property(attrgetter("saved.versions"))
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Any, where: str) -> ModelConfig:
@@ -185,8 +202,10 @@ class ModelConfig:
         return self.saved.to_dict()
 
     def required_preprocess(self, where: str) -> Preprocess:
-        """The preprocessing, which running the model needs: CheckpointError for a bare
-        weights container."""
+        """The preprocessing, which running the model needs, checked to run here (a pipeline
+        naming the user's transforms rebuilds from their --code): CheckpointError for a bare
+        weights container or a pipeline that cannot run."""
         if self.preprocess is None:
             raise CheckpointError(f"{where}: {missing_input_size(None)}")
+        self.preprocess.check_code(where)
         return self.preprocess

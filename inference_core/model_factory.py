@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -46,6 +47,9 @@ _IMPORT_STRING = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Z
 _USER_CODE: set[str] = set()
 # Keyword arguments that would fetch or read weights: a checkpoint brings its own.
 _WEIGHT_KWARGS = ("pretrained", "checkpoint_path")
+# What the kernel's bootstrap says of a module of the user's code the bundler left out (a
+# training script whose imports the kernel cannot meet): its message then carries the reason.
+_LEFT_OUT = "kernelpack left it out of the bundle"
 
 
 def _describe(exc: BaseException) -> str:
@@ -66,6 +70,10 @@ def _import(module: str, subject: str, error: type[KernelError]) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as exc:
+        if _LEFT_OUT in str(exc):
+            raise error(f"{subject}: importing {module!r} failed ({exc}); fix that import, and "
+                        "build with --models DIR so that the build checks, on the host, the "
+                        "modules your checkpoints name") from None
         if exc.name is not None and (module == exc.name or module.startswith(f"{exc.name}.")):
             raise _not_found(module, subject, error) from None
         raise error(f"{subject}: module {module!r} imports {exc.name!r}, which is not "
@@ -89,8 +97,22 @@ def import_modules(names: Sequence[str]) -> None:
         _USER_CODE.add(name)
 
 
-def _is_user_code(module: str) -> bool:
+def is_user_code(module: str) -> bool:
+    """Whether `module` is (inside) code the user passed with --code (`import_modules`)."""
     return any(module == name or module.startswith(f"{name}.") for name in _USER_CODE)
+
+
+def import_user_module(module: str, subject: str,
+                       error: type[KernelError] = UserCodeError) -> ModuleType:
+    """Import `module` of the user's own code (what `import_modules` made so): how a name that
+    a checkpoint holds (a custom albumentations class's `package.module.Class`) gets its code.
+    A module outside that code is refused before any import (a checkpoint is data and never
+    chooses code to run); `error` (naming `subject`) says what failed and the fix."""
+    if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", module) or not is_user_code(module):
+        raise error(f"{subject}: module {module!r} is not code you passed with --code; a "
+                    "checkpoint may only name code from your own package (kernelpack build "
+                    "--code PATH, kernel.code in the config, the host commands' --code)")
+    return _import(module, subject, error)
 
 
 def _register_families() -> None:
@@ -142,7 +164,7 @@ def _import_builder(arch: str, classes_argument: str | None) -> Build:
     module_name, attribute = arch.split(":")
     # Checkpoints are data: an arch may call the user's own code, never whatever else is
     # importable (`torch.hub:load`, `logging:basicConfig`), and is checked before any import.
-    if not _is_user_code(module_name):
+    if not is_user_code(module_name):
         # find_spec of a top-level name finds it without running it
         if importlib.util.find_spec(module_name.split(".")[0]) is None:
             raise _not_found(module_name, f"unknown architecture {arch!r}", UnknownArchError)
@@ -155,11 +177,11 @@ def _import_builder(arch: str, classes_argument: str | None) -> Build:
                                      UnknownArchError)
     for part in attribute.split("."):
         target = getattr(target, part, None)
-    if callable(target) and not _is_user_code(getattr(target, "__module__", None) or ""):
+    if callable(target) and not is_user_code(_defined_in(target)):
         # `pkg.net:torch.hub.load` or a name the module imported from elsewhere
         raise UnknownArchError(
             f"architecture {arch!r}: {attribute!r} is not defined in your own code (it comes "
-            f"from {getattr(target, '__module__', None)!r}); name a function or class that "
+            f"from {_defined_in(target)!r}); name a function or class that "
             f"{module_name!r} defines")
     if not callable(target):
         found = [name for name, value in vars(module).items()
@@ -192,6 +214,14 @@ def _import_builder(arch: str, classes_argument: str | None) -> Build:
         return model
 
     return build
+
+
+def _defined_in(target: Callable) -> str:
+    """The module that defines `target`; for a `functools.partial` (2019 code's `resnet50 =
+    partial(ResNet, net_cls=M.resnet50)`), the module of the function it wraps."""
+    while isinstance(target, functools.partial):
+        target = target.func
+    return getattr(target, "__module__", None) or ""
 
 
 def _parameters(target: Callable) -> list[str] | None:

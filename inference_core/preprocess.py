@@ -3,9 +3,10 @@
 A checkpoint's config says how its model wants its input. The top-level `input_size`, `resize`,
 `mean` and `std` keep their old meaning; the optional `preprocess` dict adds the decoder
 (`decode: pil | cv2`, `fast_jpeg`) and either the built-in steps (resize with an interpolation,
-rounding to a multiple, center crop, pad, then mean/std), timm's eval transform from the model's
-resolved data config (`timm`), or the user's own albumentations pipeline (`albumentations`, the
-dict `A.to_dict(transform)` returns). docs/preprocess.md has the schema.
+rounding to a multiple, center crop, pad, then mean/std; or `steps`, a list of resizes, crops
+and pads run in order), timm's eval transform from the model's resolved data config (`timm`), or
+the user's own albumentations pipeline (`albumentations`, the dict `A.to_dict(transform)`
+returns). docs/preprocess.md has the schema.
 
 `Preprocess` is frozen and hashable: models with equal settings form one input group and share one
 prepared tensor, and every image is decoded once per `Decoder`. This module only describes and
@@ -19,10 +20,18 @@ import difflib
 import json
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple
 
 from .errors import CheckpointError
-from .pipelines import rebuild_albumentations, timm_pipeline
+from .pipelines import (
+    TransformCodeError,
+    is_albumentations_name,
+    outside_user_code,
+    rebuild_albumentations,
+    timm_pipeline,
+    transform_names,
+)
 
 SIZE_MULTIPLE = 16  # what `resize: keep_aspect` rounds the short side to
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -39,8 +48,58 @@ TIMM_CROP_MODES = ("center", "squash", "border")
 BUILTIN_KEYS = ("interpolation", "resize_backend", "multiple", "rounding", "crop_size", "crop_pct",
                 "pad", "pad_fill")
 PIPELINE_KEYS = ("albumentations", "timm")  # each replaces the built-in steps as a whole
-PREPROCESS_KEYS = ("decode", "fast_jpeg", *BUILTIN_KEYS, *PIPELINE_KEYS)
+STEPS_KEY = "steps"  # the built-in steps as a list, run in order
+PREPROCESS_KEYS = ("decode", "fast_jpeg", *BUILTIN_KEYS, STEPS_KEY, *PIPELINE_KEYS)
 TOP_LEVEL_KEYS = ("input_size", "resize", "mean", "std")  # beside `preprocess`, not inside it
+# What each entry of `steps` may hold: its kind's key first, then its options.
+STEP_KEYS = {"resize": ("resize", "size", "interpolation", "backend", "multiple", "rounding"),
+             "center_crop": ("center_crop",), "pad": ("pad", "fill")}
+MAX_STEP_SIDE = 16384  # beyond it a size is a typo (a test image's side is at most ~23,000)
+
+
+@dataclass(frozen=True)
+class ResizeStep:
+    """Resize by `mode` (stretch, keep_aspect, longest, shortest) to `size`, with
+    `interpolation` computed by `backend` (PIL or cv2); longest/shortest round the other side
+    to a `multiple` by `rounding`."""
+
+    mode: str
+    size: int
+    interpolation: str = "bilinear"
+    backend: str = "pil"
+    multiple: int = 1
+    rounding: str = "floor"
+
+    def describe(self) -> str:
+        multiple = f" to a multiple of {self.multiple} ({self.rounding})" \
+            if self.multiple > 1 else ""
+        return f"resize {self.mode} {self.size} {self.interpolation} ({self.backend}){multiple}"
+
+
+@dataclass(frozen=True)
+class CenterCropStep:
+    """torchvision's CenterCrop to height x width (an image smaller than that is padded black)."""
+
+    height: int
+    width: int
+
+    def describe(self) -> str:
+        return f"center crop {self.height}x{self.width}"
+
+
+@dataclass(frozen=True)
+class PadStep:
+    """Pad, centred, to at least height x width with `fill`; never crops."""
+
+    height: int
+    width: int
+    fill: tuple[int, int, int] = (0, 0, 0)
+
+    def describe(self) -> str:
+        return f"pad to {self.height}x{self.width} with {list(self.fill)}"
+
+
+Step = ResizeStep | CenterCropStep | PadStep
 
 
 class Decoder(NamedTuple):
@@ -55,7 +114,9 @@ class Preprocess:
     """How one group of models wants its input; models with equal settings share one tensor.
 
     `albumentations` and `timm` hold their pipeline's dict as canonical JSON text (hashable);
-    either one replaces the built-in steps, which then keep their defaults."""
+    either one replaces the built-in steps, which then keep their defaults. `steps`, when set,
+    is the built-in steps as a list (the single-step fields then keep their defaults);
+    `pixel_steps` is the list either way."""
 
     input_size: int | None
     resize: str = "stretch"
@@ -73,6 +134,7 @@ class Preprocess:
     pad_fill: tuple[int, int, int] = (0, 0, 0)
     albumentations: str | None = None
     timm: str | None = None
+    steps: tuple[Step, ...] | None = None
 
     @classmethod
     def from_checkpoint_config(cls, config: dict, name: str) -> Preprocess:
@@ -93,6 +155,25 @@ class Preprocess:
             return self.input_size, self.input_size
         return self.crop_size
 
+    @property
+    def resize_step(self) -> ResizeStep:
+        """The single-step fields' resize."""
+        return ResizeStep(self.resize, self.resize_size, self.interpolation, self.resize_backend,
+                          self.multiple, self.rounding)
+
+    @cached_property  # read for every image
+    def pixel_steps(self) -> tuple[Step, ...]:
+        """The built-in steps in order: `steps` as given, or the single-step fields' resize,
+        center crop and pad."""
+        if self.steps is not None:
+            return self.steps
+        steps: list[Step] = [self.resize_step]
+        if self.crop is not None:
+            steps.append(CenterCropStep(*self.crop))
+        if self.pad is not None:
+            steps.append(PadStep(*self.pad, self.pad_fill))
+        return tuple(steps)
+
     def describe(self) -> str:
         """One line for the kernel log: what this input group's images go through."""
         steps = [f"{self.decode} decode" + (" (fast_jpeg)" if self.fast_jpeg else "")]
@@ -102,12 +183,7 @@ class Preprocess:
             return ", ".join([*steps, f"albumentations {' > '.join(names) or 'pipeline'}"])
         if self.timm is not None:
             return ", ".join([*steps, f"timm eval transform {self.timm}"])
-        steps.append(f"resize {self.resize} {self.resize_size} {self.interpolation} "
-                     f"({self.resize_backend})")
-        if self.crop is not None:
-            steps.append(f"center crop {self.crop[0]}x{self.crop[1]}")
-        if self.pad is not None:
-            steps.append(f"pad to {self.pad[0]}x{self.pad[1]} with {list(self.pad_fill)}")
+        steps += [step.describe() for step in self.pixel_steps]
         return ", ".join([*steps, f"mean {list(self.mean)} std {list(self.std)}"])
 
     @property
@@ -119,7 +195,19 @@ class Preprocess:
             size = data_config["input_size"]
             side = max(size[-2:]) if isinstance(size, list) else size
             return Decoder(self.decode, math.floor(side / (data_config.get("crop_pct") or 0.875)))
-        return Decoder(self.decode, self.resize_size)
+        # validated: with steps, fast_jpeg needs a first resize, which gives the size kept
+        return Decoder(self.decode, self.pixel_steps[0].size)
+
+    def check_code(self, where: str) -> None:
+        """Before the pipeline runs: an albumentations pipeline naming classes of the user's
+        code, whose check waited for that code (`validate_preprocess` cannot rebuild it before
+        --code is imported), rebuilds here, or CheckpointError says why not in one line."""
+        if self.albumentations is None:
+            return
+        names = transform_names(json.loads(self.albumentations))
+        if not all(map(is_albumentations_name, names)):
+            _check_albumentations(self.albumentations, lambda message: CheckpointError(
+                f"{where}: {message}"), strict=True)
 
 
 def validate_preprocess(config: dict, where: str) -> Preprocess:
@@ -150,6 +238,9 @@ def validate_preprocess(config: dict, where: str) -> Preprocess:
         raise fail("preprocess.fast_jpeg is PIL's reduced-scale JPEG decoding; set decode: pil "
                    "or drop fast_jpeg")
     pipelines = [key for key in PIPELINE_KEYS if key in options]
+    if STEPS_KEY in options and pipelines:
+        raise fail(f"preprocess has both steps and {pipelines[0]}; keep the one the model was "
+                   "trained with")
     if len(pipelines) > 1:
         raise fail("preprocess has both albumentations and timm; keep the one the model was "
                    "trained with")
@@ -169,6 +260,8 @@ def validate_preprocess(config: dict, where: str) -> Preprocess:
             _build_pipeline(timm_pipeline, text, "timm", fail)
         return Preprocess(None, mean=None, std=None, decode=decode, fast_jpeg=fast_jpeg,
                           **{pipelines[0]: text})
+    if STEPS_KEY in options:
+        return _steps_preprocess(config, options, decode, fast_jpeg, fail)
     return _builtin(config, options, decode, fast_jpeg, fail)
 
 
@@ -219,6 +312,84 @@ def _builtin(config: dict, options: dict, decode: str, fast_jpeg: bool, fail) ->
         pad_fill=_fill(options.get("pad_fill", 0), fail))
 
 
+def _steps_preprocess(config: dict, options: dict, decode: str, fast_jpeg: bool, fail
+                      ) -> Preprocess:
+    """The built-in steps given as a list (`preprocess.steps`), then mean/std."""
+    for key in ("input_size", "resize"):
+        if key in config:
+            raise fail(f"preprocess.steps gives every size, so {key} has no effect; drop {key} "
+                       "(a resize step names its own: {resize: shortest, size: 320})")
+    clash = [key for key in BUILTIN_KEYS if key in options]
+    if clash:
+        raise fail(f"preprocess.steps lists every step, so preprocess.{clash[0]} has no effect; "
+                   "move it into its step (e.g. {resize: longest, size: 512, interpolation: "
+                   "area})")
+    listed = options[STEPS_KEY]
+    if not isinstance(listed, list):
+        raise fail(f"preprocess.steps must be a list of steps ({{resize: longest, size: 512}}, "
+                   f"{{center_crop: 480}}, {{pad: 512}}), got {type(listed).__name__}")
+    steps = tuple(_step(value, f"steps[{i}]", decode, fail) for i, value in enumerate(listed))
+    if fast_jpeg and not (steps and isinstance(steps[0], ResizeStep)):
+        raise fail("preprocess.fast_jpeg needs a known resize size: make the first step a "
+                   "resize, or drop fast_jpeg")
+    mean = _floats(config.get("mean", IMAGENET_MEAN), "mean", fail)
+    std = _floats(config.get("std", IMAGENET_STD), "std", fail)
+    if 0.0 in std:
+        raise fail(f"checkpoint config std {list(std)} has a zero; give 3 positive floats")
+    return Preprocess(None, mean=mean, std=std, decode=decode, fast_jpeg=fast_jpeg, steps=steps)
+
+
+def _step(value, where: str, decode: str, fail) -> Step:
+    """One entry of `preprocess.steps`: {resize: MODE, size: N, ...}, {center_crop: SIDE or
+    [height, width]} or {pad: SIDE or [height, width], fill: ...}."""
+    if not isinstance(value, dict):
+        raise fail(f"preprocess.{where} must be a dict such as {{resize: longest, size: 512}}, "
+                   f"{{center_crop: 480}} or {{pad: 512}}, got {value!r}")
+    kinds = [kind for kind in STEP_KEYS if kind in value]
+    if len(kinds) != 1:
+        raise fail(f"preprocess.{where} must hold exactly one of {', '.join(STEP_KEYS)} (got "
+                   f"{', '.join(map(str, value)) or 'none'})")
+    kind = kinds[0]
+    for key in value:
+        if key not in STEP_KEYS[kind]:
+            raise fail(f"unknown key {key!r} in the {kind} step preprocess.{where}; "
+                       f"{_did_you_mean(key, STEP_KEYS[kind])}a {kind} step takes "
+                       f"{', '.join(STEP_KEYS[kind])}")
+    if kind == "center_crop":
+        return CenterCropStep(*_size_pair(value["center_crop"], f"{where}.center_crop", fail))
+    if kind == "pad":
+        return PadStep(*_size_pair(value["pad"], f"{where}.pad", fail),
+                       _fill(value.get("fill", 0), fail, f"{where}.fill"))
+    mode = value["resize"]
+    if mode not in RESIZES:
+        raise fail(f"preprocess.{where}.resize must be one of {', '.join(RESIZES)}, got {mode!r}")
+    size = value.get("size")
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_STEP_SIDE:
+        raise fail(f"preprocess.{where}.size must be a positive int (at most {MAX_STEP_SIDE}), "
+                   f"got {size!r}")
+    interpolation = _choice(value, "interpolation", INTERPOLATIONS, "bilinear", fail,
+                            f"{where}.interpolation")
+    default_backend = "cv2" if decode == "cv2" or interpolation == "area" else "pil"
+    backend = _choice(value, "backend", RESIZE_BACKENDS, default_backend, fail,
+                      f"{where}.backend")
+    if interpolation == "area" and backend == "pil":
+        raise fail(f"preprocess.{where}.interpolation area is cv2's INTER_AREA; set backend: cv2")
+    multiple = value.get("multiple", 1)
+    if isinstance(multiple, bool) or not isinstance(multiple, int) or multiple < 1:
+        raise fail(f"preprocess.{where}.multiple must be a positive int, got {multiple!r}")
+    rounding = _choice(value, "rounding", ROUNDINGS, "floor", fail, f"{where}.rounding")
+    if ("multiple" in value or "rounding" in value) and mode not in ("longest", "shortest"):
+        raise fail(f"preprocess.{where}: multiple and rounding apply to resize: longest or "
+                   f"shortest, not {mode!r}; drop them or change resize")
+    if mode == "keep_aspect" and size % SIZE_MULTIPLE:
+        raise fail(f"preprocess.{where}.size {size} must be a multiple of {SIZE_MULTIPLE} with "
+                   "resize: keep_aspect")
+    if size % multiple:
+        raise fail(f"preprocess.{where}.size {size} must be a multiple of its multiple "
+                   f"{multiple}")
+    return ResizeStep(mode, size, interpolation, backend, multiple, rounding)
+
+
 def missing_input_size(size: object) -> str:
     """What is wrong with a config whose built-in steps have no size to resize to."""
     return (f"checkpoint config lacks a usable input_size (got {size!r}); save the checkpoint "
@@ -226,12 +397,13 @@ def missing_input_size(size: object) -> str:
             "preprocess.timm")
 
 
-def _choice(options: dict, key: str, allowed: tuple[str, ...], default: str, fail) -> str:
+def _choice(options: dict, key: str, allowed: tuple[str, ...], default: str, fail,
+            label: str | None = None) -> str:
     value = options.get(key, default)
     if value not in allowed:
         hint = _did_you_mean(value, allowed).rstrip()
-        raise fail(f"preprocess.{key} {value!r} is unknown{f' ({hint})' if hint else ''}; use one "
-                   f"of {', '.join(allowed)}")
+        raise fail(f"preprocess.{label or key} {value!r} is unknown"
+                   f"{f' ({hint})' if hint else ''}; use one of {', '.join(allowed)}")
     return value
 
 
@@ -261,11 +433,11 @@ def _size_pair(value, key: str, fail) -> tuple[int, int] | None:
     return int(pair[0]), int(pair[1])
 
 
-def _fill(value, fail) -> tuple[int, int, int]:
+def _fill(value, fail, key: str = "pad_fill") -> tuple[int, int, int]:
     fill = [value] * 3 if isinstance(value, int) else value
     if not isinstance(fill, (list, tuple)) or len(fill) != 3 or not all(
             isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in fill):
-        raise fail(f"preprocess.pad_fill must be a pixel value 0-255 or 3 of them (RGB), "
+        raise fail(f"preprocess.{key} must be a pixel value 0-255 or 3 of them (RGB), "
                    f"got {value!r}")
     return int(fill[0]), int(fill[1]), int(fill[2])
 
@@ -280,9 +452,19 @@ def _canonical_json(value, key: str, fail) -> str:
                    "dicts in it") from None
 
 
-def _check_albumentations(text: str, fail) -> None:
-    _build_pipeline(rebuild_albumentations, text, "albumentations", fail,
-                    "; save it with A.to_dict(transform) from albumentations 2.x")
+def _check_albumentations(text: str, fail, strict: bool = False) -> None:
+    """Rebuild the pipeline, which checks it. A pipeline naming classes outside albumentations
+    is rebuilt once their module is code passed with --code; before that (`strict` False: a
+    host command without --code, such as encrypt) only its class names are checked, and
+    `Preprocess.check_code` rebuilds it before it runs."""
+    try:
+        waits = bool(outside_user_code(json.loads(text))) and not strict
+    except TransformCodeError as exc:
+        raise fail(f"preprocess.albumentations: {exc}; save it with A.to_dict(transform)") \
+            from None
+    if not waits:
+        _build_pipeline(rebuild_albumentations, text, "albumentations", fail,
+                        "; save it with A.to_dict(transform) from albumentations 2.x")
 
 
 def _check_timm(data_config: dict, fail) -> None:
@@ -317,6 +499,8 @@ def _check_timm(data_config: dict, fail) -> None:
 def _build_pipeline(build, text: str, library: str, fail, fix: str = "") -> None:
     try:
         build(text)
+    except TransformCodeError as exc:
+        raise fail(f"preprocess.{library}: {exc}") from None
     except ImportError as exc:
         raise fail(f"preprocess.{library} needs {library}, which does not import here ({exc}); "
                    f"install {library}") from None

@@ -45,6 +45,7 @@ from .startup import (
     start_submission,
 )
 from .submission import SubmissionWriter
+from .versions import drift_warning
 
 
 @dataclass
@@ -71,6 +72,7 @@ def load_members(config: EnsembleConfig, found: dict[str, FoundModel], key: byte
     members = []
     loaded_bytes, loading_seconds = 0, 0.0
     damaged: list[str] = []
+    built_with = []  # (model, the versions its checkpoint recorded), for the drift warning
     for entry in config.members(present=set(found)):
         if entry.weight <= 0:
             continue
@@ -109,10 +111,13 @@ def load_members(config: EnsembleConfig, found: dict[str, FoundModel], key: byte
             fold=entry.group_fold,
             value=entry.value,
         ))
+        built_with.append((entry.label, model_config.versions))
         log(f"loaded {entry.label} ({model_config.arch}, {model_config.num_classes} classes"
             f", {'decrypted in memory' if location.encrypted else 'plain'})")
         loaded_bytes += size
         loading_seconds += time.monotonic() - began
+    if warning := drift_warning(built_with):
+        log(warning)
     if damaged and not members:
         raise CheckpointError(f"no model could be loaded, every one is damaged (first: "
                               f"{damaged[0]})")

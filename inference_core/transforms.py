@@ -1,6 +1,6 @@
 """The transforms: a decoded RGB uint8 image becomes a model's input tensor, by the steps its
-`Preprocess` names (the built-in resize, crop, pad and mean/std, or the user's albumentations or
-timm pipeline)."""
+`Preprocess` names (the built-in resizes, crops and pads in order, then mean/std; or the user's
+albumentations or timm pipeline)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from .pipelines import albumentations_pipeline, timm_pipeline
-from .preprocess import SIZE_MULTIPLE, Preprocess
+from .preprocess import SIZE_MULTIPLE, CenterCropStep, PadStep, Preprocess, ResizeStep, Step
 
 _PIL_FILTERS = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
                 "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS}
@@ -19,21 +19,24 @@ _CV2_FLAGS = {"nearest": "INTER_NEAREST", "bilinear": "INTER_LINEAR", "bicubic":
               "lanczos": "INTER_LANCZOS4", "area": "INTER_AREA"}
 
 
-def target_size(height: int, width: int, preprocess: Preprocess) -> tuple[int, int]:
-    """(height, width) the built-in resize step makes of a height x width image."""
-    size = preprocess.resize_size
-    if preprocess.resize == "stretch":
+def target_size(height: int, width: int, step: ResizeStep | Preprocess) -> tuple[int, int]:
+    """(height, width) a resize step (or a `Preprocess`'s single-step resize) makes of a
+    height x width image."""
+    if isinstance(step, Preprocess):
+        step = step.resize_step
+    size = step.size
+    if step.mode == "stretch":
         return size, size
-    if preprocess.resize == "keep_aspect":
+    if step.mode == "keep_aspect":
         scale = size / max(height, width)
 
         def snap(side: int) -> int:
             return max(SIZE_MULTIPLE, round(side * scale / SIZE_MULTIPLE) * SIZE_MULTIPLE)
 
         return (size, snap(width)) if height >= width else (snap(height), size)
-    reference = max(height, width) if preprocess.resize == "longest" else min(height, width)
-    multiple = preprocess.multiple
-    to_int = math.floor if preprocess.rounding == "floor" else round
+    reference = max(height, width) if step.mode == "longest" else min(height, width)
+    multiple = step.multiple
+    to_int = math.floor if step.rounding == "floor" else round
 
     def scaled(side: int) -> int:
         if side == reference:
@@ -44,16 +47,27 @@ def target_size(height: int, width: int, preprocess: Preprocess) -> tuple[int, i
     return scaled(height), scaled(width)
 
 
-def resize_image(image: np.ndarray, height: int, width: int, preprocess: Preprocess
-                 ) -> np.ndarray:
-    """The image resized by PIL or cv2, with the checkpoint's interpolation."""
-    if preprocess.resize_backend == "cv2":
+def resize_image(image: np.ndarray, height: int, width: int, step: ResizeStep) -> np.ndarray:
+    """The image resized by PIL or cv2, with the step's interpolation."""
+    if step.backend == "cv2":
         import cv2
 
-        flag = getattr(cv2, _CV2_FLAGS[preprocess.interpolation])
+        flag = getattr(cv2, _CV2_FLAGS[step.interpolation])
         return cv2.resize(image, (width, height), interpolation=flag)
-    resample = _PIL_FILTERS[preprocess.interpolation]
+    resample = _PIL_FILTERS[step.interpolation]
     return np.array(Image.fromarray(image).resize((width, height), resample))
+
+
+def apply_step(image: np.ndarray, step: Step) -> np.ndarray:
+    """One built-in step on an HxWx3 uint8 image."""
+    if isinstance(step, CenterCropStep):
+        return center_crop(image, step.height, step.width)
+    if isinstance(step, PadStep):
+        return pad_to(image, step.height, step.width, step.fill)
+    height, width = target_size(image.shape[0], image.shape[1], step)
+    if (height, width) == image.shape[:2]:
+        return image
+    return resize_image(image, height, width, step)
 
 
 def pad_to(image: np.ndarray, height: int, width: int, fill: tuple[int, int, int]) -> np.ndarray:
@@ -84,13 +98,8 @@ def to_tensor(image: np.ndarray, preprocess: Preprocess) -> torch.Tensor:
         return _chw_float(albumentations_pipeline(preprocess.albumentations)(image=image)["image"])
     if preprocess.timm is not None:
         return timm_pipeline(preprocess.timm)(Image.fromarray(image)).float()
-    height, width = target_size(image.shape[0], image.shape[1], preprocess)
-    if (height, width) != image.shape[:2]:
-        image = resize_image(image, height, width, preprocess)
-    if preprocess.crop is not None:
-        image = center_crop(image, *preprocess.crop)
-    if preprocess.pad is not None:
-        image = pad_to(image, *preprocess.pad, preprocess.pad_fill)
+    for step in preprocess.pixel_steps:
+        image = apply_step(image, step)
     tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
     mean = torch.tensor(preprocess.mean).view(3, 1, 1)
     std = torch.tensor(preprocess.std).view(3, 1, 1)

@@ -6,13 +6,17 @@ A view is named by an op (the names and their parameters are checked by
     identity, hflip, vflip, rot90, rot180, rot270, transpose    the geometric views
     center_crop:F, crop_tl:F, crop_tr:F, crop_bl:F, crop_br:F   a crop, resized back
     scale:F                                                      the whole input, resized by F
+    random_crop:S#i (listed as random_crop:SxN: i = 0..N-1)      a seeded S x S crop, as it is
 
 Every view is computed from the prepared input tensor (NCHW, already resized and normalised).
 A crop keeps h = round(F * H) rows and w = round(F * W) columns (at least 1 each) at the centre
 (top = (H - h) // 2, left = (W - w) // 2) or at a corner, and is resized back to H x W with
 `torch.nn.functional.interpolate(mode="bilinear", align_corners=False)`: the model sees the crop
 at its own input size, as the 2019 solutions fed a crop of an image resized to input / F.
-`scale:F` resizes the whole tensor to round(F * H) x round(F * W) the same way (anti-aliased
+`random_crop:S#i` is the 2019 solutions' test-time `RandomCrop(S)` made reproducible: an S x S
+crop fed as it is (not resized back), whose position is drawn from seed i (`random_crop_box`), so
+every run, the kernel's and `kernelpack predict`'s, sees the same N crops of an image of a given
+size. `scale:F` resizes the whole tensor to round(F * H) x round(F * W) the same way (anti-aliased
 when F < 1), so the model must accept that size (CNNs with global pooling do). Bilinear weights
 sum to 1, so resizing the normalised tensor equals resizing the pixels before normalising.
 
@@ -26,13 +30,15 @@ each scale has its own size).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from functools import cache
 
 import torch
 import torch.nn.functional as F
 
-from .config import TTA_CROP_OPS, TTA_OP_NAMES, parse_tta_op
+from .config import RANDOM_CROP, TTA_CROP_OPS, TTA_OP_NAMES, parse_tta_op
+from .errors import KernelError
 
 Op = Callable[[torch.Tensor], torch.Tensor]
 
@@ -97,6 +103,34 @@ def _crop(op: str, fraction: float) -> tuple[Op, Op]:
     return apply, undo
 
 
+def random_crop_box(size: int, index: int, height: int, width: int
+                    ) -> tuple[int, int, int, int]:
+    """(top, left, size, size) of seeded crop `index` of a height x width input: two numbers
+    u, v in [0, 1) drawn by Python's `random.Random(index)` (the same on every machine and
+    Python version), top = floor(u * (height - size + 1)), left = floor(v * (width - size + 1))."""
+    if size > height or size > width:
+        raise KernelError(f"TTA view {RANDOM_CROP}:{size}#{index} needs a model input of at least "
+                          f"{size} x {size} pixels, got {height} x {width}; resize to at least "
+                          f"{size} in the preprocessing (e.g. resize shortest {size}) or crop "
+                          "smaller")
+    draw = random.Random(index)
+    u, v = draw.random(), draw.random()
+    return int(u * (height - size + 1)), int(v * (width - size + 1)), size, size
+
+
+def _random_crop(size: int, index: int) -> tuple[Op, Op]:
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        top, left, h, w = random_crop_box(size, index, *x.shape[-2:])
+        return x[..., top:top + h, left:left + w]
+
+    def undo(_: torch.Tensor) -> torch.Tensor:
+        raise ValueError(f"TTA op {RANDOM_CROP}:{size}#{index} saw only part of the image and "
+                         "cannot be mapped back onto it; use flips, rotations or scale for "
+                         "spatial outputs")
+
+    return apply, undo
+
+
 def _scale(factor: float) -> tuple[Op, Op]:
     def apply(x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
@@ -113,6 +147,8 @@ def _scale(factor: float) -> tuple[Op, Op]:
 def tta_op(op: str) -> tuple[Op, Op]:
     """(apply, undo) of a view op; raises ValueError naming a bad op."""
     kind, parameter = parse_tta_op(op)
+    if kind == RANDOM_CROP:
+        return _random_crop(*parameter)
     if kind in TTA_CROP_OPS:
         return _crop(kind, parameter)
     if kind == "scale":

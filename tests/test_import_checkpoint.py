@@ -10,6 +10,7 @@ from torch import nn
 
 from inference_core.checkpoint import load_checkpoint, model_from_checkpoint
 from inference_core.model_factory import create_model
+from inference_core.versions import package_versions
 from kernelpack.cli import main
 from kernelpack.errors import CheckpointImportError
 from kernelpack.weights.import_checkpoint import import_checkpoint
@@ -107,7 +108,9 @@ def test_every_format_imports_to_the_same_outputs(fmt, original, config_file, tm
         assert "left out 1 keys outside --strip-prefix 'model.': criterion.pos_weight" in printed
 
     raw = torch.load(output, weights_only=True)  # plain types only
-    assert raw["config"] == {"name": "cnn", "fold": 2, **CONFIG}
+    # the versions that built it, as imported in this process (torch, numpy, PIL at least)
+    assert raw["config"] == {"name": "cnn", "fold": 2, **CONFIG, "versions": package_versions()}
+    assert {"torch", "numpy", "PIL"} <= set(raw["config"]["versions"])
     imported = model_from_checkpoint(load_checkpoint(output), "cnn_f2.pt")
     x = torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():

@@ -21,9 +21,11 @@ from pathlib import Path
 from ..errors import BundleError
 from ..progress import GrowingBar
 from ..templates import fill_template
+from .closure import select_code
 from .image_packages import image_ships
 from .imports import ImportRef, scan_imports
 from .locate import Location, files_of, find_in_folders, find_installed
+from .missing_names import missing_names
 from .payload import PAYLOAD_NAME, payload_tuple
 from .removed_modules import REMOVED_IN_312, removal_warning
 
@@ -65,6 +67,9 @@ class Bundle:
     warnings: tuple[str, ...] = ()
     # where the carried code lies on this machine (`-o` must not write there)
     origins: tuple[Location, ...] = ()
+    # the user's code (`code`): the modules carried, and one line for each left out
+    code_modules: tuple[str, ...] = ()
+    left_out: tuple[str, ...] = ()
 
     @property
     def size_bytes(self) -> int:
@@ -133,6 +138,32 @@ class _Walk:
     fallbacks: dict[str, str] = field(default_factory=dict)
     # the Python source carried and scanned, in bytes
     bar: GrowingBar = field(default_factory=lambda: GrowingBar("", 0, enabled=False))
+    # the files of each installed package judged or carried, read once
+    carried: dict[str, dict[str, bytes]] = field(default_factory=dict)
+
+    def external_problem(self, ref: ImportRef) -> str | None:
+        """Why an import outside the user's code would fail in the kernel, or None when the
+        bundle meets it (the standard library, the image, a package it vendors, a name the
+        kernel gets elsewhere)."""
+        name = ref.top
+        if name in self.exclude or name in self.vendor or name in self.local \
+                or name in self.vendored or _is_stdlib(name) or name in REMOVED_IN_312:
+            return None
+        if image_ships(name):
+            return missing_names(ref)
+        location = find_installed(name)
+        if location is None:
+            return "neither on the Kaggle image nor installed here"
+        try:
+            self.files_of(location)
+        except BundleError as exc:
+            return str(exc)
+        return None
+
+    def files_of(self, location: Location) -> dict[str, bytes]:
+        if location.name not in self.carried:
+            self.carried[location.name] = files_of(location)
+        return self.carried[location.name]
 
     def decided(self, name: str) -> bool:
         return any(name in group for group in (self.local, self.vendored, self.from_image,
@@ -177,7 +208,7 @@ class _Walk:
         self._add(location, own=False)
 
     def _add(self, location: Location, own: bool) -> None:
-        carried = files_of(location)
+        carried = self.files_of(location)
         self.files.update(carried)
         sources = {relative: data for relative, data in carried.items()
                    if relative.endswith(".py")}
@@ -225,16 +256,19 @@ def _check_included(module: str, walk: _Walk) -> None:
 
 
 def render(entry: Entry, files: dict[str, bytes], on_disk: bool = False,
-           vendored: Sequence[str] = (), namespaces: Sequence[str] = ()) -> str:
+           vendored: Sequence[str] = (), namespaces: Sequence[str] = (),
+           left_out: dict[str, str] | None = None) -> str:
     """The single-file script that unpacks `files` (which include the entry) and runs it.
 
     `on_disk`: a script entry is also written out (a module imports it by name); `vendored`:
     top-level third-party names whose compile warnings the kernel silences; `namespaces`:
-    top-level namespace packages, found in the bundle before anywhere else."""
+    top-level namespace packages, found in the bundle before anywhere else; `left_out`: {module:
+    why} for modules of the user's code left out, which the kernel names if one is imported."""
     bootstrap = fill_template(BOOTSTRAP_NAME, {
         "_KP_ENTRY": repr((entry.path, entry.module, on_disk)),
         "_KP_VENDORED": repr(tuple(vendored)),
         "_KP_NAMESPACES": repr(tuple(namespaces)),
+        "_KP_LEFT_OUT": repr(dict(sorted((left_out or {}).items()))),
         PAYLOAD_NAME: payload_tuple(files)})
     name = entry.path.rsplit("/", 1)[-1].replace("\n", " ")
     # The entry's `#!` line leads the bundle too, so `./bundle.py` runs as `./entry` did.
@@ -244,12 +278,26 @@ def render(entry: Entry, files: dict[str, bytes], on_disk: bool = False,
             f"{bootstrap}_kp_run()\n")
 
 
-def _walk_from(entry: Entry, walk: _Walk, code: Sequence[Location], include: Iterable[str]
-               ) -> None:
-    """Follow the imports of `entry`, `code` and `include` (and of what they carry)."""
-    for location in code:  # decided first: the user's module wins over an installed namesake
-        walk.local[location.name] = location
-        walk._add(location, own=True)
+def _walk_from(entry: Entry, walk: _Walk, code: Sequence[Location], include: Iterable[str],
+               named: dict[str, str] | None, code_exclude: Sequence[str]
+               ) -> tuple[tuple[str, ...], tuple[str, ...], dict[str, str]]:
+    """Follow the imports of `entry`, `code` and `include` (and of what they carry); the user's
+    code modules carried, the lines of those left out, and why each was left out."""
+    selection = None
+    if code:  # decided first: the user's module wins over an installed namesake
+        for location in code:
+            walk.local[location.name] = location
+        selection = select_code(code, walk.external_problem, named, code_exclude,
+                                grow=walk.bar.grow, advance=walk.bar.advance)
+        walk.files.update(selection.files)
+        for location in selection.locations:
+            walk.local[location.name] = location
+        walk.warnings.update(dict.fromkeys(selection.warnings))
+        for ref, where in selection.external:
+            warning = None if ref.optional else removal_warning(ref.name, where)
+            if warning:
+                walk.warnings[warning] = None
+            walk.need(ref, where)
 
     if entry.module is not None:
         walk.need(ImportRef(entry.module, 0), entry.path)
@@ -265,19 +313,24 @@ def _walk_from(entry: Entry, walk: _Walk, code: Sequence[Location], include: Ite
         walk.need(ImportRef(module, 0), f"--vendor/--include {module}")
     for module in include:
         _check_included(module, walk)
+    if selection is None:
+        return (), (), {}
+    return selection.modules, selection.left_out, selection.reasons
 
 
 def bundle(entry: Entry, paths: Sequence[str | Path] = (), vendor: Iterable[str] = (),
            include: Iterable[str] = (), exclude: Iterable[str] = (),
-           code: Sequence[Location] = (), progress: bool = False) -> Bundle:
+           code: Sequence[Location] = (), progress: bool = False,
+           named: dict[str, str] | None = None, code_exclude: Sequence[str] = ()) -> Bundle:
     """Bundle `entry` with the modules it imports, found in `entry.folder` then `paths`.
 
     `vendor`: installed packages to inline even if the Kaggle image has them; `include`: modules
     only imported dynamically (`importlib.import_module(name)`); `exclude`: top-level names the
-    kernel gets elsewhere (a wheel dataset); `code`: the user's own packages or modules, inlined
-    whole whether or not anything imports them (`kernelpack build --code`); `progress`: show a
-    bar on stderr once the code to scan passes PROGRESS_BYTES. Raises BundleError with the fix
-    for bad input."""
+    kernel gets elsewhere (a wheel dataset); `code`: the user's own packages or modules
+    (`kernelpack build --code`), carried as far as the kernel needs them (see `closure`), with
+    `named` ({module: who names it}, the modules the checkpoints name; None when unknown) and
+    `code_exclude` (--exclude patterns); `progress`: show a bar on stderr once the code to scan
+    passes PROGRESS_BYTES. Raises BundleError with the fix for bad input."""
     folders = [] if entry.folder is None else [entry.folder]
     for path in map(Path, paths):
         if not path.is_dir():
@@ -291,7 +344,8 @@ def bundle(entry: Entry, paths: Sequence[str | Path] = (), vendor: Iterable[str]
     walk = _Walk(folders, set(vendor), set(exclude),
                  bar=GrowingBar("bundle: scan imports", PROGRESS_BYTES, progress))
     try:
-        _walk_from(entry, walk, code, include)
+        modules, left_out, reasons = _walk_from(entry, walk, code, include, named,
+                                                code_exclude)
     finally:
         walk.bar.close()
     files = dict(walk.files)
@@ -303,7 +357,8 @@ def bundle(entry: Entry, paths: Sequence[str | Path] = (), vendor: Iterable[str]
     origins = {**walk.local, **walk.vendored}
     return Bundle(
         text=render(entry, files, on_disk, sorted(walk.vendored),
-                    sorted(name for name, where in origins.items() if where.is_namespace)),
+                    sorted(name for name, where in origins.items() if where.is_namespace),
+                    reasons),
         files=tuple(sorted(files)),
         local=tuple(sorted(walk.local)),
         vendored=tuple(sorted(walk.vendored)),
@@ -311,6 +366,8 @@ def bundle(entry: Entry, paths: Sequence[str | Path] = (), vendor: Iterable[str]
         missing=tuple(f"{name} ({where})" for name, where in sorted(walk.missing.items())),
         warnings=walk.report(),
         origins=tuple(origins[name] for name in sorted(origins)),
+        code_modules=modules,
+        left_out=left_out,
     )
 
 

@@ -18,9 +18,17 @@ def _build(args: argparse.Namespace) -> int:
 
     key = load_key(args.key) if args.key else None
     result = build_kernel(args.config, args.output, key=key, code=args.code, wheels=args.wheels,
-                          progress=shows_progress(args.quiet), notebook=args.notebook)
+                          progress=shows_progress(args.quiet), notebook=args.notebook,
+                          exclude=args.exclude, models=args.models)
     print(f"wrote {result.kernel} ({result.size_bytes / 1024:.1f} KiB, built in "
           f"{result.seconds:.2f} s) and {result.metadata}")
+    if result.code_modules:
+        shown = result.code_modules[:12]
+        more = f", and {len(result.code_modules) - len(shown)} more" \
+            if len(result.code_modules) > len(shown) else ""
+        print(f"  your code: {len(result.code_modules)} modules ({', '.join(shown)}{more})")
+    for line in result.left_out:
+        print(f"  left out {line}")
     for warning in result.warnings:
         print(f"kernelpack: warning: {warning}", file=sys.stderr)
     return 0
@@ -67,9 +75,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                             "packages are installed by the kernel, not bundled, and its dataset "
                             "joins dataset_sources")
     build.add_argument("--code", action="append", default=[], metavar="PATH",
-                       help="your own package folder or module file (repeatable): bundled whole "
-                            "and imported before the models are built, for `package.module:"
-                            "callable` archs and @register_model calls (also: kernel.code)")
+                       help="your own package folder or module file (repeatable; also: "
+                            "kernel.code), imported before the models are built, for `package."
+                            "module:callable` archs, custom transforms and @register_model "
+                            "calls: bundled as far as the kernel needs it (a module whose "
+                            "imports the kernel cannot meet is left out, with one line)")
+    build.add_argument("--exclude", action="append", default=[], metavar="PATTERN",
+                       help="leave these modules of your code out (repeatable): a glob over "
+                            "module names or paths (imet.train, 'scripts/*', train.py)")
+    build.add_argument("--models", action="append", default=[], metavar="DIR",
+                       help="the folder of the config's checkpoints (repeatable): the modules "
+                            "their archs and custom transforms name are then checked to import "
+                            "in the kernel, and only what they need is bundled")
     build.add_argument("--notebook", action="store_true",
                        help="write kernel.ipynb, a notebook kernel (a cell saying what it is, "
                             "then the bundle in one code cell), instead of kernel.py")

@@ -20,6 +20,9 @@ def _import_checkpoint(args: argparse.Namespace) -> int:
     print(f"wrote {result.path}: {result.config.name!r}{fold} ({result.config.arch}, "
           f"{result.config.num_classes} classes; {result.tensors} tensors from a "
           f"{result.source_format}; forward pass on {list(result.input_shape)} ok)")
+    versions = result.config.versions or {}
+    print("recorded versions (the kernel warns where its own differ): "
+          + ", ".join(f"{package} {version}" for package, version in sorted(versions.items())))
     return 0
 
 

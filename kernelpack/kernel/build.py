@@ -49,6 +49,9 @@ class BuildResult:
     size_bytes: int
     seconds: float
     warnings: tuple[str, ...] = ()  # the bundler's, each naming a file, a line and the fix
+    # the user's code (--code): the modules carried, and one line for each left out
+    code_modules: tuple[str, ...] = ()
+    left_out: tuple[str, ...] = ()
 
 
 def render_entry(config: EnsembleConfig, key: bytes | None = None,
@@ -158,12 +161,18 @@ def _check_outdir(outdir: Path, code: Sequence, kernel_file: str = KERNEL_FILE) 
 def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None = None,
                  code: Sequence[str | Path] = (),
                  wheels: Sequence[str | Path] = (), progress: bool = False,
-                 notebook: bool = False) -> BuildResult:
+                 notebook: bool = False, exclude: Sequence[str] = (),
+                 models: Sequence[str | Path] = ()) -> BuildResult:
     """Validate the config, bundle inference_core with the rendered entry, write both files.
 
     With `key`, the kernel can decrypt .kpenc models; that is refused for a public kernel.
-    `code`: the user's packages/modules (relative to the current folder), bundled whole with
-    those of `kernel.code` (relative to the config file) and imported before the models.
+    `code`: the user's packages/modules (relative to the current folder), with those of
+    `kernel.code` (relative to the config file): imported before the models, and bundled as far
+    as the kernel needs them (`bundler.closure`: a module whose imports cannot be met in the
+    kernel is left out, one line each in `left_out`, unless the kernel needs it). `exclude`:
+    --exclude patterns over the code's modules. `models`: folders of the config's checkpoints,
+    whose archs and custom transforms name the modules the kernel needs (without them, every
+    module whose imports can be met is carried).
     `wheels`: wheel dataset folders (`kernelpack wheels`): their packages are not bundled (the
     kernel installs them) and their dataset ids join dataset_sources. `progress`: a bar on
     stderr while bundling, when the code is large (see `bundler.bundle.PROGRESS_BYTES`).
@@ -188,8 +197,17 @@ def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None 
     _check_outdir(outdir, locations, kernel_file)
     entry = Entry(ENTRY_NAME, render_entry(config.ensemble, key, modules).encode("utf-8"))
     from_wheels = [name for folder in wheels for name in dataset_modules(folder)]
+    if exclude and not locations:
+        raise BuildError(f"--exclude {exclude[0]}: there is no code to leave modules out of; "
+                         "pass your package with --code, or drop --exclude")
+    named = None
+    if models:
+        from .named_modules import named_modules
+
+        named = named_modules(config.ensemble, models, modules)
     bundled = bundle(entry, vendor=[inference_core.__name__], code=locations,
-                     exclude=from_wheels, progress=progress)
+                     exclude=from_wheels, progress=progress, named=named,
+                     code_exclude=exclude)
     missing = _imported_by(bundled.missing, modules)
     if missing:
         raise BuildError(
@@ -224,4 +242,5 @@ def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None 
     (outdir / CONFIG_FILE).write_text(json.dumps(config.ensemble.to_dict(), indent=2) + "\n",
                                       encoding="utf-8")
     return BuildResult(kernel_path, metadata_path, len(kernel_text.encode("utf-8")),
-                       time.perf_counter() - start, tuple(bundled.warnings))
+                       time.perf_counter() - start, tuple(bundled.warnings),
+                       bundled.code_modules, bundled.left_out)

@@ -1,9 +1,10 @@
 """The user's own code (`--code PATH`, `kernel.code`): a package folder or a module file that
 defines their architectures (`package.module:callable` archs, `@register_model` calls).
 
-`kernelpack build` bundles each one whole beside inference_core and the kernel imports them
-before it builds any model; on the host, `import_user_code` imports them the same way, so
-import-checkpoint and predict see the same architectures as the kernel.
+`kernelpack build` bundles each one beside inference_core, as far as the kernel needs it
+(`bundler.closure`: training scripts whose imports the kernel cannot meet stay out), and the
+kernel imports them before it builds any model; on the host, `import_user_code` imports them the
+same way, so import-checkpoint and predict see the same architectures as the kernel.
 """
 
 from __future__ import annotations

@@ -32,6 +32,9 @@ _KP_ENTRY = ("main.py", None, False)  # kernelpack: fill
 # user's to fix. Namespace packages (folders without __init__.py) of the bundle.
 _KP_VENDORED = ()  # kernelpack: fill
 _KP_NAMESPACES = ()  # kernelpack: fill
+# Modules of the user's code the bundler left out, with why ({"imet.train": "imports apex ..."}):
+# importing one says so, instead of a bare "No module named".
+_KP_LEFT_OUT = {}  # kernelpack: fill
 # The files, as base64 string literals (kernelpack/bundler/payload.py writes them).
 _KP_PAYLOAD = ()  # kernelpack: fill
 
@@ -72,12 +75,17 @@ def _kp_unpack(pieces, entry, keep_entry):
 
 class _KpNamespaceFinder:
     """Finds the bundle's own namespace packages in the bundle first, as its regular packages
-    are (its folder leads sys.path): a same-named package on the image must not shadow them."""
+    are (its folder leads sys.path): a same-named package on the image must not shadow them.
+    A module of the user's code that the bundler left out fails to import with the reason."""
 
     def __init__(self, root):
         self.root = root
 
     def find_spec(self, name, path=None, target=None):
+        if name in _KP_LEFT_OUT:
+            raise ModuleNotFoundError(
+                f"No module named {name!r}: kernelpack left it out of the bundle "
+                f"({_KP_LEFT_OUT[name]})", name=name)
         if path is None and name in _KP_NAMESPACES:
             return _kp_machinery.PathFinder.find_spec(name, [self.root])
         return None

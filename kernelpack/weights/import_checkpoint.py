@@ -7,11 +7,14 @@ Reads the shapes weights come in: a plain state dict; a dict holding one under `
 code from it), a whole pickled `nn.Module` (`torch.save(model)`). The architecture is built from
 `arch` (registry name, `timm.<name>` or `package.module:callable`, with the user's `--code`
 imported first), the weights are loaded strictly, one forward pass runs on a dummy batch prepared
-as the kernel prepares images, and the result is written with `save_checkpoint`.
+as the kernel prepares images, and the result is written with `save_checkpoint`, its config
+recording the versions of the packages that built the model and ran its preprocessing
+(`inference_core.versions`; versions given in --config are kept, as the training's own).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections import Counter
@@ -25,6 +28,7 @@ from torch import nn
 
 from inference_core.checkpoint import WeightMismatch, build_model, save_checkpoint
 from inference_core.model_config import ModelConfig
+from inference_core.versions import recorded_versions
 
 from ..errors import CheckpointImportError
 from ..outputs import check_output_file
@@ -55,11 +59,11 @@ def import_checkpoint(source: str | Path, output: str | Path, *, arch: str, num_
     if not source.is_file():
         raise CheckpointImportError(f"{source}: file not found; pass the weights file to import")
     check_output_file(output, inputs=[source, config_file], makes_folder=True)
-    config = _model_config(arch, num_classes, name, fold, config_file, source)
-    if code:
+    if code:  # first: the config's preprocessing may name the user's own transforms
         from ..kernel.user_code import import_user_code
 
         import_user_code([Path(path) for path in code])
+    config = _model_config(arch, num_classes, name, fold, config_file, source)
     state_dict, source_format = read_state_dict(source, trust_pickle)
     state_dict, left_out = _strip(state_dict, strip_prefix, source)
     model = build_model(config, str(source))
@@ -74,8 +78,17 @@ def import_checkpoint(source: str | Path, output: str | Path, *, arch: str, num_
     _check_kinds(model, state_dict, source)
     model.load_state_dict(state_dict, strict=True)
     input_shape = _check_forward(model, config, source)
+    config = _with_versions(config)
     path = save_checkpoint(output, config.arch, config.num_classes, config.to_dict(), model)
     return ImportedCheckpoint(path, config, source_format, len(state_dict), left_out, input_shape)
+
+
+def _with_versions(config: ModelConfig) -> ModelConfig:
+    """`config` recording the versions that built its model and ran its preprocessing here,
+    under the ones --config gave (those of the training itself, which the user knows best)."""
+    versions = {**recorded_versions(), **(config.versions or {})}
+    return dataclasses.replace(config, saved=dataclasses.replace(config.saved,
+                                                                 versions=versions))
 
 
 def _check_kinds(model: nn.Module, state_dict: dict, source: Path) -> None:
@@ -116,6 +129,7 @@ def _model_config(arch: str, num_classes: int, name: str, fold: int | None,
         raise CheckpointImportError(
             f"{where}: says nothing about the model's input; give input_size (with mean, std, "
             "resize or a preprocess recipe) in --config FILE, as the model was trained")
+    config.preprocess.check_code(where)  # the user's own transforms, now that --code is in
     return config
 
 

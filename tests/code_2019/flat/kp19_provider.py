@@ -1,0 +1,6 @@
+MODELS = []
+
+
+def register(model):
+    MODELS.append(type(model).__name__)
+    return model
