@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import types
 import warnings
+from importlib.util import find_spec
 
 from torch import nn
 from torch.nn import functional
@@ -57,15 +58,23 @@ def _dpn_logits(self: nn.Module, features):
     return self.last_linear(functional.adaptive_avg_pool2d(features, 1)).flatten(1)
 
 
+def _installed(module: str) -> bool:
+    try:
+        return find_spec(module) is not None
+    except (ImportError, ValueError):  # a broken install, or one marked absent in sys.modules
+        return False
+
+
 def _pretrainedmodels_builder(arch: str) -> ModelBuilder:
     def build(num_classes: int, **kwargs) -> nn.Module:
-        try:
-            import pretrainedmodels
-        except ImportError:
+        # Asked first, not caught: an import inside try/except ImportError is optional to the
+        # bundler, which would then not vendor pretrainedmodels into the kernel.
+        if not _installed("pretrainedmodels"):
             raise UnknownArchError(
                 f"{arch}: needs Cadene's pretrainedmodels, which is not installed; install it "
                 "where you build (pip install 'kernelpack[pretrainedmodels]'): the bundler then "
-                "vendors it into the kernel") from None
+                "vendors it into the kernel")
+        import pretrainedmodels
 
         with warnings.catch_warnings():
             # The torchvision-backed ones (resnet*, ...) warn that `pretrained` is deprecated.
