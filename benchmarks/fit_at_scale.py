@@ -83,7 +83,8 @@ def _run_one(argv: list[str]) -> None:
                       "peak_rss_gb": round(peak_rss() / 1e9, 2)}))
 
 
-def _measure_command(argv: list[str]) -> dict:
+def measure_command(argv: list[str]) -> dict:
+    """One kernelpack command in a fresh process: its seconds, exit code and peak RSS."""
     out = subprocess.run([sys.executable, "-m", "benchmarks.fit_at_scale", "--one", *argv],
                          capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parent.parent)
@@ -97,14 +98,19 @@ def measure(rows: int = ROWS, classes: int = CLASSES, models: int = MODELS) -> d
         oof = _oof_args(folder, models)
         blend = {}
         for mode in ("mean", "gmean"):
-            blend[mode] = _measure_command(["blend", "search", *oof, "--metric", "f2",
+            blend[mode] = measure_command(["blend", "search", *oof, "--metric", "f2",
                                             "--mode", mode, "-o",
                                             str(folder / f"blend_{mode}.yml")])
+        # Per-model threshold shifts after the weights (gmean, where each shift changes the
+        # blend's shape).
+        blend["gmean_fit_shifts"] = measure_command(
+            ["blend", "search", *oof, "--metric", "f2", "--mode", "gmean", "--fit-shifts",
+             "-o", str(folder / "blend_shifts.yml")])
         fitted = yaml.safe_load((folder / "blend_mean.yml").read_text())
         # A config needs a test section to be a base; the search does not read it.
         base = folder / "base.yml"
         base.write_text(yaml.safe_dump({**fitted, "test": {"images": str(folder / "test")}}))
-        threshold = _measure_command(["threshold", "search", *oof, "--base", str(base),
+        threshold = measure_command(["threshold", "search", *oof, "--base", str(base),
                                       "-o", str(folder / "thresholds.yml"),
                                       "--report", str(folder / "thresholds.json")])
     memory_goal = round(1.5 * data["oof_gb"] + 1.0, 2)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..progress import shows_progress
-from .numbers import finite_float
+from .numbers import finite_float, int_at_least
 
 DEFAULT_TOLERANCE = 1e-4  # of --compare: float32 models on another machine agree to ~1e-6
 
@@ -26,6 +26,12 @@ def _predict(args: argparse.Namespace) -> int:
         write_predictions,
     )
 
+    if args.top_k is not None and args.output.suffix != ".npz":
+        raise PredictError(f"-o {args.output}: --top-k writes top-k .npz files (indices, "
+                           "probabilities, num_classes); name the output PREDS.npz")
+    if args.top_k is not None and args.compare is not None:
+        raise PredictError(f"--compare {args.compare}: compares every class of the blend; run "
+                           "it without --top-k")
     if args.folds is not None and not args.per_model:
         raise PredictError(f"--folds {args.folds}: out-of-fold files come with --per-model; add "
                            "--per-model, or drop --folds")
@@ -39,14 +45,19 @@ def _predict(args: argparse.Namespace) -> int:
                                 key=load_key(args.key) if args.key else None,
                                 per_model=args.per_model, folds=args.folds,
                                 progress=shows_progress(args.quiet),
-                                log=(lambda _: None) if args.quiet else print)
+                                log=(lambda _: None) if args.quiet else print,
+                                top_k=args.top_k)
     written = write_predictions(prediction, args.output)
-    print(f"wrote {written[0]} ({len(prediction.ids)} rows x {len(prediction.classes)} classes)")
+    kept = "" if args.top_k is None else f", the top {min(args.top_k, len(prediction.classes))}"
+    print(f"wrote {written[0]} ({len(prediction.ids)} rows x {len(prediction.classes)} classes"
+          f"{kept})")
     for group, path in zip(prediction.per_group, written[1:], strict=True):
         print(f"wrote {path} (blend search: --oof {group}={path})")
     if args.compare is None:
         return 0
     result = compare_predictions(prediction.probs, args.compare)
+    if prediction.drift:  # beside the difference it may explain, even with --quiet
+        print(prediction.drift)
     where = (f"row {result.row} (id {prediction.ids[result.row]}), class "
              f"{prediction.classes[result.column]}")
     if result.within(args.tolerance):
@@ -86,6 +97,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                          help="with --per-model: each row's fold (.npy or one-column CSV, as "
                               "for blend search); a folds group's file then holds out-of-fold "
                               "predictions, each row from the fold model that held it out")
+    predict.add_argument("--top-k", type=int_at_least(1), default=None, metavar="K",
+                         help="keep each row's K best classes only: the blend and the "
+                              "--per-model files are written as top-k .npz (indices, "
+                              "probabilities, num_classes), memory rows x K; for very wide "
+                              "outputs (blend search takes them as --oof NAME=FILE.npz)")
     predict.add_argument("--compare", type=Path, default=None, metavar="REF.npy",
                          help="your own predictions of the same rows: print the largest "
                               "difference and exit 1 above --tolerance")

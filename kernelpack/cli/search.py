@@ -23,7 +23,9 @@ METRIC_NAMES = ("accuracy", "macro_f1", "f2", "logloss")
 def _add_oof_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--oof", action="append", required=True, metavar="NAME=PATH.npy",
                         help="one model's out-of-fold probabilities (rows x classes, in the "
-                             "order of LABELS.csv); repeat for every model")
+                             "order of LABELS.csv); repeat for every model. For very wide "
+                             "outputs, PATH.npz: each row's top k (indices, probabilities, "
+                             "num_classes), one label per row")
     parser.add_argument("--labels", type=Path, required=True, metavar="LABELS.csv",
                         help="columns id and label (multilabel: space-separated labels)")
     parser.add_argument("--folds", type=Path, required=True, metavar="FOLDS",
@@ -73,6 +75,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                              f"(at most {MAX_RESTARTS})")
     search.add_argument("--seed", type=int_at_least(0), default=0,
                         help="seed of the random starts (>= 0)")
+    search.add_argument("--fit-shifts", action="store_true",
+                        help="after the weights, fit each model's threshold_shift (all folds "
+                             "of one --oof name share one), check it by fold, and write it "
+                             "when it also wins on the held-out folds")
     search.set_defaults(handler=_blend_search)
 
     threshold = commands.add_parser("threshold", help="fit multilabel thresholds on OOF")

@@ -12,7 +12,8 @@ shows how much of the gain is real.
 
 Past `SEARCH_ROWS` rows the optimiser scores a small sample (`sample.SampledProblem`), and only
 its best results, with the candidates above, are scored exactly on every row (`ExactScores`):
-what is written and reported is always the exact score.
+what is written and reported is always the exact score. Top-k OOF (`top_k`, very wide outputs)
+takes the same path with its own exact scorer and sample.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from inference_core.config import SubmissionSection
 
 from ..errors import SearchError
 from ..progress import show_best, step_bar
-from .metrics import Metric
+from .metrics import Metric, macro_f1_of_labels
 from .oof import OofSet
 from .sample import SampledProblem
+from .top_k import TopKExactScores, TopKOofSet, TopKProblem
 
 # Written to the YAML with 4 decimals; every score reported is that of the rounded weights.
 WEIGHT_DECIMALS = 4
@@ -43,6 +45,8 @@ EVALUATIONS_PER_MODEL = 150
 SEARCH_ROWS = 4_000
 # The optimiser's results per fit that are scored on every row at scale (best on the sample).
 CONFIRMED_PER_FIT = 2
+# Log loss: starts whose results are this close (each weight) found the same optimum.
+SAME_OPTIMUM = 2e-3
 # Rows blended at once when scoring on every row: memory stays one chunk of the blend.
 CHUNK_ROWS = 4096
 
@@ -85,7 +89,7 @@ class Problem:
     shifts: list[float]
 
     def score(self, weights: Sequence[float]) -> float:
-        if self.metric.on_counts is not None:
+        if self.metric.by_rows:
             return float(np.mean(self.row_scores(weights)))
         blended = blend_probs(self.probs, weights, self.mode, self.shifts)
         return self.metric.score(blended, self.truth, self.submission)
@@ -95,11 +99,20 @@ class Problem:
         blend is row by row, so the chunks change no bit of it)."""
         return self.row_scores_many([weights])[0]
 
-    def row_scores_many(self, weight_sets: Sequence[Sequence[float]]) -> list[np.ndarray]:
-        """`row_scores` of several weight vectors in one pass over the OOF arrays: each model's
-        chunk is shifted (and, for gmean, logged) once, as the kernel's accumulator does before
-        weighting it, and every blend adds those; the blends are the kernel's, bit for bit."""
-        scores = [np.empty(len(self.truth), dtype=np.float64) for _ in weight_sets]
+    @property
+    def by_labels(self) -> bool:
+        """Multiclass macro F1: a function of each row's label (its argmax), not a mean over
+        rows; `row_scores_many(labels=True)` gives the labels."""
+        return self.metric.name == "macro_f1" and self.submission.format != "multilabel"
+
+    def row_scores_many(self, weight_sets: Sequence[Sequence[float]], labels: bool = False
+                        ) -> list[np.ndarray]:
+        """`row_scores` of several weight vectors in one pass over the OOF arrays (with
+        `labels`, each row's argmax instead): each model's chunk is shifted (and, for gmean,
+        logged) once, as the kernel's accumulator does before weighting it, and every blend adds
+        those; the blends are the kernel's, bit for bit."""
+        scores = [np.empty(len(self.truth), dtype=np.int64 if labels else np.float64)
+                  for _ in weight_sets]
         used = [any(w[m] > 0 for w in weight_sets) for m in range(len(self.probs))]
         for start in range(0, len(self.truth), CHUNK_ROWS):
             rows = slice(start, start + CHUNK_ROWS)
@@ -114,7 +127,8 @@ class Problem:
                 blended = accumulator.result()
                 if self.mode == "gmean":
                     np.exp(blended, out=blended)
-                out[rows] = self.metric.row_scores(blended, self.truth[rows], self.submission)
+                out[rows] = np.argmax(blended, axis=1) if labels else \
+                    self.metric.row_scores(blended, self.truth[rows], self.submission)
         return scores
 
     @property
@@ -128,28 +142,39 @@ class Problem:
 
 class ExactScores:
     """Exact scores of weight vectors on any subset of the OOF rows. For a mean over rows
-    (f2, accuracy) each blend is computed once, on every row, and kept as per-row scores, so a
-    candidate costs one pass over the OOF arrays whatever the folds ask of it."""
+    (f2, accuracy, log loss) each blend is computed once, on every row, and kept as per-row
+    scores, so a candidate costs one pass over the OOF arrays whatever the folds ask of it."""
 
     def __init__(self, problem: Problem) -> None:
         self.problem = problem
+        # Multiclass macro F1 keeps each row's label instead, and counts any rows' classes.
+        self.by_labels = problem.by_labels
+        self.per_row = problem.metric.by_rows or self.by_labels
+        self.truth_labels = problem.truth.argmax(axis=1) if self.by_labels else None
         self._rows: dict[tuple[float, ...], np.ndarray] = {}
 
     def score(self, weights: np.ndarray, rows: np.ndarray | None = None) -> float:
-        if self.problem.metric.on_counts is None:
+        if not self.per_row:
             return (self.problem if rows is None else self.problem.rows(rows)).score(weights)
         self.prefetch([weights])
         scores = self._rows[tuple(float(w) for w in weights)]
+        if self.by_labels:
+            truth = self.truth_labels
+            return macro_f1_of_labels(scores if rows is None else scores[rows],
+                                      truth if rows is None else truth[rows],
+                                      self.problem.truth.shape[1])
         return float(np.mean(scores if rows is None else scores[rows]))
 
     def prefetch(self, weight_sets: Sequence[np.ndarray]) -> None:
-        """Compute the per-row scores of the weight vectors not yet known, in one pass."""
-        if self.problem.metric.on_counts is None:
+        """Compute the per-row scores (or labels) of the weight vectors not yet known, in one
+        pass."""
+        if not self.per_row:
             return
         keys = list(dict.fromkeys(tuple(float(w) for w in weights) for weights in weight_sets))
         missing = [key for key in keys if key not in self._rows]
         if missing:
-            self._rows.update(zip(missing, self.problem.row_scores_many(missing), strict=True))
+            self._rows.update(zip(missing, self.problem.row_scores_many(
+                missing, labels=self.by_labels), strict=True))
 
 
 def _on_simplex(x: np.ndarray) -> np.ndarray:
@@ -201,14 +226,21 @@ def fit_weights(search: Problem | SampledProblem, restarts: int, seed: int,
         rng = np.random.default_rng(seed)
         starts = [np.full(n, 1.0 / n), *rng.dirichlet(np.ones(n), size=restarts - 1)]
         found = []
-        for x0 in starts:
-            found.append(_rounded(_nelder_mead(lambda w: sign * search.score(w), x0,
-                                               EVALUATIONS_PER_MODEL * n)))
+        for i, x0 in enumerate(starts):
+            result = _rounded(_nelder_mead(lambda w: sign * search.score(w), x0,
+                                           EVALUATIONS_PER_MODEL * n))
+            # Log loss is smooth (convex in the weights for rows that sum to 1): once two
+            # starts end at one optimum, the others would too.
+            converged = metric.on_labels is None and any(
+                np.abs(result - f).max() <= SAME_OPTIMUM for f in found)
+            found.append(result)
             if bar is not None:
-                bar.update(1)
+                bar.update(len(starts) - i if converged else 1)
                 best_found = min(sign * search.score(w) for w in found)
                 show_best(bar, metric.name, sign * best_found)
-        if isinstance(search, SampledProblem):
+            if converged:
+                break
+        if getattr(search, "sampled", False):
             on_sample = [sign * search.score(w) for w in found]
             found = [found[i] for i in np.argsort(on_sample, kind="stable")[:CONFIRMED_PER_FIT]]
         # The obvious mixes a competitor would try by hand: the fit never scores below one.
@@ -254,7 +286,8 @@ class BlendSearch:
         return np.max([np.abs(f.weights - self.weights) for f in self.folds], axis=0)
 
 
-def search_blend(oof: OofSet, metric: Metric, mode: str, submission: SubmissionSection,
+def search_blend(oof: OofSet | TopKOofSet, metric: Metric, mode: str,
+                 submission: SubmissionSection,
                  shifts: Sequence[float] | None = None, restarts: int = 8,
                  seed: int = 0, progress: bool = False) -> BlendSearch:
     """Fit weights on all OOF rows, and again without each fold to check them on it; with
@@ -262,16 +295,20 @@ def search_blend(oof: OofSet, metric: Metric, mode: str, submission: SubmissionS
     if restarts < 1:
         raise SearchError(f"--restarts {restarts}: must be at least 1")
     n = len(oof.names)
-    problem = Problem(oof.probs, oof.truth, metric, mode, submission,
-                      list(shifts) if shifts is not None else [0.0] * n)
-    exact = ExactScores(problem)
-    everything = np.ones(len(oof.truth), dtype=bool)
+    shifts = list(shifts) if shifts is not None else [0.0] * n
+    if isinstance(oof, TopKOofSet):
+        problem = TopKProblem(oof, metric, mode, submission, shifts)
+        exact = TopKExactScores(problem)
+    else:
+        problem = Problem(oof.probs, oof.truth, metric, mode, submission, shifts)
+        exact = ExactScores(problem)
+    everything = np.ones(oof.n_rows, dtype=bool)
     sampled = None
-    if len(oof.truth) > SEARCH_ROWS:
-        sample = np.sort(np.random.default_rng(seed).choice(len(oof.truth), SEARCH_ROWS,
+    if oof.n_rows > SEARCH_ROWS:
+        sample = np.sort(np.random.default_rng(seed).choice(oof.n_rows, SEARCH_ROWS,
                                                             replace=False))
-        sampled = SampledProblem(oof.probs, oof.truth, metric, mode, submission,
-                                 problem.shifts, sample)
+        sampled = problem.sample(sample) if isinstance(problem, TopKProblem) else \
+            SampledProblem(oof.probs, oof.truth, metric, mode, submission, shifts, sample)
 
     def fit(rows: np.ndarray) -> tuple[np.ndarray, float]:
         search = problem.rows(rows) if sampled is None else sampled.subset(rows[sample])

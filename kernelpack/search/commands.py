@@ -14,6 +14,7 @@ from .blend import blend_probs, search_blend
 from .fitted_config import (
     oof_weights,
     read_base,
+    with_shifts,
     with_thresholds,
     with_values,
     with_weights,
@@ -30,16 +31,28 @@ from .report import (
     threshold_report,
     write_report,
 )
+from .shifts import format_shift_search, search_shifts, shift_report
 from .thresholds import search_thresholds
+from .top_k import TopKOofSet, check_top_k_search, is_top_k, load_top_k_set
 from .values import format_values, oof_values
 
 VALUE_NOTE = ("value: how much the OOF {metric} worsens without the model (one per fold on a "
               "folds group); the kernel's budget plan keeps the most value per second")
 
 
-def _load(args: argparse.Namespace, submission: SubmissionSection) -> OofSet:
-    return load_oof_set(parse_oof_args(args.oof), args.labels, args.folds,
-                        submission.classes, submission.format == "multilabel")
+def _load(args: argparse.Namespace, submission: SubmissionSection,
+          top_k_allowed: bool = True) -> OofSet | TopKOofSet:
+    """The OOF set: dense .npy files, or top-k .npz files (one label per row only)."""
+    paths = parse_oof_args(args.oof)
+    if is_top_k(paths):
+        if not top_k_allowed:
+            raise SearchError("--oof: threshold search fits multilabel thresholds, which need "
+                              "every class's probability; pass dense .npy OOF files (top-k "
+                              ".npz files are for blend search with one label per row)")
+        check_top_k_search(get_metric(args.metric), submission)
+        return load_top_k_set(paths, args.labels, args.folds, submission.classes)
+    return load_oof_set(paths, args.labels, args.folds, submission.classes,
+                        submission.format == "multilabel")
 
 
 def blend_search_command(args: argparse.Namespace) -> int:
@@ -60,14 +73,25 @@ def blend_search_command(args: argparse.Namespace) -> int:
     result = search_blend(oof, metric, mode, submission, shifts, args.restarts, args.seed,
                           progress=shows_progress(args.quiet))
     print(format_blend_search(result))
+    report, score, fitted = blend_report(result), result.score, ""
+    if args.fit_shifts:
+        found = search_shifts(oof, metric, mode, submission, result.weights,
+                              {check.fold: check.weights for check in result.folds}, shifts,
+                              args.seed, progress=shows_progress(args.quiet))
+        print(format_shift_search(found))
+        report["shifts"] = shift_report(found)
+        shifts, score = found.chosen, found.chosen_score
+        fitted = " and threshold shifts"
     if args.report is not None:
-        write_report(blend_report(result), args.report)
+        write_report(report, args.report)
     values = oof_values(oof, result.weights, mode, shifts, metric, submission)
     print(format_values(values, metric.name))
-    header = (f"blend weights fitted by `kernelpack blend search` on {len(oof.truth)} OOF rows: "
-              f"{metric.name} {result.score:.4f} ({mode}; equal weights "
+    header = (f"blend weights{fitted} fitted by `kernelpack blend search` on {oof.n_rows} "
+              f"OOF rows: {metric.name} {score:.4f} ({mode}; equal weights "
               f"{result.equal_score:.4f})\n{VALUE_NOTE.format(metric=metric.name)}")
     config = with_weights(raw, oof.names, result.weights, mode, submission, str(args.base))
+    if fitted:
+        config = with_shifts(config, oof.names, shifts, str(args.base))
     config = with_values(config, values, str(args.base))
     write_config(config, args.output, header)
     print(f"wrote {args.output}" + ("" if "test" in config else
@@ -79,7 +103,7 @@ def threshold_search_command(args: argparse.Namespace) -> int:
     metric = get_metric(args.metric)
     raw, base = read_base(args.base)
     config = base.ensemble
-    oof = _load(args, config.submission)
+    oof = _load(args, config.submission, top_k_allowed=False)
     weights, shifts = oof_weights(config, oof.names, str(args.base))
     probs = blend_probs(oof.probs, weights, config.blend, shifts)
     result = search_thresholds(probs, oof.truth, oof.folds, metric, config.submission,

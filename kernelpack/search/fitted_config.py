@@ -151,3 +151,15 @@ def write_config(config: dict, path: Path, header: str) -> None:
     comment = "".join(f"# {line}\n" for line in header.splitlines())
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(comment + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+
+
+def with_shifts(config: dict, names: Sequence[str], shifts: Sequence[float], source: str
+                ) -> dict:
+    """`config` (raw, as fitted) with each OOF name's threshold shift on every entry it stands
+    for (a folds group, or its NAME_f<k> entries, share one)."""
+    config = copy.deepcopy(config)
+    groups = entries_of(_entries(config), names, source)
+    for name, shift in zip(names, shifts, strict=True):
+        for i in groups[name]:
+            config["models"][i]["threshold_shift"] = float(shift)
+    return config

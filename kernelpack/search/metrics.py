@@ -79,6 +79,16 @@ def macro_f1(predicted: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(_f_beta(tp, fp, fn, 1.0)))
 
 
+def macro_f1_of_labels(predicted: np.ndarray, truth: np.ndarray, n_classes: int) -> float:
+    """`macro_f1` of one label per row, from the rows' predicted and true class indices (the
+    same counts as from the masks, so the same number), without rows x classes masks."""
+    hit = predicted == truth
+    tp = np.bincount(truth[hit], minlength=n_classes)
+    fp = np.bincount(predicted, minlength=n_classes) - tp
+    fn = np.bincount(truth, minlength=n_classes) - tp
+    return float(np.mean(_f_beta(tp, fp, fn, 1.0)))
+
+
 def f2_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
     return _f_beta(tp, fp, fn, 2.0)
 
@@ -95,6 +105,15 @@ def logloss(probs: np.ndarray, truth: np.ndarray, multilabel: bool) -> float:
     return float(-np.mean(np.log(p[truth])))
 
 
+def logloss_rows(probs: np.ndarray, truth: np.ndarray, multilabel: bool) -> np.ndarray:
+    """Each row's log loss: its mean over rows is `logloss` (every row has one true class, or
+    for multilabel the same number of classes), up to the order of the additions."""
+    p = np.clip(np.asarray(probs, dtype=np.float64), LOGLOSS_EPS, 1 - LOGLOSS_EPS)
+    if multilabel:
+        return -np.mean(np.where(truth, np.log(p), np.log1p(-p)), axis=1)
+    return -np.log(p[truth] / p.sum(axis=1))
+
+
 @dataclass(frozen=True)
 class Metric:
     """A score of (labels written, true labels), or for logloss of (probabilities, labels).
@@ -102,12 +121,19 @@ class Metric:
     `on_counts`, for a score that is a mean over rows, gives each row's part from the row's
     true positive, false positive and false negative counts: a search then scores any subset of
     rows (a fold) from one pass over the blend, blends in row chunks, and counts labels without
-    building masks."""
+    building masks. `on_rows` does the same for log loss, from the probabilities (`by_rows`:
+    either)."""
 
     name: str
     greater_is_better: bool
     on_labels: Callable[[np.ndarray, np.ndarray], float] | None = None
     on_counts: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None
+    on_rows: Callable[[np.ndarray, np.ndarray, bool], np.ndarray] | None = None
+
+    @property
+    def by_rows(self) -> bool:
+        """Whether the score is a mean of per-row parts (`row_scores`)."""
+        return self.on_counts is not None or self.on_rows is not None
 
     def score(self, probs: np.ndarray, truth: np.ndarray, submission: SubmissionSection
               ) -> float:
@@ -117,7 +143,9 @@ class Metric:
 
     def row_scores(self, probs: np.ndarray, truth: np.ndarray, submission: SubmissionSection
                    ) -> np.ndarray:
-        """Each row's part of the score (its mean over rows is `score`); needs `on_counts`."""
+        """Each row's part of the score (its mean over rows is `score`); needs `by_rows`."""
+        if self.on_counts is None:
+            return self.on_rows(probs, truth, submission.format == "multilabel")
         return self.on_masks(label_mask(probs, submission), truth)
 
     def on_masks(self, predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -133,7 +161,7 @@ METRICS: dict[str, Metric] = {
     "accuracy": Metric("accuracy", True, accuracy, accuracy_counts),
     "macro_f1": Metric("macro_f1", True, macro_f1),
     "f2": Metric("f2", True, f2, f2_counts),
-    "logloss": Metric("logloss", False),
+    "logloss": Metric("logloss", False, on_rows=logloss_rows),
 }
 
 

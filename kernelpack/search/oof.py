@@ -35,6 +35,10 @@ class OofSet:
     ids: list[str]
     folds: np.ndarray | None
 
+    @property
+    def n_rows(self) -> int:
+        return len(self.truth)
+
 
 def parse_oof_args(specs: Sequence[str]) -> dict[str, Path]:
     """`["cnn=oof/cnn.npy", ...]` -> {"cnn": Path("oof/cnn.npy"), ...}."""

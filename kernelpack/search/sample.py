@@ -10,8 +10,9 @@ classes that any weighting could label:
   largest value is below its threshold is never above it, and, when rows are topped up to
   `top` labels, a class whose largest value is below the row's `top`-th largest smallest value
   is never among the row's best `top`. Such classes are dropped (for f2 and accuracy, whose
-  rows keep their count of true labels dropped; macro_f1 and logloss keep every class), and at
-  most `MAX_KEPT` classes per row are kept, those with the largest values.
+  rows keep their count of true labels dropped, and multiclass macro_f1, scored from each row's
+  argmax class; multilabel macro_f1 and logloss keep every class, logloss is then computed in
+  float32), and at most `MAX_KEPT` classes per row are kept, those with the largest values.
 
 The result is close to the exact score, not equal to it (float32, the sample, the cap): the
 candidates it finds are scored exactly, on every row, before one is chosen.
@@ -28,7 +29,7 @@ from inference_core.blend import BLEND_EPS
 from inference_core.config import SubmissionSection
 
 from .fast_rule import rule_mask, top_k_mask
-from .metrics import Metric
+from .metrics import LOGLOSS_EPS, Metric, macro_f1_of_labels
 
 # Classes kept per sampled row, at most (the ones with the largest model value).
 MAX_KEPT = 64
@@ -60,6 +61,8 @@ class SampledProblem:
     that can be labelled kept (for a mean over rows); see the module's note for what is
     approximated."""
 
+    sampled = True  # the blend search confirms its results exactly
+
     def __init__(self, probs: Sequence[np.ndarray], truth: np.ndarray, metric: Metric,
                  mode: str, submission: SubmissionSection, shifts: Sequence[float],
                  rows: np.ndarray) -> None:
@@ -71,7 +74,12 @@ class SampledProblem:
         for model_probs, shift in zip(probs, shifts, strict=True):
             p = np.asarray(model_probs[rows], dtype=np.float32) - np.float32(shift)
             shifted.append(np.clip(p, BLEND_EPS, 1.0) if self.gmean else p)
-        self.pruned = metric.on_counts is not None
+        # Multiclass macro F1 needs only each row's argmax too: pruned, scored from labels.
+        self.by_labels = metric.name == "macro_f1" and not self.multilabel
+        self.pruned = metric.on_counts is not None or self.by_labels
+        # Each row's one true class: for macro F1 and log loss (`_class_logloss`), multiclass.
+        self.labels = truth.argmax(axis=1) if not self.multilabel else None
+        self.n_classes = truth.shape[1]
         if not self.pruned:
             self.truth = truth
             self.stack = np.stack([np.log(p) if self.gmean else p for p in shifted])
@@ -99,6 +107,8 @@ class SampledProblem:
             layer[:, :width] = np.where(valid, np.log(values) if self.gmean else values, LOW)
         self.thresholds = np.full(self.truth.shape, np.inf)
         self.thresholds[:, :width] = np.where(valid, thresholds[safe], np.inf)
+        self.columns = np.concatenate([safe, np.zeros((len(rows), pad.shape[1]), dtype=int)],
+                                      axis=1)
 
     @property
     def n_models(self) -> int:
@@ -108,9 +118,12 @@ class SampledProblem:
         """The same objective on some of the sampled rows (`rows`: a mask or an index)."""
         part = copy.copy(self)
         part.truth = self.truth[rows]
+        if self.labels is not None:
+            part.labels = self.labels[rows]
         part.stack = np.ascontiguousarray(self.stack[:, rows])
         if self.pruned:
             part.thresholds = self.thresholds[rows]
+            part.columns = self.columns[rows]
         return part
 
     def _top(self) -> int:
@@ -121,6 +134,13 @@ class SampledProblem:
         return top if self.submission.max_labels is None else min(top,
                                                                   self.submission.max_labels)
 
+    def _class_logloss(self, blended: np.ndarray) -> float:
+        """Multiclass log loss in float32, in place: the optimiser's objective evaluated tens of
+        thousands of times (the float64 metric copies the sample twice per call)."""
+        np.clip(blended, LOGLOSS_EPS, 1.0, out=blended)
+        true = blended[np.arange(len(blended)), self.labels]
+        return float(-np.mean(np.log(true / blended.sum(axis=1))))
+
     def score(self, weights: Sequence[float]) -> float:
         w = np.asarray(weights, dtype=np.float32)
         # einsum, not a BLAS product: at these sizes BLAS's thread start-up dominates.
@@ -128,8 +148,13 @@ class SampledProblem:
         if self.gmean:
             np.exp(blended, out=blended)
         if not self.pruned:
+            if self.metric.on_labels is None and self.labels is not None:
+                return self._class_logloss(blended)
             return self.metric.score(blended, self.truth, self.submission)
         blended = blended.astype(np.float64)
+        if self.by_labels:
+            best = self.columns[np.arange(len(blended)), np.argmax(blended, axis=1)]
+            return macro_f1_of_labels(best, self.labels, self.n_classes)
         if self.multilabel:
             mask = rule_mask(blended, self.thresholds, self.submission.min_labels,
                              self.submission.max_labels)

@@ -29,6 +29,7 @@ from inference_core.fallback import FallbackPrior
 from .blend import Problem
 from .metrics import Metric
 from .oof import OofSet
+from .top_k import TopKExactScores, TopKOofSet, TopKProblem
 
 # Values are written with 6 decimals (they reproduce the score drop to that precision).
 VALUE_DECIMALS = 6
@@ -62,6 +63,8 @@ def oof_values(oof: OofSet, weights: Sequence[float], mode: str, shifts: Sequenc
                metric: Metric, submission: SubmissionSection) -> OofValues:
     """Every name's value and, with folds, every fold's value (rounded as written)."""
     shifts = list(shifts) if shifts is not None else [0.0] * len(oof.names)
+    if isinstance(oof, TopKOofSet):
+        return top_k_values(oof, weights, mode, shifts, metric, submission)
     sign = 1.0 if metric.greater_is_better else -1.0
     folds = [] if oof.folds is None else [int(f) for f in np.unique(oof.folds)]
     everywhere = np.ones(len(oof.truth), dtype=bool)
@@ -69,7 +72,7 @@ def oof_values(oof: OofSet, weights: Sequence[float], mode: str, shifts: Sequenc
     # A mean over rows, with another name weighted (no row left to the fallback): the blend
     # without each name, once, gives the score without it on any fold's rows; all the blends
     # share one pass over the OOF arrays.
-    by_rows = [metric.on_counts is not None and any(w > 0 for j, w in enumerate(weights)
+    by_rows = [metric.by_rows and any(w > 0 for j, w in enumerate(weights)
                                                     if j != i) for i in range(n)]
     if any(by_rows):
         problem = Problem(oof.probs, oof.truth, metric, mode, submission, shifts)
@@ -99,6 +102,34 @@ def oof_values(oof: OofSet, weights: Sequence[float], mode: str, shifts: Sequenc
 
     per_name = [name_values(i) for i in range(n)]
     return OofValues(list(oof.names), [v for v, _ in per_name], [f for _, f in per_name])
+
+
+def top_k_values(oof: TopKOofSet, weights: Sequence[float], mode: str,
+                 shifts: Sequence[float], metric: Metric, submission: SubmissionSection
+                 ) -> OofValues:
+    """`oof_values` on top-k OOF, from each blend's per-row outputs (label or loss): the blend
+    without a name on a fold's rows is the blend without it there, the full blend elsewhere.
+    A row left with no model gets the kernel's fallback row, the uniform prior before any row
+    is blended: its argmax, class 0, and a log loss of log(num_classes)."""
+    problem = TopKProblem(oof, metric, mode, submission, shifts)
+    exact = TopKExactScores(problem)
+    sign = 1.0 if metric.greater_is_better else -1.0
+    folds = [] if oof.folds is None else [int(f) for f in np.unique(oof.folds)]
+    full = exact.outputs(weights)
+    fallback = np.full(oof.n_rows, np.log(oof.num_classes) if metric.name == "logloss" else 0,
+                       dtype=full.dtype)
+    full_score = problem.score_outputs(full)
+
+    def value(outputs: np.ndarray) -> float:
+        return round(sign * (full_score - problem.score_outputs(outputs)), VALUE_DECIMALS) + 0.0
+
+    values, fold_values = [], []
+    for i in range(len(oof.names)):
+        others = [0.0 if j == i else float(w) for j, w in enumerate(weights)]
+        without = exact.outputs(others) if any(w > 0 for w in others) else fallback
+        values.append(value(without))
+        fold_values.append({f: value(np.where(oof.folds == f, without, full)) for f in folds})
+    return OofValues(list(oof.names), values, fold_values)
 
 
 def format_values(values: OofValues, metric: str) -> str:

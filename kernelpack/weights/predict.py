@@ -26,19 +26,24 @@ from inference_core.config import EnsembleConfig
 from inference_core.data import TestSet, resolve_test_set
 from inference_core.predict import Member
 from inference_core.runner import discover, load_ensemble, prepared_batches
+from inference_core.versions import DRIFT_PREFIX
 
 from ..errors import PredictError
 from ..outputs import check_output_file
 from ..search.blend import blend_probs
 from ..search.oof import load_npy, read_folds
+from ..search.top_k import TopK, TopKRows, save_top_k
 
 
 @dataclass
 class HostPrediction:
     ids: list[str]  # one per row: sample-submission order, or the sorted image names
-    probs: np.ndarray  # rows x classes: the kernel's blend, before the submission rule
+    # rows x classes: the kernel's blend, before the submission rule (with top_k: its top-k)
+    probs: np.ndarray | TopK
     classes: list
-    per_group: dict[str, np.ndarray] = field(default_factory=dict)  # config entry -> its blend
+    # config entry -> its blend (with top_k: its top-k)
+    per_group: dict[str, np.ndarray | TopK] = field(default_factory=dict)
+    drift: str | None = None  # the version drift line logged while loading, if any
 
 
 def _test_set(config: EnsembleConfig, images: Path, sample: Path | None) -> TestSet:
@@ -55,14 +60,17 @@ def _test_set(config: EnsembleConfig, images: Path, sample: Path | None) -> Test
 def predict_images(config: EnsembleConfig, images: Path, sample: Path | None = None,
                    model_roots: Sequence[Path] = (), key: bytes | None = None,
                    per_model: bool = False, folds: Path | None = None,
-                   log: Callable[[str], None] = print, progress: bool = True) -> HostPrediction:
+                   log: Callable[[str], None] = print, progress: bool = True,
+                   top_k: int | None = None) -> HostPrediction:
     """Blend the ensemble of `config` (validated) over the images in `images`.
 
     Models are found under `model_roots`, else under the config's input roots. With
     `per_model`, each config entry is also blended on its own, without its threshold shift (a
     folds group's folds as the kernel blends them); with `folds` too (each row's fold), a folds
     group's row comes from the one fold model that held it out: out-of-fold predictions.
-    `folds` is a .npy or one-column CSV of fold indices, one per row."""
+    `folds` is a .npy or one-column CSV of fold indices, one per row. With `top_k`, the blend
+    and each entry's arrays keep only each row's `top_k` best classes, reduced batch by batch,
+    so that memory is rows x k, never rows x classes (32,000 classes x a million rows)."""
     for root in model_roots:
         if not Path(root).is_dir():
             raise PredictError(f"--models {root}: not a folder; pass a folder that holds the "
@@ -72,11 +80,25 @@ def predict_images(config: EnsembleConfig, images: Path, sample: Path | None = N
     test_set = _test_set(config, Path(images), sample)
     fold_of_row = None if folds is None else read_folds(Path(folds), len(test_set))
     log(f"images: {len(test_set)} in {images}")
-    ensemble = load_ensemble(config, discovery, key, log)
+    drift: list[str] = []  # kept, to be shown beside --compare's difference
+
+    def logged(line: str) -> None:
+        if line.startswith(DRIFT_PREFIX):
+            drift.append(line)
+        log(line)
+
+    ensemble = load_ensemble(config, discovery, key, logged)
     members = ensemble.members
     n_classes = len(ensemble.classes)
-    probs = np.empty((len(test_set), n_classes))
+    dense_rows = 0 if top_k else len(test_set)
+    probs = np.empty((dense_rows, n_classes))
     member_probs = [np.empty_like(probs) for _ in members] if per_model else []
+    if top_k:
+        if per_model and fold_of_row is not None:
+            _check_fold_coverage(members, fold_of_row, test_set)
+        blend_top = TopKRows(len(test_set), top_k, n_classes)
+        group_top = {member.group: TopKRows(len(test_set), top_k, n_classes)
+                     for member in members} if per_model else {}
     every_view = set(ensemble.units)
     bar = tqdm(total=len(test_set), desc="predict", unit="img", file=sys.stderr,
                disable=not progress)
@@ -87,7 +109,10 @@ def predict_images(config: EnsembleConfig, images: Path, sample: Path | None = N
                 raise PredictError(f"{prepared.errors[0]}; the kernel would write a fallback "
                                    "row for it, which no reference matches: fix or remove it")
             blend = BlendAccumulator(end - begin, n_classes, config.blend)
-            per_member = {m: array[begin:end] for m, array in enumerate(member_probs)}
+            if top_k and per_model:  # this batch's rows only, reduced to top-k below
+                per_member = {m: np.empty((end - begin, n_classes)) for m in range(len(members))}
+            else:
+                per_member = {m: array[begin:end] for m, array in enumerate(member_probs)}
             ensemble.predictor.predict(prepared, every_view, blend,
                                        per_member=per_member if per_model else None)
             unblended = np.flatnonzero(blend.row_weight <= 0)
@@ -96,14 +121,30 @@ def predict_images(config: EnsembleConfig, images: Path, sample: Path | None = N
                 raise PredictError(f"row {row} (id {test_set.ids[row]}): every model gave NaN or "
                                    "infinite outputs; check the models' weights, nothing was "
                                    "written")
-            probs[begin:end] = blend.result()
+            if top_k:
+                blend_top.put(begin, blend.result())
+            else:
+                probs[begin:end] = blend.result()
+            if top_k and per_model:
+                batch_folds = None if fold_of_row is None else fold_of_row[begin:end]
+                # Warnings (a plain entry is not out-of-fold) are logged with the first batch.
+                by_group = _per_model(members, [per_member[m] for m in range(len(members))],
+                                      config.blend, batch_folds, test_set,
+                                      log if begin == 0 else lambda _: None)
+                for group, group_probs in by_group.items():
+                    group_top[group].put(begin, group_probs)
             bar.update(end - begin)
     bar.close()
     if summary := ensemble.predictor.left_out_summary():
         log(f"WARNING {summary}")
+    if top_k:
+        return HostPrediction(list(test_set.ids), blend_top.result, ensemble.classes,
+                              {group: rows.result for group, rows in group_top.items()},
+                              drift[0] if drift else None)
     by_group = _per_model(members, member_probs, config.blend, fold_of_row, test_set, log) \
         if per_model else {}
-    return HostPrediction(list(test_set.ids), probs, ensemble.classes, by_group)
+    return HostPrediction(list(test_set.ids), probs, ensemble.classes, by_group,
+                          drift[0] if drift else None)
 
 
 def _per_model(members: list[Member], member_probs: list[np.ndarray], mode: str,
@@ -135,21 +176,40 @@ def _out_of_fold(group: str, members: list[Member], probs: list[np.ndarray], fol
         result[rows] = member_probs[rows]
     uncovered = np.flatnonzero(np.isnan(result[:, 0]))
     if uncovered.size:
-        first = uncovered[0]
-        have = ", ".join(str(member.fold) for member in members)
-        raise PredictError(f"--folds: row {first} (id {test_set.ids[first]}) is in fold "
-                           f"{folds[first]}, but {group} has no model of that fold (found folds "
-                           f"{have}); add it to the folds group and --models, or leave those rows "
-                           "out of --sample")
+        raise _fold_gap(group, members, folds, int(uncovered[0]), test_set)
     return result
 
 
+def _fold_gap(group: str, members: list[Member], folds: np.ndarray, first: int,
+              test_set: TestSet) -> PredictError:
+    """The error for row `first`, whose fold has no model in the folds group."""
+    have = ", ".join(str(member.fold) for member in members)
+    return PredictError(f"--folds: row {first} (id {test_set.ids[first]}) is in fold "
+                        f"{folds[first]}, but {group} has no model of that fold (found folds "
+                        f"{have}); add it to the folds group and --models, or leave those rows "
+                        "out of --sample")
+
+
+def _check_fold_coverage(members: list[Member], folds: np.ndarray, test_set: TestSet) -> None:
+    """Before any image runs (top-k files are made batch by batch): every row's fold has a
+    model in each folds group."""
+    for group in dict.fromkeys(member.group for member in members):
+        in_group = [member for member in members if member.group == group]
+        if in_group[0].fold is None:
+            continue
+        uncovered = np.flatnonzero(~np.isin(folds, [member.fold for member in in_group]))
+        if uncovered.size:
+            raise _fold_gap(group, in_group, folds, int(uncovered[0]), test_set)
+
+
 def per_group_path(output: Path, group: str) -> Path:
-    """Where `--per-model` writes a config entry's array: `PREDS.<name>.npy` beside PREDS.npy."""
+    """Where `--per-model` writes a config entry's array: `PREDS.<name>.npy` beside PREDS.npy
+    (`PREDS.<name>.npz` beside a top-k PREDS.npz)."""
     if "/" in group or "\\" in group:
         raise PredictError(f"model name {group!r} holds a path separator; it cannot name the "
                            "--per-model file; rename the config entry")
-    return output.with_name(f"{output.stem}.{group}.npy")
+    suffix = ".npz" if output.suffix == ".npz" else ".npy"
+    return output.with_name(f"{output.stem}.{group}{suffix}")
 
 
 def check_prediction_outputs(output: Path, groups: Sequence[str] | None,
@@ -163,14 +223,16 @@ def check_prediction_outputs(output: Path, groups: Sequence[str] | None,
 
 
 def write_predictions(prediction: HostPrediction, output: Path) -> list[Path]:
-    """The blend to `output` (exactly that path, in .npy format), and each config entry's blend
-    beside it. Arrays holding NaN or infinities are refused, naming the entry, before any is
-    written: a blend fitted on them would be silently wrong."""
+    """The blend to `output` (exactly that path, in .npy format; top-k lists as a top-k .npz,
+    `kernelpack.search.top_k`), and each config entry's blend beside it. Arrays holding NaN or
+    infinities are refused, naming the entry, before any is written: a blend fitted on them
+    would be silently wrong."""
     arrays = {output: ("the blend", prediction.probs)}
     for group, probs in prediction.per_group.items():
         arrays[per_group_path(output, group)] = (f"entry {group!r}", probs)
     for path, (what, probs) in arrays.items():
-        bad = np.flatnonzero(~np.isfinite(probs).all(axis=1))
+        values = probs.probabilities if isinstance(probs, TopK) else probs
+        bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
         if bad.size:
             raise PredictError(f"{path}: {what} holds NaN or infinite probabilities in {bad.size} "
                                f"rows (first: row {bad[0]}, id {prediction.ids[bad[0]]}); check "
@@ -178,7 +240,10 @@ def write_predictions(prediction: HostPrediction, output: Path) -> list[Path]:
     output.parent.mkdir(parents=True, exist_ok=True)
     for path, (_, probs) in arrays.items():
         with open(path, "wb") as handle:  # np.save(path) would add .npy to another name
-            np.save(handle, probs)
+            if isinstance(probs, TopK):
+                save_top_k(handle, probs, len(prediction.classes))
+            else:
+                np.save(handle, probs)
     return list(arrays)
 
 
