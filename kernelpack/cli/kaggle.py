@@ -126,7 +126,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         service = KaggleService(args.root, host=args.host, port=args.port,
                                 processing_seconds=args.processing_seconds, users=users,
-                                flat_input=args.flat_input)
+                                flat_input=args.flat_input, workers=args.workers)
     except (OSError, OverflowError) as exc:
         raise KaggleServiceError(f"serve-kaggle on {args.host}:{args.port}: "
                                  f"{getattr(exc, 'strerror', None) or exc}; pick another --host "
@@ -140,7 +140,8 @@ def _serve(args: argparse.Namespace) -> int:
           f"  kernelpack:  --kaggle-url {service.url}   or   export {URL_ENV}={service.url}\n"
           f"  kaggle:      KAGGLE_API_ENVIRONMENT=LOCALHOST HTTP_PROXY={service.url} kaggle ...",
           flush=True)
-    print(f"kernel runs: {isolation()[1]}", file=sys.stderr, flush=True)
+    print(f"kernel runs: {isolation()[1]}; {args.workers} at once", file=sys.stderr,
+          flush=True)
     print("kernel sources: " + ("input/SLUG, as Kaggle mounted them before (--flat-input)"
                                 if args.flat_input else
                                 "input/competitions/SLUG, input/datasets/OWNER/SLUG, input/"
@@ -226,6 +227,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
                        metavar="DIR", help="state folder (kept between runs)")
     serve.add_argument("--port", type=int, default=8765, help="port (0: any free one)")
     serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--workers", type=int_at_least(1), default=1, metavar="N",
+                       help="kernel runs that go at once, each in its own container (Kaggle "
+                            "runs several sessions of a user side by side); default 1")
     serve.add_argument("--processing-seconds", type=float, default=0.0,
                        help="how long new dataset versions and kernel runs stay processing")
     serve.add_argument("--competition", action="append", default=[],

@@ -16,7 +16,7 @@ from ..errors import KernelpackError
 # and light modules at the top; a handler imports what it needs (torch included) when it runs,
 # so `--help` and the commands that need no model start at once.
 COMMAND_GROUPS = ("build", "keys", "search", "bundle", "kaggle", "checkpoints", "predict",
-                  "wheels", "prototypes", "models")
+                  "wheels", "prototypes", "models", "fanout")
 
 
 class _OneLineErrors(argparse.ArgumentParser):

@@ -46,7 +46,8 @@ class HostPrediction:
     drift: str | None = None  # the version drift line logged while loading, if any
 
 
-def _test_set(config: EnsembleConfig, images: Path, sample: Path | None) -> TestSet:
+def host_test_set(config: EnsembleConfig, images: Path, sample: Path | None) -> TestSet:
+    """The rows `predict` runs, in its order: the config's test set with --images and --sample."""
     if not images.is_dir():
         raise PredictError(f"--images {images}: not a folder; pass the folder of test images")
     if sample is not None and not sample.is_file():
@@ -77,7 +78,7 @@ def predict_images(config: EnsembleConfig, images: Path, sample: Path | None = N
                                "checkpoints (searched recursively)")
     roots = [str(root) for root in model_roots] or config.input_roots
     discovery = discover(config, roots, log)
-    test_set = _test_set(config, Path(images), sample)
+    test_set = host_test_set(config, Path(images), sample)
     fold_of_row = None if folds is None else read_folds(Path(folds), len(test_set))
     log(f"images: {len(test_set)} in {images}")
     drift: list[str] = []  # kept, to be shown beside --compare's difference
@@ -95,7 +96,7 @@ def predict_images(config: EnsembleConfig, images: Path, sample: Path | None = N
     member_probs = [np.empty_like(probs) for _ in members] if per_model else []
     if top_k:
         if per_model and fold_of_row is not None:
-            _check_fold_coverage(members, fold_of_row, test_set)
+            check_fold_coverage(members, fold_of_row, test_set.ids)
         blend_top = TopKRows(len(test_set), top_k, n_classes)
         group_top = {member.group: TopKRows(len(test_set), top_k, n_classes)
                      for member in members} if per_model else {}
@@ -128,7 +129,7 @@ def predict_images(config: EnsembleConfig, images: Path, sample: Path | None = N
             if top_k and per_model:
                 batch_folds = None if fold_of_row is None else fold_of_row[begin:end]
                 # Warnings (a plain entry is not out-of-fold) are logged with the first batch.
-                by_group = _per_model(members, [per_member[m] for m in range(len(members))],
+                by_group = per_entry_arrays(members, [per_member[m] for m in range(len(members))],
                                       config.blend, batch_folds, test_set,
                                       log if begin == 0 else lambda _: None)
                 for group, group_probs in by_group.items():
@@ -141,15 +142,15 @@ def predict_images(config: EnsembleConfig, images: Path, sample: Path | None = N
         return HostPrediction(list(test_set.ids), blend_top.result, ensemble.classes,
                               {group: rows.result for group, rows in group_top.items()},
                               drift[0] if drift else None)
-    by_group = _per_model(members, member_probs, config.blend, fold_of_row, test_set, log) \
+    by_group = per_entry_arrays(members, member_probs, config.blend, fold_of_row, test_set, log) \
         if per_model else {}
     return HostPrediction(list(test_set.ids), probs, ensemble.classes, by_group,
                           drift[0] if drift else None)
 
 
-def _per_model(members: list[Member], member_probs: list[np.ndarray], mode: str,
-               fold_of_row: np.ndarray | None, test_set: TestSet, log: Callable[[str], None]
-               ) -> dict[str, np.ndarray]:
+def per_entry_arrays(members: list[Member], member_probs: list[np.ndarray], mode: str,
+                     fold_of_row: np.ndarray | None, test_set: TestSet,
+                     log: Callable[[str], None]) -> dict[str, np.ndarray]:
     """Each config entry's blend of its members, or its out-of-fold rows given each row's fold."""
     by_group = {}
     for group in dict.fromkeys(member.group for member in members):
@@ -176,30 +177,32 @@ def _out_of_fold(group: str, members: list[Member], probs: list[np.ndarray], fol
         result[rows] = member_probs[rows]
     uncovered = np.flatnonzero(np.isnan(result[:, 0]))
     if uncovered.size:
-        raise _fold_gap(group, members, folds, int(uncovered[0]), test_set)
+        raise _fold_gap(group, members, folds, int(uncovered[0]), test_set.ids)
     return result
 
 
-def _fold_gap(group: str, members: list[Member], folds: np.ndarray, first: int,
-              test_set: TestSet) -> PredictError:
+def _fold_gap(group: str, members: Sequence[Member], folds: np.ndarray, first: int,
+              ids: Sequence[str]) -> PredictError:
     """The error for row `first`, whose fold has no model in the folds group."""
     have = ", ".join(str(member.fold) for member in members)
-    return PredictError(f"--folds: row {first} (id {test_set.ids[first]}) is in fold "
+    return PredictError(f"--folds: row {first} (id {ids[first]}) is in fold "
                         f"{folds[first]}, but {group} has no model of that fold (found folds "
                         f"{have}); add it to the folds group and --models, or leave those rows "
                         "out of --sample")
 
 
-def _check_fold_coverage(members: list[Member], folds: np.ndarray, test_set: TestSet) -> None:
-    """Before any image runs (top-k files are made batch by batch): every row's fold has a
-    model in each folds group."""
+def check_fold_coverage(members: Sequence[Member], folds: np.ndarray, ids: Sequence[str]
+                        ) -> None:
+    """Before any image runs (top-k files are made batch by batch; a fan-out pushes nothing
+    first): every row's fold has a model in each folds group. `members` need only `group` and
+    `fold`."""
     for group in dict.fromkeys(member.group for member in members):
         in_group = [member for member in members if member.group == group]
         if in_group[0].fold is None:
             continue
         uncovered = np.flatnonzero(~np.isin(folds, [member.fold for member in in_group]))
         if uncovered.size:
-            raise _fold_gap(group, in_group, folds, int(uncovered[0]), test_set)
+            raise _fold_gap(group, in_group, folds, int(uncovered[0]), ids)
 
 
 def per_group_path(output: Path, group: str) -> Path:

@@ -1,6 +1,8 @@
-"""Kernel runs, one at a time on a worker thread: each waits `processing_seconds` in the queue
+"""Kernel runs on `workers` worker threads (one by default; Kaggle runs several sessions of a user
+at once, which `serve-kaggle --workers N` rehearses): each waits `processing_seconds` in the queue
 (the QUEUED state a client sees), then runs offline in the sandbox, inside its own container
-(see `jail.py`) where this machine allows it."""
+(see `jail.py`) where this machine allows it. Runs side by side share nothing but the service:
+each has its own folder, container and process group."""
 
 from __future__ import annotations
 
@@ -53,15 +55,21 @@ def isolation() -> tuple[bool, str]:
 
 
 class Runner:
-    def __init__(self, processing_seconds: float, state_root: Path) -> None:
+    def __init__(self, processing_seconds: float, state_root: Path, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be 1 or more, got {workers}")
         self.processing_seconds = processing_seconds
         self.state_root = state_root      # hidden from every run
+        self.workers = workers
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._stopping = threading.Event()
-        self._pid_file: Path | None = None
-        self._thread = threading.Thread(target=self._work, name="kaggle-service-runner",
-                                        daemon=True)
-        self._thread.start()
+        # Each worker's run going now: worker thread id -> its pid file.
+        self._pid_files: dict[int, Path] = {}
+        self._pid_lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._work, name=f"kaggle-service-runner-{n}",
+                                          daemon=True) for n in range(workers)]
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, job: Callable[[], None]) -> None:
         self._jobs.put(job)
@@ -71,23 +79,27 @@ class Runner:
         self._jobs.join()
 
     def stop(self) -> None:
-        """Stop taking runs and kill the one going, with every process it started."""
+        """Stop taking runs and kill the ones going, with every process they started."""
         self._stopping.set()
-        self._jobs.put(None)
+        for _ in self._threads:
+            self._jobs.put(None)
         # A run may be starting right now, before its pid file exists: kill until it is over.
-        while self._thread.is_alive():
+        while any(thread.is_alive() for thread in self._threads):
             self._kill_current()
-            self._thread.join(0.1)
+            for thread in self._threads:
+                thread.join(0.1 / len(self._threads))
 
     def _kill_current(self) -> None:
-        pid_file = self._pid_file
-        try:
-            pid = int(pid_file.read_text()) if pid_file else 0
-        except (OSError, ValueError):
-            return
-        if pid > 0:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)   # the run's group: the container's pid 1 with it
+        with self._pid_lock:
+            pid_files = list(self._pid_files.values())
+        for pid_file in pid_files:
+            try:
+                pid = int(pid_file.read_text())
+            except (OSError, ValueError):
+                continue
+            if pid > 0:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)   # the run's group: the container's pid 1
 
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
@@ -102,6 +114,7 @@ class Runner:
                       "on", file=sys.stderr, flush=True)
             finally:
                 self._jobs.task_done()
+        self._jobs.task_done()     # the None that stopped this worker
 
     def run(self, kernel: Path, folder: Path, mounts: dict[str, Path], budget: float | None
             ) -> str | None:
@@ -126,15 +139,19 @@ class Runner:
         (folder / "container").mkdir(exist_ok=True)
         (folder / "run.json").write_text(json.dumps(spec), encoding="utf-8")
         launcher = [sys.executable, "-I", jail.__file__, str(folder / "run.json"), "--"]
-        self._pid_file = folder / "run.pid"
-        self._pid_file.unlink(missing_ok=True)      # a past run's pid may be someone else's now
+        pid_file = folder / "run.pid"
+        pid_file.unlink(missing_ok=True)      # a past run's pid may be someone else's now
+        worker = threading.get_ident()
+        with self._pid_lock:
+            self._pid_files[worker] = pid_file
         try:
             result = run_local(kernel, folder / "input", root=root, budget=budget,
                                network="guard" if isolated else "auto", launcher=launcher)
         except SandboxError as exc:
             return str(exc)
         finally:
-            self._pid_file = None
+            with self._pid_lock:
+                self._pid_files.pop(worker, None)
         if self._stopping.is_set():
             raise RunStopped
         if result.timed_out:

@@ -52,13 +52,14 @@ class KaggleService:
     `users` (name -> key) are added to the ones kept in the root; `upload_seconds` is how long
     an upload may sit unclaimed (unfinished, or refused after it arrived) before it is deleted;
     `flat_input` mounts kernel sources as Kaggle did before (`input/<slug>`), not as it does
-    today (`input/competitions/<slug>`, `input/datasets/<owner>/<slug>`, ...; see sources.py).
+    today (`input/competitions/<slug>`, `input/datasets/<owner>/<slug>`, ...; see sources.py);
+    `workers` is how many kernel runs go at once (see run_queue.py).
     """
 
     def __init__(self, root: str | Path, host: str = "127.0.0.1", port: int = 0,
                  processing_seconds: float = 0.0, users: dict[str, str] | None = None,
                  upload_seconds: float = UNCLAIMED_UPLOAD_SECONDS,
-                 flat_input: bool = False) -> None:
+                 flat_input: bool = False, workers: int = 1) -> None:
         self.store = Store(root)
         self.accounts = Accounts(self.store)
         for name, key in (users or {}).items():
@@ -66,7 +67,7 @@ class KaggleService:
         self.faults = FaultPlan()
         self.blobs = BlobStore(self.store, upload_seconds)
         self.blobs.clean()
-        self.runner = Runner(processing_seconds, self.store.root)
+        self.runner = Runner(processing_seconds, self.store.root, workers)
         self.datasets = Datasets(self.store, self.blobs, processing_seconds)
         self.models = Models(self.store, self.blobs, processing_seconds)
         sources = Sources(self.store, self.datasets, self.models, flat=flat_input)

@@ -1,0 +1,202 @@
+"""A shard's output checked before it is used, and the checked shards put together into exactly
+the files `kernelpack predict` writes.
+
+A downloaded output is used only when its manifest (`shard.json`, written last by the shard
+kernel) names this shard, lists exactly the shard's ids in order and exactly its members, and
+every array it lists is there, a plain .npy of the right shape and dtype whose SHA-256 is the
+one in the manifest. Anything else (a run that stopped before its manifest, an output changed on
+the way, one from other work) is refused with the reason.
+
+Assembly takes every shard's member arrays into one rows x classes array per member, then
+hands them to `predict`'s own pieces: its per-entry blend (a folds group's out-of-fold rows
+included) and its writer. The whole blend of test rows is summed from the shards' weighted
+blends, row by row, with the blend's own formula. Nothing is written until every shard is
+there and checked, and each file goes into place with a rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from inference_core.blend import BLEND_EPS
+from inference_core.files import sha256_file
+
+from ..errors import PredictError
+from ..weights.predict import HostPrediction, per_entry_arrays, write_predictions
+from .plan import MemberWork, Rows, Shard
+
+MANIFEST = "shard.json"  # as the shard kernel names it (shard_entry.MANIFEST)
+MANIFEST_FORMAT = 1
+
+
+class OutputRejected(PredictError):
+    """A shard's output failed its check: it is not used, and the shard runs again."""
+
+
+@dataclass(frozen=True)
+class _Member:
+    """What predict's per-entry blend reads of a member."""
+
+    group: str
+    fold: int | None
+    weight: float
+
+
+def _array(folder: Path, entry: dict, expected_file: str, shape: tuple[int, ...], what: str
+           ) -> np.ndarray:
+    if entry.get("file") != expected_file:
+        raise OutputRejected(f"{what}: the manifest names {entry.get('file')!r}, expected "
+                             f"{expected_file!r}")
+    path = folder / expected_file
+    if path.is_symlink() or not path.is_file():
+        raise OutputRejected(f"{what}: {expected_file} is missing from the output")
+    digest = sha256_file(path)
+    if digest != entry.get("sha256"):
+        raise OutputRejected(f"{what}: {expected_file} has SHA-256 {digest[:16]}..., the "
+                             f"manifest says {str(entry.get('sha256'))[:16]}...: it changed "
+                             "after the kernel wrote it")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise OutputRejected(f"{what}: {expected_file} is not a readable .npy ({exc})") from None
+    if array.shape != shape or array.dtype != np.float64:
+        raise OutputRejected(f"{what}: {expected_file} is {array.dtype} {array.shape}, expected "
+                             f"float64 {shape}")
+    return array
+
+
+def check_output(folder: Path, shard: Shard, rows: Rows) -> dict:
+    """The manifest of a shard's output in `folder`, once everything in it checked out;
+    OutputRejected with the reason otherwise."""
+    path = folder / MANIFEST
+    if path.is_symlink() or not path.is_file():
+        raise OutputRejected(f"shard {shard.name}: no {MANIFEST} in its output: the run "
+                             "stopped before it finished writing")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise OutputRejected(f"shard {shard.name}: {MANIFEST} is not readable JSON ({exc})"
+                             ) from None
+    if manifest.get("format") != MANIFEST_FORMAT or manifest.get("shard") != shard.name:
+        raise OutputRejected(f"shard {shard.name}: {MANIFEST} is for shard "
+                             f"{manifest.get('shard')!r} (format {manifest.get('format')!r})")
+    ids = [rows.ids[r] for r in shard.rows]
+    if manifest.get("ids") != ids:
+        raise OutputRejected(f"shard {shard.name}: its output's ids are not the shard's "
+                             f"{len(ids)} rows in order")
+    labels = [m.label for m in shard.members]
+    listed = manifest.get("members")
+    if not isinstance(listed, list) or [m.get("label") for m in listed
+                                        if isinstance(m, dict)] != labels:
+        raise OutputRejected(f"shard {shard.name}: its output's members are not {labels}")
+    width = manifest.get("num_classes")
+    if not isinstance(width, int) or isinstance(width, bool) or width < 1:
+        raise OutputRejected(f"shard {shard.name}: num_classes {width!r} is not a count")
+    n = len(ids)
+    for index, entry in enumerate(listed):
+        _array(folder, entry, f"member-{index}.npy", (n, width),
+               f"shard {shard.name} member {labels[index]}")
+    if shard.blend:
+        for key, shape in (("blend", (n, width)), ("weight", (n,))):
+            if not isinstance(manifest.get(key), dict):
+                raise OutputRejected(f"shard {shard.name}: the manifest lists no {key}.npy")
+            _array(folder, manifest[key], f"{key}.npy", shape, f"shard {shard.name} {key}")
+    return manifest
+
+
+def _members_arrays(shards: Sequence[tuple[Shard, Path]], members: Sequence[MemberWork],
+                    n_rows: int, width: int) -> list[np.ndarray]:
+    by_label = {m.label: np.full((n_rows, width), np.nan) for m in members}
+    for shard, folder in shards:
+        rows = np.asarray(shard.rows, dtype=np.int64)
+        for index, member in enumerate(shard.members):
+            by_label[member.label][rows] = np.load(folder / f"member-{index}.npy")
+    return [by_label[m.label] for m in members]
+
+
+def _blend(shards: Sequence[tuple[Shard, Path]], n_rows: int, width: int, mode: str,
+           ids: Sequence[str]) -> np.ndarray:
+    """The whole blend from the shards' blends: sum_s w_s b_s / sum_s w_s (mean) or
+    exp(sum_s w_s log b_s / sum_s w_s) (gmean), row by row, which is the blend's own formula over
+    all members (each b_s is its members' weighted blend, w_s their summed weight)."""
+    total = np.zeros((n_rows, width))
+    weight = np.zeros(n_rows)
+    for shard, folder in shards:
+        rows = np.asarray(shard.rows, dtype=np.int64)
+        blend, row_weight = np.load(folder / "blend.npy"), np.load(folder / "weight.npy")
+        covered = row_weight > 0
+        part = blend[covered]
+        if mode == "gmean":   # the shard's blend is exp of its mean log: back to the log
+            part = np.log(np.clip(part, BLEND_EPS, 1.0))
+        total[rows[covered]] += part * row_weight[covered, None]
+        weight[rows] += row_weight
+    unblended = np.flatnonzero(weight <= 0)
+    if unblended.size:
+        row = int(unblended[0])
+        raise PredictError(f"row {row} (id {ids[row]}): every model gave NaN or infinite "
+                           "outputs; check the models' weights, nothing was written")
+    total /= weight[:, None]
+    return np.exp(total) if mode == "gmean" else total
+
+
+def _top_k(probs: np.ndarray, k: int):  # -> TopK
+    from ..search.top_k import TopKRows
+
+    rows = TopKRows(len(probs), k, probs.shape[1])
+    rows.put(0, probs)
+    return rows.result
+
+
+def assemble(shards: Sequence[tuple[Shard, Path]], members: Sequence[MemberWork], rows: Rows,
+             *, mode: str, folds: np.ndarray | None, per_model: bool, output: Path,
+             log: Callable[[str], None], top_k: int | None = None) -> list[Path]:
+    """Write the files `predict` writes for this work from the checked shards: with test rows,
+    `output` (the blend) and, with `per_model`, each entry's file beside it; out of fold
+    (`folds`), each entry's file (a folds group's out-of-fold), not `output`. With `top_k`, as
+    `predict --top-k` writes them (each row's `top_k` best classes, .npz). Returns the files
+    written."""
+    widths = {json.loads((folder / MANIFEST).read_text())["num_classes"] for _, folder in shards}
+    if len(widths) != 1:
+        raise PredictError(f"the shards disagree on the number of classes ({sorted(widths)}); "
+                           "the models must share one label space")
+    width, n_rows = widths.pop(), len(rows)
+    ids = list(rows.ids)
+    arrays = _members_arrays(shards, members, n_rows, width)
+    per_group = {}
+    if per_model or folds is not None:
+        from inference_core.data import TestSet
+
+        test_set = TestSet(ids=ids, paths=[Path(f) for f in rows.files], folder=Path("."))
+        per_group = per_entry_arrays([_Member(m.group, m.fold, m.weight) for m in members],
+                                     arrays, mode, folds, test_set, log)
+    # Out of fold there is no whole blend (see docs/fanout.md): an empty one, not written.
+    probs = _blend(shards, n_rows, width, mode, ids) if folds is None \
+        else np.empty((n_rows, 0))
+    if top_k:   # predict's own reduction, row by row: the same lists as its batches give
+        per_group = {group: _top_k(array, top_k) for group, array in per_group.items()}
+        probs = _top_k(probs, top_k) if folds is None else probs
+    prediction = HostPrediction(ids, probs, list(range(width)), per_group)
+    # predict's own writer, into a folder beside the output; then each file renamed into place.
+    output.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
+    try:
+        written = write_predictions(prediction, scratch / output.name)
+        keep = written[1:] if folds is not None else written
+        final = []
+        for path in keep:
+            target = output.parent / path.name
+            os.replace(path, target)
+            final.append(target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return final
