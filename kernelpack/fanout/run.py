@@ -88,14 +88,9 @@ def _rows(config, images: Path, sample: Path | None) -> Rows:
 
 def _members(config, model_roots: Sequence[Path], log: Callable[[str], None]
              ) -> list[MemberWork]:
-    from inference_core.runner import discover
+    from ..weights.predict import discover_models
 
-    for root in model_roots:
-        if not Path(root).is_dir():
-            raise PredictError(f"--models {root}: not a folder; pass a folder that holds the "
-                               "checkpoints (searched recursively)")
-    roots = [str(root) for root in model_roots] or config.input_roots
-    discovery = discover(config, roots, log)
+    discovery = discover_models(config, model_roots, log)
     return [MemberWork(member.label, member.group, member.group_fold, member.weight,
                        discovery.matched[member.label].sha256)
             for member in config.members(present=set(discovery.matched)) if member.weight > 0]

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from inference_core.blend import BlendAccumulator
 from inference_core.config import EnsembleConfig
 from inference_core.data import TestSet, resolve_test_set
+from inference_core.discovery import Discovery
 from inference_core.predict import Member
 from inference_core.runner import discover, load_ensemble, prepared_batches
 from inference_core.versions import DRIFT_PREFIX
@@ -44,6 +45,17 @@ class HostPrediction:
     # config entry -> its blend (with top_k: its top-k)
     per_group: dict[str, np.ndarray | TopK] = field(default_factory=dict)
     drift: str | None = None  # the version drift line logged while loading, if any
+
+
+def discover_models(config: EnsembleConfig, model_roots: Sequence[Path],
+                    log: Callable[[str], None]) -> Discovery:
+    """The config's models found under `model_roots` (--models), else its input roots."""
+    for root in model_roots:
+        if not Path(root).is_dir():
+            raise PredictError(f"--models {root}: not a folder; pass a folder that holds the "
+                               "checkpoints (searched recursively)")
+    roots = [str(root) for root in model_roots] or config.input_roots
+    return discover(config, roots, log)
 
 
 def host_test_set(config: EnsembleConfig, images: Path, sample: Path | None) -> TestSet:
@@ -72,12 +84,7 @@ def predict_images(config: EnsembleConfig, images: Path, sample: Path | None = N
     `folds` is a .npy or one-column CSV of fold indices, one per row. With `top_k`, the blend
     and each entry's arrays keep only each row's `top_k` best classes, reduced batch by batch,
     so that memory is rows x k, never rows x classes (32,000 classes x a million rows)."""
-    for root in model_roots:
-        if not Path(root).is_dir():
-            raise PredictError(f"--models {root}: not a folder; pass a folder that holds the "
-                               "checkpoints (searched recursively)")
-    roots = [str(root) for root in model_roots] or config.input_roots
-    discovery = discover(config, roots, log)
+    discovery = discover_models(config, model_roots, log)
     test_set = host_test_set(config, Path(images), sample)
     fold_of_row = None if folds is None else read_folds(Path(folds), len(test_set))
     log(f"images: {len(test_set)} in {images}")
