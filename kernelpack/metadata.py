@@ -57,7 +57,7 @@ def dataset_metadata(folder: Path, dataset_id: str | None, title: str | None, *,
                               "drop --id or fix the file")
         return metadata
     if dataset_id is not None and not is_owner_slug(dataset_id):  # before anything is written
-        raise KaggleError(f"--id {dataset_id}: must be OWNER/dataset-slug (lower case, digits "
+        raise KaggleError(f"--id {dataset_id!r}: must be OWNER/dataset-slug (lower case, digits "
                           "and '-')")
     dataset_id = dataset_id or f"{default_owner}/{slug_of(folder.resolve().name)}"
     metadata = {"id": dataset_id, "title": title or title_of(dataset_id.partition("/")[2]),

@@ -288,18 +288,40 @@ def routed_api_class() -> type:
             # kaggle 2.2.4 skips a file whose upload failed and still creates the version
             # (2.2.5 raises instead); failing here stops it before the create call, with its
             # resume state kept.
-            try:
-                uploaded = super()._upload_file(file_name, full_path, *args, **kwargs)
-            except ValueError as exc:
-                if not str(exc).startswith("Upload unsuccessful"):
-                    raise
-                uploaded = None
+            stale = self._resume_state(full_path, kwargs.get(
+                "upload_context", args[1] if len(args) > 1 else None))
+            uploaded = self._upload_or_none(file_name, full_path, *args, **kwargs)
+            if uploaded is None and stale is not None:
+                # The state an earlier, interrupted push left names an upload the service no
+                # longer takes (expired, swept, claimed, or another service's): resuming it
+                # never works, and kept it would fail every later push. Start the file afresh.
+                if os.path.exists(stale):
+                    os.remove(stale)
+                uploaded = self._upload_or_none(file_name, full_path, *args, **kwargs)
             if uploaded is None:
                 raise KaggleUploadError(f"{full_path}: upload failed, so no version was created; "
                                         "run the same push again to resume it")
             if bar is not None:  # also a file sent by an earlier, interrupted push
                 bar.update(self._file_start + os.path.getsize(full_path) - bar.n)
             return uploaded
+
+        def _upload_or_none(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            """The client's upload of one file; None when it failed (as 2.2.4 answers)."""
+            try:
+                return super()._upload_file(*args, **kwargs)
+            except ValueError as exc:
+                if not str(exc).startswith("Upload unsuccessful"):
+                    raise
+                return None
+
+        @staticmethod
+        def _resume_state(full_path: str, context: Any) -> str | None:
+            """The resume state file an earlier push of `full_path` left, if there is one."""
+            where = getattr(context, "get_upload_info_file_path", None)
+            if where is None or getattr(context, "no_resume", False):
+                return None
+            path = where(full_path)
+            return path if os.path.isfile(path) else None
 
         def _upload_file_or_folder(  # type: ignore[no-untyped-def]
                 self, parent_path, file_or_folder_name, *args, **kwargs):

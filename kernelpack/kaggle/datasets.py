@@ -66,7 +66,8 @@ class DatasetCalls:
         return self.call(f"{ref}: dataset status", self.api.dataset_status, ref, retry=True)
 
     def dataset_files(self, ref: str) -> dict[str, int]:
-        """Name -> size of every file the service lists for the newest ready version."""
+        """Name -> size of every file the service lists for the newest ready version (or, for
+        `OWNER/SLUG/N`, for version N)."""
         def page(token: str | None) -> tuple[dict[str, int], str | None]:
             answer = self.call(f"{ref}: dataset files", self.api.dataset_list_files, ref,
                                page_token=token, retry=True)
@@ -103,6 +104,9 @@ class DatasetCalls:
         exists = self.dataset_exists(ref)
         if exists and previous and self.dataset_files(ref) == sizes_of(local):
             return DatasetPush(ref, previous["version"], [], skipped=True, verified=True)
+        # Another push may add versions beside this one: ours is after this and at most the
+        # one the service calls current right after our create.
+        before = self.dataset_version(ref) if exists else 0
         options = {"quiet": True, "ignore_patterns": [MANIFEST_FILE]}
         with self.api.reporting_uploads(sum(sizes_of(local).values()), f"upload {ref}",
                                         progress):
@@ -115,20 +119,41 @@ class DatasetCalls:
         if (answer.status or "").lower() != "ok":
             raise KaggleError(f"{ref}: {self.where} refused the dataset: {answer.error}; fix "
                               f"{folder / DATASET_METADATA} and push again")
-        version = json.loads(self.call(f"{ref}: dataset version", self.api.dataset_status, ref,
-                                       format="json(current_version_number)", retry=True)
-                             )["current_version_number"]
+        version = self.dataset_version(ref)
         push = DatasetPush(ref, version, sorted(local), skipped=False, verified=False)
         if not wait:
             return push
         self.wait_dataset(ref, timeout)
-        self.verify_dataset(ref, local)
+        push.version = version = self.own_version(ref, before, version, local)
         record_push(folder, ref, version, local)
         push.verified = True
         return push
 
     def verify_dataset(self, ref: str, local: dict[str, dict]) -> None:
         verify_listed(ref, self.dataset_files(ref), local)
+
+    def dataset_version(self, ref: str) -> int:
+        """The number of the dataset's newest version."""
+        return json.loads(self.call(f"{ref}: dataset version", self.api.dataset_status, ref,
+                                    format="json(current_version_number)", retry=True)
+                          )["current_version_number"]
+
+    def own_version(self, ref: str, before: int, after: int, local: dict[str, dict]) -> int:
+        """The version this push created, verified: the newest of versions `before`+1 ..
+        `after` that lists every local file with its size. Another push to the same dataset
+        may have added versions among them (and the newest version may be another push's)."""
+        listings = {}
+        for number in range(after, before, -1):
+            listings[number] = self.dataset_files(f"{ref}/{number}")
+            if all(listings[number].get(name) == digest["size"]
+                   for name, digest in local.items()):
+                return number
+        if len(listings) <= 1:
+            verify_listed(ref, listings.get(after, {}), local)
+        raise KaggleUploadError(
+            f"{ref}: none of versions {before + 1} to {after} holds this folder's files with "
+            f"their sizes (another push added versions meanwhile, so which one is this push's "
+            "cannot be told); check `kaggle datasets files` for each, then push again")
 
 
 def all_pages(page: Callable[[str | None], tuple[dict[str, int], str | None]]) -> dict[str, int]:

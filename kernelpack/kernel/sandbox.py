@@ -7,7 +7,9 @@ cannot import this project, with the network cut by `unshare -n` where the syste
 only guarded: Python's socket module refuses to connect, which a subprocess or `_socket` gets
 around, and run-local says so), and is killed at the wall-clock budget. A notebook kernel
 (`src/kernel.ipynb`) runs cell by cell in a Jupyter kernel that starts the same way (see
-notebook.py); its executed copy is kept in `ROOT/notebook/`.
+notebook.py); its executed copy is kept in `ROOT/notebook/`. A disk that fills up under ROOT is
+an error (DiskFullError): what the run wrote is removed rather than left cut short, and a sandbox
+that could not be laid out whole is removed before anything runs.
 
 The interpreter is this one, with everything installed here, so an import hook hides what the
 Kaggle image lacks: this project (from a wheel it sits in site-packages beside numpy and torch, so
@@ -19,6 +21,7 @@ unpacked bundle, a wheel dataset it adds), never from this machine's installatio
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import math
 import os
@@ -66,6 +69,12 @@ NETWORK_GUARDED = ("NOT cut, only guarded (Python's socket module refuses to con
                    "a subprocess or curl still reach the network)")
 # In every sandbox root: run-local wipes a non-empty root only when it finds this file there.
 SANDBOX_MARKER = ".kernelpack-sandbox"
+# Less free space than this under the root, before or after a run, counts as a full disk: a
+# kernel's last writes there may have been cut short.
+LOW_SPACE_BYTES = 1 << 20
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+# What a run may have written, emptied when the disk filled up during it.
+_RUN_OUTPUTS = ("working", "temp", EXECUTED_FOLDER)
 
 # Variables passed through from the host; everything else is dropped, as on a fresh machine.
 _PASS_ENV = ("PATH", "LANG", "LC_ALL", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
@@ -93,6 +102,34 @@ class SandboxResult:
     def submission(self) -> Path | None:
         path = self.root / "working" / self.submission_file
         return path if path.is_file() else None
+
+
+class DiskFullError(SandboxError):
+    """The disk under the sandbox root is (or became) full: nothing is run on it, or what the
+    run wrote there is removed rather than left cut short."""
+
+
+def space_left(path: Path) -> int:
+    """Bytes an unprivileged writer may still put on the file system that holds `path`."""
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize
+
+
+def _size(count: int) -> str:
+    return f"{count / (1 << 20):.1f} MiB" if count >= 1 << 20 else f"{count / 1024:.0f} KiB"
+
+
+def _remove_half_made(root: Path, exc: OSError, doing: str) -> SandboxError:
+    """The error for an OSError while laying out the sandbox, once the half-made root is gone
+    (it holds only what run-local wrote, and a half-copied kernel must never run)."""
+    shutil.rmtree(root, ignore_errors=True)
+    if exc.errno in _DISK_FULL_ERRNOS:
+        return DiskFullError(f"--root {root}: {exc.strerror} while {doing}; nothing was run and "
+                             "the half-made sandbox was removed; free space on that disk or "
+                             "pass a --root on another")
+    where = f"{exc.filename}: " if exc.filename else ""
+    return SandboxError(f"--root {root}: cannot be prepared while {doing} ({where}"
+                        f"{exc.strerror}); pick a folder you can write")
 
 
 @cache
@@ -171,8 +208,7 @@ def fresh_root(root: Path) -> None:
         for name in ("working", "temp", "src"):
             (root / name).mkdir()
     except OSError as exc:
-        raise SandboxError(f"--root {root}: cannot be prepared ({exc.strerror}: "
-                           f"{exc.filename}); pick a folder you can write") from None
+        raise _remove_half_made(root, exc, "laying out the sandbox") from None
 
 
 def prepare_root(root: Path, input_dir: Path, kernel: Path,
@@ -302,19 +338,25 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
     if test_dir is not None:
         # Bad input fails before the wipe.
         hidden_test_swaps(kernel.parent, Path(test_dir), input_dir, None)
-        fresh_root(root)
-        swaps = hidden_test_swaps(kernel.parent, Path(test_dir), input_dir, root)
-    else:
-        fresh_root(root)
-    script = prepare_root(root, input_dir, kernel, swaps)
-
+    fresh_root(root)
     namespace = network == "unshare" or (network == "auto" and network_namespace_available())
     parent = None if launcher else os.getpid()
-    if is_notebook(script):
-        command = _notebook_command(script, root, socket_guard=not namespace, parent=parent)
-    else:
-        program = boot_program(hidden_packages(), not namespace, parent, "run_script()")
-        command = [sys.executable, "-I", "-c", program, str(script)]
+    try:
+        if test_dir is not None:
+            swaps = hidden_test_swaps(kernel.parent, Path(test_dir), input_dir, root)
+        script = prepare_root(root, input_dir, kernel, swaps)
+        if is_notebook(script):
+            command = _notebook_command(script, root, socket_guard=not namespace, parent=parent)
+        else:
+            program = boot_program(hidden_packages(), not namespace, parent, "run_script()")
+            command = [sys.executable, "-I", "-c", program, str(script)]
+    except OSError as exc:  # a full disk: a half-copied kernel or test list must never run
+        raise _remove_half_made(root, exc, "laying out the sandbox") from None
+    if (free := space_left(root)) < LOW_SPACE_BYTES:
+        shutil.rmtree(root, ignore_errors=True)
+        raise DiskFullError(f"--root {root}: only {_size(free)} left on its disk, too little to "
+                            "run a kernel; nothing was run; free space on that disk or pass a "
+                            "--root on another")
     if namespace:
         command = ["unshare", "-n", "--", *command]
     command = [*(launcher or ()), *command]
@@ -326,7 +368,11 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
 
     log_path = root / "kernel.log"
     start = time.monotonic()
-    with open(log_path, "w", encoding="utf-8") as log:
+    try:
+        log = _Log(log_path)
+    except OSError as exc:
+        raise _remove_half_made(root, exc, "creating kernel.log") from None
+    with log:
         process = subprocess.Popen(command, cwd=root / "working", env=env, stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
         reader = threading.Thread(target=_copy_lines, args=(process.stdout, log, on_line))
@@ -344,11 +390,19 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
         if reader.is_alive():  # a process that left the group still holds the log: stop reading
             os.close(process.stdout.fileno())
             reader.join()
-        stopped = stop_line(budget, root / "working" / submission_file) if timed_out else None
+        full = _filled_disk(root, log, f"was stopped at the {budget:g} s budget" if timed_out
+                            else f"exited with code {process.returncode}")
+        stopped = full or (stop_line(budget, root / "working" / submission_file)
+                           if timed_out else None)
         if stopped:  # the kernel's own last line may be anything: say why it ended
             log.write(f"run-local: {stopped}\n")
             if on_line:
                 on_line(f"run-local: {stopped}")
+    if full:
+        if log.error:  # the log's own line, now that the run's outputs have made room for it
+            with suppress(OSError), open(log_path, "a", encoding="utf-8") as tail:
+                tail.write(f"\nrun-local: {full}\n")
+        raise DiskFullError(f"{full}; log: {log_path}")
     seconds = time.monotonic() - start
     outputs = sorted(p for p in (root / "working").rglob("*") if p.is_file())
     executed = root / EXECUTED_FOLDER / script.name
@@ -443,7 +497,61 @@ def _stopped_with_this_process(process: subprocess.Popen) -> Iterator[None]:
             signal.signal(number, handler)
 
 
-def _copy_lines(stream, log, on_line: Callable[[str], None] | None) -> None:
+class _Log:
+    """kernel.log, written line by line; the first failed write (a full disk) is kept in
+    `error` and the rest of the kernel's output is still read (and shown), only not written,
+    so a kernel is never left blocked on a pipe nobody drains."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115 (__exit__)
+        self.error: OSError | None = None
+
+    def write(self, line: str) -> None:
+        if self.error is None:
+            try:
+                self.file.write(line)
+            except OSError as exc:
+                self.error = exc
+
+    def __enter__(self) -> _Log:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.file.close()
+        except OSError as error:  # what was left in its buffer could not be written either
+            self.error = self.error or error
+
+
+def _filled_disk(root: Path, log: _Log, ended: str) -> str | None:
+    """When the disk under `root` filled up during the run (its log could not be written, or
+    less than LOW_SPACE_BYTES is left): what happened, once what the run wrote is removed (a
+    file cut short is worse than none); else None. `ended`: how the kernel ended."""
+    free = space_left(root)
+    if log.error is None and free >= LOW_SPACE_BYTES:
+        return None
+    for name in _RUN_OUTPUTS:
+        _empty(root / name)
+    cause = (f"kernel.log could not be written: {log.error.strerror}" if log.error
+             else f"{_size(free)} left")
+    return (f"--root {root}: the disk filled up while the kernel ran ({cause}; the kernel "
+            f"{ended}); what it wrote in working/ and temp/ was removed, "
+            "not left cut short; free space on that disk or pass a --root on another (on "
+            "Kaggle, /kaggle/working holds 20 GiB)")
+
+
+def _empty(folder: Path) -> None:
+    """Remove everything in `folder` (never following links), keeping the folder itself."""
+    if folder.is_dir() and not folder.is_symlink():
+        for entry in folder.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with suppress(OSError):
+                    entry.unlink()
+
+
+def _copy_lines(stream, log: _Log, on_line: Callable[[str], None] | None) -> None:
     with suppress(OSError, ValueError):  # the pipe closed under it (see run_local)
         for line in stream:
             log.write(line)

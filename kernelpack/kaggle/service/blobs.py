@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import re
 import secrets
+import shutil
 import time
 from pathlib import Path
 from typing import BinaryIO
@@ -156,9 +157,10 @@ class BlobStore:
         return record
 
     def claim_files(self, files: object, destination_dir: Path, what: str) -> list[dict]:
-        """Move the uploads a new version names (`[{"token": ...}, ...]`) into `destination_dir`;
-        returns each file's name, size and sha256. Every upload is checked before any is moved,
-        so a bad request leaves nothing half-landed."""
+        """Move the uploads a new version names (`[{"token": ...}, ...]`) into `destination_dir`
+        (a new version's folder, emptied first); returns each file's name, size and sha256.
+        Every upload is checked before any is moved, so a bad request leaves nothing
+        half-landed."""
         if not isinstance(files, list) or not all(isinstance(entry, dict) for entry in files):
             raise ApiError(400, f"{what}: files must be a list of {{\"token\": ...}} objects")
         tokens = [entry.get("token", "") for entry in files]
@@ -167,6 +169,11 @@ class BlobStore:
         names = [self.claim_check(token)["name"] for token in tokens]
         if len(set(names)) != len(names):
             raise ApiError(400, f"{what}: two files share a name in {names}")
+        # The folder of a version not yet recorded: whatever is in it was claimed by a create
+        # that never got its record written (the service killed, a full disk), and must not
+        # show up in this version.
+        if destination_dir.is_dir():
+            shutil.rmtree(destination_dir)
         entries = []
         for token in tokens:
             name, path = self.claim(token, destination_dir)

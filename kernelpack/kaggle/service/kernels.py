@@ -77,9 +77,26 @@ class Kernels:
         self.sources = sources
         self.runner = runner
         self.sign = sign        # output links work without credentials, as signed links do
+        # (owner, slug, version) -> fields its record could not take (the disk was full): they
+        # are answered from here and written with the kernel's next record, so that a run still
+        # ends (ERROR, with its reason) for a client waiting on it.
+        self._unsaved: dict[tuple[str, str, int], dict] = {}
 
     def record(self, owner: str, slug: str, user: str) -> dict:
-        return self.store.record("kernel", owner, slug, user)
+        return self._with_unsaved(owner, slug, self.store.record("kernel", owner, slug, user))
+
+    def _with_unsaved(self, owner: str, slug: str, record: dict | None) -> dict | None:
+        for (o, s, number), fields in list(self._unsaved.items()):
+            if record is not None and (o, s) == (owner, slug) \
+                    and number <= len(record["versions"]):
+                record["versions"][number - 1].update(fields)
+        return record
+
+    def _write(self, record: dict, owner: str, slug: str) -> None:
+        """Write a kernel's record (with what earlier writes could not take); raises OSError."""
+        self.store.write(record, "kernels", owner, slug, "kernel.json")
+        for key in [key for key in self._unsaved if key[:2] == (owner, slug)]:
+            del self._unsaved[key]
 
     def version(self, record: dict, number: int | None) -> dict:
         if not record["versions"]:
@@ -116,7 +133,8 @@ class Kernels:
             dropped = set(invalid.get(invalid_key, []))
             version[key] = [ref for ref in version.get(key, []) if ref not in dropped]
         with self.store.lock:
-            record = self.store.read("kernels", owner, slug, "kernel.json") or {
+            record = self._with_unsaved(owner, slug, self.store.read(
+                "kernels", owner, slug, "kernel.json")) or {
                 "id": self.store.next_id("kernel"), "ref": f"{owner}/{slug}", "versions": []}
             record["title"] = request.get("newTitle") or record.get("title") or slug
             record["isPrivate"] = request.get("isPrivate", True)
@@ -127,7 +145,7 @@ class Kernels:
             folder.mkdir(parents=True, exist_ok=True)
             self.code_path(record["ref"], version).write_text(request.get("text", ""),
                                                                encoding="utf-8")
-            self.store.write(record, "kernels", owner, slug, "kernel.json")
+            self._write(record, owner, slug)
         self.runner.submit(lambda: self._run(owner, slug, number, user))
         return {"ref": f"/code/{owner}/{slug}", "url": f"{base_url}/code/{owner}/{slug}",
                 "versionNumber": number, "kernelId": record["id"], **invalid}
@@ -138,10 +156,20 @@ class Kernels:
         return self.folder(ref, version["number"]) / name
 
     def _set(self, owner: str, slug: str, number: int, **fields: object) -> None:
+        """Record a version's new state; on a full disk it is kept in memory (and served from
+        there) until a later write of the kernel's record succeeds."""
         with self.store.lock:
-            record = self.store.read("kernels", owner, slug, "kernel.json")
+            record = self._with_unsaved(owner, slug,
+                                        self.store.read("kernels", owner, slug, "kernel.json"))
             record["versions"][number - 1].update(fields)
-            self.store.write(record, "kernels", owner, slug, "kernel.json")
+            try:
+                self._write(record, owner, slug)
+            except OSError as exc:
+                key = (owner, slug, number)
+                self._unsaved[key] = {**self._unsaved.get(key, {}), **fields}
+                print(f"kaggle service: {owner}/{slug} version {number} is {fields.get('status')}"
+                      f" but its record could not be written ({exc.strerror}); it is kept in "
+                      "memory until it can be", file=sys.stderr, flush=True)
 
     def _run(self, owner: str, slug: str, number: int, user: str) -> None:
         try:
