@@ -32,6 +32,9 @@ _CLASS_NAME = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _DROPPED = re.compile(r"Argument\(s\) '([^']*)' are not valid for transform (\w+)")
 
 _per_thread = threading.local()
+# warnings.catch_warnings swaps process-wide state: loader threads that rebuild at the same time
+# would restore each other's filters and read each other's warnings, so they take turns.
+_catching_warnings = threading.Lock()
 
 
 class TransformCodeError(KernelError):
@@ -105,9 +108,9 @@ def rebuild_albumentations(text: str):
 
     saved = json.loads(text)
     _resolve_classes(saved)
-    with warnings.catch_warnings(record=True) as caught:  # from_dict warns about its own
-        warnings.simplefilter("always")  # serialised defaults, and about what it drops
-        pipeline = albumentations.from_dict(saved)
+    with _catching_warnings, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # from_dict warns about its own serialised defaults,
+        pipeline = albumentations.from_dict(saved)  # and about the arguments it drops
     for warning in caught:
         dropped = _DROPPED.search(str(warning.message))
         names = _set_arguments(saved, dropped.group(2), dropped.group(1).split(", ")) \

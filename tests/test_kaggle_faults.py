@@ -7,7 +7,7 @@ import json
 import pytest
 from kaggle_helpers import USER, dataset_folder, kaggle_world, tiny_kernel, write_files
 
-from kernelpack.errors import KaggleServiceError
+from kernelpack.errors import KaggleError, KaggleServiceError
 from kernelpack.kaggle.service import Fault, parse_fault
 from kernelpack.kaggle.session import KaggleSession
 
@@ -121,6 +121,19 @@ def test_slow_processing_keeps_a_version_and_a_run_pending_until_done(slow_world
     session.push_kernel(kernel)
     assert session.kernel_status(f"{USER}/slow-kernel") == ("QUEUED", None)
     assert session.wait_kernel(f"{USER}/slow-kernel", timeout=30) == "COMPLETE"
+
+
+@pytest.mark.slow
+def test_waiting_on_a_version_that_another_push_replaced_fails_instead_of_reporting_it(
+        slow_world, tmp_path):
+    session = KaggleSession(slow_world.url, poll_seconds=0.2)
+    ours = session.push_kernel(tiny_kernel(tmp_path / "ours", "shared-kernel", "print(1)\n"))
+    theirs = session.push_kernel(tiny_kernel(tmp_path / "theirs", "shared-kernel",
+                                             "print(2)\n"))
+    assert (ours.version, theirs.version) == (1, 2)
+    with pytest.raises(KaggleError, match="version 2 was pushed while version 1 ran"):
+        session.wait_kernel(f"{USER}/shared-kernel", timeout=30, version=1)
+    assert session.wait_kernel(f"{USER}/shared-kernel", timeout=30, version=2) == "COMPLETE"
 
 
 @pytest.mark.slow

@@ -9,7 +9,15 @@ from inference_core.config import SubmissionSection
 from inference_core.submission import multiclass_labels, multilabel_labels
 from kernelpack.errors import SearchError
 from kernelpack.search.fast_rule import rule_mask
-from kernelpack.search.metrics import METRICS, f2, get_metric, label_mask, logloss, macro_f1
+from kernelpack.search.metrics import (
+    METRICS,
+    f2,
+    get_metric,
+    label_mask,
+    logloss,
+    macro_f1,
+    macro_f1_of_labels,
+)
 
 
 def _kernel_mask(probs, threshold, min_labels, max_labels):
@@ -70,6 +78,27 @@ def test_label_metrics_agree_with_scikit_learn(seed):
         np.where(predicted, 0.9, 0.1), truth,
         SubmissionSection(format="multilabel", threshold=0.5, min_labels=0, max_labels=None),
     ) == pytest.approx(accuracy_score(truth, predicted))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_multiclass_macro_f1_averages_the_classes_that_occur_as_scikit_learn_does(seed):
+    # Herbarium-like: most classes of the config never occur in these rows, and a blend that
+    # writes one more class of them must lose for it, not gain 1 / classes.
+    rng = np.random.default_rng(seed)
+    rows, classes = 200, 60
+    truth = rng.integers(0, 12, rows)
+    predicted = np.where(rng.random(rows) < 0.7, truth, rng.integers(0, 20, rows))
+    expected = f1_score(truth, predicted, average="macro")
+    assert macro_f1_of_labels(predicted, truth, classes) == pytest.approx(expected)
+    eye = np.eye(classes, dtype=bool)
+    assert macro_f1(eye[predicted], eye[truth]) == pytest.approx(expected)
+    assert METRICS["macro_f1"].score(eye[predicted] * 0.9 + 0.01, eye[truth], SubmissionSection(
+        format="multiclass")) == pytest.approx(expected)
+
+
+def test_macro_f1_of_nothing_to_find_and_nothing_found_is_one():
+    nothing = np.zeros((3, 4), dtype=bool)
+    assert macro_f1(nothing, nothing) == 1.0
 
 
 def test_f2_of_empty_rows_is_one_when_nothing_is_predicted_and_zero_otherwise():

@@ -146,3 +146,33 @@ def test_predict_compare_shows_the_drift_beside_the_difference_even_when_quiet(d
     drift_lines = [line for line in out if line.startswith(DRIFT_PREFIX)]
     assert len(drift_lines) == 1 and "torch 1.1.0 ->" in drift_lines[0]
     assert any(line.startswith("matches ") for line in out)
+
+
+def test_loader_threads_rebuilding_at_once_each_see_their_own_dropped_arguments():
+    # catch_warnings swaps process-wide state: unguarded, one thread's exit restores the
+    # filters while another records, and that thread's warning (and refusal) goes missing.
+    import threading
+    import warnings
+
+    from inference_core.pipelines import DroppedArgumentsError, rebuild_albumentations
+
+    text = json.dumps(_saved_by_1x(border_mode=0, value=[124, 116, 104]))
+    filters = list(warnings.filters)
+    outcomes, start = [], threading.Barrier(8)
+
+    def rebuild():
+        start.wait()
+        for _ in range(20):
+            try:
+                rebuild_albumentations(text)
+                outcomes.append("rebuilt")
+            except DroppedArgumentsError:
+                outcomes.append("refused")
+
+    threads = [threading.Thread(target=rebuild) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes == ["refused"] * 160
+    assert warnings.filters == filters

@@ -107,7 +107,8 @@ def _independent_scores(filled, labels, weights, shifts, mode, classes):
     for c in range(classes):
         tp = int(np.sum((predicted == c) & (labels == c)))
         fp, fn = int(np.sum(predicted == c)) - tp, int(np.sum(labels == c)) - tp
-        f1.append(1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn))
+        if tp + fp + fn:  # a class neither true nor written has no F1 (scikit-learn's rule)
+            f1.append(2 * tp / (2 * tp + fp + fn))
     clipped = np.clip(blend, 1e-15, 1 - 1e-15)
     loss = -np.mean(np.log(clipped[np.arange(len(labels)), labels] / clipped.sum(axis=1)))
     return {"accuracy": float(np.mean(predicted == labels)), "macro_f1": float(np.mean(f1)),

@@ -80,7 +80,7 @@ class KernelCalls:
                               "ids in the config's kernel section), then push again")
         push = KernelPush(ref, answer.version_number, answer.url)
         if wait:
-            push.status = self.wait_kernel(ref, timeout)
+            push.status = self.wait_kernel(ref, timeout, version=push.version)
         return push
 
     def kernel_status(self, ref: str) -> tuple[str, str | None]:
@@ -88,13 +88,22 @@ class KernelCalls:
         answer = self.call(f"{ref}: kernel status", self.api.kernels_status, ref, retry=True)
         return answer.status.name, answer.failure_message or None
 
-    def wait_kernel(self, ref: str, timeout: float) -> str:
+    def wait_kernel(self, ref: str, timeout: float, version: int | None = None) -> str:
+        """Wait for the newest version's run to end; with `version`, fail rather than report
+        another version's run (Kaggle tells the status of the newest version only, so a version
+        pushed meanwhile, by another push, hides this one's)."""
         def finished() -> tuple[str, str | None] | None:
             status = self.kernel_status(ref)
             return status if status[0] in _FINISHED else None
 
         status, failure = self.wait(f"{ref}: run", finished, timeout,
                                     f"check later with `kernelpack kernel status {ref}`")
+        newest = None if version is None else self.kernel_version(ref)
+        if newest is not None and newest != version:
+            raise KaggleError(f"{ref}: version {newest} was pushed while version {version} ran, "
+                              f"and Kaggle reports the newest version's run only (it ended "
+                              f"{status}); see version {version} on the kernel's page, or "
+                              "push again with no other push in between")
         if status != "COMPLETE":
             raise KaggleError(f"{ref}: the run ended {status}: {failure}; see "
                               f"`kernelpack kernel logs {ref}`")

@@ -7,7 +7,9 @@ uses: every class at or above its threshold, topped up to `min_labels` and cut t
 probability; `fast_rule` computes the same mask without sorting every row).
 
     accuracy   share of rows whose label set is exactly right (argmax accuracy for multiclass)
-    macro_f1   F1 of each class over the rows, averaged over the classes
+    macro_f1   F1 of each class over the rows, averaged over the classes that are true in some
+               row or written in some row (scikit-learn's `f1_score(average="macro")` of label
+               vectors, and Kaggle's of label sets binarised over the labels that occur)
     f2         F2 of each row's label set, averaged over the rows (the iMet metric)
     logloss    multiclass: cross-entropy of the row-normalised blend (Kaggle's convention);
                multilabel: mean binary cross-entropy over rows and classes
@@ -72,11 +74,21 @@ def accuracy(predicted: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(accuracy_counts(*row_counts(predicted, truth))))
 
 
+def _macro_f1_of_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> float:
+    """Mean F1 over the classes that occur (true or written somewhere). A class that never
+    occurs has no F1: counting it as 1 (or 0) would let the score move with how many classes a
+    blend leaves unwritten, and no competition's scorer counts it. Nothing anywhere scores 1."""
+    occurs = (tp + fp + fn) > 0
+    if not occurs.any():
+        return 1.0
+    return float(np.mean(_f_beta(tp[occurs], fp[occurs], fn[occurs], 1.0)))
+
+
 def macro_f1(predicted: np.ndarray, truth: np.ndarray) -> float:
     tp = np.sum(predicted & truth, axis=0)
     fp = np.sum(predicted & ~truth, axis=0)
     fn = np.sum(~predicted & truth, axis=0)
-    return float(np.mean(_f_beta(tp, fp, fn, 1.0)))
+    return _macro_f1_of_counts(tp, fp, fn)
 
 
 def macro_f1_of_labels(predicted: np.ndarray, truth: np.ndarray, n_classes: int) -> float:
@@ -86,7 +98,7 @@ def macro_f1_of_labels(predicted: np.ndarray, truth: np.ndarray, n_classes: int)
     tp = np.bincount(truth[hit], minlength=n_classes)
     fp = np.bincount(predicted, minlength=n_classes) - tp
     fn = np.bincount(truth, minlength=n_classes) - tp
-    return float(np.mean(_f_beta(tp, fp, fn, 1.0)))
+    return _macro_f1_of_counts(tp, fp, fn)
 
 
 def f2_counts(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> np.ndarray:
