@@ -22,7 +22,7 @@ from kernelpack.config import load_config
 from kernelpack.errors import PredictError
 from kernelpack.fanout.assemble import OutputRejected, assemble, check_output
 from kernelpack.fanout.plan import plan_shards
-from kernelpack.fanout.run import _members, _rows
+from kernelpack.fanout.run import _discover, _members, _rows
 from kernelpack.fanout.shard_entry import run_shard
 from kernelpack.fanout.state import RUNNING, FanoutState
 
@@ -65,7 +65,7 @@ def _plan(work, folds=None, rows_per_shard=16, models_per_shard=2, images="digit
         rows = _rows(config, competition / "test", competition / "sample_submission.csv")
     else:
         rows = _rows(config, competition / "train", work["sample"])
-    members = _members(config, (), lambda _: None)
+    members = _members(config, _discover(config, (), lambda _: None))
     shards = plan_shards(members, rows, folds, config=config.to_dict(), code_digest="code",
                          images=images, rows_per_shard=rows_per_shard,
                          models_per_shard=models_per_shard)

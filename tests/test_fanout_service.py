@@ -5,6 +5,7 @@ with on the way are each handled without a wrong file."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -187,3 +188,31 @@ def test_an_output_tampered_with_on_the_way_is_refused_and_run_again(fanout, ref
     assert "1 retried" in run.stdout
     assert fanout.kernel_versions()[tampered[0]] == 2
     same_files(out.parent, reference / "test")
+
+
+def test_each_shard_kernel_attaches_only_the_dataset_that_holds_its_models(fanout, reference,
+                                                                           tmp_path):
+    # solo moves into a dataset of its own: its shard needs that one, cnn's shard the other.
+    solo = tmp_path / "fanout-solo"
+    solo.mkdir()
+    (fanout.models / "solo.pt").rename(solo / "solo.pt")
+    pushed = fanout.world.kernelpack("dataset", "push", str(solo), "--wait", "--quiet")
+    assert pushed.returncode == 0, pushed
+    config = tmp_path / "two-datasets.yml"
+    config.write_text(fanout.config.read_text().replace(
+        f"dataset_sources: [{USER}/{MODELS_SLUG}]",
+        f"dataset_sources: [{USER}/{MODELS_SLUG}, {USER}/fanout-solo]"))
+    out = tmp_path / "out" / "preds.npy"
+    run = fanout.world.kernelpack(
+        "fanout", str(config), "--models", str(fanout.models), "--models", str(solo), "-o",
+        str(out), "--poll-seconds", "0.3", "--quiet", *fanout.test_args(),
+        "--models-per-shard", "1", "--rows-per-shard", "1000")
+    assert run.returncode == 0, run.stderr
+    assert "shards: 3 (" in run.stdout  # cnn_f0, cnn_f1 and solo: one model per shard
+    same_files(out.parent, reference / "test")
+    attached = sorted(
+        (record["competition_sources"], record["dataset_sources"])
+        for record in (json.loads(path.read_text()) for path in (
+            out.parent / "preds.fanout" / "kernels").glob("*/kernel-metadata.json")))
+    assert attached == [(["digits"], [f"{USER}/{MODELS_SLUG}"])] * 2 \
+        + [(["digits"], [f"{USER}/fanout-solo"])]

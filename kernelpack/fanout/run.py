@@ -26,6 +26,7 @@ from ..errors import KaggleError, PredictError
 from .assemble import OutputRejected, assemble, check_output
 from .plan import MemberWork, Rows, Shard, plan_shards
 from .shard_kernel import ShardKernels
+from .sources import ShardSources
 from .state import DONE, FAILED, RUNNING, FanoutState
 
 LOG_TAIL_LINES = 12
@@ -86,11 +87,13 @@ def _rows(config, images: Path, sample: Path | None) -> Rows:
                 tuple(path.stat().st_size for path in test_set.paths))
 
 
-def _members(config, model_roots: Sequence[Path], log: Callable[[str], None]
-             ) -> list[MemberWork]:
+def _discover(config, model_roots: Sequence[Path], log: Callable[[str], None]):
     from ..weights.predict import discover_models
 
-    discovery = discover_models(config, model_roots, log)
+    return discover_models(config, model_roots, log)
+
+
+def _members(config, discovery) -> list[MemberWork]:
     return [MemberWork(member.label, member.group, member.group_fold, member.weight,
                        discovery.matched[member.label].sha256)
             for member in config.members(present=set(discovery.matched)) if member.weight > 0]
@@ -261,7 +264,8 @@ def run_fanout(request: FanoutRequest, log: Callable[[str], None] = print,
     request = dataclasses.replace(request, kaggle_images=request.kaggle_images
                                   or config.test.images)
     rows = _rows(config, Path(request.images), request.sample)
-    members = _members(config, request.models, log)
+    discovery = _discover(config, request.models, log)
+    members = _members(config, discovery)
     folds = None
     if request.folds is not None:
         from ..search.oof import read_folds
@@ -269,8 +273,12 @@ def run_fanout(request: FanoutRequest, log: Callable[[str], None] = print,
         folds = read_folds(Path(request.folds), len(rows))
         check_fold_coverage(members, folds, rows.ids)
     session = KaggleSession(request.kaggle_url, poll_seconds=request.poll_seconds)
+    sources = ShardSources.locate(host.kernel, {m.label: discovery.matched[m.label]
+                                                for m in members},
+                                  [request.kaggle_images, config.test.sample_submission])
+    log(sources.describe())
     kernels = ShardKernels(host, Path(request.config), request.code, request.key,
-                           session.username)
+                           session.username, sources)
     shards = plan_shards(members, rows, folds, config=config.to_dict(),
                          code_digest=kernels.code_digest, images=request.kaggle_images,
                          rows_per_shard=request.rows_per_shard,

@@ -1,7 +1,7 @@
 """A shard's kernel: `shard_entry.py` filled with the shard, the config, the key and the user's
 modules, bundled with inference_core and the user's code (`--code`, `kernel.code`) into one
 kernel.py, beside a kernel-metadata.json made from the config's kernel section (its sources,
-accelerator and privacy) with the shard's own id."""
+accelerator and privacy) with the shard's own id and only the sources it needs (`sources`)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from ..kernel.user_code import code_locations
 from ..metadata import KERNEL_METADATA, slug_of, title_of
 from ..templates import fill
 from .plan import Shard
+from .sources import ShardSources
 
 ENTRY_NAME = "fanout_shard_entry.py"
 SLUG_BASE_CHARS = 24  # + "-" + the shard's name: within Kaggle's 50-character slugs
@@ -36,12 +37,13 @@ class ShardKernels:
     """Writes the kernel folder of any shard of one fan-out (the same config, code and key)."""
 
     def __init__(self, host: HostConfig, config_path: Path, code: Sequence[str | Path],
-                 key: bytes | None, owner: str) -> None:
+                 key: bytes | None, owner: str, sources: ShardSources | None = None) -> None:
         if key is not None and not host.kernel.is_private:
             raise BuildError(f"{config_path}: kernel.is_private is false, and a shard kernel "
                              "that embeds the decryption key must be private; set "
                              "kernel.is_private: true, or fan out plain models without a key")
         self.host = host
+        self.sources = sources  # None: every shard attaches every source of the config
         self.key = key
         self.owner = owner
         self.base = slug_of(config_path.stem)[:SLUG_BASE_CHARS].strip("-") or "fanout"
@@ -79,6 +81,8 @@ class ShardKernels:
         ref = self.ref(shard)
         metadata = kernel_metadata(self.host.kernel, ref.split("/", 1)[1])
         metadata.update(id=ref, title=title_of(ref.split("/", 1)[1]))
+        if self.sources is not None:
+            metadata.update(self.sources.for_shard(m.label for m in shard.members))
         (folder / KERNEL_METADATA).write_text(json.dumps(metadata, indent=2) + "\n",
                                               encoding="utf-8")
         return folder
