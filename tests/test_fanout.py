@@ -5,6 +5,7 @@ real models and images, the output check (each way an output can be wrong), asse
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 import shutil
@@ -51,14 +52,16 @@ def work(tmp_path_factory, digits_input):
     for name, args in (("test", test), ("oof", oof)):
         assert main(["predict", str(config), "-o", str(root / name / "preds.npy"), "--quiet",
                      "--per-model", *args]) == 0
-    assert main(["predict", str(config), "-o", str(root / "topk" / "preds.npz"), "--quiet",
-                 "--per-model", "--top-k", "3", *test]) == 0
+    for name, args in (("topk", test), ("oof-topk", oof)):
+        assert main(["predict", str(config), "-o", str(root / name / "preds.npz"), "--quiet",
+                     "--per-model", "--top-k", "3", *args]) == 0
     host = load_config(config)
     return {"root": root, "config": host.ensemble, "competition": competition, "folds": folds,
             "sample": sample}
 
 
-def _plan(work, folds=None, rows_per_shard=16, models_per_shard=2, images="digits/test"):
+def _plan(work, folds=None, rows_per_shard=16, models_per_shard=2, images="digits/test",
+          top_k=None):
     config = work["config"]
     competition = work["competition"]
     if folds is None:
@@ -68,7 +71,7 @@ def _plan(work, folds=None, rows_per_shard=16, models_per_shard=2, images="digit
     members = _members(config, _discover(config, (), lambda _: None))
     shards = plan_shards(members, rows, folds, config=config.to_dict(), code_digest="code",
                          images=images, rows_per_shard=rows_per_shard,
-                         models_per_shard=models_per_shard)
+                         models_per_shard=models_per_shard, top_k=top_k)
     return rows, members, shards
 
 
@@ -142,13 +145,7 @@ def test_shards_run_here_assemble_into_predicts_own_files(work, tmp_path):
     written = assemble(done, members, rows, mode="gmean", folds=None, per_model=True,
                        output=out, log=lambda _: None, top_k=3)
     assert sorted(p.name for p in written) == ["preds.cnn.npz", "preds.npz", "preds.solo.npz"]
-    for path in written:
-        ours, theirs = np.load(path), np.load(work["root"] / "topk" / path.name)
-        assert sorted(ours.files) == sorted(theirs.files)
-        np.testing.assert_array_equal(ours["indices"], theirs["indices"])
-        assert int(ours["num_classes"]) == int(theirs["num_classes"]) == 10
-        np.testing.assert_allclose(ours["probabilities"], theirs["probabilities"], rtol=0,
-                                   atol=1e-6)
+    _same_top_k(written, work["root"] / "topk")
 
     # Out of fold: each entry's file, not a whole blend.
     rows, members, shards = _plan(work, folds=work["folds"], images="digits/train")
@@ -160,6 +157,53 @@ def test_shards_run_here_assemble_into_predicts_own_files(work, tmp_path):
     for path in written:
         np.testing.assert_allclose(np.load(path), np.load(work["root"] / "oof" / path.name),
                                    rtol=0, atol=1e-6)
+
+
+def _same_top_k(written, reference: Path) -> None:
+    for path in written:
+        ours, theirs = np.load(path), np.load(reference / path.name)
+        assert sorted(ours.files) == sorted(theirs.files)
+        np.testing.assert_array_equal(ours["indices"], theirs["indices"])
+        assert int(ours["num_classes"]) == int(theirs["num_classes"]) == 10
+        np.testing.assert_allclose(ours["probabilities"], theirs["probabilities"], rtol=0,
+                                   atol=1e-6)
+
+
+def test_out_of_fold_top_k_shards_send_k_classes_a_row_and_assemble_into_predicts_files(
+        work, tmp_path):
+    rows, members, shards = _plan(work, folds=work["folds"], images="digits/train", top_k=3)
+    dense = _plan(work, folds=work["folds"], images="digits/train")[2]
+    assert {s.name for s in shards}.isdisjoint(s.name for s in dense)  # other work, other names
+    state = FanoutState.open(tmp_path / "state")
+    done = _run_all(work, state, rows, shards, images="digits/train")
+    for shard, folder in done:  # rows x k came back, never rows x classes
+        assert not list(folder.glob("member-?.npy"))
+        assert np.load(folder / "member-0.probabilities.npy").shape == (len(shard.rows), 3)
+    out = tmp_path / "oof" / "preds.npz"
+    written = assemble(done, members, rows, mode="gmean", folds=work["folds"], per_model=False,
+                       output=out, log=lambda _: None, top_k=3)
+    assert sorted(p.name for p in written) == ["preds.cnn.npz", "preds.solo.npz"]
+    _same_top_k(written, work["root"] / "oof-topk")
+
+
+def test_a_top_k_output_with_a_class_outside_the_label_space_is_refused(work, tmp_path):
+    rows, _, shards = _plan(work, folds=work["folds"], images="digits/train", top_k=3)
+    folder = tmp_path / "out"
+    run_shard(shards[0].spec(rows, "digits/train"), work["config"].to_dict(), None, folder)
+    check_output(folder, shards[0], rows)
+    path = folder / "member-0.indices.npy"
+
+    def rewrite_and_sign(change) -> None:  # as if the kernel itself had written it
+        _rewrite(path, change)
+        _manifest(folder, lambda m: m["members"][0]["indices"].update(
+            sha256=hashlib.sha256(path.read_bytes()).hexdigest()))
+
+    rewrite_and_sign(lambda a: np.where(a == a.max(), 10, a).astype(np.int32))
+    with pytest.raises(OutputRejected, match=r"classes outside 0\.\.9"):
+        check_output(folder, shards[0], rows)
+    rewrite_and_sign(lambda a: a.astype(np.int64))
+    with pytest.raises(OutputRejected, match=r"is int64 .*expected int32"):
+        check_output(folder, shards[0], rows)
 
 
 @pytest.fixture(scope="module")

@@ -38,6 +38,8 @@ def reference(tmp_path_factory, digits_input):
     with fanout_world(folder, digits_input, workers=1) as world:
         world.predict(folder / "test" / "preds.npy", *world.test_args())
         world.predict(folder / "oof" / "preds.npy", *world.oof_args(), "--per-model")
+        world.predict(folder / "oof-topk" / "preds.npz", *world.oof_args(), "--per-model",
+                      "--top-k", "3")
     return folder
 
 
@@ -76,6 +78,23 @@ def test_out_of_fold_files_equal_predict_and_each_fold_model_sees_only_its_rows(
     for name in reference_files:
         np.testing.assert_allclose(np.load(out.parent / name),
                                    np.load(reference / "oof" / name), rtol=0, atol=1e-6)
+
+
+def test_out_of_fold_top_k_comes_back_as_k_classes_a_row_and_equals_predict(fanout, reference,
+                                                                             tmp_path):
+    out = tmp_path / "oof" / "preds.npz"
+    run = fanout.fanout(out, *fanout.oof_fanout_args(), "--top-k", "3")
+    assert run.returncode == 0, run.stderr
+    downloaded = list((out.parent / "preds.fanout").rglob("member-*.npy"))
+    assert downloaded and all(p.name.endswith((".indices.npy", ".probabilities.npy"))
+                              for p in downloaded)
+    assert sorted(p.name for p in out.parent.glob("*.npz")) == ["preds.cnn.npz",
+                                                               "preds.solo.npz"]
+    for path in out.parent.glob("*.npz"):
+        ours, theirs = np.load(path), np.load(reference / "oof-topk" / path.name)
+        np.testing.assert_array_equal(ours["indices"], theirs["indices"])
+        np.testing.assert_allclose(ours["probabilities"], theirs["probabilities"], rtol=0,
+                                   atol=1e-6)
 
 
 def _kill_the_first_run_midway(root, killed: list) -> None:

@@ -17,11 +17,12 @@ from sklearn.datasets import load_digits
 from inference_core.blend import BlendAccumulator
 from inference_core.checkpoint import save_checkpoint
 from inference_core.config import SubmissionSection
+from inference_core.top_k import top_k_of
 from kernelpack import cli
 from kernelpack.search.blend import Problem, search_blend
 from kernelpack.search.metrics import METRICS
 from kernelpack.search.oof import OofSet
-from kernelpack.search.top_k import TopKOofSet, TopKProblem, top_k_of
+from kernelpack.search.top_k import TopKOofSet, TopKProblem
 from kernelpack.search.values import oof_values
 
 MULTICLASS = SubmissionSection(format="multiclass")

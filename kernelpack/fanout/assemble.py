@@ -28,6 +28,7 @@ import numpy as np
 
 from inference_core.blend import BLEND_EPS
 from inference_core.files import sha256_file
+from inference_core.top_k import TopK, TopKRows
 
 from ..errors import PredictError
 from ..weights.predict import HostPrediction, per_entry_arrays, write_predictions
@@ -50,9 +51,9 @@ class _Member:
     weight: float
 
 
-def _array(folder: Path, entry: dict, expected_file: str, shape: tuple[int, ...], what: str
-           ) -> np.ndarray:
-    if entry.get("file") != expected_file:
+def _array(folder: Path, entry: dict, expected_file: str, shape: tuple[int, ...], what: str,
+           dtype: type = np.float64) -> np.ndarray:
+    if not isinstance(entry, dict) or entry.get("file") != expected_file:
         raise OutputRejected(f"{what}: the manifest names {entry.get('file')!r}, expected "
                              f"{expected_file!r}")
     path = folder / expected_file
@@ -67,9 +68,9 @@ def _array(folder: Path, entry: dict, expected_file: str, shape: tuple[int, ...]
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise OutputRejected(f"{what}: {expected_file} is not a readable .npy ({exc})") from None
-    if array.shape != shape or array.dtype != np.float64:
+    if array.shape != shape or array.dtype != dtype:
         raise OutputRejected(f"{what}: {expected_file} is {array.dtype} {array.shape}, expected "
-                             f"float64 {shape}")
+                             f"{np.dtype(dtype)} {shape}")
     return array
 
 
@@ -104,8 +105,18 @@ def check_output(folder: Path, shard: Shard, rows: Rows) -> dict:
         raise OutputRejected(f"shard {shard.name}: num_classes {width!r} is not a count")
     n = len(ids)
     for index, entry in enumerate(listed):
-        _array(folder, entry, f"member-{index}.npy", (n, width),
-               f"shard {shard.name} member {labels[index]}")
+        what = f"shard {shard.name} member {labels[index]}"
+        if not shard.top_k:
+            _array(folder, entry, f"member-{index}.npy", (n, width), what)
+            continue
+        k = min(shard.top_k, width)
+        indices = _array(folder, entry.get("indices"), f"member-{index}.indices.npy", (n, k),
+                         what, np.int32)
+        _array(folder, entry.get("probabilities"), f"member-{index}.probabilities.npy", (n, k),
+               what)
+        if indices.size and (indices.min() < 0 or indices.max() >= width):
+            raise OutputRejected(f"{what}: member-{index}.indices.npy holds classes outside "
+                                 f"0..{width - 1}")
     if shard.blend:
         for key, shape in (("blend", (n, width)), ("weight", (n,))):
             if not isinstance(manifest.get(key), dict):
@@ -149,12 +160,33 @@ def _blend(shards: Sequence[tuple[Shard, Path]], n_rows: int, width: int, mode: 
     return np.exp(total) if mode == "gmean" else total
 
 
-def _top_k(probs: np.ndarray, k: int):  # -> TopK
-    from ..search.top_k import TopKRows
-
+def _top_k(probs: np.ndarray, k: int) -> TopK:
     rows = TopKRows(len(probs), k, probs.shape[1])
     rows.put(0, probs)
     return rows.result
+
+
+def _out_of_fold_top_k(shards: Sequence[tuple[Shard, Path]], members: Sequence[MemberWork],
+                       n_rows: int, width: int, ids: Sequence[str]) -> dict[str, TopK]:
+    """Each entry's out-of-fold top-k lists, put together from the shards' (each row is one
+    member's: a fold model's held-out rows, a plain entry's every row). Memory: rows x k."""
+    k = min(shards[0][0].top_k, width)
+    lists = {m.group: TopK(np.zeros((n_rows, k), dtype=np.int32), np.zeros((n_rows, k)))
+             for m in members}
+    filled = {group: np.zeros(n_rows, dtype=bool) for group in lists}
+    for shard, folder in shards:
+        rows = np.asarray(shard.rows, dtype=np.int64)
+        for index, member in enumerate(shard.members):
+            lists[member.group].indices[rows] = np.load(folder / f"member-{index}.indices.npy")
+            lists[member.group].probabilities[rows] = np.load(
+                folder / f"member-{index}.probabilities.npy")
+            filled[member.group][rows] = True
+    for group, done in filled.items():
+        if not done.all():  # the plan covers every row: only a plan changed under us misses
+            row = int(np.flatnonzero(~done)[0])
+            raise PredictError(f"{group}: row {row} (id {ids[row]}) is in no shard's output; "
+                               "nothing was written, run the fan-out again")
+    return lists
 
 
 def assemble(shards: Sequence[tuple[Shard, Path]], members: Sequence[MemberWork], rows: Rows,
@@ -171,6 +203,14 @@ def assemble(shards: Sequence[tuple[Shard, Path]], members: Sequence[MemberWork]
                            "the models must share one label space")
     width, n_rows = widths.pop(), len(rows)
     ids = list(rows.ids)
+    if folds is not None and shards and shards[0][0].top_k:
+        # The shards sent top-k lists: no rows x classes array exists here either.
+        for group in dict.fromkeys(m.group for m in members if m.fold is None):
+            log(f"WARNING {group} is not a folds group: its --per-model file predicts every "
+                "row, not out-of-fold")
+        prediction = HostPrediction(ids, np.empty((n_rows, 0)), list(range(width)),
+                                    _out_of_fold_top_k(shards, members, n_rows, width, ids))
+        return _write(prediction, output, keep_blend=False)
     arrays = _members_arrays(shards, members, n_rows, width)
     per_group = {}
     if per_model or folds is not None:
@@ -186,12 +226,17 @@ def assemble(shards: Sequence[tuple[Shard, Path]], members: Sequence[MemberWork]
         per_group = {group: _top_k(array, top_k) for group, array in per_group.items()}
         probs = _top_k(probs, top_k) if folds is None else probs
     prediction = HostPrediction(ids, probs, list(range(width)), per_group)
-    # predict's own writer, into a folder beside the output; then each file renamed into place.
+    return _write(prediction, output, keep_blend=folds is None)
+
+
+def _write(prediction: HostPrediction, output: Path, keep_blend: bool) -> list[Path]:
+    """predict's own writer, into a folder beside the output; then each file renamed into
+    place (out of fold, all but the whole blend's)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     try:
         written = write_predictions(prediction, scratch / output.name)
-        keep = written[1:] if folds is not None else written
+        keep = written if keep_blend else written[1:]
         final = []
         for path in keep:
             target = output.parent / path.name

@@ -60,14 +60,16 @@ class Shard:
     members: tuple[MemberWork, ...]
     rows: tuple[int, ...]  # indices into Rows
     blend: bool  # its blend and row weights are assembled (test rows), or not (out-of-fold)
+    # Out of fold with --top-k: each member's rows come back as their k best classes.
+    top_k: int | None = None
 
     def spec(self, rows: Rows, images: str) -> dict:
         """What the shard kernel is given (plain JSON)."""
-        return {"name": self.name, "images": images, "blend": self.blend,
+        return {"name": self.name, "images": images, "blend": self.blend, "top_k": self.top_k,
                 "ids": [rows.ids[r] for r in self.rows],
                 "files": [rows.files[r] for r in self.rows],
-                "members": [{"label": m.label, "weight": m.weight, "sha256": m.sha256}
-                            for m in self.members]}
+                "members": [{"label": m.label, "weight": m.weight, "sha256": m.sha256,
+                             "fold": m.fold} for m in self.members]}
 
     def describe(self) -> str:
         labels = ", ".join(m.label for m in self.members)
@@ -79,18 +81,24 @@ def _slices(rows: np.ndarray, size: int) -> list[np.ndarray]:
 
 
 def _name(digest_of_code: str, config: dict, members: Sequence[MemberWork], rows: Rows,
-          indices: Sequence[int], images: str, blend: bool) -> str:
+          indices: Sequence[int], images: str, blend: bool, top_k: int | None) -> str:
     content = {"code": digest_of_code, "config": config, "images": images, "blend": blend,
                "members": [[m.label, m.weight, m.sha256] for m in members],
                "rows": [[rows.ids[r], rows.files[r], rows.sizes[r]] for r in indices]}
+    if top_k is not None:  # absent otherwise: the names of dense shards stay as they were
+        content["top_k"] = top_k
     text = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
     return f"{NAME_PREFIX}{hashlib.sha256(text.encode()).hexdigest()[:HASH_CHARS]}"
 
 
 def plan_shards(members: Sequence[MemberWork], rows: Rows, folds: np.ndarray | None, *,
                 config: dict, code_digest: str, images: str, rows_per_shard: int,
-                models_per_shard: int) -> list[Shard]:
-    """The shards of the work, in a stable order (member groups, then row slices)."""
+                models_per_shard: int, top_k: int | None = None) -> list[Shard]:
+    """The shards of the work, in a stable order (member groups, then row slices). With
+    `top_k`, out-of-fold shards (`folds`) bring back each row's `top_k` best classes only: a
+    row's out-of-fold value is one member's, so its top-k is the entry's. Shards of test rows
+    bring back every class, since an entry's or the whole blend's best classes are not the
+    best of its members'."""
     if rows_per_shard < 1 or models_per_shard < 1:
         raise PredictError(f"rows per shard {rows_per_shard} and models per shard "
                            f"{models_per_shard}: each must be 1 or more")
@@ -114,6 +122,7 @@ def plan_shards(members: Sequence[MemberWork], rows: Rows, folds: np.ndarray | N
     shards = []
     for group, piece, blend in work:
         indices = tuple(int(r) for r in piece)
-        shards.append(Shard(_name(code_digest, config, group, rows, indices, images, blend),
-                            group, indices, blend))
+        k = None if blend else top_k
+        shards.append(Shard(_name(code_digest, config, group, rows, indices, images, blend, k),
+                            group, indices, blend, k))
     return shards

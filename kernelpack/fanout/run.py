@@ -282,7 +282,8 @@ def run_fanout(request: FanoutRequest, log: Callable[[str], None] = print,
     shards = plan_shards(members, rows, folds, config=config.to_dict(),
                          code_digest=kernels.code_digest, images=request.kaggle_images,
                          rows_per_shard=request.rows_per_shard,
-                         models_per_shard=request.models_per_shard)
+                         models_per_shard=request.models_per_shard,
+                         top_k=request.top_k if folds is not None else None)
     state = FanoutState.open(request.state or default_state(request.output))
     log(f"fanout: {len(rows)} rows x {len(members)} models in {len(shards)} shards, at most "
         f"{request.max_running} running; state in {state.folder}")

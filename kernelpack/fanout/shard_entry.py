@@ -10,7 +10,11 @@ shard's blend is wanted. It runs the runtime's own pieces exactly as `kernelpack
 and writes to the working folder:
 
 - `member-<i>.npy`: member i's views combined, without its threshold shift (float64, rows x
-  classes), what `predict --per-model` keeps of it;
+  classes), what `predict --per-model` keeps of it; out of fold with `top_k`, instead
+  `member-<i>.indices.npy` (int32) and `member-<i>.probabilities.npy` (float64), rows x k: each
+  row's k best classes of its entry's value (a fold model's own, a plain entry's blend of its
+  one model), reduced batch by batch as `predict --top-k` does, so that neither the kernel nor
+  the download holds rows x classes;
 - `blend.npy` and `weight.npy` (when asked): the shard's members blended as the kernel blends
   them, and each row's blend weight, so the host can add shards of other members to it;
 - `shard.json` last: the manifest (ids, members, each file's shape, dtype and SHA-256), which
@@ -103,6 +107,16 @@ def _members(config, shard: dict, key):
     return members
 
 
+def _alone(probs, weight: float, mode: str):
+    """A plain entry's value: its one model blended on its own, as `predict --per-model` blends
+    an entry (for gmean, clipped and through the log)."""
+    from inference_core.blend import BlendAccumulator
+
+    accumulator = BlendAccumulator(*probs.shape, mode=mode)
+    accumulator.add(probs, float(weight))
+    return accumulator.result()
+
+
 def run_shard(shard: dict, raw_config: dict, key, working=".") -> dict:
     """Compute the shard, write its arrays and then its manifest into `working`; the manifest."""
     began = time.monotonic()
@@ -124,7 +138,13 @@ def run_shard(shard: dict, raw_config: dict, key, working=".") -> dict:
                                   compile_mode=config.compile, class_chunk=config.class_chunk)
     every_view = set(rank_units([(m.name, m.weight, m.tta, m.group, m.value) for m in members]))
     n_rows, n_classes = len(test_set), members[0].num_classes
-    member_probs = [np.full((n_rows, n_classes), np.nan) for _ in members]
+    top_k = shard.get("top_k")
+    if top_k:
+        from inference_core.top_k import TopKRows
+
+        tops = [TopKRows(n_rows, top_k, n_classes) for _ in members]
+        in_fold_group = [spec.get("fold") is not None for spec in shard["members"]]
+    member_probs = [np.full((0 if top_k else n_rows, n_classes), np.nan) for _ in members]
     blend = np.full((n_rows, n_classes), np.nan)
     weight = np.zeros(n_rows)
     _log(f"shard {shard['name']}: {len(members)} models x {n_rows} images, "
@@ -137,8 +157,13 @@ def run_shard(shard: dict, raw_config: dict, key, working=".") -> dict:
                 raise KernelError(f"{prepared.errors[0]}; a fan-out shard writes no fallback "
                                   "rows: fix or remove that image")
             accumulator = BlendAccumulator(end - begin, n_classes, config.blend)
-            per_member = {m: probs[begin:end] for m, probs in enumerate(member_probs)}
+            per_member = {m: np.full((end - begin, n_classes), np.nan) if top_k else
+                          probs[begin:end] for m, probs in enumerate(member_probs)}
             predictor.predict(prepared, every_view, accumulator, per_member=per_member)
+            if top_k:
+                for m, probs in per_member.items():
+                    tops[m].put(begin, probs if in_fold_group[m] else
+                                _alone(probs, members[m].weight, config.blend))
             weight[begin:end] = accumulator.row_weight
             blended = np.flatnonzero(accumulator.row_weight > 0)
             blend[begin + blended] = accumulator.result(blended)
@@ -149,7 +174,13 @@ def run_shard(shard: dict, raw_config: dict, key, working=".") -> dict:
     manifest = {"format": FORMAT, "shard": shard["name"], "ids": list(test_set.ids),
                 "num_classes": n_classes, "members": []}
     for index, (member, probs) in enumerate(zip(members, member_probs, strict=True)):
-        entry = _save(probs, working / f"member-{index}.npy")
+        if top_k:
+            lists = tops[index].result
+            entry = {"indices": _save(lists.indices, working / f"member-{index}.indices.npy"),
+                     "probabilities": _save(lists.probabilities,
+                                            working / f"member-{index}.probabilities.npy")}
+        else:
+            entry = _save(probs, working / f"member-{index}.npy")
         manifest["members"].append({"label": member.name, **entry})
     if shard.get("blend"):
         manifest["blend"] = _save(blend, working / "blend.npy")

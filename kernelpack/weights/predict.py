@@ -27,13 +27,14 @@ from inference_core.data import TestSet, resolve_test_set
 from inference_core.discovery import Discovery
 from inference_core.predict import Member
 from inference_core.runner import discover, load_ensemble, prepared_batches
+from inference_core.top_k import TopK, TopKRows
 from inference_core.versions import DRIFT_PREFIX
 
 from ..errors import PredictError
 from ..outputs import check_output_file
 from ..search.blend import blend_probs
 from ..search.oof import load_npy, read_folds
-from ..search.top_k import TopK, TopKRows, save_top_k
+from ..search.top_k import save_top_k
 
 
 @dataclass
