@@ -141,3 +141,42 @@ def test_a_daemon_the_kernel_forks_is_stopped_with_it_and_does_not_keep_run_loca
     time.sleep(0.5)
     status = Path(f"/proc/{daemon}/status")  # stopped with the kernel: gone, or a zombie
     assert not status.exists() or "State:\tZ" in status.read_text()
+
+
+def test_python_runs_the_kernel_with_another_interpreter_still_offline_and_hiding_the_project(
+        tmp_path, listening_port, capsys):
+    from bundle_helpers import python312
+
+    other = python312()
+    if other is None:
+        pytest.skip("no Python 3.12 here (pyenv has it on the CI machine)")
+    kernel = _kernel(tmp_path, import_probe("kernelpack") + connection_probe(listening_port)
+                     + "import sys\nprint('VERSION', sys.version_info[:2])\n"
+                       "open('submission.csv', 'w').write('id,label\\na,1\\n')\n")
+    result = run_local(kernel, tmp_path / "input", python=other)
+    log = result.log.read_text()
+    assert result.returncode == 0, log
+    assert "VERSION (3, 12)" in log and "MISSING kernelpack" in log
+    assert "BLOCKED" in log and "CONNECTED" not in log
+    assert result.python.startswith(f"{other} (Python 3.12.") and result.python.endswith(")")
+    assert main(["run-local", str(kernel.parent), "--input", str(tmp_path / "input"),
+                 "--python", other]) == 0
+    assert f"kernel run by {other} (Python 3.12." in capsys.readouterr().out
+
+
+def test_python_that_does_not_run_or_a_notebook_is_a_clear_error(tmp_path, capsys):
+    kernel = _kernel(tmp_path, "print('hi')\n")
+    not_python = tmp_path / "python"
+    not_python.write_text("#!/bin/sh\necho nope\nexit 3\n")
+    not_python.chmod(0o755)
+    for python, problem in ((tmp_path / "nowhere", "does not run"),
+                            (not_python, "is not a working Python interpreter (exit 3: nope)")):
+        assert main(["run-local", str(kernel.parent), "--input", str(tmp_path / "input"),
+                     "--python", str(python)]) == 1
+        err = capsys.readouterr().err
+        assert f"--python {python}: {problem}" in err and len(err.splitlines()) == 1
+    notebook = tmp_path / "nb" / "kernel.ipynb"
+    notebook.parent.mkdir()
+    notebook.write_text('{"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    with pytest.raises(SandboxError, match=r"runs script kernels; kernel\.ipynb is a notebook"):
+        run_local(notebook, tmp_path / "input", python=not_python)

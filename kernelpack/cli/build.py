@@ -40,12 +40,14 @@ def _run_local(args: argparse.Namespace) -> int:
     try:
         result = run_local(args.kernel, args.input, root=args.root, budget=args.budget,
                            network=args.network, test_dir=args.test_dir,
-                           on_line=lambda line: print(f"  | {line}", flush=True))
+                           on_line=lambda line: print(f"  | {line}", flush=True),
+                           python=args.python)
     except KeyboardInterrupt:
         print("kernelpack: run-local interrupted (Ctrl-C); the kernel was stopped with it",
               file=sys.stderr)
         return 130
-    where = f"sandbox {result.root} (network {result.network}), log {result.log}"
+    where = f"sandbox {result.root} (network {result.network}), log {result.log}" + (
+        f", kernel run by {result.python}" if result.python else "")
     if result.timed_out:
         print(f"kernelpack: {result.stopped}; {where}", file=sys.stderr)
         return 1
@@ -108,4 +110,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--network", choices=NETWORK_MODES, default="auto",
                      help="how to cut the network: a namespace (unshare), an in-process socket "
                           "guard, or auto (unshare where it works)")
+    run.add_argument("--python", default=None, metavar="PYTHON",
+                     help="run a script kernel with this interpreter instead of this one: a "
+                          "Python set up like Kaggle's image (its version, e.g. 3.12, and "
+                          "packages), to rehearse the kernel where Kaggle runs it")
     run.set_defaults(handler=needs_folder(run, "kernel", _run_local))

@@ -11,11 +11,13 @@ notebook.py); its executed copy is kept in `ROOT/notebook/`. A disk that fills u
 an error (DiskFullError): what the run wrote is removed rather than left cut short, and a sandbox
 that could not be laid out whole is removed before anything runs.
 
-The interpreter is this one, with everything installed here, so an import hook hides what the
-Kaggle image lacks: this project (from a wheel it sits in site-packages beside numpy and torch, so
-the hook hides names, never path entries) and every installed package that is neither on the image
-nor needed by a package on it. A hidden name is still imported from the kernel's own paths (the
-unpacked bundle, a wheel dataset it adds), never from this machine's installation.
+The interpreter is this one (or, for a script kernel, the one `python` names: a Python set up
+like Kaggle's image, e.g. 3.12 with its packages), with everything installed here, so an import
+hook hides what the Kaggle image lacks: this project (from a wheel it sits in site-packages beside
+numpy and torch, so the hook hides names, never path entries) and every installed package that is
+neither on the image nor needed by a package on it. A hidden name is still imported from the
+kernel's own paths (the unpacked bundle, a wheel dataset it adds), never from this machine's
+installation.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class SandboxResult:
     notebook: Path | None = None        # a notebook kernel's executed notebook
     submission_file: str = SUBMISSION_FILE  # the config's submission.file
     stopped: str | None = None  # when stopped at the budget: `stop_line`
+    python: str = ""  # the kernel's interpreter and its version, when not this one
 
     def last_line(self) -> str:
         """The log's last non-blank line: for a failed notebook, which cell failed and why."""
@@ -299,7 +302,8 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
               budget: float | None = None, network: str = "auto",
               test_dir: str | Path | None = None,
               on_line: Callable[[str], None] | None = None,
-              launcher: list[str] | None = None) -> SandboxResult:
+              launcher: list[str] | None = None,
+              python: str | Path | None = None) -> SandboxResult:
     """Run `kernel` (a kernel.py, or the folder holding it) offline against `input_dir`.
 
     `network` picks how the network is cut: "unshare" (a new, empty network namespace), "guard"
@@ -307,6 +311,7 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
     `test_dir` swaps in another test set, as Kaggle does at rerun (it needs the
     kernel-config.json that `build` writes beside kernel.py). `launcher` is put before the
     command (the local Kaggle service runs each kernel in its own container through it).
+    `python` runs a script kernel with another interpreter (one set up like Kaggle's image).
     """
     kernel, input_dir = Path(kernel), Path(input_dir)
     if kernel.is_dir():
@@ -315,7 +320,13 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
         raise SandboxError(f"{kernel}: kernel not found; run `kernelpack build CONFIG -o DIR` "
                            "first and pass DIR")
     if is_notebook(kernel):
+        if python is not None:
+            raise SandboxError(f"--python {python}: runs script kernels; {kernel.name} is a "
+                               "notebook, run by this Python's Jupyter kernel; build the kernel "
+                               "as a script (no --notebook) to run it with another Python")
         check_runnable(kernel)
+    interpreter = sys.executable if python is None else str(Path(python).absolute())
+    described = "" if python is None else f"{interpreter} ({python_version(interpreter)})"
     if not input_dir.is_dir():
         raise SandboxError(f"{input_dir}: input folder not found; pass a folder laid out like "
                            "/kaggle/input (one sub-folder per dataset or competition)")
@@ -349,7 +360,7 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
             command = _notebook_command(script, root, socket_guard=not namespace, parent=parent)
         else:
             program = boot_program(hidden_packages(), not namespace, parent, "run_script()")
-            command = [sys.executable, "-I", "-c", program, str(script)]
+            command = [interpreter, "-I", "-c", program, str(script)]
     except OSError as exc:  # a full disk: a half-copied kernel or test list must never run
         raise _remove_half_made(root, exc, "laying out the sandbox") from None
     if (free := space_left(root)) < LOW_SPACE_BYTES:
@@ -409,7 +420,23 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
     return SandboxResult(root, process.returncode, seconds, timed_out,
                          NETWORK_CUT if namespace else NETWORK_GUARDED, log_path, outputs,
                          executed if executed.is_file() and not executed.is_symlink() else None,
-                         submission_file, stopped)
+                         submission_file, stopped, described)
+
+
+def python_version(python: str) -> str:
+    """`Python 3.12.1` of the interpreter `python`; SandboxError when it does not run."""
+    try:
+        run = subprocess.run([python, "-I", "-c", "import platform; print("
+                              "platform.python_version())"], capture_output=True, text=True,
+                             timeout=60, env={"PATH": os.environ.get("PATH", "")})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SandboxError(f"--python {python}: does not run ({exc}); pass the path of a Python "
+                           "interpreter, e.g. a venv's bin/python") from None
+    if run.returncode != 0 or not re.fullmatch(r"\d+\.\d+\.\d+\S*", run.stdout.strip()):
+        raise SandboxError(f"--python {python}: is not a working Python interpreter (exit "
+                           f"{run.returncode}: {(run.stderr or run.stdout).strip()[-200:]}); "
+                           "pass the path of one, e.g. a venv's bin/python")
+    return f"Python {run.stdout.strip()}"
 
 
 def stop_line(budget: float, submission: Path) -> str:
