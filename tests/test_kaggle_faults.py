@@ -8,6 +8,7 @@ import pytest
 from kaggle_helpers import USER, dataset_folder, kaggle_world, tiny_kernel, write_files
 
 from kernelpack.errors import KaggleError, KaggleServiceError
+from kernelpack.kaggle._client_internals import client_resumes_uploads
 from kernelpack.kaggle.service import Fault, parse_fault
 from kernelpack.kaggle.session import KaggleSession
 
@@ -59,16 +60,22 @@ def test_a_failed_upload_fails_the_push_and_the_next_push_resumes_it(world, tmp_
     world.service.faults.add(Fault("500", "upload"))
     failed = world.kernelpack("dataset", "push", str(folder), "--wait")
     assert failed.returncode == 1, failed
+    # kaggle 2.1.x cannot resume (its check never accepts the saved state): said so.
+    resumes = client_resumes_uploads()
+    again = "run the same push again to resume it" if resumes else (
+        "run the same push again (this kaggle client cannot resume an upload: the file is sent "
+        "again from its start)")
     assert failed.stderr == (f"kernelpack: error: {folder / 'w.bin'}: upload failed, so no "
-                             "version was created; run the same push again to resume it\n")
+                             f"version was created; {again}\n")
     assert not world.stored("datasets", USER, "failed-data").exists()
 
-    # A new upload would hit this fault; resuming the old one never asks for one.
-    world.service.faults.add(Fault("400", "StartBlobUpload"))
+    if resumes:  # a new upload would hit this fault; resuming the old one never asks for one
+        world.service.faults.add(Fault("400", "StartBlobUpload"))
     again = world.kernelpack("dataset", "push", str(folder), "--wait")
     assert again.returncode == 0, again
     assert _stored(world, "failed-data") == [{"w.bin": hashlib.sha256(BIG).hexdigest()}]
-    assert world.service.faults.pending() == [Fault("400", "StartBlobUpload")]
+    if resumes:
+        assert world.service.faults.pending() == [Fault("400", "StartBlobUpload")]
 
 
 @pytest.mark.slow

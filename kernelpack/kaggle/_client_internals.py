@@ -200,6 +200,27 @@ def config_dir() -> str:
 
 
 @cache
+def client_resumes_uploads() -> bool:
+    """Whether the client resumes an upload an earlier push left: its check must find the saved
+    request equal to the new one. kaggle 2.1.x compares the two request objects by identity,
+    so it never resumes (it starts every file afresh); 2.2 compares their fields."""
+    try:
+        from kaggle.api.kaggle_api_extended import ResumableFileUpload, ResumableUploadContext
+        from kagglesdk.blobs.types.blob_api_service import ApiStartBlobUploadRequest
+
+        context = ResumableUploadContext(no_resume=True)  # touches no file
+
+        def upload() -> Any:
+            request = ApiStartBlobUploadRequest()
+            request.name = "probe"
+            return ResumableFileUpload("probe", request, context)
+
+        return bool(upload()._is_previous_valid(upload()))
+    except Exception:  # any other shape of the client's internals: promise no resume
+        return False
+
+
+@cache
 def routed_api_class() -> type:
     """KaggleApi that reads its settings when built (not at import) and can send every call to
     another endpoint."""
@@ -288,8 +309,8 @@ def routed_api_class() -> type:
             # kaggle 2.2.4 skips a file whose upload failed and still creates the version
             # (2.2.5 raises instead); failing here stops it before the create call, with its
             # resume state kept.
-            stale = self._resume_state(full_path, kwargs.get(
-                "upload_context", args[1] if len(args) > 1 else None))
+            context = kwargs.get("upload_context", args[1] if len(args) > 1 else None)
+            stale = self._resume_state(full_path, context)
             uploaded = self._upload_or_none(file_name, full_path, *args, **kwargs)
             if uploaded is None and stale is not None:
                 # The state an earlier, interrupted push left names an upload the service no
@@ -299,8 +320,11 @@ def routed_api_class() -> type:
                     os.remove(stale)
                 uploaded = self._upload_or_none(file_name, full_path, *args, **kwargs)
             if uploaded is None:
+                again = "run the same push again to resume it" if self._resumable(context) \
+                    else ("run the same push again (this kaggle client cannot resume an "
+                          "upload: the file is sent again from its start)")
                 raise KaggleUploadError(f"{full_path}: upload failed, so no version was created; "
-                                        "run the same push again to resume it")
+                                        f"{again}")
             if bar is not None:  # also a file sent by an earlier, interrupted push
                 bar.update(self._file_start + os.path.getsize(full_path) - bar.n)
             return uploaded
@@ -315,12 +339,18 @@ def routed_api_class() -> type:
                 return None
 
         @staticmethod
+        def _resumable(context: Any) -> bool:
+            """Whether the next push can resume this upload: the client keeps resume state,
+            and its check accepts the state an earlier push saved."""
+            return getattr(context, "get_upload_info_file_path", None) is not None \
+                and not getattr(context, "no_resume", False) and client_resumes_uploads()
+
+        @staticmethod
         def _resume_state(full_path: str, context: Any) -> str | None:
             """The resume state file an earlier push of `full_path` left, if there is one."""
-            where = getattr(context, "get_upload_info_file_path", None)
-            if where is None or getattr(context, "no_resume", False):
+            if not RoutedKaggleApi._resumable(context):
                 return None
-            path = where(full_path)
+            path = context.get_upload_info_file_path(full_path)
             return path if os.path.isfile(path) else None
 
         def _upload_file_or_folder(  # type: ignore[no-untyped-def]
