@@ -108,3 +108,31 @@ def test_a_kernel_reaches_only_its_own_sources_read_only(world, tmp_path, monkey
                                                    "/snoop-kernel/1/run/"))]
     assert leaked == []
     assert len(found["processes"]) <= 3              # its own pid namespace
+
+
+FILL_SCRATCH = """\
+import errno, json
+found = {}
+for folder in ("/tmp", "/dev/shm"):
+    written = 0
+    try:
+        with open(folder + "/fill", "wb") as stream:
+            for _ in range(64):
+                stream.write(b"x" * (1 << 20))
+                stream.flush()
+                written += 1 << 20
+        found[folder] = "no limit"
+    except OSError as exc:
+        found[folder] = errno.errorcode.get(exc.errno, str(exc.errno))
+json.dump(found, open("found.json", "w"))
+"""
+
+
+def test_a_runs_tmp_and_shm_are_capped_so_filling_them_is_a_full_disk_not_the_hosts_memory(
+        world, tmp_path):
+    world.service.runner.scratch_bytes = 8 << 20  # 8 MiB; the kernel writes up to 64 MiB
+    kernel = tiny_kernel(tmp_path / "k", "fill-kernel", FILL_SCRATCH)
+    KaggleSession(world.url).push_kernel(kernel, wait=True)
+    found = json.loads(world.stored("kernels", USER, "fill-kernel", "1", "run", "working",
+                                    "found.json").read_text())
+    assert found == {"/tmp": "ENOSPC", "/dev/shm": "ENOSPC"}

@@ -8,7 +8,8 @@ namespaces and, as pid 1 there, builds a new root on a tmpfs that holds only:
 
 - the system (`/usr`, `/etc` and the `/bin`-style links, read-only), the Python installation
   (its prefixes, read-only), `/dev/null`-style devices and GPUs, a fresh `/proc`, `/sys`
-  read-only, an empty `/tmp` and `/dev/shm`;
+  read-only, an empty `/tmp` and `/dev/shm` (tmpfs of the spec's `scratch_bytes` each: memory,
+  so capped);
 - the run's own folder (read-write) and each attached source, bound read-only at its mount point
   under the run's `input/`, at the same absolute paths as outside, so nothing in the command
   changes.
@@ -82,6 +83,7 @@ def _link_like_host(path: str, new_root: str) -> None:
 
 def _build_root(spec: dict) -> str:
     new_root = spec["new_root"]
+    scratch = f"mode=1777,size={int(spec['scratch_bytes'])}"
     _mount("tmpfs", new_root, "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=755")
     for path in ("/usr", "/etc"):
         _bind(path, new_root)
@@ -89,7 +91,7 @@ def _build_root(spec: dict) -> str:
         if os.path.lexists(path):
             _link_like_host(path, new_root)
     # /tmp before the Python prefixes: a virtual environment may live under /tmp (a CI clone).
-    for name, fstype, mode in (("tmp", "tmpfs", "mode=1777"), ("proc", "proc", None)):
+    for name, fstype, mode in (("tmp", "tmpfs", scratch), ("proc", "proc", None)):
         os.makedirs(_inside(new_root, name), exist_ok=True)
         _mount(fstype, _inside(new_root, name), fstype, _MS_NOSUID | _MS_NODEV, mode)
     for prefix in spec["python"]:
@@ -107,7 +109,7 @@ def _build_root(spec: dict) -> str:
         if name.startswith("nvidia"):        # GPUs, as a Kaggle GPU session has them
             _bind(f"/dev/{name}", new_root)
     os.makedirs(os.path.join(dev, "shm"))
-    _mount("tmpfs", os.path.join(dev, "shm"), "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=1777")
+    _mount("tmpfs", os.path.join(dev, "shm"), "tmpfs", _MS_NOSUID | _MS_NODEV, scratch)
     for number, name in enumerate(("stdin", "stdout", "stderr")):
         os.symlink(f"/proc/self/fd/{number}", os.path.join(dev, name))
     os.symlink("/proc/self/fd", os.path.join(dev, "fd"))

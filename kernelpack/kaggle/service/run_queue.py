@@ -54,11 +54,17 @@ def isolation() -> tuple[bool, str]:
     return True, ISOLATED
 
 
+# Each run's /tmp and /dev/shm (in a container) are tmpfs, held in memory: capped, so that a
+# kernel filling them meets ENOSPC, as on a full disk, instead of taking the machine's memory.
+SCRATCH_BYTES = 1 << 30
+
+
 class Runner:
     def __init__(self, processing_seconds: float, state_root: Path, workers: int = 1) -> None:
         if workers < 1:
             raise ValueError(f"workers must be 1 or more, got {workers}")
         self.processing_seconds = processing_seconds
+        self.scratch_bytes = SCRATCH_BYTES  # each of /tmp and /dev/shm
         self.state_root = state_root      # hidden from every run
         self.workers = workers
         self._jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
@@ -133,6 +139,7 @@ class Runner:
         spec = {"isolate": isolated, "pid_file": str(folder / "run.pid"), "parent": os.getpid(),
                 "new_root": str(folder / "container"), "state": str(self.state_root),
                 "python": _python_prefixes(), "writable": [str(root)],
+                "scratch_bytes": self.scratch_bytes,
                 "owned_by_run": [str(root / "working"), str(root / "temp"),
                                  str(root / EXECUTED_FOLDER)],
                 "read_only": [[str(folder / "input")] * 2, *binds]}
