@@ -53,7 +53,11 @@ MAX_TTA_SCALE = 4.0
 # Seeded random crops, the 2019 "random" TTA made reproducible: `random_crop:SxN` is N views of
 # S x S pixels, written out as `random_crop:S#0` ... `random_crop:S#{N-1}` (view i's position is
 # drawn from seed i; `inference_core.tta.random_crop_box`), each a view of its own for the plan.
+# `random_crop_hflip:SxN` is torchvision's RandomCrop(S) then RandomHorizontalFlip(): the same
+# crops, each mirrored or not by a third draw from its seed.
 RANDOM_CROP = "random_crop"
+RANDOM_CROP_HFLIP = "random_crop_hflip"
+RANDOM_CROPS = (RANDOM_CROP, RANDOM_CROP_HFLIP)
 MAX_RANDOM_CROPS = 64
 MAX_RANDOM_CROP_SIZE = 4096
 # How long a run may take before the kernel (`run-local --budget` overrides it).
@@ -79,19 +83,19 @@ MIN_PROTOTYPE_TEMPERATURE = 1e-6
 def parse_tta_op(op: Any) -> tuple[str, float | tuple[int, int] | None]:
     """(kind, parameter) of a TTA op such as `hflip` or `center_crop:0.875`; raises ValueError
     saying what is wrong, for the caller to prefix with where the op came from. A random crop
-    view `random_crop:S#i` gives (random_crop, (S, i)); `random_crop:SxN`, N of them, is
-    written out by `expand_tta_op` first."""
+    view `random_crop:S#i` gives (random_crop, (S, i)) (`random_crop_hflip` likewise);
+    `random_crop:SxN`, N of them, is written out by `expand_tta_op` first."""
     allowed = ", ".join([*TTA_OP_NAMES, *(f"{kind}:F" for kind in TTA_CROP_OPS), "scale:F",
-                         f"{RANDOM_CROP}:SxN"])
+                         *(f"{kind}:SxN" for kind in RANDOM_CROPS)])
     kind, sep, text = op.partition(":") if isinstance(op, str) else (op, "", "")
     if kind in TTA_OP_NAMES and not sep:
         return kind, None
-    if kind == RANDOM_CROP:
+    if kind in RANDOM_CROPS:
         size, separator, index = text.partition("#")
         if separator and _whole(size, MAX_RANDOM_CROP_SIZE) and _whole(index, None, 0):
             return kind, (int(size), int(index))
-        raise ValueError(f"{RANDOM_CROP} needs a crop side in pixels and a view count, S x N "
-                         f"(e.g. {RANDOM_CROP}:288x4: 4 crops of 288 x 288, the same in every "
+        raise ValueError(f"{kind} needs a crop side in pixels and a view count, S x N "
+                         f"(e.g. {kind}:288x4: 4 crops of 288 x 288, the same in every "
                          f"run), or one view S#i, got {shown(op)}")
     if kind not in (*TTA_CROP_OPS, "scale"):
         raise ValueError(f"must be one of {allowed}, got {shown(op)}")
@@ -117,20 +121,22 @@ def _whole(text: str, maximum: int | None, minimum: int = 1) -> bool:
 
 
 def expand_tta_op(op: Any) -> list[str]:
-    """The views one listed op stands for: `random_crop:SxN` is N views `random_crop:S#i`,
-    any other op itself (checked by `parse_tta_op`); ValueError says what is wrong."""
-    if isinstance(op, str) and op.startswith(f"{RANDOM_CROP}:") and "#" not in op:
-        size, separator, count = op.removeprefix(f"{RANDOM_CROP}:").partition("x")
+    """The views one listed op stands for: `random_crop:SxN` is N views `random_crop:S#i`
+    (`random_crop_hflip` likewise), any other op itself (checked by `parse_tta_op`); ValueError
+    says what is wrong."""
+    kind, _, text = op.partition(":") if isinstance(op, str) else (op, "", "")
+    if kind in RANDOM_CROPS and "#" not in text:
+        size, separator, count = text.partition("x")
         if not (separator and _whole(size, MAX_RANDOM_CROP_SIZE)
                 and _whole(count, MAX_RANDOM_CROPS)):
-            raise ValueError(f"{RANDOM_CROP} needs a crop side in pixels (1-"
+            raise ValueError(f"{kind} needs a crop side in pixels (1-"
                              f"{MAX_RANDOM_CROP_SIZE}) and a view count (1-{MAX_RANDOM_CROPS}), "
-                             f"S x N (e.g. {RANDOM_CROP}:288x4: 4 crops of 288 x 288, the same "
+                             f"S x N (e.g. {kind}:288x4: 4 crops of 288 x 288, the same "
                              f"in every run), got {shown(op)}")
-        return [f"{RANDOM_CROP}:{int(size)}#{i}" for i in range(int(count))]
+        return [f"{kind}:{int(size)}#{i}" for i in range(int(count))]
     kind, parameter = parse_tta_op(op)
-    if kind == RANDOM_CROP:  # one view, written as the expanded ones are (024#1 is 24#1)
-        return [f"{RANDOM_CROP}:{parameter[0]}#{parameter[1]}"]
+    if kind in RANDOM_CROPS:  # one view, written as the expanded ones are (024#1 is 24#1)
+        return [f"{kind}:{parameter[0]}#{parameter[1]}"]
     return [op]
 
 

@@ -7,6 +7,7 @@ A view is named by an op (the names and their parameters are checked by
     center_crop:F, crop_tl:F, crop_tr:F, crop_bl:F, crop_br:F   a crop, resized back
     scale:F                                                      the whole input, resized by F
     random_crop:S#i (listed as random_crop:SxN: i = 0..N-1)      a seeded S x S crop, as it is
+    random_crop_hflip:S#i (random_crop_hflip:SxN)                 the same crop, seeded mirror
 
 Every view is computed from the prepared input tensor (NCHW, already resized and normalised).
 A crop keeps h = round(F * H) rows and w = round(F * W) columns (at least 1 each) at the centre
@@ -16,9 +17,11 @@ at its own input size, as the 2019 solutions fed a crop of an image resized to i
 `random_crop:S#i` is the 2019 solutions' test-time `RandomCrop(S)` made reproducible: an S x S
 crop fed as it is (not resized back), whose position is drawn from seed i (`random_crop_box`), so
 every run, the kernel's and `kernelpack predict`'s, sees the same N crops of an image of a given
-size. `scale:F` resizes the whole tensor to round(F * H) x round(F * W) the same way (anti-aliased
-when F < 1), so the model must accept that size (CNNs with global pooling do). Bilinear weights
-sum to 1, so resizing the normalised tensor equals resizing the pixels before normalising.
+size. `random_crop_hflip:S#i` is `RandomCrop(S)` then `RandomHorizontalFlip()`: crop i, mirrored
+when a third draw from seed i is below 0.5 (`random_flip`). `scale:F` resizes the whole tensor
+to round(F * H) x round(F * W) the same way (anti-aliased when F < 1), so the model must accept
+that size (CNNs with global pooling do). Bilinear weights sum to 1, so resizing the normalised
+tensor equals resizing the pixels before normalising.
 
 Each op is a pair (apply, undo) on NCHW tensors. `tta_batch` stacks views of one shape into one
 forward pass; `split_tta_outputs` cuts the output back into views and undoes the op on spatial
@@ -37,7 +40,14 @@ from functools import cache
 import torch
 import torch.nn.functional as F
 
-from .config import RANDOM_CROP, TTA_CROP_OPS, TTA_OP_NAMES, parse_tta_op
+from .config import (
+    RANDOM_CROP,
+    RANDOM_CROP_HFLIP,
+    RANDOM_CROPS,
+    TTA_CROP_OPS,
+    TTA_OP_NAMES,
+    parse_tta_op,
+)
 from .errors import KernelError
 
 Op = Callable[[torch.Tensor], torch.Tensor]
@@ -103,13 +113,13 @@ def _crop(op: str, fraction: float) -> tuple[Op, Op]:
     return apply, undo
 
 
-def random_crop_box(size: int, index: int, height: int, width: int
+def random_crop_box(size: int, index: int, height: int, width: int, kind: str = RANDOM_CROP
                     ) -> tuple[int, int, int, int]:
     """(top, left, size, size) of seeded crop `index` of a height x width input: two numbers
     u, v in [0, 1) drawn by Python's `random.Random(index)` (the same on every machine and
     Python version), top = floor(u * (height - size + 1)), left = floor(v * (width - size + 1))."""
     if size > height or size > width:
-        raise KernelError(f"TTA view {RANDOM_CROP}:{size}#{index} needs a model input of at least "
+        raise KernelError(f"TTA view {kind}:{size}#{index} needs a model input of at least "
                           f"{size} x {size} pixels, got {height} x {width}; resize to at least "
                           f"{size} in the preprocessing (e.g. resize shortest {size}) or crop "
                           "smaller")
@@ -118,13 +128,25 @@ def random_crop_box(size: int, index: int, height: int, width: int
     return int(u * (height - size + 1)), int(v * (width - size + 1)), size, size
 
 
-def _random_crop(size: int, index: int) -> tuple[Op, Op]:
+def random_flip(index: int) -> bool:
+    """Whether seeded view `index` of `random_crop_hflip` is mirrored: the third number drawn by
+    `random.Random(index)` (after the crop's two) is below 0.5, as RandomHorizontalFlip(p=0.5)
+    flips when its draw is below p."""
+    draw = random.Random(index)
+    draw.random(), draw.random()
+    return draw.random() < 0.5
+
+
+def _random_crop(kind: str, size: int, index: int) -> tuple[Op, Op]:
+    mirrored = kind == RANDOM_CROP_HFLIP and random_flip(index)
+
     def apply(x: torch.Tensor) -> torch.Tensor:
-        top, left, h, w = random_crop_box(size, index, *x.shape[-2:])
-        return x[..., top:top + h, left:left + w]
+        top, left, h, w = random_crop_box(size, index, *x.shape[-2:], kind)
+        crop = x[..., top:top + h, left:left + w]
+        return crop.flip(-1) if mirrored else crop
 
     def undo(_: torch.Tensor) -> torch.Tensor:
-        raise ValueError(f"TTA op {RANDOM_CROP}:{size}#{index} saw only part of the image and "
+        raise ValueError(f"TTA op {kind}:{size}#{index} saw only part of the image and "
                          "cannot be mapped back onto it; use flips, rotations or scale for "
                          "spatial outputs")
 
@@ -147,8 +169,8 @@ def _scale(factor: float) -> tuple[Op, Op]:
 def tta_op(op: str) -> tuple[Op, Op]:
     """(apply, undo) of a view op; raises ValueError naming a bad op."""
     kind, parameter = parse_tta_op(op)
-    if kind == RANDOM_CROP:
-        return _random_crop(*parameter)
+    if kind in RANDOM_CROPS:
+        return _random_crop(kind, *parameter)
     if kind in TTA_CROP_OPS:
         return _crop(kind, parameter)
     if kind == "scale":

@@ -192,7 +192,7 @@ def test_tta_ops_with_parameters_and_the_tta_blend_default():
     (["scale:big"], "tta[0]: scale needs a factor above 0"),
     (["crop_centre:0.8"], "tta[0]: must be one of identity, hflip, vflip, rot90, rot180, rot270, "
                           "transpose, center_crop:F, crop_tl:F, crop_tr:F, crop_bl:F, crop_br:F, "
-                          "scale:F, random_crop:SxN, got 'crop_centre:0.8'"),
+                          "scale:F, random_crop:SxN, random_crop_hflip:SxN, got 'crop_centre:0.8'"),
     (["hflip:2"], "tta[0]: must be one of identity"),
     (["hflip", "identity", "hflip"], "tta[2]: 'hflip' is listed twice; list each view once"),
 ])

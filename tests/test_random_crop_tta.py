@@ -102,3 +102,46 @@ def test_too_small_an_input_and_spatial_outputs_are_refused_in_one_line():
         "resize to at least 24 in the preprocessing (e.g. resize shortest 24) or crop smaller")
     with pytest.raises(ValueError, match="saw only part of the image"):
         split_tta_outputs(torch.zeros(1, 3, 24, 24), ["random_crop:24#0"])
+
+
+def _flipped(index):
+    """The documented coin: the third number random.Random(index) draws is below 0.5."""
+    draw = random.Random(index)
+    draw.random(), draw.random()
+    return draw.random() < 0.5
+
+
+def test_random_crop_hflip_is_torchvisions_random_crop_then_random_flip_with_seeded_draws():
+    from PIL import Image
+    from torchvision.transforms import functional as TF
+
+    config = EnsembleConfig.from_dict({**copy.deepcopy(CONFIG),
+                                       "tta": ["random_crop_hflip:16x8", "random_crop:16#0"]})
+    assert config.tta[:2] == ("random_crop_hflip:16#0", "random_crop_hflip:16#1")
+    assert len(config.tta) == 9
+    coins = [_flipped(i) for i in range(8)]
+    assert any(coins) and not all(coins)  # both kinds of view occur among 8
+    # The reference: torchvision's own crop and flip of the PIL image, then its tensor transform.
+    generator = torch.Generator().manual_seed(1)
+    pixels = (torch.rand(30, 41, 3, generator=generator) * 255).to(torch.uint8).numpy()
+    image = Image.fromarray(pixels)
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    prepared = TF.normalize(TF.to_tensor(image), mean, std)[None]
+    ops = list(config.tta)
+    views = [tta_batch(prepared, [op]) for op in ops]
+    for index in range(8):
+        top, left, h, w = _box(16, index, 30, 41)
+        crop = TF.crop(image, top, left, h, w)
+        expected = TF.normalize(TF.to_tensor(TF.hflip(crop) if coins[index] else crop), mean, std)
+        torch.testing.assert_close(views[index][0], expected)
+    # The same positions as random_crop's: only the mirror differs.
+    assert torch.equal(views[0] if not coins[0] else views[0].flip(-1), views[8])
+
+
+def test_a_bad_random_crop_hflip_is_one_line_naming_it():
+    with pytest.raises(ConfigError) as error:
+        EnsembleConfig.from_dict({**copy.deepcopy(CONFIG), "tta": ["random_crop_hflip:24"]})
+    assert str(error.value).startswith("tta[0]: random_crop_hflip needs a crop side in pixels")
+    assert "e.g. random_crop_hflip:288x4" in str(error.value)
+    with pytest.raises(KernelError, match=r"^TTA view random_crop_hflip:24#0 needs a model input"):
+        tta_batch(torch.zeros(1, 3, 20, 40), ["random_crop_hflip:24#0"])
