@@ -20,7 +20,7 @@ from .errors import CheckpointError, DamagedCheckpointError, KernelError
 from .files import atomic_write
 from .kpenc import decrypt_to_memory, is_kpenc, mappable_path
 from .model_config import CHECKPOINT_KEYS, ModelConfig
-from .model_factory import build_arch
+from .model_factory import build_arch, withheld_class_count
 
 
 def _first_line(exc: BaseException) -> str:
@@ -135,11 +135,15 @@ def build_model(config: ModelConfig, name: str) -> nn.Module:
     except KernelError as exc:  # UnknownArchError, UserCodeError: same type, named checkpoint
         raise type(exc)(f"{name}: {exc}") from None
     except (TypeError, ValueError, RuntimeError) as exc:
-        # a model_kwargs key the builder does not take, a negative width, a head too large
+        # a model_kwargs key the builder does not take, a negative width, a head too large,
+        # or a factory's own class-count parameter left without a value
+        withheld = withheld_class_count(config.arch, config.classes_argument)
+        fix = (f"set \"classes_argument\": \"{withheld[0]}\" in the checkpoint config (the "
+               "factory takes no num_classes)" if withheld else
+               "fix model_kwargs in the checkpoint config")
         raise CheckpointError(
             f"{name}: cannot build arch {config.arch!r} with model_kwargs "
-            f"{config.model_kwargs} ({_first_line(exc)}); fix model_kwargs in the checkpoint "
-            "config") from None
+            f"{config.model_kwargs} ({_first_line(exc)}); {fix}") from None
 
 
 def model_from_checkpoint(checkpoint: dict, name: str = "<checkpoint>",

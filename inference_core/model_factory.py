@@ -157,7 +157,9 @@ def _timm_builder(arch: str) -> Build:
     return build
 
 
-def _import_builder(arch: str, classes_argument: str | None) -> Build:
+def _import_target(arch: str) -> tuple[str, Callable]:
+    """(attribute, callable) that a `package.module:callable` arch names in the user's code;
+    UnknownArchError for anything else."""
     if not _IMPORT_STRING.match(arch):
         raise UnknownArchError(f"unknown architecture {arch!r}: not a valid import string; "
                                "write package.module:callable")
@@ -190,7 +192,11 @@ def _import_builder(arch: str, classes_argument: str | None) -> Build:
         hint = f"close names: {', '.join(close)}" if close else "check the name after ':'"
         raise UnknownArchError(f"unknown architecture {arch!r}: module {module_name!r} has no "
                                f"callable {attribute!r}; {hint}")
+    return attribute, target
 
+
+def _import_builder(arch: str, classes_argument: str | None) -> Build:
+    attribute, target = _import_target(arch)
     count = classes_argument or "num_classes"
     takes = _parameters(target)
 
@@ -214,6 +220,26 @@ def _import_builder(arch: str, classes_argument: str | None) -> Build:
         return model
 
     return build
+
+
+# Names 2019 code gave the class count (`n_classes`, `classes`, `num_class`, `n_labels`, ...).
+_COUNT_LIKE = re.compile(r"class|label|^n_?out|^num_?out|^nc$|out_features")
+
+
+def withheld_class_count(arch: str, classes_argument: str | None) -> list[str]:
+    """The parameters that look like a class count of a `package.module:callable` factory that
+    was given none (it takes neither `num_classes` nor `**kwargs`, and `classes_argument` names
+    none): what a head of the wrong width most likely came from."""
+    if classes_argument is not None or ":" not in arch or registered(arch) is not None:
+        return []
+    try:
+        _, target = _import_target(arch)
+    except UnknownArchError:
+        return []
+    takes = _parameters(target) or []
+    if "num_classes" in takes or "**" in takes:
+        return []
+    return [name for name in takes if _COUNT_LIKE.search(name)]
 
 
 def _defined_in(target: Callable) -> str:

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -5,10 +6,12 @@ import textwrap
 
 import pytest
 import torch
+from torch import nn
 
-from inference_core.errors import UnknownArchError
+from inference_core.errors import CheckpointError, UnknownArchError
 from inference_core.model_factory import create_model, import_modules, list_models
 from inference_core.registry import register_model
+from kernelpack.cli import main as cli_main
 
 
 @pytest.mark.parametrize("arch, size", [
@@ -262,3 +265,55 @@ def test_a_checkpoint_names_its_factorys_class_count_parameter(factories_2019, t
     x = torch.randn(2, 3, 4, 4)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
+
+
+def test_a_factory_whose_class_count_has_another_name_gets_a_hint_naming_it(factories_2019,
+                                                                           tmp_path):
+    # Without classes_argument, by_n_classes gets no count: its required n_classes is missing.
+    from inference_core.checkpoint import build_model
+    from inference_core.model_config import ModelConfig
+    from inference_core.model_factory import withheld_class_count
+
+    arch = f"{factories_2019}:by_n_classes"
+    assert withheld_class_count(arch, None) == ["n_classes"]
+    assert withheld_class_count(arch, "n_classes") == []  # named: nothing withheld
+    assert withheld_class_count(f"{factories_2019}:from_config", None) == []  # no such name
+    config = ModelConfig.from_checkpoint({"arch": arch, "num_classes": 4, "config": {
+        "input_size": 4, "model_kwargs": {"arch": "x"}}}, "m.pt")
+    with pytest.raises(CheckpointError) as info:
+        build_model(config, "m.pt")
+    assert str(info.value).endswith(
+        'set "classes_argument": "n_classes" in the checkpoint config (the factory takes no '
+        "num_classes)")
+
+
+def test_import_checkpoint_says_which_parameter_kept_its_default_class_count(tmp_path, capsys):
+    # A factory whose count has a default (as the published 2019 iMet get_seresnet_model's
+    # n_classes=1103): built without it, its head has the default width, not --num-classes.
+    package = tmp_path / "kp_default_count"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "models.py").write_text(textwrap.dedent("""
+        from torch import nn
+
+
+        def get_model(arch="small", n_classes=1103):
+            return nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, n_classes))
+    """))
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 5))
+    torch.save(["small", net.state_dict()], tmp_path / "failover.pth")  # [arch, state_dict]
+    (tmp_path / "c.json").write_text(json.dumps({"input_size": 16}))
+    argv = ["import-checkpoint", str(tmp_path / "failover.pth"), "-o", str(tmp_path / "m.pt"),
+            "--arch", "kp_default_count.models:get_model", "--num-classes", "5", "--name", "m",
+            "--config", str(tmp_path / "c.json"), "--code", str(package)]
+    try:
+        assert cli_main(argv) == 1
+        assert capsys.readouterr().err.rstrip().endswith(
+            "get_model takes no num_classes, so the count went to none of its parameters and "
+            'n_classes kept its default: set "classes_argument": "n_classes" in --config')
+        (tmp_path / "c.json").write_text(json.dumps({"input_size": 16,
+                                                     "classes_argument": "n_classes"}))
+        assert cli_main(argv) == 0
+    finally:
+        for name in [n for n in sys.modules if n.startswith("kp_default_count")]:
+            sys.modules.pop(name)

@@ -28,6 +28,7 @@ from torch import nn
 
 from inference_core.checkpoint import WeightMismatch, build_model, save_checkpoint
 from inference_core.model_config import ModelConfig
+from inference_core.model_factory import withheld_class_count
 from inference_core.versions import recorded_versions
 
 from ..errors import CheckpointImportError
@@ -70,8 +71,15 @@ def import_checkpoint(source: str | Path, output: str | Path, *, arch: str, num_
     mismatch = WeightMismatch.between(model, state_dict)
     if mismatch:
         prefix = _explaining_prefix(mismatch)
-        hint = (f"; add --strip-prefix {(strip_prefix or '') + prefix}" if prefix else
-                "; check --arch, --num-classes and model_kwargs in --config")
+        withheld = withheld_class_count(arch, config.classes_argument)
+        if prefix:
+            hint = f"; add --strip-prefix {(strip_prefix or '') + prefix}"
+        elif withheld:  # the factory names its class count otherwise: it kept its default
+            hint = (f"; {arch.split(':')[1]} takes no num_classes, so the count went to none of "
+                    f"its parameters and {withheld[0]} kept its default: set "
+                    f"\"classes_argument\": \"{withheld[0]}\" in --config")
+        else:
+            hint = "; check --arch, --num-classes and model_kwargs in --config"
         raise CheckpointImportError(
             f"{source}: weights do not fit arch {arch!r} with {num_classes} classes "
             f"({mismatch.describe()}){hint}")
