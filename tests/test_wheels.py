@@ -7,6 +7,7 @@ environment, and small. pip gets it from this machine's local package index when
 """
 
 import csv
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -193,6 +194,46 @@ def test_the_kernel_installs_the_wheels_offline_and_computes_with_them(kernel):
     expected = _reference(twin, [input_dir / "comp" / "test" / f"{i}.png" for i in ids])
     assert np.abs(got - expected).max() < 1e-5
     assert np.abs(expected - 1 / CLASSES).max() > 0.1  # not vacuous: far from uniform
+
+
+@pytest.mark.slow
+def test_a_fanout_shard_attaches_the_wheel_dataset_and_computes_with_its_package(kernel,
+                                                                                tmp_path):
+    from kernelpack.config import load_config
+    from kernelpack.errors import BundleError
+    from kernelpack.fanout.assemble import check_output
+    from kernelpack.fanout.plan import plan_shards
+    from kernelpack.fanout.run import _discover, _members, _rows
+    from kernelpack.fanout.shard_kernel import ShardKernels
+    from kernelpack.kernel.build import wheel_sources
+
+    out, input_dir, ids, twin = kernel
+    config_path, user_code = out.parent / "wheel-kernel.yml", [out.parent / "kp_wheel_user.py"]
+    host = load_config(config_path)
+    with pytest.raises(BundleError, match=r"then build or fanout with --wheels DIR"):
+        _ = ShardKernels(host, config_path, user_code, None, USER).code_digest
+    host = dataclasses.replace(host, kernel=wheel_sources(host.kernel, [input_dir /
+                                                                         "bottleneck-wheels"]))
+    kernels = ShardKernels(host, config_path, user_code, None, USER,
+                           wheels=[input_dir / "bottleneck-wheels"])
+    rows = _rows(host.ensemble, input_dir / "comp" / "test",
+                 input_dir / "comp" / "sample_submission.csv")
+    members = _members(host.ensemble, _discover(host.ensemble, [input_dir / "models"],
+                                                lambda _: None))
+    [shard] = plan_shards(members, rows, None, config=host.ensemble.to_dict(),
+                          code_digest=kernels.code_digest, images="comp/test",
+                          rows_per_shard=100, models_per_shard=1)
+    folder = kernels.write(shard, shard.spec(rows, "comp/test"), tmp_path / "shard")
+    metadata = json.loads((folder / "kernel-metadata.json").read_text())
+    assert DATASET_ID in metadata["dataset_sources"]
+    result = run_local(folder, input_dir)
+    log = result.log.read_text()
+    assert result.returncode == 0, log
+    assert "wheels: installed 1 from ../input/bottleneck-wheels" in log
+    check_output(result.root / "working", shard, rows)
+    expected = _reference(twin, [input_dir / "comp" / "test" / f"{i}.png" for i in ids])
+    got = np.load(result.root / "working" / "member-0.npy")
+    assert np.abs(got - expected).max() < 1e-5
 
 
 @pytest.mark.slow

@@ -408,9 +408,10 @@ def select_code(locations: Sequence[Location], external: External,
         raise BundleError(
             f"{cause[name]}; {name} is needed in the kernel{via}, for {roots[chain[0]]}; "
             "install the package here (pure-Python packages are then bundled), get a C "
-            "extension from a wheel dataset (`kernelpack wheels PKG -o DIR`, then build with "
-            "--wheels DIR), vendor the code it needs into yours, or make the import optional "
-            "(move it into the function that uses it, or under try/except ImportError)")
+            "extension from a wheel dataset (`kernelpack wheels PKG -o DIR`, then build or "
+            "fanout with --wheels DIR), vendor the code it needs into yours, or make the import "
+            "optional (move it into the function that uses it, or under try/except "
+            "ImportError)")
     everything = selector.closure(roots, required_only=False)
     if named is None:
         for name in code.nodes:

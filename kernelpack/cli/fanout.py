@@ -20,7 +20,7 @@ def _fanout(args: argparse.Namespace) -> int:
     request = FanoutRequest(
         config=args.config, images=args.images, output=args.output, sample=args.sample,
         models=args.models, per_model=args.per_model, folds=args.folds,
-        kaggle_images=args.kaggle_images, code=args.code,
+        kaggle_images=args.kaggle_images, code=args.code, wheels=args.wheels,
         key=load_key(args.key) if args.key else None, rows_per_shard=args.rows_per_shard,
         models_per_shard=args.models_per_shard, top_k=args.top_k, max_running=args.max_running,
         retries=args.retries, state=args.state, kaggle_url=args.kaggle_url,
@@ -101,6 +101,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     fanout.add_argument("--code", action="append", default=[], metavar="PATH",
                         help="your own package folder or module file, bundled into every shard "
                              "(repeatable; kernel.code of the config too)")
+    fanout.add_argument("--wheels", action="append", default=[], metavar="DIR",
+                        help="a wheel dataset folder from `kernelpack wheels` (repeatable), as "
+                             "for build: every shard attaches its dataset and installs its "
+                             "packages instead of bundling them")
     fanout.add_argument("--key", default=None, metavar="KEYFILE",
                         help="key file, for .kpenc models (embedded: the kernels must be "
                              "private)")

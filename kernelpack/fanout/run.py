@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..config import load_config
 from ..errors import KaggleError, PredictError
+from ..kernel.build import wheel_sources
 from .assemble import OutputRejected, assemble, check_output
 from .plan import MemberWork, Rows, Shard, plan_shards
 from .shard_kernel import ShardKernels
@@ -45,6 +46,7 @@ class FanoutRequest:
     folds: Path | None = None
     kaggle_images: str | None = None  # where the kernel finds them; default: test.images
     code: Sequence[Path] = ()
+    wheels: Sequence[Path] = ()  # wheel dataset folders (`kernelpack wheels`), as for build
     key: bytes | None = None
     rows_per_shard: int = 1000
     models_per_shard: int = 1
@@ -256,6 +258,7 @@ def run_fanout(request: FanoutRequest, log: Callable[[str], None] = print,
         raise PredictError(f"-o {request.output}: a .npz output is predict's top-k form; add "
                            "--top-k K, or name the output PREDS.npy")
     host = load_config(request.config)
+    host = dataclasses.replace(host, kernel=wheel_sources(host.kernel, request.wheels))
     config = host.ensemble
     groups = [entry.name for entry in config.models] \
         if request.per_model or request.folds is not None else None
@@ -278,7 +281,7 @@ def run_fanout(request: FanoutRequest, log: Callable[[str], None] = print,
                                   [request.kaggle_images, config.test.sample_submission])
     log(sources.describe())
     kernels = ShardKernels(host, Path(request.config), request.code, request.key,
-                           session.username, sources)
+                           session.username, sources, request.wheels)
     shards = plan_shards(members, rows, folds, config=config.to_dict(),
                          code_digest=kernels.code_digest, images=request.kaggle_images,
                          rows_per_shard=request.rows_per_shard,

@@ -18,8 +18,9 @@ from inference_core.files import atomic_write
 from ..bundler.bundle import Entry, bundle
 from ..config import HostConfig
 from ..errors import BuildError
-from ..kernel.build import KEY_MARKER, kernel_metadata
+from ..kernel.build import KEY_MARKER, check_user_imports, kernel_metadata
 from ..kernel.user_code import code_locations
+from ..kernel.wheels import dataset_modules
 from ..metadata import KERNEL_METADATA, slug_of, title_of
 from ..templates import fill
 from .plan import Shard
@@ -37,7 +38,8 @@ class ShardKernels:
     """Writes the kernel folder of any shard of one fan-out (the same config, code and key)."""
 
     def __init__(self, host: HostConfig, config_path: Path, code: Sequence[str | Path],
-                 key: bytes | None, owner: str, sources: ShardSources | None = None) -> None:
+                 key: bytes | None, owner: str, sources: ShardSources | None = None,
+                 wheels: Sequence[str | Path] = ()) -> None:
         if key is not None and not host.kernel.is_private:
             raise BuildError(f"{config_path}: kernel.is_private is false, and a shard kernel "
                              "that embeds the decryption key must be private; set "
@@ -52,6 +54,8 @@ class ShardKernels:
              for i, path in enumerate(host.kernel.code)]
             + [(path, f"--code {path}") for path in code])
         self.modules = [location.name for location in self.locations]
+        # Installed by the shard from its wheel datasets (`kernelpack wheels`), so not bundled.
+        self.from_wheels = [name for folder in wheels for name in dataset_modules(folder)]
 
     def _text(self, spec: dict) -> str:
         key = "None" if self.key is None else f"bytes.fromhex({self.key.hex()!r})"
@@ -60,7 +64,9 @@ class ShardKernels:
                                    "KEY": key, "USER_CODE": repr(self.modules)},
                      "kernelpack/fanout/shard_entry.py")
         bundled = bundle(Entry(ENTRY_NAME, entry.encode("utf-8")),
-                         vendor=[inference_core.__name__], code=self.locations)
+                         vendor=[inference_core.__name__], code=self.locations,
+                         exclude=self.from_wheels)
+        check_user_imports(bundled.missing, self.modules, "fanout")
         return bundled.text if self.key is None else f"{KEY_MARKER}\n{bundled.text}"
 
     @cached_property

@@ -4,6 +4,7 @@ config embedded in the kernel)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -132,6 +133,29 @@ def _imported_by(missing: Sequence[str], modules: Sequence[str]) -> list[str]:
     return [item for item in missing if any(place in item for place in places)]
 
 
+def check_user_imports(missing: Sequence[str], modules: Sequence[str], command: str) -> None:
+    """BuildError for the first import of the user's `modules` that the bundle could not meet
+    (`missing`, as `bundle` lists them), naming the fixes; `command` is the command that takes
+    --wheels (`build`, `fanout`)."""
+    unmet = _imported_by(missing, modules)
+    if unmet:
+        raise BuildError(
+            f"import {unmet[0]}: neither on the Kaggle image nor installed here; "
+            "install it here (pure-Python packages are then bundled), add your own module "
+            "with --code PATH, get a C extension from a wheel dataset (`kernelpack wheels PKG "
+            f"-o DIR`, then {command} with --wheels DIR), or make the import optional (inside "
+            "try/except ImportError)")
+
+
+def wheel_sources(kernel: KernelSection, wheels: Sequence[str | Path]) -> KernelSection:
+    """The kernel section with the wheel datasets' ids (their dataset-metadata.json) among its
+    dataset sources."""
+    ids = [source for folder in wheels if (source := dataset_id(folder))]
+    added = [source for source in dict.fromkeys(ids) if source not in kernel.dataset_sources]
+    return dataclasses.replace(kernel, dataset_sources=(*kernel.dataset_sources, *added)) \
+        if added else kernel
+
+
 def _made_by_kernelpack(kernel: Path) -> bool:
     if is_notebook(kernel):
         return made_by_kernelpack(kernel)
@@ -208,23 +232,12 @@ def build_kernel(config_path: str | Path, outdir: str | Path, key: bytes | None 
     bundled = bundle(entry, vendor=[inference_core.__name__], code=locations,
                      exclude=from_wheels, progress=progress, named=named,
                      code_exclude=exclude)
-    missing = _imported_by(bundled.missing, modules)
-    if missing:
-        raise BuildError(
-            f"import {missing[0]}: neither on the Kaggle image nor installed here; "
-            "install it here (pure-Python packages are then bundled), add your own module "
-            "with --code PATH, get a C extension from a wheel dataset (`kernelpack wheels PKG "
-            "-o DIR`, then build with --wheels DIR), or make the import optional (inside "
-            "try/except ImportError)")
+    check_user_imports(bundled.missing, modules, "build")
     kernel_text = bundled.text
     if key is not None:
         kernel_text = f"{KEY_MARKER}\n{kernel_text}"
     slug = slug_of(config_path.stem)
-    metadata = kernel_metadata(config.kernel, slug, notebook)
-    for folder in wheels:
-        source = dataset_id(folder)
-        if source and source not in metadata["dataset_sources"]:
-            metadata["dataset_sources"] = [*metadata["dataset_sources"], source]
+    metadata = kernel_metadata(wheel_sources(config.kernel, wheels), slug, notebook)
     outdir.mkdir(parents=True, exist_ok=True)
     if notebook:
         kernel_text = make_notebook(kernel_text, config_path, config, key is not None)
