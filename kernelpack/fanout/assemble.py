@@ -53,8 +53,9 @@ class _Member:
 
 def _array(folder: Path, entry: dict, expected_file: str, shape: tuple[int, ...], what: str,
            dtype: type = np.float64) -> np.ndarray:
-    if not isinstance(entry, dict) or entry.get("file") != expected_file:
-        raise OutputRejected(f"{what}: the manifest names {entry.get('file')!r}, expected "
+    named = entry.get("file") if isinstance(entry, dict) else None
+    if named != expected_file:
+        raise OutputRejected(f"{what}: the manifest names {named!r}, expected "
                              f"{expected_file!r}")
     path = folder / expected_file
     if path.is_symlink() or not path.is_file():

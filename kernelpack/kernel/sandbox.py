@@ -325,7 +325,11 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
                                "notebook, run by this Python's Jupyter kernel; build the kernel "
                                "as a script (no --notebook) to run it with another Python")
         check_runnable(kernel)
-    interpreter = sys.executable if python is None else str(Path(python).absolute())
+    # A bare name is looked up on PATH; a venv's python is kept as given (not resolved: the
+    # venv is found from the link's own folder).
+    interpreter = sys.executable if python is None else str(
+        Path(shutil.which(python) if os.sep not in str(python) and shutil.which(python)
+             else python).absolute())
     described = "" if python is None else f"{interpreter} ({python_version(interpreter)})"
     if not input_dir.is_dir():
         raise SandboxError(f"{input_dir}: input folder not found; pass a folder laid out like "
