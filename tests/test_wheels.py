@@ -206,6 +206,7 @@ def test_a_fanout_shard_attaches_the_wheel_dataset_and_computes_with_its_package
     from kernelpack.fanout.run import _discover, _members, _rows
     from kernelpack.fanout.shard_kernel import ShardKernels
     from kernelpack.kernel.build import wheel_sources
+    from kernelpack.kernel.wheels import dataset_modules
 
     out, input_dir, ids, twin = kernel
     config_path, user_code = out.parent / "wheel-kernel.yml", [out.parent / "kp_wheel_user.py"]
@@ -215,7 +216,7 @@ def test_a_fanout_shard_attaches_the_wheel_dataset_and_computes_with_its_package
     host = dataclasses.replace(host, kernel=wheel_sources(host.kernel, [input_dir /
                                                                          "bottleneck-wheels"]))
     kernels = ShardKernels(host, config_path, user_code, None, USER,
-                           wheels=[input_dir / "bottleneck-wheels"])
+                           from_wheels=dataset_modules(input_dir / "bottleneck-wheels"))
     rows = _rows(host.ensemble, input_dir / "comp" / "test",
                  input_dir / "comp" / "sample_submission.csv")
     members = _members(host.ensemble, _discover(host.ensemble, [input_dir / "models"],

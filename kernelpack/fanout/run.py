@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from ..config import load_config
 from ..errors import KaggleError, PredictError
 from ..kernel.build import wheel_sources
+from ..kernel.wheels import dataset_modules
 from .assemble import OutputRejected, assemble, check_output
 from .plan import MemberWork, Rows, Shard, plan_shards
 from .shard_kernel import ShardKernels
@@ -259,6 +260,7 @@ def run_fanout(request: FanoutRequest, log: Callable[[str], None] = print,
                            "--top-k K, or name the output PREDS.npy")
     host = load_config(request.config)
     host = dataclasses.replace(host, kernel=wheel_sources(host.kernel, request.wheels))
+    from_wheels = [name for folder in request.wheels for name in dataset_modules(folder)]
     config = host.ensemble
     groups = [entry.name for entry in config.models] \
         if request.per_model or request.folds is not None else None
@@ -281,7 +283,7 @@ def run_fanout(request: FanoutRequest, log: Callable[[str], None] = print,
                                   [request.kaggle_images, config.test.sample_submission])
     log(sources.describe())
     kernels = ShardKernels(host, Path(request.config), request.code, request.key,
-                           session.username, sources, request.wheels)
+                           session.username, sources, from_wheels)
     shards = plan_shards(members, rows, folds, config=config.to_dict(),
                          code_digest=kernels.code_digest, images=request.kaggle_images,
                          rows_per_shard=request.rows_per_shard,

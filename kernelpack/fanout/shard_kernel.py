@@ -20,7 +20,6 @@ from ..config import HostConfig
 from ..errors import BuildError
 from ..kernel.build import KEY_MARKER, check_user_imports, kernel_metadata
 from ..kernel.user_code import code_locations
-from ..kernel.wheels import dataset_modules
 from ..metadata import KERNEL_METADATA, slug_of, title_of
 from ..templates import fill
 from .plan import Shard
@@ -39,7 +38,7 @@ class ShardKernels:
 
     def __init__(self, host: HostConfig, config_path: Path, code: Sequence[str | Path],
                  key: bytes | None, owner: str, sources: ShardSources | None = None,
-                 wheels: Sequence[str | Path] = ()) -> None:
+                 from_wheels: Sequence[str] = ()) -> None:
         if key is not None and not host.kernel.is_private:
             raise BuildError(f"{config_path}: kernel.is_private is false, and a shard kernel "
                              "that embeds the decryption key must be private; set "
@@ -55,7 +54,7 @@ class ShardKernels:
             + [(path, f"--code {path}") for path in code])
         self.modules = [location.name for location in self.locations]
         # Installed by the shard from its wheel datasets (`kernelpack wheels`), so not bundled.
-        self.from_wheels = [name for folder in wheels for name in dataset_modules(folder)]
+        self.from_wheels = list(from_wheels)
 
     def _text(self, spec: dict) -> str:
         key = "None" if self.key is None else f"bytes.fromhex({self.key.hex()!r})"

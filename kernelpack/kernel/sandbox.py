@@ -325,11 +325,7 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
                                "notebook, run by this Python's Jupyter kernel; build the kernel "
                                "as a script (no --notebook) to run it with another Python")
         check_runnable(kernel)
-    # A bare name is looked up on PATH; a venv's python is kept as given (not resolved: the
-    # venv is found from the link's own folder).
-    interpreter = sys.executable if python is None else str(
-        Path(shutil.which(python) if os.sep not in str(python) and shutil.which(python)
-             else python).absolute())
+    interpreter = sys.executable if python is None else _interpreter(str(python))
     described = "" if python is None else f"{interpreter} ({python_version(interpreter)})"
     if not input_dir.is_dir():
         raise SandboxError(f"{input_dir}: input folder not found; pass a folder laid out like "
@@ -427,6 +423,21 @@ def run_local(kernel: str | Path, input_dir: str | Path, *, root: str | Path | N
                          submission_file, stopped, described)
 
 
+def _interpreter(python: str) -> str:
+    """The path of `--python`: a bare name looked up on PATH, a path made absolute (not
+    resolved: a venv's python is a link, and the venv is found from the link's own folder)."""
+    if not python.strip():
+        raise SandboxError("--python: empty; pass the path of a Python interpreter, e.g. a "
+                           "venv's bin/python")
+    if os.sep not in python:
+        found = shutil.which(python)
+        if found is None:
+            raise SandboxError(f"--python {python}: not found on PATH; pass the path of a "
+                               "Python interpreter, e.g. a venv's bin/python")
+        python = found
+    return str(Path(python).absolute())
+
+
 def python_version(python: str) -> str:
     """`Python 3.12.1` of the interpreter `python`; SandboxError when it does not run."""
     try:
@@ -437,9 +448,10 @@ def python_version(python: str) -> str:
         raise SandboxError(f"--python {python}: does not run ({exc}); pass the path of a Python "
                            "interpreter, e.g. a venv's bin/python") from None
     if run.returncode != 0 or not re.fullmatch(r"\d+\.\d+\.\d+\S*", run.stdout.strip()):
+        said = (run.stderr or run.stdout).strip().splitlines() or [""]
         raise SandboxError(f"--python {python}: is not a working Python interpreter (exit "
-                           f"{run.returncode}: {(run.stderr or run.stdout).strip()[-200:]}); "
-                           "pass the path of one, e.g. a venv's bin/python")
+                           f"{run.returncode}: {said[0][:200]}); pass the path of one, e.g. a "
+                           "venv's bin/python")
     return f"Python {run.stdout.strip()}"
 
 
