@@ -186,6 +186,30 @@ def test_out_of_fold_top_k_shards_send_k_classes_a_row_and_assemble_into_predict
     _same_top_k(written, work["root"] / "oof-topk")
 
 
+def test_test_row_shards_holding_every_model_send_top_k_entries_and_blend(work, tmp_path):
+    rows, members, shards = _plan(work, models_per_shard=3, top_k=3)
+    assert [s.top_k for s in shards] == [3, 3]  # 2 row slices, every model in each
+    # Holding part of the models, a shard cannot know an entry's or the blend's best classes.
+    assert {s.top_k for s in _plan(work, models_per_shard=2, top_k=3)[2]} == {None}
+    state = FanoutState.open(tmp_path / "state")
+    done = _run_all(work, state, rows, shards)
+    for shard, folder in done:  # each entry's and the blend's k best, no rows x classes array
+        assert sorted(p.name for p in folder.glob("*.npy")) == sorted(
+            f"{stem}.{part}.npy" for stem in ("entry-0", "entry-1", "blend")
+            for part in ("indices", "probabilities"))
+        assert np.load(folder / "blend.probabilities.npy").shape == (len(shard.rows), 3)
+    out = tmp_path / "topk" / "preds.npz"
+    written = assemble(done, members, rows, mode="gmean", folds=None, per_model=True,
+                       output=out, log=lambda _: None, top_k=3)
+    assert sorted(p.name for p in written) == ["preds.cnn.npz", "preds.npz", "preds.solo.npz"]
+    _same_top_k(written, work["root"] / "topk")
+    # An entry missing from a shard's manifest is refused.
+    shard, folder = done[0]
+    _manifest(folder, lambda m: m["entries"].pop())
+    with pytest.raises(OutputRejected, match=r"entries are not \['cnn', 'solo'\]"):
+        check_output(folder, shard, rows)
+
+
 def test_a_top_k_output_with_a_class_outside_the_label_space_is_refused(work, tmp_path):
     rows, _, shards = _plan(work, folds=work["folds"], images="digits/train", top_k=3)
     folder = tmp_path / "out"

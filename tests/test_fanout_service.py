@@ -40,6 +40,7 @@ def reference(tmp_path_factory, digits_input):
         world.predict(folder / "oof" / "preds.npy", *world.oof_args(), "--per-model")
         world.predict(folder / "oof-topk" / "preds.npz", *world.oof_args(), "--per-model",
                       "--top-k", "3")
+        world.predict(folder / "topk" / "preds.npz", *world.test_args(), "--top-k", "3")
     return folder
 
 
@@ -80,21 +81,31 @@ def test_out_of_fold_files_equal_predict_and_each_fold_model_sees_only_its_rows(
                                    np.load(reference / "oof" / name), rtol=0, atol=1e-6)
 
 
-def test_out_of_fold_top_k_comes_back_as_k_classes_a_row_and_equals_predict(fanout, reference,
-                                                                             tmp_path):
-    out = tmp_path / "oof" / "preds.npz"
-    run = fanout.fanout(out, *fanout.oof_fanout_args(), "--top-k", "3")
-    assert run.returncode == 0, run.stderr
-    downloaded = list((out.parent / "preds.fanout").rglob("member-*.npy"))
-    assert downloaded and all(p.name.endswith((".indices.npy", ".probabilities.npy"))
-                              for p in downloaded)
-    assert sorted(p.name for p in out.parent.glob("*.npz")) == ["preds.cnn.npz",
-                                                               "preds.solo.npz"]
-    for path in out.parent.glob("*.npz"):
-        ours, theirs = np.load(path), np.load(reference / "oof-topk" / path.name)
+def _same_top_k_files(folder, reference_folder, names) -> None:
+    assert sorted(p.name for p in folder.glob("*.npz")) == names
+    for name in names:
+        ours, theirs = np.load(folder / name), np.load(reference_folder / name)
         np.testing.assert_array_equal(ours["indices"], theirs["indices"])
         np.testing.assert_allclose(ours["probabilities"], theirs["probabilities"], rtol=0,
                                    atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["oof", "test"])
+def test_top_k_comes_back_as_k_classes_a_row_and_equals_predict(fanout, reference, tmp_path,
+                                                                 kind):
+    # Out of fold each shard sends its member's lists; on test rows each shard holds every
+    # model (--models-per-shard 3) and sends each entry's and the whole blend's lists.
+    out = tmp_path / kind / "preds.npz"
+    args = [*fanout.oof_fanout_args()] if kind == "oof" else [
+        *fanout.test_args(), "--models-per-shard", "3", "--rows-per-shard", "16"]
+    run = fanout.fanout(out, *args, "--top-k", "3")
+    assert run.returncode == 0, run.stderr
+    downloaded = list((out.parent / "preds.fanout").rglob("*.npy"))
+    assert downloaded and all(p.name.endswith((".indices.npy", ".probabilities.npy"))
+                              for p in downloaded)
+    _same_top_k_files(out.parent, reference / ("oof-topk" if kind == "oof" else "topk"),
+                      ["preds.cnn.npz", "preds.solo.npz"] if kind == "oof" else
+                      ["preds.cnn.npz", "preds.npz", "preds.solo.npz"])
 
 
 def _kill_the_first_run_midway(root, killed: list) -> None:

@@ -105,25 +105,62 @@ def check_output(folder: Path, shard: Shard, rows: Rows) -> dict:
     if not isinstance(width, int) or isinstance(width, bool) or width < 1:
         raise OutputRejected(f"shard {shard.name}: num_classes {width!r} is not a count")
     n = len(ids)
+    if shard.top_k:
+        for name, stem, entry in _top_k_entries(shard, manifest):
+            _check_top_k(folder, entry, stem, n, min(shard.top_k, width), width,
+                         f"shard {shard.name} {name}")
+        return manifest
     for index, entry in enumerate(listed):
-        what = f"shard {shard.name} member {labels[index]}"
-        if not shard.top_k:
-            _array(folder, entry, f"member-{index}.npy", (n, width), what)
-            continue
-        k = min(shard.top_k, width)
-        indices = _array(folder, entry.get("indices"), f"member-{index}.indices.npy", (n, k),
-                         what, np.int32)
-        _array(folder, entry.get("probabilities"), f"member-{index}.probabilities.npy", (n, k),
-               what)
-        if indices.size and (indices.min() < 0 or indices.max() >= width):
-            raise OutputRejected(f"{what}: member-{index}.indices.npy holds classes outside "
-                                 f"0..{width - 1}")
+        _array(folder, entry, f"member-{index}.npy", (n, width),
+               f"shard {shard.name} member {labels[index]}")
     if shard.blend:
         for key, shape in (("blend", (n, width)), ("weight", (n,))):
             if not isinstance(manifest.get(key), dict):
                 raise OutputRejected(f"shard {shard.name}: the manifest lists no {key}.npy")
             _array(folder, manifest[key], f"{key}.npy", shape, f"shard {shard.name} {key}")
     return manifest
+
+
+BLEND = ""  # the whole blend's key among a top-k shard's lists (no entry is named "")
+
+
+def _top_k_files(shard: Shard) -> list[tuple[str, str]]:
+    """(what, file stem) of each top-k list a shard sends, in the shard kernel's order: out of
+    fold, each member's rows under its entry's name; on test rows, each entry's blend, then the
+    whole blend (BLEND)."""
+    if not shard.blend:
+        return [(member.group, f"member-{index}") for index, member in enumerate(shard.members)]
+    groups = list(dict.fromkeys(member.group for member in shard.members))
+    return [*((group, f"entry-{j}") for j, group in enumerate(groups)), (BLEND, "blend")]
+
+
+def _top_k_entries(shard: Shard, manifest: dict) -> list[tuple[str, str, object]]:
+    """(what, file stem, manifest entry) of each list the shard must have sent."""
+    listed = manifest.get("entries") if shard.blend else manifest.get("members")
+    listed = listed if isinstance(listed, list) else []
+    found = []
+    for number, (name, stem) in enumerate(_top_k_files(shard)):
+        if name == BLEND:
+            found.append(("blend", stem, manifest.get("blend")))
+            continue
+        entry = listed[number] if number < len(listed) else None
+        if shard.blend and (not isinstance(entry, dict) or entry.get("group") != name):
+            raise OutputRejected(f"shard {shard.name}: its output's entries are not "
+                                 f"{[n for n, _ in _top_k_files(shard) if n != BLEND]}")
+        found.append((f"entry {name}" if shard.blend else f"member "
+                      f"{shard.members[number].label}", stem, entry))
+    return found
+
+
+def _check_top_k(folder: Path, entry: object, stem: str, n: int, k: int, width: int,
+                 what: str) -> None:
+    arrays = entry if isinstance(entry, dict) else {}
+    indices = _array(folder, arrays.get("indices"), f"{stem}.indices.npy", (n, k), what,
+                     np.int32)
+    _array(folder, arrays.get("probabilities"), f"{stem}.probabilities.npy", (n, k), what)
+    if indices.size and (indices.min() < 0 or indices.max() >= width):
+        raise OutputRejected(f"{what}: {stem}.indices.npy holds classes outside "
+                             f"0..{width - 1}")
 
 
 def _members_arrays(shards: Sequence[tuple[Shard, Path]], members: Sequence[MemberWork],
@@ -167,26 +204,27 @@ def _top_k(probs: np.ndarray, k: int) -> TopK:
     return rows.result
 
 
-def _out_of_fold_top_k(shards: Sequence[tuple[Shard, Path]], members: Sequence[MemberWork],
-                       n_rows: int, width: int, ids: Sequence[str]) -> dict[str, TopK]:
-    """Each entry's out-of-fold top-k lists, put together from the shards' (each row is one
-    member's: a fold model's held-out rows, a plain entry's every row). Memory: rows x k."""
+def _gathered_top_k(shards: Sequence[tuple[Shard, Path]], n_rows: int, width: int,
+                    ids: Sequence[str]) -> dict[str, TopK]:
+    """Each top-k list (an entry's, the whole blend's under BLEND) put together from the
+    shards' rows. Memory: rows x k per list."""
     k = min(shards[0][0].top_k, width)
-    lists = {m.group: TopK(np.zeros((n_rows, k), dtype=np.int32), np.zeros((n_rows, k)))
-             for m in members}
-    filled = {group: np.zeros(n_rows, dtype=bool) for group in lists}
+    lists: dict[str, TopK] = {}
+    filled: dict[str, np.ndarray] = {}
     for shard, folder in shards:
         rows = np.asarray(shard.rows, dtype=np.int64)
-        for index, member in enumerate(shard.members):
-            lists[member.group].indices[rows] = np.load(folder / f"member-{index}.indices.npy")
-            lists[member.group].probabilities[rows] = np.load(
-                folder / f"member-{index}.probabilities.npy")
-            filled[member.group][rows] = True
-    for group, done in filled.items():
+        for name, stem in _top_k_files(shard):
+            if name not in lists:
+                lists[name] = TopK(np.zeros((n_rows, k), dtype=np.int32), np.zeros((n_rows, k)))
+                filled[name] = np.zeros(n_rows, dtype=bool)
+            lists[name].indices[rows] = np.load(folder / f"{stem}.indices.npy")
+            lists[name].probabilities[rows] = np.load(folder / f"{stem}.probabilities.npy")
+            filled[name][rows] = True
+    for name, done in filled.items():
         if not done.all():  # the plan covers every row: only a plan changed under us misses
             row = int(np.flatnonzero(~done)[0])
-            raise PredictError(f"{group}: row {row} (id {ids[row]}) is in no shard's output; "
-                               "nothing was written, run the fan-out again")
+            raise PredictError(f"{name or 'the blend'}: row {row} (id {ids[row]}) is in no "
+                               "shard's output; nothing was written, run the fan-out again")
     return lists
 
 
@@ -204,14 +242,18 @@ def assemble(shards: Sequence[tuple[Shard, Path]], members: Sequence[MemberWork]
                            "the models must share one label space")
     width, n_rows = widths.pop(), len(rows)
     ids = list(rows.ids)
-    if folds is not None and shards and shards[0][0].top_k:
+    if shards and shards[0][0].top_k:
         # The shards sent top-k lists: no rows x classes array exists here either.
-        for group in dict.fromkeys(m.group for m in members if m.fold is None):
-            log(f"WARNING {group} is not a folds group: its --per-model file predicts every "
-                "row, not out-of-fold")
-        prediction = HostPrediction(ids, np.empty((n_rows, 0)), list(range(width)),
-                                    _out_of_fold_top_k(shards, members, n_rows, width, ids))
-        return _write(prediction, output, keep_blend=False)
+        lists = _gathered_top_k(shards, n_rows, width, ids)
+        blend = lists.pop(BLEND, None)
+        if folds is not None:
+            for group in dict.fromkeys(m.group for m in members if m.fold is None):
+                log(f"WARNING {group} is not a folds group: its --per-model file predicts "
+                    "every row, not out-of-fold")
+        per_group = lists if per_model or folds is not None else {}
+        probs = blend if folds is None else np.empty((n_rows, 0))
+        return _write(HostPrediction(ids, probs, list(range(width)), per_group), output,
+                      keep_blend=folds is None)
     arrays = _members_arrays(shards, members, n_rows, width)
     per_group = {}
     if per_model or folds is not None:

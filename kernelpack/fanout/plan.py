@@ -60,7 +60,8 @@ class Shard:
     members: tuple[MemberWork, ...]
     rows: tuple[int, ...]  # indices into Rows
     blend: bool  # its blend and row weights are assembled (test rows), or not (out-of-fold)
-    # Out of fold with --top-k: each member's rows come back as their k best classes.
+    # With --top-k, where the shard holds what each list is of (see plan_shards): its rows come
+    # back as their k best classes.
     top_k: int | None = None
 
     def spec(self, rows: Rows, images: str) -> dict:
@@ -69,7 +70,7 @@ class Shard:
                 "ids": [rows.ids[r] for r in self.rows],
                 "files": [rows.files[r] for r in self.rows],
                 "members": [{"label": m.label, "weight": m.weight, "sha256": m.sha256,
-                             "fold": m.fold} for m in self.members]}
+                             "fold": m.fold, "group": m.group} for m in self.members]}
 
     def describe(self) -> str:
         labels = ", ".join(m.label for m in self.members)
@@ -95,10 +96,12 @@ def plan_shards(members: Sequence[MemberWork], rows: Rows, folds: np.ndarray | N
                 config: dict, code_digest: str, images: str, rows_per_shard: int,
                 models_per_shard: int, top_k: int | None = None) -> list[Shard]:
     """The shards of the work, in a stable order (member groups, then row slices). With
-    `top_k`, out-of-fold shards (`folds`) bring back each row's `top_k` best classes only: a
-    row's out-of-fold value is one member's, so its top-k is the entry's. Shards of test rows
-    bring back every class, since an entry's or the whole blend's best classes are not the
-    best of its members'."""
+    `top_k`, a shard brings back each row's `top_k` best classes only where it holds what the
+    lists are of: out of fold (`folds`) always (a row's value is one member's, so its top-k is
+    the entry's); on test rows when every shard holds every member (`models_per_shard` at least
+    the members), so that it blends each entry and the whole ensemble itself. Otherwise shards
+    of test rows bring back every class and the host reduces, since an entry's or the whole
+    blend's best classes are not the best of a part's."""
     if rows_per_shard < 1 or models_per_shard < 1:
         raise PredictError(f"rows per shard {rows_per_shard} and models per shard "
                            f"{models_per_shard}: each must be 1 or more")
@@ -122,7 +125,7 @@ def plan_shards(members: Sequence[MemberWork], rows: Rows, folds: np.ndarray | N
     shards = []
     for group, piece, blend in work:
         indices = tuple(int(r) for r in piece)
-        k = None if blend else top_k
+        k = top_k if not blend or len(group) == len(members) else None
         shards.append(Shard(_name(code_digest, config, group, rows, indices, images, blend, k),
                             group, indices, blend, k))
     return shards

@@ -288,10 +288,14 @@ def run_fanout(request: FanoutRequest, log: Callable[[str], None] = print,
                          code_digest=kernels.code_digest, images=request.kaggle_images,
                          rows_per_shard=request.rows_per_shard,
                          models_per_shard=request.models_per_shard,
-                         top_k=request.top_k if folds is not None else None)
+                         top_k=request.top_k)
     state = FanoutState.open(request.state or default_state(request.output))
     log(f"fanout: {len(rows)} rows x {len(members)} models in {len(shards)} shards, at most "
         f"{request.max_running} running; state in {state.folder}")
+    if request.top_k and not shards[0].top_k:
+        log(f"--top-k: the shards send every class (a shard holds {request.models_per_shard} of "
+            f"the {len(members)} models), reduced here: this machine holds rows x classes per "
+            f"model; --models-per-shard {len(members)} reduces in the shards")
     summary = _Fanout(request, shards, rows, kernels, session, state, log, progress).run()
     if not summary.failed:
         summary.written = assemble([(s, state.shard_folder(s.name)) for s in shards], members,

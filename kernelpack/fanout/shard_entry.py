@@ -16,7 +16,10 @@ and writes to the working folder:
   one model), reduced batch by batch as `predict --top-k` does, so that neither the kernel nor
   the download holds rows x classes;
 - `blend.npy` and `weight.npy` (when asked): the shard's members blended as the kernel blends
-  them, and each row's blend weight, so the host can add shards of other members to it;
+  them, and each row's blend weight, so the host can add shards of other members to it; on test
+  rows with `top_k` (the shard then holds every model) instead `entry-<j>.indices.npy` /
+  `.probabilities.npy`, entry j's blend of its models, and `blend.indices.npy` /
+  `.probabilities.npy`, the whole blend, each row's k best classes;
 - `shard.json` last: the manifest (ids, members, each file's shape, dtype and SHA-256), which
   the host checks before it uses anything.
 
@@ -107,14 +110,38 @@ def _members(config, shard: dict, key):
     return members
 
 
-def _alone(probs, weight: float, mode: str):
-    """A plain entry's value: its one model blended on its own, as `predict --per-model` blends
-    an entry (for gmean, clipped and through the log)."""
+def _entry_blend(probs, weights, mode: str):
+    """An entry's value: its models blended on their own, without threshold shifts, as
+    `predict --per-model` blends an entry (a plain entry's one model too: for gmean, clipped and
+    through the log)."""
     from inference_core.blend import BlendAccumulator
 
-    accumulator = BlendAccumulator(*probs.shape, mode=mode)
-    accumulator.add(probs, float(weight))
+    accumulator = BlendAccumulator(*probs[0].shape, mode=mode)
+    for p, weight in zip(probs, weights, strict=True):
+        accumulator.add(p, float(weight))
     return accumulator.result()
+
+
+def _top_k_parts(shard: dict, mode: str) -> list:
+    """What a top-k shard sends, each as (kind, number, label, value of a batch): out of fold,
+    each member's rows (a fold model's own values, a plain entry's blend of its one model); on
+    test rows (the shard holds every model), each entry's blend and the whole blend."""
+    specs = shard["members"]
+    if not shard.get("blend"):
+        return [("member", j, spec["label"],
+                 (lambda per_member, _, j=j: per_member[j]) if spec.get("fold") is not None
+                 else (lambda per_member, _, j=j, w=spec["weight"]:
+                       _entry_blend([per_member[j]], [w], mode)))
+                for j, spec in enumerate(specs)]
+    groups = list(dict.fromkeys(spec["group"] for spec in specs))
+    parts = []
+    for number, group in enumerate(groups):
+        chosen = [j for j, spec in enumerate(specs) if spec["group"] == group]
+        parts.append(("entry", number, group,
+                      lambda per_member, _, chosen=chosen: _entry_blend(
+                          [per_member[j] for j in chosen], [specs[j]["weight"] for j in chosen],
+                          mode)))
+    return [*parts, ("blend", 0, "blend", lambda _, accumulator: accumulator.result())]
 
 
 def run_shard(shard: dict, raw_config: dict, key, working=".") -> dict:
@@ -142,8 +169,8 @@ def run_shard(shard: dict, raw_config: dict, key, working=".") -> dict:
     if top_k:
         from inference_core.top_k import TopKRows
 
-        tops = [TopKRows(n_rows, top_k, n_classes) for _ in members]
-        in_fold_group = [spec.get("fold") is not None for spec in shard["members"]]
+        parts = _top_k_parts(shard, config.blend)
+        tops = [TopKRows(n_rows, top_k, n_classes) for _ in parts]
     member_probs = [np.full((0 if top_k else n_rows, n_classes), np.nan) for _ in members]
     blend = np.full((n_rows, n_classes), np.nan)
     weight = np.zeros(n_rows)
@@ -161,9 +188,8 @@ def run_shard(shard: dict, raw_config: dict, key, working=".") -> dict:
                           probs[begin:end] for m, probs in enumerate(member_probs)}
             predictor.predict(prepared, every_view, accumulator, per_member=per_member)
             if top_k:
-                for m, probs in per_member.items():
-                    tops[m].put(begin, probs if in_fold_group[m] else
-                                _alone(probs, members[m].weight, config.blend))
+                for (_, _, _, value), lists in zip(parts, tops, strict=True):
+                    lists.put(begin, value(per_member, accumulator))
             weight[begin:end] = accumulator.row_weight
             blended = np.flatnonzero(accumulator.row_weight > 0)
             blend[begin + blended] = accumulator.result(blended)
@@ -173,18 +199,26 @@ def run_shard(shard: dict, raw_config: dict, key, working=".") -> dict:
     working.mkdir(parents=True, exist_ok=True)
     manifest = {"format": FORMAT, "shard": shard["name"], "ids": list(test_set.ids),
                 "num_classes": n_classes, "members": []}
-    for index, (member, probs) in enumerate(zip(members, member_probs, strict=True)):
-        if top_k:
-            lists = tops[index].result
-            entry = {"indices": _save(lists.indices, working / f"member-{index}.indices.npy"),
-                     "probabilities": _save(lists.probabilities,
-                                            working / f"member-{index}.probabilities.npy")}
-        else:
+    if top_k:
+        manifest["members"] = [{"label": member.name} for member in members]
+        for (kind, number, label, _), lists in zip(parts, tops, strict=True):
+            stem = kind if kind == "blend" else f"{kind}-{number}"
+            arrays = {"indices": _save(lists.result.indices, working / f"{stem}.indices.npy"),
+                      "probabilities": _save(lists.result.probabilities,
+                                             working / f"{stem}.probabilities.npy")}
+            if kind == "member":
+                manifest["members"][number].update(arrays)
+            elif kind == "entry":
+                manifest.setdefault("entries", []).append({"group": label, **arrays})
+            else:
+                manifest["blend"] = arrays
+    else:
+        for index, (member, probs) in enumerate(zip(members, member_probs, strict=True)):
             entry = _save(probs, working / f"member-{index}.npy")
-        manifest["members"].append({"label": member.name, **entry})
-    if shard.get("blend"):
-        manifest["blend"] = _save(blend, working / "blend.npy")
-        manifest["weight"] = _save(weight, working / "weight.npy")
+            manifest["members"].append({"label": member.name, **entry})
+        if shard.get("blend"):
+            manifest["blend"] = _save(blend, working / "blend.npy")
+            manifest["weight"] = _save(weight, working / "weight.npy")
     manifest.update(seconds=round(time.monotonic() - began, 3), torch=torch.__version__,
                     device=predictor.describe())
     # The manifest last: a run stopped before this line has no manifest, and is no output.
