@@ -172,7 +172,7 @@ def run_shard(shard: dict, raw_config: dict, key, working=".") -> dict:
         parts = _top_k_parts(shard, config.blend)
         tops = [TopKRows(n_rows, top_k, n_classes) for _ in parts]
     member_probs = [np.full((0 if top_k else n_rows, n_classes), np.nan) for _ in members]
-    blend = np.full((n_rows, n_classes), np.nan)
+    blend = np.full((0 if top_k else n_rows, n_classes), np.nan)  # top-k: lists only
     weight = np.zeros(n_rows)
     _log(f"shard {shard['name']}: {len(members)} models x {n_rows} images, "
          f"{predictor.describe()}")
@@ -191,8 +191,9 @@ def run_shard(shard: dict, raw_config: dict, key, working=".") -> dict:
                 for (_, _, _, value), lists in zip(parts, tops, strict=True):
                     lists.put(begin, value(per_member, accumulator))
             weight[begin:end] = accumulator.row_weight
-            blended = np.flatnonzero(accumulator.row_weight > 0)
-            blend[begin + blended] = accumulator.result(blended)
+            if not top_k:
+                blended = np.flatnonzero(accumulator.row_weight > 0)
+                blend[begin + blended] = accumulator.result(blended)
             done += end - begin
             _log(f"predicted {done}/{n_rows} images")
     working = Path(working)
