@@ -87,3 +87,14 @@ def test_a_source_the_shards_read_images_from_stays_attached_though_it_holds_che
                                                                 "bob/wheels"]
     assert sources.for_shard(["solo"])["dataset_sources"] == ["alice/solo-models",
                                                               "bob/wheels"]
+
+
+def test_a_metadata_file_that_is_a_fifo_or_not_json_is_passed_over_not_waited_on(tmp_path):
+    import os
+
+    weights = tmp_path / "cnn-models"
+    found = {"cnn_f0": _found(weights, "sub/cnn0.pt"), "solo": _found(weights, "solo.pt")}
+    os.mkfifo(weights / "sub" / "dataset-metadata.json")  # reading it would block for ever
+    (weights / "dataset-metadata.json").write_text("{not json")
+    sources = ShardSources.locate(KERNEL, found)  # placed by the folder's name instead
+    assert sources.holders == {("dataset_sources", "alice/cnn-models"): {"cnn_f0", "solo"}}

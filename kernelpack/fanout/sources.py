@@ -15,6 +15,7 @@ only costs time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from ..metadata import DATASET_METADATA
 
 SOURCE_FIELDS = ("competition_sources", "dataset_sources", "kernel_sources", "model_sources")
 Source = tuple[str, str]  # (kernel-metadata.json field, ref)
+MAX_METADATA_BYTES = 1 << 20
 
 
 def source_slug(field_name: str, ref: str) -> str:
@@ -53,11 +55,12 @@ def _pushed_ids(found: FoundModel) -> list[str]:
     ids = []
     folder = found.path.parent
     while True:
-        try:
-            metadata = json.loads((folder / DATASET_METADATA).read_text(encoding="utf-8"))
-            ids.append(str(metadata["id"]))
-        except (OSError, ValueError, TypeError, KeyError):
-            pass  # no such file here, or not one that names a dataset
+        path = folder / DATASET_METADATA
+        # A regular file of a sane size only: a FIFO would block, a huge file fill memory.
+        if path.is_file() and path.stat().st_size <= MAX_METADATA_BYTES:
+            # Not one that names a dataset: passed over.
+            with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+                ids.append(str(json.loads(path.read_text(encoding="utf-8"))["id"]))
         if folder == root or folder == folder.parent:
             return ids
         folder = folder.parent
