@@ -144,6 +144,16 @@ def build_model(config: ModelConfig, name: str) -> nn.Module:
         raise CheckpointError(
             f"{name}: cannot build arch {config.arch!r} with model_kwargs "
             f"{config.model_kwargs} ({_first_line(exc)}); {fix}") from None
+    except OSError as exc:
+        # 2019 factories load pretrained weights when built (`pretrained=True` by default,
+        # from the network or a file under ../input): the checkpoint's weights replace them,
+        # and a kernel has no network.
+        raise CheckpointError(
+            f"{name}: building arch {config.arch!r} with model_kwargs {config.model_kwargs} "
+            f"read the network or a file ({_first_line(exc)}): the factory loads pretrained "
+            "weights when it builds; turn that off in model_kwargs (e.g. \"pretrained\": "
+            "false): the checkpoint's own weights replace them, and the kernel runs offline"
+        ) from None
 
 
 def model_from_checkpoint(checkpoint: dict, name: str = "<checkpoint>",

@@ -317,3 +317,39 @@ def test_import_checkpoint_says_which_parameter_kept_its_default_class_count(tmp
     finally:
         for name in [n for n in sys.modules if n.startswith("kp_default_count")]:
             sys.modules.pop(name)
+
+
+def test_a_factory_that_downloads_pretrained_weights_when_built_is_told_to_turn_it_off(
+        tmp_path, monkeypatch):
+    # As 2019 factories did (pretrained=True by default, weights fetched when built): here
+    # from a port nothing listens on, as on a kernel with no network.
+    (tmp_path / "kp_downloads.py").write_text(textwrap.dedent("""
+        import urllib.request
+        from torch import nn
+
+
+        def get_model(num_classes, pretrained=True):
+            if pretrained:
+                urllib.request.urlopen("http://127.0.0.1:9/weights.pth", timeout=5)
+            return nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, num_classes))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import_modules(["kp_downloads"])
+    from inference_core.checkpoint import build_model
+    from inference_core.model_config import ModelConfig
+
+    def config(kwargs):
+        return ModelConfig.from_checkpoint({"arch": "kp_downloads:get_model", "num_classes": 3,
+                                            "config": {"input_size": 4, "model_kwargs": kwargs}},
+                                           "m.pt")
+
+    try:
+        with pytest.raises(CheckpointError) as info:
+            build_model(config({}), "m.pt")
+        message = str(info.value)
+        assert message.startswith("m.pt: building arch 'kp_downloads:get_model' with "
+                                  "model_kwargs {} read the network or a file (")
+        assert 'turn that off in model_kwargs (e.g. "pretrained": false)' in message
+        assert build_model(config({"pretrained": False}), "m.pt")[1].out_features == 3
+    finally:
+        sys.modules.pop("kp_downloads", None)
