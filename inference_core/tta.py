@@ -113,6 +113,14 @@ def _crop(op: str, fraction: float) -> tuple[Op, Op]:
     return apply, undo
 
 
+@cache
+def _seeded_draws(index: int) -> tuple[float, float, float]:
+    """The first three numbers in [0, 1) that Python's `random.Random(index)` draws (the same
+    on every machine and Python version): a seeded view's crop position, then its mirror."""
+    draw = random.Random(index)
+    return draw.random(), draw.random(), draw.random()
+
+
 def random_crop_box(size: int, index: int, height: int, width: int, kind: str = RANDOM_CROP
                     ) -> tuple[int, int, int, int]:
     """(top, left, size, size) of seeded crop `index` of a height x width input: two numbers
@@ -123,8 +131,7 @@ def random_crop_box(size: int, index: int, height: int, width: int, kind: str = 
                           f"{size} x {size} pixels, got {height} x {width}; resize to at least "
                           f"{size} in the preprocessing (e.g. resize shortest {size}) or crop "
                           "smaller")
-    draw = random.Random(index)
-    u, v = draw.random(), draw.random()
+    u, v, _ = _seeded_draws(index)
     return int(u * (height - size + 1)), int(v * (width - size + 1)), size, size
 
 
@@ -132,9 +139,7 @@ def random_flip(index: int) -> bool:
     """Whether seeded view `index` of `random_crop_hflip` is mirrored: the third number drawn by
     `random.Random(index)` (after the crop's two) is below 0.5, as RandomHorizontalFlip(p=0.5)
     flips when its draw is below p."""
-    draw = random.Random(index)
-    draw.random(), draw.random()
-    return draw.random() < 0.5
+    return _seeded_draws(index)[2] < 0.5
 
 
 def _random_crop(kind: str, size: int, index: int) -> tuple[Op, Op]:
